@@ -1,0 +1,245 @@
+//! Content-defined chunking (FastCDC 2020) and BLAKE3 chunk identifiers.
+//!
+//! Identical content yields identical chunks wherever it sits in an artifact,
+//! so a new release shares every unchanged region with the old one.
+
+use std::fmt;
+use std::io::Read;
+use std::str::FromStr;
+
+use fastcdc::v2020::{Normalization, StreamCDC};
+use serde::{Deserialize, Serialize};
+
+/// BLAKE3 hash of a chunk's bytes: the chunk's name everywhere in Pollen.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChunkId(pub [u8; 32]);
+
+impl ChunkId {
+    /// The id of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// True when `bytes` hash to this id.
+    pub fn matches(&self, bytes: &[u8]) -> bool {
+        // blake3::Hash compares in constant time.
+        blake3::hash(bytes) == blake3::Hash::from_bytes(self.0)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChunkId({})", &self.to_hex()[..16])
+    }
+}
+
+impl FromStr for ChunkId {
+    type Err = ChunkError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|_| ChunkError::BadId(s.to_owned()))?;
+        Ok(Self(out))
+    }
+}
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChunkError {
+    #[error("chunk sizes out of range: min {min}, avg {avg}, max {max} (need 64 KiB <= min <= avg <= max <= 16 MiB, all even)")]
+    BadParams { min: u32, avg: u32, max: u32 },
+    #[error("not a chunk id (64 hex digits): {0:?}")]
+    BadId(String),
+    #[error("reading the artifact: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// FastCDC size bounds, recorded in the manifest so anyone can re-chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkParams {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl ChunkParams {
+    /// Smallest `min` accepted: keeps per-chunk overhead (ids, requests) small.
+    pub const MIN_MIN: u32 = 16 * 1024;
+    /// Largest `max` accepted: one chunk must fit comfortably in one message.
+    pub const MAX_MAX: u32 = 16 * 1024 * 1024;
+
+    /// Pollen's default: 64 KiB / 256 KiB / 1 MiB.
+    pub const DEFAULT: Self = Self {
+        min: 64 * 1024,
+        avg: 256 * 1024,
+        max: 1024 * 1024,
+    };
+
+    /// Checks the bounds; the only way to build params from untrusted numbers.
+    pub fn new(min: u32, avg: u32, max: u32) -> Result<Self, ChunkError> {
+        let ok = Self::MIN_MIN <= min
+            && min <= avg
+            && avg <= max
+            && max <= Self::MAX_MAX
+            && min % 2 == 0
+            && avg % 2 == 0
+            && max % 2 == 0
+            && (avg as usize) <= fastcdc::v2020::AVERAGE_MAX
+            && (min as usize) <= fastcdc::v2020::MINIMUM_MAX;
+        if ok {
+            Ok(Self { min, avg, max })
+        } else {
+            Err(ChunkError::BadParams { min, avg, max })
+        }
+    }
+
+    /// True when these params pass [`ChunkParams::new`].
+    pub fn is_valid(&self) -> bool {
+        Self::new(self.min, self.avg, self.max).is_ok()
+    }
+}
+
+impl Default for ChunkParams {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// One chunk cut from an artifact.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub id: ChunkId,
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+impl fmt::Debug for Chunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chunk")
+            .field("id", &self.id)
+            .field("offset", &self.offset)
+            .field("len", &self.data.len())
+            .finish()
+    }
+}
+
+/// Cuts `source` into content-defined chunks, streaming: at most one
+/// `params.max` buffer is held, whatever the artifact's size.
+pub fn chunks<R: Read>(
+    source: R,
+    params: ChunkParams,
+) -> impl Iterator<Item = Result<Chunk, ChunkError>> {
+    StreamCDC::with_level(
+        source,
+        params.min as usize,
+        params.avg as usize,
+        params.max as usize,
+        Normalization::Level1,
+    )
+    .map(|r| match r {
+        Ok(c) => Ok(Chunk {
+            id: ChunkId::of(&c.data),
+            offset: c.offset,
+            data: c.data,
+        }),
+        Err(e) => Err(ChunkError::Io(e.into())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn small() -> ChunkParams {
+        ChunkParams::new(16 * 1024, 32 * 1024, 64 * 1024).expect("valid params")
+    }
+
+    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len);
+        let mut x = seed | 1;
+        while out.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    fn cut(data: &[u8], p: ChunkParams) -> Vec<Chunk> {
+        chunks(data, p)
+            .collect::<Result<_, _>>()
+            .expect("in-memory read")
+    }
+
+    #[test]
+    fn rejects_bad_params() {
+        assert!(ChunkParams::new(1024, 2048, 4096).is_err());
+        assert!(ChunkParams::new(64 * 1024, 32 * 1024, 1 << 20).is_err());
+        assert!(ChunkParams::new(64 * 1024, 256 * 1024, 32 << 20).is_err());
+        assert!(ChunkParams::DEFAULT.is_valid());
+    }
+
+    #[test]
+    fn empty_input_has_no_chunks() {
+        assert!(cut(&[], small()).is_empty());
+    }
+
+    #[test]
+    fn local_edit_keeps_distant_chunks() {
+        let a = pseudo_random(1 << 20, 7);
+        let mut b = a.clone();
+        b.splice(100_000..100_000, [1u8, 2, 3]);
+        let ia: std::collections::HashSet<_> = cut(&a, small()).into_iter().map(|c| c.id).collect();
+        let cb = cut(&b, small());
+        let shared = cb.iter().filter(|c| ia.contains(&c.id)).count();
+        assert!(shared + 3 >= cb.len(), "shared {shared} of {}", cb.len());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn deterministic_exact_cover_and_bounded(len in 0usize..600_000, seed in any::<u64>()) {
+            let p = small();
+            let data = pseudo_random(len, seed);
+            let first = cut(&data, p);
+            let second = cut(&data, p);
+            prop_assert_eq!(&first, &second);
+            let mut pos = 0u64;
+            for (i, c) in first.iter().enumerate() {
+                prop_assert_eq!(c.offset, pos);
+                prop_assert!(c.id.matches(&c.data));
+                prop_assert!(c.data.len() <= p.max as usize);
+                if i + 1 < first.len() {
+                    prop_assert!(c.data.len() >= p.min as usize);
+                }
+                prop_assert_eq!(&c.data[..], &data[pos as usize..pos as usize + c.data.len()]);
+                pos += c.data.len() as u64;
+            }
+            prop_assert_eq!(pos as usize, data.len());
+        }
+
+        #[test]
+        fn chunk_id_hex_round_trips(bytes in any::<[u8; 32]>()) {
+            let id = ChunkId(bytes);
+            prop_assert_eq!(id.to_hex().parse::<ChunkId>().ok(), Some(id));
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Pollen's core: the release format and the logic every Pollen program shares.
+//!
+//! Guarantee: deterministic, no I/O of its own and no clock. Every check that
+//! depends on time takes `now` as an argument; chunking reads from a caller's
+//! [`std::io::Read`] and never holds a whole artifact in memory.
+//!
+//! - [`chunk`]: content-defined chunking (FastCDC) and BLAKE3 chunk ids.
+//! - [`manifest`]: the release manifest, its canonical encoding, ed25519
+//!   signatures, the device's trust policy and [`manifest::verify`].
+
+pub mod chunk;
+pub mod manifest;
+
+pub use chunk::{ChunkId, ChunkParams};
+pub use manifest::{
+    verify, Manifest, ManifestId, SignedManifest, TrustPolicy, VerifiedManifest, VerifyContext,
+    VerifyError,
+};

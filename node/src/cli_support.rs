@@ -1,0 +1,66 @@
+//! What the Pollen binaries share at their edge: logging set-up and progress
+//! reporting (a bar on a terminal, sparse plain lines otherwise).
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Logs to stderr; default filter `warn`, `RUST_LOG` overrides.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Progress of a long job over a known number of units.
+#[derive(Debug)]
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    label: &'static str,
+    last_percent: Option<u64>,
+}
+
+impl Progress {
+    /// A bar when stderr is a terminal; otherwise a line on stderr every 10%
+    /// (`<label>: progress <done>/<total>`), which scripts and tests can follow.
+    pub fn new(label: &'static str, total: u64, unit: &str) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total);
+            let template = format!("{label} [{{bar:40}}] {{pos}}/{{len}} {unit} {{eta}}");
+            if let Ok(style) = ProgressStyle::with_template(&template) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        });
+        Self {
+            bar,
+            label,
+            last_percent: None,
+        }
+    }
+
+    pub fn set(&mut self, done: u64, total: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(total);
+            bar.set_position(done);
+            return;
+        }
+        let percent = done.saturating_mul(100).checked_div(total).unwrap_or(100);
+        let step = percent / 10;
+        if self.last_percent != Some(step) || done == total {
+            if self.last_percent != Some(step) {
+                eprintln!("{}: progress {done}/{total}", self.label);
+            }
+            self.last_percent = Some(step);
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The offline path: a release carried as a manifest plus a chunk folder (or
+//! a store directory), verified, stored, reassembled, and recorded.
+//!
+//! Order matters for the threats of DESIGN.md §4: the manifest is verified
+//! against a *read-only* view of the store first, so a refused manifest
+//! changes no byte on disk; each chunk is checked before it is written; the
+//! floor is raised only after the whole artifact hashed right. Every step is
+//! idempotent, so a run killed at any point can simply be run again.
+
+use std::path::{Path, PathBuf};
+
+use pollen_core::chunk::ChunkId;
+use pollen_core::manifest::{
+    verify, ChunkRef, TrustPolicy, VerifiedManifest, VerifyContext, VerifyError,
+};
+use serde::Serialize;
+
+use crate::store::{self, Put, RocksStore, Store, StoreError};
+
+/// Where the chunks come from.
+#[derive(Debug)]
+pub enum ChunkSource {
+    /// A folder of files named by chunk id (64 hex digits).
+    Dir(PathBuf),
+    /// Another Pollen store (for example the publisher's), opened read-only.
+    Store(RocksStore),
+}
+
+impl ChunkSource {
+    /// A store directory if `path` holds one, otherwise a chunk folder.
+    pub fn open(path: &Path) -> Result<Self, ImportError> {
+        if RocksStore::exists(path) {
+            Ok(Self::Store(RocksStore::open_read_only(path)?))
+        } else if path.is_dir() {
+            Ok(Self::Dir(path.to_owned()))
+        } else {
+            Err(ImportError::Source(format!(
+                "{} is neither a chunk folder nor a store",
+                path.display()
+            )))
+        }
+    }
+
+    fn read(&self, chunk: &ChunkRef) -> Result<Vec<u8>, ImportError> {
+        let missing = || ImportError::Source(format!("chunk {} is not in the source", chunk.id));
+        match self {
+            Self::Store(s) => s.get_chunk(&chunk.id)?.ok_or_else(missing),
+            Self::Dir(dir) => {
+                let path = dir.join(chunk.id.to_hex());
+                let len = match std::fs::metadata(&path) {
+                    Ok(m) => m.len(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+                    Err(e) => return Err(ImportError::Io { path, source: e }),
+                };
+                if len != u64::from(chunk.len) {
+                    return Err(ImportError::Chunk(StoreError::ChunkMismatch {
+                        id: chunk.id,
+                        actual: ChunkId([0; 32]),
+                        got: usize::try_from(len).unwrap_or(usize::MAX),
+                    }));
+                }
+                std::fs::read(&path).map_err(|source| ImportError::Io { path, source })
+            }
+        }
+    }
+}
+
+/// Everything an import needs, parsed and typed.
+#[derive(Debug)]
+pub struct ImportRequest {
+    pub data_dir: PathBuf,
+    pub trust: TrustPolicy,
+    pub manifest: Vec<u8>,
+    pub source: ChunkSource,
+    pub out: Option<PathBuf>,
+    pub hardware: Option<String>,
+    pub channel: Option<String>,
+    pub now: u64,
+}
+
+/// What an import did; `--json` prints this.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ImportReport {
+    pub manifest_id: String,
+    pub channel: String,
+    pub version: String,
+    pub release: u64,
+    pub chunks_total: usize,
+    /// Chunks that were already in the store (resume, or shared with an older release).
+    pub chunks_present: usize,
+    pub chunks_new: usize,
+    pub bytes_new: u64,
+    pub artifact_bytes: u64,
+    pub artifact_blake3: String,
+    pub out: Option<PathBuf>,
+    pub floor: u64,
+}
+
+/// Errors of the import path.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    #[error("manifest refused: {0}")]
+    Verify(#[from] VerifyError),
+    #[error("chunk refused: {0}")]
+    Chunk(StoreError),
+    #[error("chunk source: {0}")]
+    Source(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The store directory inside a node's data directory.
+pub fn store_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("store")
+}
+
+/// Verifies `req.manifest` against the node's current floor without writing.
+pub fn check_manifest(req: &ImportRequest) -> Result<VerifiedManifest, ImportError> {
+    let dir = store_dir(&req.data_dir);
+    let floor = match (&req.channel, RocksStore::exists(&dir)) {
+        (_, false) => 0,
+        (channel, true) => {
+            let ro = RocksStore::open_read_only(&dir)?;
+            // With no channel pinned, judge against the floor of the manifest's own channel.
+            let channel = match channel {
+                Some(c) => c.clone(),
+                None => pollen_core::SignedManifest::decode(&req.manifest)
+                    .map(|s| s.manifest().channel.clone())
+                    .unwrap_or_default(),
+            };
+            store::floor(&ro, &channel)?
+        }
+    };
+    let ctx = VerifyContext {
+        now: req.now,
+        floor,
+        hardware: req.hardware.clone(),
+        channel: req.channel.clone(),
+    };
+    Ok(verify(&req.manifest, &req.trust, &ctx)?)
+}
+
+/// Runs the import; `progress(done, total)` is called after each chunk.
+pub fn import(
+    req: ImportRequest,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<ImportReport, ImportError> {
+    let verified = check_manifest(&req)?;
+    let m = verified.manifest();
+    let dir = store_dir(&req.data_dir);
+    std::fs::create_dir_all(&dir).map_err(|source| ImportError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let store = RocksStore::open(&dir)?;
+
+    let total = m.chunks.len();
+    let missing = store::missing_chunks(&store, m)?;
+    let present = m
+        .chunks
+        .iter()
+        .map(|c| c.id)
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+        - missing.len();
+    let (mut chunks_new, mut bytes_new) = (0, 0u64);
+    progress(total - missing.len(), total);
+    for (i, c) in missing.iter().enumerate() {
+        let bytes = req.source.read(c)?;
+        if bytes.len() != c.len as usize {
+            return Err(ImportError::Chunk(StoreError::ChunkMismatch {
+                id: c.id,
+                actual: ChunkId::of(&bytes),
+                got: bytes.len(),
+            }));
+        }
+        match store.put_chunk(&c.id, &bytes) {
+            Ok(Put::New) => {
+                chunks_new += 1;
+                bytes_new += bytes.len() as u64;
+            }
+            Ok(Put::AlreadyHeld) => {}
+            Err(e @ StoreError::ChunkMismatch { .. }) => return Err(ImportError::Chunk(e)),
+            Err(e) => return Err(e.into()),
+        }
+        tracing::debug!(chunk = %c.id, len = c.len, "stored");
+        progress(total - missing.len() + i + 1, total);
+    }
+    store.put_manifest(&verified)?;
+
+    let reassembled = match &req.out {
+        Some(path) => store::reassemble_to_file(&store, m, path)?,
+        None => store::reassemble_to(&store, m, &mut std::io::sink())?,
+    };
+    let floor = store::raise_floor(&store, &m.channel, m.release)?;
+    store.put_state(&store::state::installed_key(&m.channel), &verified.id().0)?;
+    tracing::info!(manifest = %verified.id(), release = m.release, chunks_new, "imported");
+    Ok(ImportReport {
+        manifest_id: verified.id().to_hex(),
+        channel: m.channel.clone(),
+        version: m.version.clone(),
+        release: m.release,
+        chunks_total: total,
+        chunks_present: present,
+        chunks_new,
+        bytes_new,
+        artifact_bytes: reassembled.bytes,
+        artifact_blake3: hex::encode(reassembled.blake3),
+        out: req.out.clone(),
+        floor,
+    })
+}

@@ -1,0 +1,19 @@
+//! The Pollen device agent as a library: the binary `pollen-node` is a thin
+//! CLI over it, and `pollen-seeder` reuses its store and trust loading.
+//!
+//! - [`store`]: chunks, manifests and node state (RocksDB or in memory).
+//! - [`trust_file`]: reading a device's trust policy from disk.
+//! - [`import`]: the offline path, a release carried on a USB stick.
+
+pub mod cli_support;
+pub mod import;
+pub mod store;
+pub mod trust_file;
+
+/// Seconds since the Unix epoch, read once at the edge and passed inward.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

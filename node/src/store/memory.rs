@@ -1,0 +1,84 @@
+//! In-memory [`Store`] for tests and the simulator.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use pollen_core::chunk::ChunkId;
+use pollen_core::manifest::{ManifestId, VerifiedManifest};
+
+use super::{check_chunk, Put, Store, StoreError};
+
+#[derive(Debug, Default)]
+struct Inner {
+    chunks: BTreeMap<ChunkId, Vec<u8>>,
+    manifests: BTreeMap<ManifestId, Vec<u8>>,
+    state: BTreeMap<String, Vec<u8>>,
+}
+
+/// A store that lives and dies with the process.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied write:
+        // every write is a single map insertion.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Store for MemStore {
+    fn put_chunk(&self, id: &ChunkId, bytes: &[u8]) -> Result<Put, StoreError> {
+        check_chunk(id, bytes)?;
+        let mut inner = self.lock();
+        if inner.chunks.contains_key(id) {
+            return Ok(Put::AlreadyHeld);
+        }
+        inner.chunks.insert(*id, bytes.to_vec());
+        Ok(Put::New)
+    }
+
+    fn get_chunk(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().chunks.get(id).cloned())
+    }
+
+    fn has_chunk(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        Ok(self.lock().chunks.contains_key(id))
+    }
+
+    fn chunk_ids(&self) -> Result<Vec<ChunkId>, StoreError> {
+        Ok(self.lock().chunks.keys().copied().collect())
+    }
+
+    fn put_manifest(&self, manifest: &VerifiedManifest) -> Result<Put, StoreError> {
+        let mut inner = self.lock();
+        if inner.manifests.contains_key(&manifest.id()) {
+            return Ok(Put::AlreadyHeld);
+        }
+        inner.manifests.insert(manifest.id(), manifest.to_bytes());
+        Ok(Put::New)
+    }
+
+    fn get_manifest(&self, id: &ManifestId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().manifests.get(id).cloned())
+    }
+
+    fn manifest_ids(&self) -> Result<Vec<ManifestId>, StoreError> {
+        Ok(self.lock().manifests.keys().copied().collect())
+    }
+
+    fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().state.get(key).cloned())
+    }
+
+    fn put_state(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.lock().state.insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+}

@@ -1,0 +1,187 @@
+//! RocksDB-backed [`Store`]: column families `chunks-0` (chunk bytes, in blob
+//! files), `have-0` (chunk id → length, written in the same batch, so
+//! presence checks never read chunk bytes), `manifests-0` and `state-0`.
+
+use std::path::{Path, PathBuf};
+
+use pollen_core::chunk::ChunkId;
+use pollen_core::manifest::{ManifestId, VerifiedManifest};
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB};
+
+use super::{check_chunk, Put, Store, StoreError};
+
+const CF_CHUNKS: &str = "chunks-0";
+const CF_HAVE: &str = "have-0";
+const CF_MANIFESTS: &str = "manifests-0";
+const CF_STATE: &str = "state-0";
+const ALL_CFS: [&str; 4] = [CF_CHUNKS, CF_HAVE, CF_MANIFESTS, CF_STATE];
+
+/// A store in a RocksDB directory.
+pub struct RocksStore {
+    db: DB,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn db_options() -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_keep_log_file_num(4);
+    opts.set_max_log_file_size(1 << 20);
+    // Bounded memory: a device may have little of it.
+    opts.set_write_buffer_size(16 << 20);
+    opts.set_max_write_buffer_number(2);
+    opts
+}
+
+fn cf_options(name: &str) -> Options {
+    let mut opts = Options::default();
+    if name == CF_CHUNKS {
+        // Chunks are large, written once and never updated: keep them out of
+        // the LSM tree so compaction does not rewrite them.
+        opts.set_enable_blob_files(true);
+        opts.set_min_blob_size(4096);
+        opts.set_write_buffer_size(32 << 20);
+    }
+    opts
+}
+
+impl RocksStore {
+    /// Opens (creating if needed) the store at `path` for reading and writing.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let cfs = ALL_CFS
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n)));
+        let db = DB::open_cf_descriptors(&db_options(), path, cfs).map_err(|source| {
+            StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
+        Ok(Self {
+            db,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Opens an existing store without writing to its directory at all.
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let mut opts = Options::default();
+        // Keep RocksDB's info log out of the directory we promise not to touch.
+        opts.set_db_log_dir(std::env::temp_dir().join("pollen-rocksdb-logs"));
+        let descriptors = ALL_CFS
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n)));
+        let db = DB::open_cf_descriptors_read_only(&opts, path, descriptors, false).map_err(
+            |source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            },
+        )?;
+        Ok(Self {
+            db,
+            path: path.to_owned(),
+        })
+    }
+
+    /// True when `path` looks like a RocksDB directory.
+    pub fn exists(path: &Path) -> bool {
+        path.join("CURRENT").is_file()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("column family {name} missing")))
+    }
+
+    fn keys(&self, cf: &str) -> Result<Vec<[u8; 32]>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(cf)?, IteratorMode::Start) {
+            let (k, _) = item?;
+            let key: [u8; 32] = (&*k)
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(format!("{cf} key of {} bytes", k.len())))?;
+            out.push(key);
+        }
+        Ok(out)
+    }
+}
+
+impl Store for RocksStore {
+    fn put_chunk(&self, id: &ChunkId, bytes: &[u8]) -> Result<Put, StoreError> {
+        check_chunk(id, bytes)?;
+        if self.has_chunk(id)? {
+            return Ok(Put::AlreadyHeld);
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_CHUNKS)?, id.as_bytes(), bytes);
+        batch.put_cf(
+            self.cf(CF_HAVE)?,
+            id.as_bytes(),
+            (bytes.len() as u64).to_be_bytes(),
+        );
+        self.db.write(batch)?;
+        Ok(Put::New)
+    }
+
+    fn get_chunk(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_CHUNKS)?, id.as_bytes())?)
+    }
+
+    fn has_chunk(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_HAVE)?, id.as_bytes())?
+            .is_some())
+    }
+
+    fn chunk_ids(&self) -> Result<Vec<ChunkId>, StoreError> {
+        Ok(self.keys(CF_HAVE)?.into_iter().map(ChunkId).collect())
+    }
+
+    fn put_manifest(&self, manifest: &VerifiedManifest) -> Result<Put, StoreError> {
+        let cf = self.cf(CF_MANIFESTS)?;
+        let id = manifest.id();
+        if self.db.get_pinned_cf(cf, id.0)?.is_some() {
+            return Ok(Put::AlreadyHeld);
+        }
+        self.db.put_cf(cf, id.0, manifest.to_bytes())?;
+        Ok(Put::New)
+    }
+
+    fn get_manifest(&self, id: &ManifestId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_MANIFESTS)?, id.0)?)
+    }
+
+    fn manifest_ids(&self) -> Result<Vec<ManifestId>, StoreError> {
+        Ok(self
+            .keys(CF_MANIFESTS)?
+            .into_iter()
+            .map(ManifestId)
+            .collect())
+    }
+
+    fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_STATE)?, key)?)
+    }
+
+    fn put_state(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let mut wo = rocksdb::WriteOptions::default();
+        // State transitions must survive power loss, not only kill -9.
+        wo.set_sync(true);
+        Ok(self.db.put_cf_opt(self.cf(CF_STATE)?, key, value, &wo)?)
+    }
+}

@@ -1,0 +1,157 @@
+//! Behaviour both store implementations must share.
+
+use pollen_core::chunk::{chunks, ChunkId, ChunkParams};
+use pollen_core::manifest::{
+    verify, Artifact, ChunkRef, Install, Manifest, Rollout, SecretKey, SignedManifest, TrustPolicy,
+    VerifyContext,
+};
+
+use super::*;
+
+fn artifact(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+fn manifest_for(data: &[u8]) -> (Manifest, Vec<pollen_core::chunk::Chunk>) {
+    let params = ChunkParams::new(16 * 1024, 32 * 1024, 64 * 1024).expect("params");
+    let cs: Vec<_> = chunks(data, params)
+        .collect::<Result<_, _>>()
+        .expect("chunks");
+    let m = Manifest {
+        product: "p".into(),
+        channel: "stable".into(),
+        version: "1.0.0".into(),
+        release: 1,
+        created_at: 0,
+        expires_at: u64::MAX,
+        hardware: vec![],
+        artifact: Artifact {
+            name: "a".into(),
+            size: data.len() as u64,
+            blake3: *blake3::hash(data).as_bytes(),
+        },
+        chunking: params,
+        chunks: cs
+            .iter()
+            .map(|c| ChunkRef {
+                id: c.id,
+                len: c.data.len() as u32,
+            })
+            .collect(),
+        rollout: Rollout::default(),
+        install: Install::FullImage,
+    };
+    (m, cs)
+}
+
+fn exercise(store: &dyn Store) {
+    let data = artifact(300_000);
+    let (m, cs) = manifest_for(&data);
+    assert_eq!(missing_chunks(store, &m).expect("missing").len(), cs.len());
+
+    let bad = ChunkId::of(b"something else");
+    assert!(matches!(
+        store.put_chunk(&bad, &cs[0].data),
+        Err(StoreError::ChunkMismatch { .. })
+    ));
+    assert!(!store.has_chunk(&bad).expect("has"));
+
+    assert_eq!(
+        store.put_chunk(&cs[0].id, &cs[0].data).expect("put"),
+        Put::New
+    );
+    assert_eq!(
+        store.put_chunk(&cs[0].id, &cs[0].data).expect("put"),
+        Put::AlreadyHeld
+    );
+    assert_eq!(
+        missing_chunks(store, &m).expect("missing").len(),
+        cs.len() - 1
+    );
+    assert!(matches!(
+        reassemble_to(store, &m, &mut Vec::new()),
+        Err(StoreError::MissingChunk(_))
+    ));
+
+    for c in &cs {
+        store.put_chunk(&c.id, &c.data).expect("put");
+    }
+    assert!(missing_chunks(store, &m).expect("missing").is_empty());
+    let mut out = Vec::new();
+    let r = reassemble_to(store, &m, &mut out).expect("reassemble");
+    assert_eq!(out, data);
+    assert_eq!(r.bytes, data.len() as u64);
+
+    let key = SecretKey::from_bytes(&[5; 32]);
+    let bytes = SignedManifest::sign(m, &[&key]).encode();
+    let v = verify(
+        &bytes,
+        &TrustPolicy::single(key.public()),
+        &VerifyContext::default(),
+    )
+    .expect("verify");
+    assert_eq!(store.put_manifest(&v).expect("put"), Put::New);
+    assert_eq!(store.put_manifest(&v).expect("put"), Put::AlreadyHeld);
+    assert_eq!(store.get_manifest(&v.id()).expect("get"), Some(bytes));
+    assert_eq!(store.manifest_ids().expect("ids"), vec![v.id()]);
+
+    assert_eq!(floor(store, "stable").expect("floor"), 0);
+    assert_eq!(raise_floor(store, "stable", 7).expect("raise"), 7);
+    assert_eq!(
+        raise_floor(store, "stable", 3).expect("raise"),
+        7,
+        "floor never lowers"
+    );
+}
+
+#[test]
+fn memory_store_behaves() {
+    exercise(&MemStore::new());
+}
+
+#[test]
+fn rocks_store_behaves_and_persists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = artifact(200_000);
+    let (m, cs) = manifest_for(&data);
+    {
+        let store = RocksStore::open(dir.path()).expect("open");
+        exercise(&store);
+        for c in &cs {
+            store.put_chunk(&c.id, &c.data).expect("put");
+        }
+    }
+    let store = RocksStore::open_read_only(dir.path()).expect("reopen");
+    assert_eq!(floor(&store, "stable").expect("floor"), 7);
+    let mut out = Vec::new();
+    reassemble_to(&store, &m, &mut out).expect("reassemble after reopen");
+    assert_eq!(out, data);
+}
+
+#[test]
+fn read_only_open_changes_no_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(RocksStore::open(dir.path()).expect("create"));
+    let before = snapshot(dir.path());
+    let store = RocksStore::open_read_only(dir.path()).expect("open ro");
+    let _ = floor(&store, "x");
+    drop(store);
+    assert_eq!(before, snapshot(dir.path()));
+}
+
+fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| {
+            let e = e.expect("entry");
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}

@@ -1,0 +1,138 @@
+//! Trust files: which publisher keys a device trusts, and the threshold.
+//!
+//! Either a single `.pub` file (threshold 1), or a text file:
+//! ```text
+//! # comments and blank lines are ignored
+//! threshold 2
+//! key publisher-a.pub   # paths relative to the trust file
+//! key publisher-b.pub
+//! key publisher-c.pub
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use pollen_core::manifest::{KeyError, PublicKey, TrustError, TrustPolicy};
+
+/// Errors of this module; each names the file at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustFileError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Key { path: PathBuf, source: KeyError },
+    #[error("{path}, line {line}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: {source}")]
+    Policy { path: PathBuf, source: TrustError },
+}
+
+/// Largest trust or key file read (they are a few lines long).
+const MAX_FILE: u64 = 64 * 1024;
+
+fn read_small(path: &Path) -> Result<String, TrustFileError> {
+    let io = |source| TrustFileError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > MAX_FILE {
+        return Err(io(std::io::Error::other(format!(
+            "{len} bytes is too large for a key file"
+        ))));
+    }
+    std::fs::read_to_string(path).map_err(io)
+}
+
+/// Reads a public key file.
+pub fn load_public_key(path: &Path) -> Result<PublicKey, TrustFileError> {
+    PublicKey::from_text(&read_small(path)?).map_err(|source| TrustFileError::Key {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads a trust policy from a `.pub` file or a trust file.
+pub fn load_trust(path: &Path) -> Result<TrustPolicy, TrustFileError> {
+    let text = read_small(path)?;
+    if text.trim_start().starts_with("pollen-public-key") {
+        return Ok(TrustPolicy::single(load_public_key(path)?));
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut threshold = None;
+    let mut keys = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let syntax = |message: String| TrustFileError::Syntax {
+            path: path.to_owned(),
+            line: i + 1,
+            message,
+        };
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("threshold"), Some(n), None) => {
+                let n = n
+                    .parse()
+                    .map_err(|_| syntax(format!("threshold {n:?} is not a number")))?;
+                threshold = Some(n);
+            }
+            (Some("key"), Some(file), None) => keys.push(load_public_key(&base.join(file))?),
+            _ => {
+                return Err(syntax(format!(
+                    "expected `threshold N` or `key FILE`, found {line:?}"
+                )))
+            }
+        }
+    }
+    let threshold = threshold.unwrap_or(1);
+    TrustPolicy::new(keys, threshold).map_err(|source| TrustFileError::Policy {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pollen_core::manifest::SecretKey;
+
+    #[test]
+    fn reads_single_key_and_threshold_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = SecretKey::from_bytes(&[1; 32]).public();
+        let b = SecretKey::from_bytes(&[2; 32]).public();
+        std::fs::write(dir.path().join("a.pub"), a.to_text()).expect("write");
+        std::fs::write(dir.path().join("b.pub"), b.to_text()).expect("write");
+        let single = load_trust(&dir.path().join("a.pub")).expect("single key");
+        assert_eq!(single.threshold(), 1);
+        let trust = dir.path().join("trust");
+        std::fs::write(
+            &trust,
+            "# fleet\nthreshold 2\nkey a.pub\nkey b.pub # second\n",
+        )
+        .expect("write");
+        let policy = load_trust(&trust).expect("policy");
+        assert_eq!(policy.threshold(), 2);
+        assert!(policy.key(&b.id()).is_some());
+        std::fs::write(&trust, "threshold 3\nkey a.pub\n").expect("write");
+        assert!(matches!(
+            load_trust(&trust),
+            Err(TrustFileError::Policy { .. })
+        ));
+        std::fs::write(&trust, "trust everyone\n").expect("write");
+        assert!(matches!(
+            load_trust(&trust),
+            Err(TrustFileError::Syntax { line: 1, .. })
+        ));
+    }
+}

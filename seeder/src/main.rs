@@ -1,0 +1,337 @@
+//! `pollen-seeder`: the publisher's tool — keys, publishing, inspection, verification.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use pollen_core::chunk::ChunkParams;
+use pollen_core::manifest::{verify, SignedManifest, VerifyContext};
+use pollen_node::cli_support::{init_tracing, Progress};
+use pollen_node::store::{RocksStore, Store};
+use pollen_node::trust_file::load_trust;
+use pollen_seeder::keyfile;
+use pollen_seeder::publish::{publish, PublishRequest};
+use pollen_seeder::view::ManifestView;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pollen-seeder",
+    version,
+    about = "Pollen publisher tool: keys, releases, verification"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate a publisher key pair: FILE (secret, mode 0600) and FILE.pub.
+    Keygen(KeygenOpt),
+    /// Chunk an artifact into a store and sign its release manifest.
+    Publish(PublishOpt),
+    /// Show a manifest (and whether it verifies, with --trust).
+    Inspect(InspectOpt),
+    /// Exit 0 only if a manifest (and optionally an artifact) verifies.
+    Verify(VerifyOpt),
+    /// Copy a release out of a store as a manifest plus a chunk folder (for USB sticks).
+    Export(ExportOpt),
+}
+
+#[derive(Args, Debug)]
+struct KeygenOpt {
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct PublishOpt {
+    /// Secret key file from `keygen`.
+    #[arg(long)]
+    key: PathBuf,
+    /// Store directory (created if missing).
+    #[arg(long)]
+    store: PathBuf,
+    #[arg(long)]
+    artifact: PathBuf,
+    #[arg(long)]
+    channel: String,
+    /// Semantic version, e.g. 2.1.0.
+    #[arg(long)]
+    version: semver::Version,
+    /// Monotonic release number; default: one above the newest on the channel.
+    #[arg(long)]
+    release: Option<u64>,
+    /// How long devices accept the manifest, e.g. 30d, 12h.
+    #[arg(long, default_value = "90d")]
+    expires_in: humantime::Duration,
+    /// Hardware model this release targets (repeatable); none means any.
+    #[arg(long)]
+    hardware: Vec<String>,
+    /// Product name recorded in the manifest.
+    #[arg(long, default_value = "pollen")]
+    product: String,
+    /// Average chunk size in KiB (min is a quarter, max four times).
+    #[arg(long, default_value_t = 256)]
+    chunk_kib: u32,
+    /// Also write the signed manifest to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct InspectOpt {
+    manifest: PathBuf,
+    /// Trust file or `.pub`: adds the signature verdict.
+    #[arg(long)]
+    trust: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct VerifyOpt {
+    /// Trust file or `.pub`.
+    #[arg(long)]
+    trust: PathBuf,
+    manifest: PathBuf,
+    /// Also check that this file is the manifest's artifact.
+    #[arg(long)]
+    artifact: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ExportOpt {
+    #[arg(long)]
+    store: PathBuf,
+    /// Manifest id (hex) in the store, or a manifest file.
+    #[arg(long)]
+    manifest: String,
+    /// Output folder: gets `manifest.pollen` and `chunks/`.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keygen(o) => keygen(o),
+        Command::Publish(o) => run_publish(o),
+        Command::Inspect(o) => inspect(o),
+        Command::Verify(o) => run_verify(o),
+        Command::Export(o) => export(o),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pollen-seeder: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn keygen(o: KeygenOpt) -> anyhow::Result<()> {
+    let key = keyfile::generate(&o.out)?;
+    let id = key.public().id().to_string();
+    let public = keyfile::public_path(&o.out);
+    if o.json {
+        print_json(&serde_json::json!({ "key_id": id, "secret_key": o.out, "public_key": public }))
+    } else {
+        println!(
+            "key id {id}\nsecret key {} (keep it private)\npublic key {} (give it to devices)",
+            o.out.display(),
+            public.display()
+        );
+        Ok(())
+    }
+}
+
+fn run_publish(o: PublishOpt) -> anyhow::Result<()> {
+    let avg = o
+        .chunk_kib
+        .checked_mul(1024)
+        .context("--chunk-kib too large")?;
+    let chunking = ChunkParams::new(avg / 4, avg, avg.saturating_mul(4)).context("--chunk-kib")?;
+    let key = keyfile::load_secret(&o.key)?;
+    let total = std::fs::metadata(&o.artifact)
+        .with_context(|| format!("reading {}", o.artifact.display()))?
+        .len();
+    std::fs::create_dir_all(&o.store).with_context(|| format!("creating {}", o.store.display()))?;
+    let store = RocksStore::open(&o.store)?;
+    let req = PublishRequest {
+        key: &key,
+        artifact: o.artifact.clone(),
+        product: o.product,
+        channel: o.channel,
+        version: o.version,
+        release: o.release,
+        expires_in_secs: o.expires_in.as_secs(),
+        hardware: o.hardware,
+        chunking,
+        now: pollen_node::unix_now(),
+    };
+    let mut progress = Progress::new("publish", total, "bytes");
+    let (report, verified) = publish(&store, &req, |done| progress.set(done, total))?;
+    progress.finish();
+    if let Some(out) = &o.out {
+        std::fs::write(out, verified.to_bytes())
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    if o.json {
+        return print_json(&report);
+    }
+    println!(
+        "published {} {} (release {}) on channel {}",
+        report.product, report.version, report.release, report.channel
+    );
+    println!("manifest   {}", report.manifest_id);
+    println!(
+        "artifact   {} bytes, blake3 {}",
+        report.artifact_bytes, report.artifact_blake3
+    );
+    println!(
+        "chunks     {} total, {} new ({} new bytes)",
+        report.chunks, report.new_chunks, report.new_bytes
+    );
+    if let Some(out) = &o.out {
+        println!("written to {}", out.display());
+    }
+    Ok(())
+}
+
+fn read_manifest(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .with_context(|| format!("opening {}", path.display()))?
+        .take(pollen_core::manifest::MAX_MANIFEST_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(bytes)
+}
+
+fn inspect(o: InspectOpt) -> anyhow::Result<()> {
+    let bytes = read_manifest(&o.manifest)?;
+    let signed =
+        SignedManifest::decode(&bytes).with_context(|| format!("{}", o.manifest.display()))?;
+    let verdict = match &o.trust {
+        None => None,
+        Some(t) => {
+            let policy = load_trust(t)?;
+            let ctx = VerifyContext {
+                now: pollen_node::unix_now(),
+                ..Default::default()
+            };
+            Some(match verify(&bytes, &policy, &ctx) {
+                Ok(_) => "valid".to_string(),
+                Err(e) => format!("INVALID: {e}"),
+            })
+        }
+    };
+    let view = ManifestView::new(&signed, verdict);
+    if o.json {
+        print_json(&view)
+    } else {
+        print!("{}", view.summary());
+        Ok(())
+    }
+}
+
+fn run_verify(o: VerifyOpt) -> anyhow::Result<()> {
+    let policy = load_trust(&o.trust)?;
+    let bytes = read_manifest(&o.manifest)?;
+    let ctx = VerifyContext {
+        now: pollen_node::unix_now(),
+        ..Default::default()
+    };
+    let verified =
+        verify(&bytes, &policy, &ctx).map_err(|e| anyhow::anyhow!("manifest refused: {e}"))?;
+    let m = verified.manifest();
+    if let Some(path) = &o.artifact {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut hasher = blake3::Hasher::new();
+        let size = std::io::copy(
+            &mut std::io::BufReader::with_capacity(1 << 20, file),
+            &mut hasher,
+        )
+        .with_context(|| format!("reading {}", path.display()))?;
+        if size != m.artifact.size || hasher.finalize().as_bytes() != &m.artifact.blake3 {
+            bail!(
+                "artifact {} does not match the manifest (size {size}, expected {})",
+                path.display(),
+                m.artifact.size
+            );
+        }
+    }
+    if o.json {
+        print_json(&serde_json::json!({
+            "valid": true,
+            "manifest_id": verified.id().to_hex(),
+            "signers": verified.signers().iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+            "artifact_checked": o.artifact.is_some(),
+        }))
+    } else {
+        println!(
+            "valid: {} release {} signed by {}{}",
+            verified.id(),
+            m.release,
+            verified
+                .signers()
+                .iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if o.artifact.is_some() {
+                "; artifact matches"
+            } else {
+                ""
+            }
+        );
+        Ok(())
+    }
+}
+
+fn export(o: ExportOpt) -> anyhow::Result<()> {
+    let store = RocksStore::open_read_only(&o.store)?;
+    let bytes = if Path::new(&o.manifest).is_file() {
+        read_manifest(Path::new(&o.manifest))?
+    } else {
+        let mut id = [0u8; 32];
+        hex::decode_to_slice(&o.manifest, &mut id)
+            .context("--manifest is neither a file nor a manifest id")?;
+        store
+            .get_manifest(&pollen_core::ManifestId(id))?
+            .with_context(|| format!("manifest {} is not in the store", o.manifest))?
+    };
+    let signed = SignedManifest::decode(&bytes)?;
+    let chunk_dir = o.out.join("chunks");
+    std::fs::create_dir_all(&chunk_dir)
+        .with_context(|| format!("creating {}", chunk_dir.display()))?;
+    for c in &signed.manifest().chunks {
+        let data = store
+            .get_chunk(&c.id)?
+            .with_context(|| format!("chunk {} is not in the store", c.id))?;
+        std::fs::write(chunk_dir.join(c.id.to_hex()), data)?;
+    }
+    std::fs::write(o.out.join("manifest.pollen"), &bytes)?;
+    println!(
+        "exported {} chunks and manifest.pollen to {}",
+        signed.manifest().chunks.len(),
+        o.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! Publishing: chunk an artifact into a store, then build and sign its manifest.
+//!
+//! Chunking and hashing run on one thread while the store writes on another,
+//! joined by a bounded channel, so neither waits for the other and memory
+//! stays at a few chunks whatever the artifact's size.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use pollen_core::chunk::{chunks, Chunk, ChunkError, ChunkParams};
+use pollen_core::manifest::{
+    verify, Artifact, ChunkRef, Install, Manifest, Rollout, SecretKey, SignedManifest, TrustPolicy,
+    VerifiedManifest, VerifyContext, VerifyError,
+};
+use pollen_node::store::{Put, Store, StoreError};
+use serde::Serialize;
+
+/// Chunks in flight between the chunking thread and the store writer.
+const PIPELINE_DEPTH: usize = 8;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    #[error("reading {path}: {source}")]
+    Artifact {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("chunking: {0}")]
+    Chunk(#[from] ChunkError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("release {requested} is not above release {existing} already published on channel {channel}")]
+    ReleaseNotNewer {
+        requested: u64,
+        existing: u64,
+        channel: String,
+    },
+    #[error("the new manifest does not verify: {0}")]
+    SelfCheck(#[from] VerifyError),
+    #[error("invalid manifest field: {0}")]
+    Field(String),
+}
+
+/// A publish job, typed and validated by the CLI.
+#[derive(Debug)]
+pub struct PublishRequest<'a> {
+    pub key: &'a SecretKey,
+    pub artifact: PathBuf,
+    pub product: String,
+    pub channel: String,
+    pub version: semver::Version,
+    /// `None`: one above the newest release of the channel in the store.
+    pub release: Option<u64>,
+    pub expires_in_secs: u64,
+    pub hardware: Vec<String>,
+    pub chunking: ChunkParams,
+    pub now: u64,
+}
+
+/// What a publish did; `--json` prints this.
+#[derive(Clone, Debug, Serialize)]
+pub struct PublishReport {
+    pub manifest_id: String,
+    pub product: String,
+    pub channel: String,
+    pub version: String,
+    pub release: u64,
+    pub expires_at: u64,
+    pub artifact_bytes: u64,
+    pub artifact_blake3: String,
+    pub chunks: usize,
+    pub new_chunks: usize,
+    pub new_bytes: u64,
+    pub key_id: String,
+}
+
+/// Newest release number published on `channel` in `store` (0 if none).
+pub fn newest_release<S: Store + ?Sized>(store: &S, channel: &str) -> Result<u64, StoreError> {
+    let mut newest = 0;
+    for id in store.manifest_ids()? {
+        let bytes = store.get_manifest(&id)?.unwrap_or_default();
+        if let Ok(signed) = SignedManifest::decode(&bytes) {
+            if signed.manifest().channel == channel {
+                newest = newest.max(signed.manifest().release);
+            }
+        }
+    }
+    Ok(newest)
+}
+
+struct Chunked {
+    refs: Vec<ChunkRef>,
+    size: u64,
+    blake3: [u8; 32],
+    new_chunks: usize,
+    new_bytes: u64,
+}
+
+/// Chunks `source` into `store`; `progress(bytes_done)` after every chunk.
+pub fn chunk_into_store<S: Store + ?Sized, R: Read + Send>(
+    store: &S,
+    source: R,
+    params: ChunkParams,
+    mut progress: impl FnMut(u64),
+) -> Result<ChunkedSummary, PublishError> {
+    let c = chunk_pipeline(store, source, params, &mut progress)?;
+    Ok(ChunkedSummary {
+        chunks: c.refs.len(),
+        size: c.size,
+        new_chunks: c.new_chunks,
+        new_bytes: c.new_bytes,
+    })
+}
+
+/// Counts from [`chunk_into_store`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkedSummary {
+    pub chunks: usize,
+    pub size: u64,
+    pub new_chunks: usize,
+    pub new_bytes: u64,
+}
+
+fn chunk_pipeline<S: Store + ?Sized, R: Read + Send>(
+    store: &S,
+    source: R,
+    params: ChunkParams,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Chunked, PublishError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, ChunkError>>(PIPELINE_DEPTH);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for chunk in chunks(source, params) {
+                let failed = chunk.is_err();
+                if tx.send(chunk).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let mut out = Chunked {
+            refs: Vec::new(),
+            size: 0,
+            blake3: [0; 32],
+            new_chunks: 0,
+            new_bytes: 0,
+        };
+        let mut whole = blake3::Hasher::new();
+        for chunk in rx {
+            let chunk = chunk?;
+            whole.update(&chunk.data);
+            let len = chunk.data.len();
+            if store.put_chunk(&chunk.id, &chunk.data)? == Put::New {
+                out.new_chunks += 1;
+                out.new_bytes += len as u64;
+            }
+            out.size += len as u64;
+            // Chunk lengths are bounded by params.max (<= 16 MiB), so this cannot truncate.
+            out.refs.push(ChunkRef {
+                id: chunk.id,
+                len: len as u32,
+            });
+            progress(out.size);
+        }
+        out.blake3 = *whole.finalize().as_bytes();
+        Ok(out)
+    })
+}
+
+/// Publishes `req.artifact` into `store` and returns the signed manifest.
+pub fn publish<S: Store + ?Sized>(
+    store: &S,
+    req: &PublishRequest<'_>,
+    mut progress: impl FnMut(u64),
+) -> Result<(PublishReport, VerifiedManifest), PublishError> {
+    let existing = newest_release(store, &req.channel)?;
+    let release = match req.release {
+        Some(r) if r <= existing => {
+            return Err(PublishError::ReleaseNotNewer {
+                requested: r,
+                existing,
+                channel: req.channel.clone(),
+            })
+        }
+        Some(r) => r,
+        None => existing + 1,
+    };
+    let artifact_io = |source| PublishError::Artifact {
+        path: req.artifact.clone(),
+        source,
+    };
+    let file = std::fs::File::open(&req.artifact).map_err(artifact_io)?;
+    let name = req
+        .artifact
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "artifact".into());
+    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let chunked = chunk_pipeline(store, reader, req.chunking, &mut progress)?;
+
+    let manifest = Manifest {
+        product: req.product.clone(),
+        channel: req.channel.clone(),
+        version: req.version.to_string(),
+        release,
+        created_at: req.now,
+        expires_at: req.now.saturating_add(req.expires_in_secs),
+        hardware: req.hardware.clone(),
+        artifact: Artifact {
+            name,
+            size: chunked.size,
+            blake3: chunked.blake3,
+        },
+        chunking: req.chunking,
+        chunks: chunked.refs,
+        rollout: Rollout::default(),
+        install: Install::FullImage,
+    };
+    let bytes = SignedManifest::sign(manifest, &[req.key]).encode();
+    // Check what we made exactly as a device will, before anyone sees it.
+    let ctx = VerifyContext {
+        now: req.now,
+        floor: release,
+        hardware: None,
+        channel: Some(req.channel.clone()),
+    };
+    let verified =
+        verify(&bytes, &TrustPolicy::single(req.key.public()), &ctx).map_err(|e| match e {
+            VerifyError::Decode(d) => PublishError::Field(d.to_string()),
+            other => PublishError::SelfCheck(other),
+        })?;
+    store.put_manifest(&verified)?;
+    let m = verified.manifest();
+    let report = PublishReport {
+        manifest_id: verified.id().to_hex(),
+        product: m.product.clone(),
+        channel: m.channel.clone(),
+        version: m.version.clone(),
+        release,
+        expires_at: m.expires_at,
+        artifact_bytes: m.artifact.size,
+        artifact_blake3: hex::encode(m.artifact.blake3),
+        chunks: m.chunks.len(),
+        new_chunks: chunked.new_chunks,
+        new_bytes: chunked.new_bytes,
+        key_id: req.key.public().id().to_string(),
+    };
+    tracing::info!(manifest = %verified.id(), release, new_chunks = chunked.new_chunks, "published");
+    Ok((report, verified))
+}
