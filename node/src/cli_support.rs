@@ -64,3 +64,19 @@ impl Progress {
         }
     }
 }
+
+/// An error and its causes on one line, skipping a cause whose text the
+/// message before it already includes (thiserror's `{0}` plus `#[from]`).
+pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = e.source();
+    }
+    line
+}

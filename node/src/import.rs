@@ -53,10 +53,10 @@ impl ChunkSource {
                     Err(e) => return Err(ImportError::Io { path, source: e }),
                 };
                 if len != u64::from(chunk.len) {
-                    return Err(ImportError::Chunk(StoreError::ChunkMismatch {
+                    return Err(ImportError::Chunk(StoreError::WrongLength {
                         id: chunk.id,
-                        actual: ChunkId([0; 32]),
-                        got: usize::try_from(len).unwrap_or(usize::MAX),
+                        expected: chunk.len,
+                        got: len,
                     }));
                 }
                 std::fs::read(&path).map_err(|source| ImportError::Io { path, source })

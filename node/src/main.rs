@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use pollen_core::manifest::SignedManifest;
-use pollen_node::cli_support::{init_tracing, Progress};
+use pollen_node::cli_support::{init_tracing, one_line, Progress};
 use pollen_node::import::{import, store_dir, ChunkSource, ImportRequest};
 use pollen_node::store::{RocksStore, Store};
 use pollen_node::trust_file::load_trust;
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pollen-node: error: {e:#}");
+            eprintln!("pollen-node: error: {}", one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }

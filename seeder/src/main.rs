@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use pollen_core::chunk::ChunkParams;
 use pollen_core::manifest::{verify, SignedManifest, VerifyContext};
-use pollen_node::cli_support::{init_tracing, Progress};
+use pollen_node::cli_support::{init_tracing, one_line, Progress};
 use pollen_node::store::{RocksStore, Store};
 use pollen_node::trust_file::load_trust;
 use pollen_seeder::keyfile;
@@ -133,7 +133,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pollen-seeder: error: {e:#}");
+            eprintln!("pollen-seeder: error: {}", one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -26,6 +26,12 @@ pub enum StoreError {
         actual: ChunkId,
         got: usize,
     },
+    #[error("chunk {id} is {got} bytes, the manifest says {expected}; not stored")]
+    WrongLength {
+        id: ChunkId,
+        expected: u32,
+        got: u64,
+    },
     #[error("chunk {0} is not in the store")]
     MissingChunk(ChunkId),
     #[error("stored data is corrupt: {0}")]

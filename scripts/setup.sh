@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what building Pollen needs on a fresh Debian machine with Rust:
+# libclang (rocksdb's bindgen) and a C++ compiler (rocksdb itself).
+# Idempotent: does nothing when everything is present.
+set -euo pipefail
+
+need=()
+for pkg in libclang-dev clang g++ pkg-config time; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  echo "setup: installing ${need[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
