@@ -107,11 +107,18 @@ impl SignedManifest {
                 })
             })
             .collect::<Result<Vec<_>, DecodeError>>()?;
-        Ok(Self {
+        let decoded = Self {
             body: envelope.body,
             manifest,
             signatures,
-        })
+        };
+        // One byte string per envelope: no overlong varints, no alternate forms.
+        if decoded.encode() != bytes {
+            return Err(DecodeError::Malformed(
+                "non-canonical envelope encoding".into(),
+            ));
+        }
+        Ok(decoded)
     }
 
     /// The envelope's bytes, as stored and sent.
