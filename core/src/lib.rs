@@ -10,6 +10,7 @@
 
 pub mod chunk;
 pub mod manifest;
+pub mod swarm;
 
 pub use chunk::{ChunkId, ChunkParams};
 pub use manifest::{

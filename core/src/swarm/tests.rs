@@ -1,0 +1,219 @@
+//! Scheduler behaviour, on single swarms and on the in-memory N-node harness.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::harness::{Net, NodeSpec, SEEDER};
+use super::*;
+
+const MIN: Duration = Duration::from_secs(600);
+
+fn specs(sites: &[u32]) -> Vec<NodeSpec> {
+    sites.iter().map(|&site| NodeSpec { site, corrupt: false }).collect()
+}
+
+fn pollen(seed: u64) -> impl Fn(u32) -> SwarmConfig {
+    move |id| SwarmConfig { seed: seed ^ u64::from(id), ..SwarmConfig::default() }
+}
+
+fn chunk_refs(n: u32) -> Vec<ChunkRef> {
+    (0..n).map(|i| ChunkRef { id: ChunkId::of(&i.to_le_bytes()), len: 1000 }).collect()
+}
+
+#[test]
+fn site_of_six_pulls_each_chunk_across_the_uplink_once() {
+    let mut net = Net::new(64, 256 * 1024, &specs(&[1; 6]), pollen(7));
+    net.run(MIN);
+    assert_eq!(net.finished.len(), 6, "all nodes finish");
+    let f = 64 * 256 * 1024;
+    assert_eq!(net.uplink_in[&1], f, "exactly one copy crossed the uplink");
+}
+
+#[test]
+fn plain_swarm_pulls_more_than_once() {
+    let cfg = |id| SwarmConfig { seed: u64::from(id), site_aware: false, ..SwarmConfig::default() };
+    let mut net = Net::new(64, 256 * 1024, &specs(&[1; 6]), cfg);
+    net.run(MIN);
+    assert_eq!(net.finished.len(), 6);
+    assert!(net.uplink_in[&1] > 2 * 64 * 256 * 1024, "{}", net.uplink_in[&1]);
+}
+
+#[test]
+fn no_lan_fetches_everything_from_the_seeder() {
+    let cfg = |id| SwarmConfig { seed: u64::from(id), fetch_from_site: false, ..SwarmConfig::default() };
+    let mut net = Net::new(16, 100_000, &specs(&[1; 4]), cfg);
+    net.run(MIN);
+    assert_eq!(net.finished.len(), 4);
+    assert_eq!(net.uplink_in[&1], 4 * 16 * 100_000);
+}
+
+#[test]
+fn same_seed_same_run() {
+    let run = || {
+        let mut net = Net::new(40, 50_000, &specs(&[1, 1, 1, 2, 2, 3]), pollen(3));
+        net.run(MIN);
+        (net.finished.clone(), net.uplink_in.clone(), net.swarms.values().map(|s| s.stats().clone()).collect::<Vec<_>>())
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn corrupt_peer_is_banned_and_download_completes() {
+    let mut nodes = specs(&[1, 1, 1, 1]);
+    nodes.push(NodeSpec { site: 1, corrupt: true });
+    let mut net = Net::new(32, 10_000, &nodes, pollen(11));
+    net.run(MIN);
+    for id in 1..=4 {
+        assert!(net.finished.contains_key(&id), "node {id} finished");
+        assert!(net.swarms[&id].is_banned(&5) || net.swarms[&id].stats().chunks_rejected == 0);
+    }
+    assert!(net.swarms.values().take(4).any(|s| s.is_banned(&5)), "someone met the liar and banned it");
+    assert_eq!(net.stored_corrupt, 0);
+}
+
+#[test]
+fn assignee_crash_is_covered_by_the_rest() {
+    let mut net = Net::new(64, 100_000, &specs(&[1; 5]), pollen(5));
+    net.crash_at(3, Duration::from_millis(2500));
+    net.run(MIN);
+    for id in [1, 2, 4, 5] {
+        assert!(net.finished.contains_key(&id), "node {id} finished");
+    }
+    // A crashed member's in-flight share may cross twice, never the whole release.
+    assert!(net.uplink_in[&1] <= 64 * 100_000 * 12 / 10, "{}", net.uplink_in[&1]);
+}
+
+#[test]
+fn uplink_budget_is_respected() {
+    let rate = 200_000;
+    let cfg = move |id| SwarmConfig { seed: u64::from(id), uplink_rate: Some(rate), ..SwarmConfig::default() };
+    let mut net = Net::new(40, 100_000, &specs(&[1]), cfg);
+    net.wan_rate = 100_000_000;
+    net.run(MIN);
+    let done = net.finished[&1].as_secs_f64();
+    // 4 MB at 200 kB/s with a one-second burst: at least 19 s.
+    assert!(done >= 19.0, "finished in {done} s");
+}
+
+#[test]
+fn pipelining_is_bounded_and_endgame_duplicates() {
+    let cfg = SwarmConfig { per_peer_in_flight: 3, total_in_flight: 5, site: None, ..SwarmConfig::default() };
+    let mut s: Swarm<u32> = Swarm::new(cfg, 0, chunk_refs(10), Bitfield::new(10), Duration::ZERO);
+    for p in 1..=3 {
+        s.handle_peer_up(Duration::ZERO, p, None);
+        s.handle_have_all(Duration::ZERO, p, Bitfield::full(10));
+    }
+    let mut requests = Vec::new();
+    while let Some(a) = s.poll_action() {
+        if let Action::Request { peer, index, .. } = a {
+            requests.push((peer, index));
+        }
+    }
+    assert_eq!(requests.len(), 5, "total cap");
+    for p in 1..=3 {
+        assert!(requests.iter().filter(|r| r.0 == p).count() <= 3);
+    }
+    // Deliver all but the end: end-game duplicates the last requests.
+    let mut t = Duration::from_millis(1);
+    let mut dupes = 0;
+    for _ in 0..40 {
+        let Some(&(peer, index)) = requests.first() else { break };
+        requests.remove(0);
+        s.handle_chunk(t, peer, index, true);
+        t += Duration::from_millis(1);
+        while let Some(a) = s.poll_action() {
+            if let Action::Request { peer, index, .. } = a {
+                if requests.iter().any(|r| r.1 == index) {
+                    dupes += 1;
+                }
+                requests.push((peer, index));
+            }
+        }
+    }
+    assert!(s.is_complete());
+    assert!(dupes > 0, "end-game sent duplicate requests");
+}
+
+#[test]
+fn rarest_chunk_is_requested_first() {
+    let cfg = SwarmConfig { per_peer_in_flight: 1, total_in_flight: 1, site: None, ..SwarmConfig::default() };
+    let mut s: Swarm<u32> = Swarm::new(cfg, 0, chunk_refs(4), Bitfield::new(4), Duration::ZERO);
+    let mut common = Bitfield::new(4);
+    for i in [0, 1, 3] {
+        common.set(i);
+    }
+    for p in 2..=4 {
+        s.handle_peer_up(Duration::ZERO, p, None);
+        s.handle_have_all(Duration::ZERO, p, common.clone());
+    }
+    s.handle_peer_up(Duration::ZERO, 1, None);
+    s.handle_have_all(Duration::ZERO, 1, Bitfield::full(4));
+    // The one slot went out before peer 1 was known; when it frees, the
+    // chunk only peer 1 holds goes first.
+    let (peer, index) = std::iter::from_fn(|| s.poll_action())
+        .find_map(|a| match a {
+            Action::Request { peer, index, .. } => Some((peer, index)),
+            _ => None,
+        })
+        .expect("a request");
+    assert_ne!(index, 2);
+    s.handle_chunk(Duration::from_millis(1), peer, index, true);
+    let first = std::iter::from_fn(|| s.poll_action()).find_map(|a| match a {
+        Action::Request { index, .. } => Some(index),
+        _ => None,
+    });
+    assert_eq!(first, Some(2), "chunk 2 is held by one peer only");
+}
+
+#[test]
+fn timeouts_retry_elsewhere() {
+    let cfg = SwarmConfig {
+        request_timeout: Duration::from_secs(5),
+        site: None,
+        endgame_chunks: 0,
+        ..SwarmConfig::default()
+    };
+    let mut s: Swarm<u32> = Swarm::new(cfg, 0, chunk_refs(1), Bitfield::new(1), Duration::ZERO);
+    s.handle_peer_up(Duration::ZERO, 1, None);
+    s.handle_have_all(Duration::ZERO, 1, Bitfield::full(1));
+    s.handle_peer_up(Duration::ZERO, 2, None);
+    s.handle_have_all(Duration::ZERO, 2, Bitfield::full(1));
+    let first: Vec<_> = std::iter::from_fn(|| s.poll_action()).collect();
+    assert_eq!(first.len(), 1);
+    assert_eq!(s.poll_timeout(), Some(Duration::from_secs(5)));
+    s.handle_timeout(Duration::from_secs(5));
+    let after: Vec<_> = std::iter::from_fn(|| s.poll_action()).collect();
+    assert!(after.iter().any(|a| matches!(a, Action::Cancel { .. })));
+    assert!(after.iter().any(|a| matches!(a, Action::Request { .. })));
+    assert_eq!(s.stats().timeouts, 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Any mesh of sites completes; with no churn each site's uplink carries
+    /// each chunk once; no corrupt chunk is ever accepted; caps hold.
+    #[test]
+    fn meshes_complete_with_one_copy_per_site(
+        sites in proptest::collection::vec(1u32..4, 1..9),
+        chunks in 1u32..40,
+        seed in any::<u64>(),
+        per_peer in 1usize..5,
+    ) {
+        let cfg = move |id: u32| SwarmConfig {
+            seed: seed ^ u64::from(id),
+            per_peer_in_flight: per_peer,
+            total_in_flight: per_peer * 3,
+            ..SwarmConfig::default()
+        };
+        let mut net = Net::new(chunks, 20_000, &specs(&sites), cfg);
+        net.run(MIN);
+        prop_assert_eq!(net.finished.len(), sites.len());
+        prop_assert!(net.max_in_flight_seen <= per_peer * 3);
+        for (site, bytes) in &net.uplink_in {
+            prop_assert_eq!(*bytes, u64::from(chunks) * 20_000, "site {}", site);
+        }
+        prop_assert!(!net.uplink_in.contains_key(&SEEDER));
+    }
+}
