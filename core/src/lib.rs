@@ -11,6 +11,7 @@
 pub mod chunk;
 pub mod manifest;
 pub mod swarm;
+pub mod wire;
 
 pub use chunk::{ChunkId, ChunkParams};
 pub use manifest::{

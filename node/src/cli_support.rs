@@ -80,3 +80,48 @@ pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
     }
     line
 }
+
+/// Parses a byte rate: `8mbit`, `10Mbit/s`, `1MB/s`, `512KiB`, `1000000` (bytes/s).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_end_matches("/s").to_ascii_lowercase();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate (try 8mbit or 1MB/s)"))?;
+    let factor = match unit.trim() {
+        "" | "b" | "bps" => 1.0,
+        "kbit" => 1e3 / 8.0,
+        "mbit" => 1e6 / 8.0,
+        "gbit" => 1e9 / 8.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown rate unit {other:?} in {s:?}")),
+    };
+    let rate = (n * factor).round();
+    if !(1.0..=1e12).contains(&rate) {
+        return Err(format!("rate {s:?} out of range"));
+    }
+    Ok(rate as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("8mbit"), Ok(1_000_000));
+        assert_eq!(parse_rate("1MB/s"), Ok(1_000_000));
+        assert_eq!(parse_rate("2MiB"), Ok(2 << 20));
+        assert_eq!(parse_rate("1500"), Ok(1500));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("0").is_err());
+    }
+}

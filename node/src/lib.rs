@@ -6,7 +6,9 @@
 //! - [`import`]: the offline path, a release carried on a USB stick.
 
 pub mod cli_support;
+pub mod driver;
 pub mod import;
+pub mod net;
 pub mod store;
 pub mod trust_file;
 

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use libp2p::Multiaddr;
 use pollen_core::manifest::SignedManifest;
-use pollen_node::cli_support::{init_tracing, one_line, Progress};
+use pollen_node::cli_support::{init_tracing, one_line, parse_rate, Progress};
 use pollen_node::import::{import, store_dir, ChunkSource, ImportRequest};
 use pollen_node::store::{RocksStore, Store};
 use pollen_node::trust_file::load_trust;
@@ -28,6 +29,74 @@ enum Command {
     Import(ImportOpt),
     /// Check the store: every chunk against its id, every manifest decodes.
     Check(CheckOpt),
+    /// Join the mesh: keep the newest release of the channel complete and serve it.
+    Run(RunOpt),
+    /// Join the mesh until the newest release is complete, then write it out and exit.
+    Fetch(FetchOpt),
+}
+
+#[derive(Args, Debug)]
+struct MeshOpt {
+    /// The node's data directory (created if missing).
+    #[arg(long)]
+    data: PathBuf,
+    /// Trust file, or a single publisher `.pub` file.
+    #[arg(long)]
+    trust: PathBuf,
+    /// The release channel to follow.
+    #[arg(long)]
+    channel: String,
+    /// Address to listen on (repeatable).
+    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/0")]
+    listen: Vec<Multiaddr>,
+    /// A peer to dial and keep dialing (repeatable): the seeder across the
+    /// uplink, or LAN peers where multicast is blocked.
+    #[arg(long)]
+    peer: Vec<Multiaddr>,
+    /// This node's site (its LAN); peers on the same site are preferred.
+    #[arg(long)]
+    site: Option<String>,
+    /// Budget for fetching across the uplink, e.g. 8mbit or 1MB/s.
+    #[arg(long, value_parser = parse_rate)]
+    uplink_rate: Option<u64>,
+    /// Fetch only from the --peer peers (the central baseline).
+    #[arg(long)]
+    no_lan: bool,
+    /// Do not use mDNS (it multicasts on every interface).
+    #[arg(long)]
+    no_mdns: bool,
+    /// This device's hardware model.
+    #[arg(long)]
+    hardware: Option<String>,
+    /// Seed for the scheduler's random choices (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop dialing discovered peers beyond this many connections.
+    #[arg(long, default_value_t = 64)]
+    max_peers: usize,
+}
+
+#[derive(Args, Debug)]
+struct RunOpt {
+    #[command(flatten)]
+    mesh: MeshOpt,
+    /// Write each completed release's artifact here (atomically).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct FetchOpt {
+    #[command(flatten)]
+    mesh: MeshOpt,
+    /// Write the reassembled artifact here.
+    #[arg(long)]
+    out: PathBuf,
+    /// Give up after this long, e.g. 10m.
+    #[arg(long, default_value = "1h")]
+    timeout: humantime::Duration,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -66,12 +135,16 @@ struct CheckOpt {
     json: bool,
 }
 
+mod mesh;
+
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Import(opt) => run_import(opt),
         Command::Check(opt) => run_check(opt),
+        Command::Run(opt) => mesh::run(opt.mesh, opt.out),
+        Command::Fetch(opt) => mesh::fetch(opt),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -38,6 +38,28 @@ enum Command {
     Verify(VerifyOpt),
     /// Copy a release out of a store as a manifest plus a chunk folder (for USB sticks).
     Export(ExportOpt),
+    /// Serve the newest release of a channel into the mesh.
+    Serve(ServeOpt),
+}
+
+#[derive(Args, Debug)]
+struct ServeOpt {
+    #[arg(long)]
+    store: PathBuf,
+    #[arg(long)]
+    channel: String,
+    /// Address to listen on (repeatable).
+    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/0")]
+    listen: Vec<libp2p::Multiaddr>,
+    /// Peers to dial (repeatable), e.g. a site's gateway.
+    #[arg(long)]
+    peer: Vec<libp2p::Multiaddr>,
+    /// The seeder's site name (defaults to none: remote to every site).
+    #[arg(long)]
+    site: Option<String>,
+    /// Do not use mDNS.
+    #[arg(long)]
+    no_mdns: bool,
 }
 
 #[derive(Args, Debug)]
@@ -129,6 +151,7 @@ fn main() -> ExitCode {
         Command::Inspect(o) => inspect(o),
         Command::Verify(o) => run_verify(o),
         Command::Export(o) => export(o),
+        Command::Serve(o) => serve(o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -334,4 +357,64 @@ fn export(o: ExportOpt) -> anyhow::Result<()> {
         o.out.display()
     );
     Ok(())
+}
+
+fn serve(o: ServeOpt) -> anyhow::Result<()> {
+    use pollen_node::driver::{Driver, Mode, NodeConfig, NodeEvent};
+    anyhow::ensure!(
+        RocksStore::exists(&o.store),
+        "no store at {}",
+        o.store.display()
+    );
+    let store = std::sync::Arc::new(RocksStore::open(&o.store)?);
+    let config = NodeConfig {
+        channel: o.channel,
+        trust: None,
+        hardware: None,
+        listen: o.listen,
+        peers: o.peer,
+        site: o.site,
+        uplink_rate: None,
+        no_lan: false,
+        mdns: !o.no_mdns,
+        mode: Mode::Seed,
+        seed: 0,
+        max_peers: 256,
+        limits: pollen_node::net::Limits::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let driver = Driver::new(store, config, Some(tx))?;
+        eprintln!("seeder peer id {}", driver.peer_id());
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                match e {
+                    NodeEvent::Listening(addr) => println!("listening {addr}"),
+                    NodeEvent::NewRelease {
+                        manifest,
+                        release,
+                        chunks,
+                        ..
+                    } => {
+                        eprintln!("serving release {release} ({manifest}), {chunks} chunks")
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let span = tracing::info_span!("seeder");
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let report = tracing::Instrument::instrument(driver.run(shutdown), span).await?;
+        eprintln!(
+            "served {} chunks ({} bytes)",
+            report.chunks_served, report.bytes_served
+        );
+        Ok(())
+    })
 }

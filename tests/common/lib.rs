@@ -151,3 +151,100 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// A long-running Pollen process whose output lines are collected by
+/// background threads; killed when dropped.
+pub struct Daemon {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<(bool, String)>,
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("pid", &self.child.id())
+            .finish()
+    }
+}
+
+impl Daemon {
+    pub fn spawn(name: &str, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = Command::new(bin(name))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn daemon");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send((true, line));
+            }
+        });
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx2.send((false, line));
+            }
+        });
+        Self {
+            child,
+            lines: rx,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+
+    /// Waits (up to `timeout`) for a line for which `want` returns a value.
+    pub fn wait_for<T>(
+        &mut self,
+        timeout: std::time::Duration,
+        mut want: impl FnMut(bool, &str) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((is_out, line)) => {
+                    let hit = want(is_out, &line);
+                    if is_out {
+                        self.stdout.push(line);
+                    } else {
+                        self.stderr.push(line);
+                    }
+                    if hit.is_some() {
+                        return hit;
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The first `listening` address on 127.0.0.1.
+    pub fn loopback_addr(&mut self) -> String {
+        self.wait_for(std::time::Duration::from_secs(30), |out, l| {
+            l.strip_prefix("listening ")
+                .filter(|a| out && a.contains("/ip4/127.0.0.1/"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("no listen address; stderr: {:?}", self.stderr))
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

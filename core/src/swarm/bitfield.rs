@@ -20,7 +20,10 @@ pub struct BitfieldLenError {
 
 impl Bitfield {
     pub fn new(len: u32) -> Self {
-        Self { len, words: vec![0; (len as usize).div_ceil(64)] }
+        Self {
+            len,
+            words: vec![0; (len as usize).div_ceil(64)],
+        }
     }
 
     pub fn full(len: u32) -> Self {
@@ -84,8 +87,14 @@ impl Bitfield {
             0 => true,
             r => self.words.last().is_none_or(|w| w >> r == 0),
         };
-        if self.len != expected || self.words.len() != (expected as usize).div_ceil(64) || !tail_clean {
-            return Err(BitfieldLenError { expected, got: self.len });
+        if self.len != expected
+            || self.words.len() != (expected as usize).div_ceil(64)
+            || !tail_clean
+        {
+            return Err(BitfieldLenError {
+                expected,
+                got: self.len,
+            });
         }
         Ok(self)
     }
@@ -130,9 +139,15 @@ mod tests {
 
     #[test]
     fn stray_high_bits_are_refused() {
-        let b = Bitfield { len: 3, words: vec![0b1000] };
+        let b = Bitfield {
+            len: 3,
+            words: vec![0b1000],
+        };
         assert!(b.checked(3).is_err());
-        let b = Bitfield { len: 3, words: vec![0, 0] };
+        let b = Bitfield {
+            len: 3,
+            words: vec![0, 0],
+        };
         assert!(b.checked(3).is_err());
     }
 }

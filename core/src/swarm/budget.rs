@@ -15,7 +15,12 @@ impl TokenBucket {
     /// `rate` bytes/s; the bucket holds one second of rate, and at least `min_burst`.
     pub fn new(rate: u64, min_burst: u64, now: Duration) -> Self {
         let capacity = rate.max(min_burst);
-        Self { rate, capacity, tokens: capacity as f64, last: now }
+        Self {
+            rate,
+            capacity,
+            tokens: capacity as f64,
+            last: now,
+        }
     }
 
     fn refill(&mut self, now: Duration) {

@@ -50,9 +50,18 @@ const SEEDER_SITE: u32 = u32::MAX;
 
 impl Net {
     /// `nodes[i]` describes node i+1; node 0 is the seeder.
-    pub fn new(chunk_count: u32, chunk_len: u32, nodes: &[NodeSpec], config: impl Fn(u32) -> SwarmConfig) -> Self {
-        let chunks: Vec<ChunkRef> =
-            (0..chunk_count).map(|i| ChunkRef { id: ChunkId::of(&i.to_le_bytes()), len: chunk_len }).collect();
+    pub fn new(
+        chunk_count: u32,
+        chunk_len: u32,
+        nodes: &[NodeSpec],
+        config: impl Fn(u32) -> SwarmConfig,
+    ) -> Self {
+        let chunks: Vec<ChunkRef> = (0..chunk_count)
+            .map(|i| ChunkRef {
+                id: ChunkId::of(&i.to_le_bytes()),
+                len: chunk_len,
+            })
+            .collect();
         let mut net = Net {
             now: Duration::ZERO,
             chunks: chunks.clone(),
@@ -79,8 +88,15 @@ impl Net {
             }
             let mut cfg = config(id);
             cfg.site = Some(SiteId(u64::from(spec.site)));
-            let have = if spec.corrupt { Bitfield::full(chunk_count) } else { Bitfield::new(chunk_count) };
-            net.swarms.insert(id, Swarm::new(cfg, id, chunks.clone(), have, Duration::ZERO));
+            let have = if spec.corrupt {
+                Bitfield::full(chunk_count)
+            } else {
+                Bitfield::new(chunk_count)
+            };
+            net.swarms.insert(
+                id,
+                Swarm::new(cfg, id, chunks.clone(), have, Duration::ZERO),
+            );
         }
         for id in net.swarms.keys().copied().collect::<Vec<_>>() {
             net.push(Duration::ZERO, Event::Up { node: id });
@@ -102,7 +118,11 @@ impl Net {
     }
 
     fn transfer_time(&self, from: u32, to: u32, len: u32) -> Duration {
-        let rate = if self.sites[&from] == self.sites[&to] { self.lan_rate } else { self.wan_rate };
+        let rate = if self.sites[&from] == self.sites[&to] {
+            self.lan_rate
+        } else {
+            self.wan_rate
+        };
         self.latency + Duration::from_secs_f64(f64::from(len) / rate as f64)
     }
 
@@ -157,7 +177,8 @@ impl Net {
                 }
                 let ok = !self.corrupt.contains(&from);
                 if self.sites[&from] != self.sites[&to] {
-                    *self.uplink_in.entry(self.sites[&to]).or_default() += u64::from(self.chunks[index as usize].len);
+                    *self.uplink_in.entry(self.sites[&to]).or_default() +=
+                        u64::from(self.chunks[index as usize].len);
                 }
                 let s = self.swarms.get_mut(&to).expect("node");
                 let had = s.have().get(index);
@@ -167,14 +188,23 @@ impl Net {
                 }
             }
             Event::Fail { to, from, index } => {
-                self.swarms.get_mut(&to).expect("node").handle_request_failed(now, from, index);
+                self.swarms
+                    .get_mut(&to)
+                    .expect("node")
+                    .handle_request_failed(now, from, index);
             }
             Event::Have { to, from, index } => {
-                self.swarms.get_mut(&to).expect("node").handle_have(now, from, index);
+                self.swarms
+                    .get_mut(&to)
+                    .expect("node")
+                    .handle_have(now, from, index);
             }
             Event::Timer { node } => {
                 self.timers.remove(&node);
-                self.swarms.get_mut(&node).expect("node").handle_timeout(now);
+                self.swarms
+                    .get_mut(&node)
+                    .expect("node")
+                    .handle_timeout(now);
             }
         }
         self.drain(node);
@@ -182,7 +212,9 @@ impl Net {
 
     fn drain(&mut self, node: u32) {
         let now = self.now;
-        let Some(swarm) = self.swarms.get_mut(&node) else { return };
+        let Some(swarm) = self.swarms.get_mut(&node) else {
+            return;
+        };
         let mut actions = Vec::new();
         while let Some(a) = swarm.poll_action() {
             actions.push(a);
@@ -191,23 +223,47 @@ impl Net {
         let timeout = swarm.poll_timeout();
         for a in actions {
             match a {
-                Action::Request { peer, index, len, .. } => {
+                Action::Request {
+                    peer, index, len, ..
+                } => {
                     if self.dead.contains(&peer) {
                         continue; // the requester's timeout handles it
                     }
                     if self.holds(peer, index) || self.corrupt.contains(&peer) {
                         let at = now + self.transfer_time(peer, node, len);
-                        self.push(at, Event::Deliver { to: node, from: peer, index });
+                        self.push(
+                            at,
+                            Event::Deliver {
+                                to: node,
+                                from: peer,
+                                index,
+                            },
+                        );
                     } else {
                         let at = now + self.latency * 2;
-                        self.push(at, Event::Fail { to: node, from: peer, index });
+                        self.push(
+                            at,
+                            Event::Fail {
+                                to: node,
+                                from: peer,
+                                index,
+                            },
+                        );
                     }
                 }
                 Action::Have { index } => {
                     let at = now + self.latency;
-                    let peers: Vec<u32> = self.swarms.keys().copied().filter(|&p| p != node).collect();
+                    let peers: Vec<u32> =
+                        self.swarms.keys().copied().filter(|&p| p != node).collect();
                     for p in peers {
-                        self.push(at, Event::Have { to: p, from: node, index });
+                        self.push(
+                            at,
+                            Event::Have {
+                                to: p,
+                                from: node,
+                                index,
+                            },
+                        );
                     }
                 }
                 Action::Complete => {

@@ -32,7 +32,9 @@ pub use budget::TokenBucket;
 pub use rendezvous::{assignee, PeerKey};
 
 /// A site (one factory LAN behind one uplink), named by a hash of its name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct SiteId(pub u64);
 
 impl SiteId {
@@ -48,7 +50,12 @@ impl SiteId {
 /// first appearance. Bit `i` of every [`Bitfield`] refers to entry `i`.
 pub fn unique_chunks(manifest: &Manifest) -> Vec<ChunkRef> {
     let mut seen = std::collections::HashSet::new();
-    manifest.chunks.iter().filter(|c| seen.insert(c.id)).copied().collect()
+    manifest
+        .chunks
+        .iter()
+        .filter(|c| seen.insert(c.id))
+        .copied()
+        .collect()
 }
 
 /// Scheduler settings. [`SwarmConfig::default`] is the node's default policy.
@@ -108,7 +115,12 @@ impl Default for SwarmConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action<P> {
     /// Ask `peer` for chunk `index` (id and length given for convenience).
-    Request { peer: P, index: u32, id: ChunkId, len: u32 },
+    Request {
+        peer: P,
+        index: u32,
+        id: ChunkId,
+        len: u32,
+    },
     /// Abandon the request for `index` sent to `peer`.
     Cancel { peer: P, index: u32 },
     /// We now hold `index`: tell the peers.
@@ -174,7 +186,13 @@ pub struct Swarm<P: PeerKey> {
 impl<P: PeerKey> Swarm<P> {
     /// A scheduler for `chunks` (see [`unique_chunks`]) on node `me`, which
     /// already holds the chunks set in `have`.
-    pub fn new(config: SwarmConfig, me: P, chunks: Vec<ChunkRef>, have: Bitfield, now: Duration) -> Self {
+    pub fn new(
+        config: SwarmConfig,
+        me: P,
+        chunks: Vec<ChunkRef>,
+        have: Bitfield,
+        now: Duration,
+    ) -> Self {
         let n = chunks.len() as u32;
         let mut have = have;
         if have.len() != n {
@@ -188,7 +206,9 @@ impl<P: PeerKey> Swarm<P> {
             lacking.swap(i, j);
         }
         let max_chunk = chunks.iter().map(|c| u64::from(c.len)).max().unwrap_or(0);
-        let budget = config.uplink_rate.map(|r| TokenBucket::new(r, max_chunk, now));
+        let budget = config
+            .uplink_rate
+            .map(|r| TokenBucket::new(r, max_chunk, now));
         let complete = lacking.is_empty();
         let mut actions = VecDeque::new();
         if complete {
@@ -278,7 +298,9 @@ impl<P: PeerKey> Swarm<P> {
         if has.len() != self.chunks.len() as u32 {
             return;
         }
-        let Some(state) = self.peers.get_mut(&peer) else { return };
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
         for i in has.iter_ones() {
             if !state.has.get(i) {
                 self.availability[i as usize] += 1;
@@ -291,7 +313,9 @@ impl<P: PeerKey> Swarm<P> {
 
     /// A peer now has chunk `index`.
     pub fn handle_have(&mut self, now: Duration, peer: P, index: u32) {
-        let Some(state) = self.peers.get_mut(&peer) else { return };
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
         if state.has.set(index) {
             state.last_progress = now;
             self.availability[index as usize] += 1;
@@ -333,7 +357,8 @@ impl<P: PeerKey> Swarm<P> {
             if let Some(st) = self.peers.get_mut(&other) {
                 st.in_flight.remove(&index);
             }
-            self.actions.push_back(Action::Cancel { peer: other, index });
+            self.actions
+                .push_back(Action::Cancel { peer: other, index });
         }
         self.actions.push_back(Action::Have { index });
         if self.lacking.is_empty() && !self.complete {
@@ -350,7 +375,8 @@ impl<P: PeerKey> Swarm<P> {
             // Do not ask this peer for this chunk again until it announces it anew.
             if let Some(st) = self.peers.get_mut(&peer) {
                 if st.has.clear(index) {
-                    self.availability[index as usize] = self.availability[index as usize].saturating_sub(1);
+                    self.availability[index as usize] =
+                        self.availability[index as usize].saturating_sub(1);
                 }
             }
         }
@@ -362,7 +388,12 @@ impl<P: PeerKey> Swarm<P> {
         let expired: Vec<(P, u32)> = self
             .peers
             .iter()
-            .flat_map(|(p, st)| st.in_flight.iter().filter(|(_, &d)| d <= now).map(move |(&i, _)| (*p, i)))
+            .flat_map(|(p, st)| {
+                st.in_flight
+                    .iter()
+                    .filter(|(_, &d)| d <= now)
+                    .map(move |(&i, _)| (*p, i))
+            })
             .collect();
         for (peer, index) in expired {
             self.finish_request(&peer, index);
@@ -381,14 +412,20 @@ impl<P: PeerKey> Swarm<P> {
 
     /// When [`Swarm::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        let deadlines = self.peers.values().flat_map(|p| p.in_flight.values().copied());
+        let deadlines = self
+            .peers
+            .values()
+            .flat_map(|p| p.in_flight.values().copied());
         deadlines.chain(self.wakeups.iter().next().copied()).min()
     }
 
     // ---- internals ----
 
     fn finish_request(&mut self, peer: &P, index: u32) -> bool {
-        let had = self.peers.get_mut(peer).is_some_and(|st| st.in_flight.remove(&index).is_some());
+        let had = self
+            .peers
+            .get_mut(peer)
+            .is_some_and(|st| st.in_flight.remove(&index).is_some());
         if let Some(list) = self.requested.get_mut(&index) {
             list.retain(|p| p != peer);
             if list.is_empty() {
@@ -403,7 +440,7 @@ impl<P: PeerKey> Swarm<P> {
             for i in st.has.iter_ones() {
                 self.availability[i as usize] = self.availability[i as usize].saturating_sub(1);
             }
-            for (&index, _) in &st.in_flight {
+            for &index in st.in_flight.keys() {
                 if let Some(list) = self.requested.get_mut(&index) {
                     list.retain(|p| p != peer);
                     if list.is_empty() {
@@ -415,7 +452,9 @@ impl<P: PeerKey> Swarm<P> {
     }
 
     fn strike(&mut self, peer: P) {
-        let Some(st) = self.peers.get_mut(&peer) else { return };
+        let Some(st) = self.peers.get_mut(&peer) else {
+            return;
+        };
         st.strikes += 1;
         if st.strikes >= self.config.ban_after {
             self.drop_peer(&peer);
@@ -427,7 +466,8 @@ impl<P: PeerKey> Swarm<P> {
     }
 
     fn endgame(&self) -> bool {
-        self.lacking.len() <= self.config.endgame_chunks && self.lacking.iter().all(|i| self.requested.contains_key(i))
+        self.lacking.len() <= self.config.endgame_chunks
+            && self.lacking.iter().all(|i| self.requested.contains_key(i))
     }
 
     /// Whether `peer` may be asked for `index` now (site policy and budget).
@@ -448,13 +488,22 @@ impl<P: PeerKey> Swarm<P> {
             return false;
         }
         let id = self.chunks[index as usize].id;
-        let members = self.peers.iter().filter(|(_, s)| s.local).map(|(p, _)| p).chain(std::iter::once(&self.me));
-        let Some(chosen) = assignee(&id, members) else { return true };
+        let members = self
+            .peers
+            .iter()
+            .filter(|(_, s)| s.local)
+            .map(|(p, _)| p)
+            .chain(std::iter::once(&self.me));
+        let Some(chosen) = assignee(&id, members) else {
+            return true;
+        };
         if chosen == self.me {
             return true;
         }
         // Another member fetches this one; take over only if it has stalled.
-        let Some(st) = self.peers.get(&chosen) else { return true };
+        let Some(st) = self.peers.get(&chosen) else {
+            return true;
+        };
         let stalled_at = st.last_progress + self.config.assignee_grace;
         if now >= stalled_at {
             return true;
@@ -500,8 +549,11 @@ impl<P: PeerKey> Swarm<P> {
         }
         let endgame = self.endgame();
         // LAN peers first, each class in a fresh seeded order.
-        let mut order: Vec<(bool, u64, P)> =
-            self.peers.iter().map(|(p, s)| (!s.local, self.rng.next_u64(), *p)).collect();
+        let mut order: Vec<(bool, u64, P)> = self
+            .peers
+            .iter()
+            .map(|(p, s)| (!s.local, self.rng.next_u64(), *p))
+            .collect();
         order.sort_unstable();
         loop {
             let mut issued = false;
@@ -509,12 +561,16 @@ impl<P: PeerKey> Swarm<P> {
                 if self.in_flight() >= self.config.total_in_flight {
                     return;
                 }
-                let Some(st) = self.peers.get(&peer) else { continue };
+                let Some(st) = self.peers.get(&peer) else {
+                    continue;
+                };
                 if st.in_flight.len() >= self.config.per_peer_in_flight {
                     continue;
                 }
                 let local = st.local;
-                let Some(index) = self.pick(now, &peer, endgame) else { continue };
+                let Some(index) = self.pick(now, &peer, endgame) else {
+                    continue;
+                };
                 let len = self.chunks[index as usize].len;
                 if !local {
                     if let Some(budget) = &mut self.budget {
@@ -532,7 +588,12 @@ impl<P: PeerKey> Swarm<P> {
                 self.requested.entry(index).or_default().push(peer);
                 self.stats.requests += 1;
                 let id = self.chunks[index as usize].id;
-                self.actions.push_back(Action::Request { peer, index, id, len });
+                self.actions.push_back(Action::Request {
+                    peer,
+                    index,
+                    id,
+                    len,
+                });
                 issued = true;
             }
             if !issued {
@@ -541,7 +602,6 @@ impl<P: PeerKey> Swarm<P> {
         }
     }
 }
-
 
 #[cfg(test)]
 mod harness;

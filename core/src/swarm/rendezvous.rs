@@ -33,7 +33,10 @@ fn weight(chunk: &ChunkId, member: &[u8]) -> u64 {
 }
 
 /// The member with the highest weight for `chunk` (ties broken by key bytes).
-pub fn assignee<'a, P: PeerKey + 'a>(chunk: &ChunkId, members: impl IntoIterator<Item = &'a P>) -> Option<P> {
+pub fn assignee<'a, P: PeerKey + 'a>(
+    chunk: &ChunkId,
+    members: impl IntoIterator<Item = &'a P>,
+) -> Option<P> {
     members
         .into_iter()
         .map(|p| {
@@ -51,16 +54,23 @@ mod tests {
     #[test]
     fn spreads_evenly_and_moves_little() {
         let members: Vec<u32> = (0..8).collect();
-        let chunks: Vec<ChunkId> = (0..4000u32).map(|i| ChunkId::of(&i.to_le_bytes())).collect();
+        let chunks: Vec<ChunkId> = (0..4000u32)
+            .map(|i| ChunkId::of(&i.to_le_bytes()))
+            .collect();
         let mut counts = [0usize; 8];
         for c in &chunks {
             counts[assignee(c, &members).expect("members") as usize] += 1;
         }
-        assert!(counts.iter().all(|&n| (350..650).contains(&n)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&n| (350..650).contains(&n)),
+            "{counts:?}"
+        );
         let fewer: Vec<u32> = (0..7).collect();
         let moved = chunks
             .iter()
-            .filter(|c| assignee(c, &members) != assignee(c, &fewer) && assignee(c, &members) != Some(7))
+            .filter(|c| {
+                assignee(c, &members) != assignee(c, &fewer) && assignee(c, &members) != Some(7)
+            })
             .count();
         assert_eq!(moved, 0, "only the leaving member's chunks move");
     }

@@ -10,15 +10,29 @@ use super::*;
 const MIN: Duration = Duration::from_secs(600);
 
 fn specs(sites: &[u32]) -> Vec<NodeSpec> {
-    sites.iter().map(|&site| NodeSpec { site, corrupt: false }).collect()
+    sites
+        .iter()
+        .map(|&site| NodeSpec {
+            site,
+            corrupt: false,
+        })
+        .collect()
 }
 
 fn pollen(seed: u64) -> impl Fn(u32) -> SwarmConfig {
-    move |id| SwarmConfig { seed: seed ^ u64::from(id), ..SwarmConfig::default() }
+    move |id| SwarmConfig {
+        seed: seed ^ u64::from(id),
+        ..SwarmConfig::default()
+    }
 }
 
 fn chunk_refs(n: u32) -> Vec<ChunkRef> {
-    (0..n).map(|i| ChunkRef { id: ChunkId::of(&i.to_le_bytes()), len: 1000 }).collect()
+    (0..n)
+        .map(|i| ChunkRef {
+            id: ChunkId::of(&i.to_le_bytes()),
+            len: 1000,
+        })
+        .collect()
 }
 
 #[test]
@@ -32,16 +46,28 @@ fn site_of_six_pulls_each_chunk_across_the_uplink_once() {
 
 #[test]
 fn plain_swarm_pulls_more_than_once() {
-    let cfg = |id| SwarmConfig { seed: u64::from(id), site_aware: false, ..SwarmConfig::default() };
+    let cfg = |id| SwarmConfig {
+        seed: u64::from(id),
+        site_aware: false,
+        ..SwarmConfig::default()
+    };
     let mut net = Net::new(64, 256 * 1024, &specs(&[1; 6]), cfg);
     net.run(MIN);
     assert_eq!(net.finished.len(), 6);
-    assert!(net.uplink_in[&1] > 2 * 64 * 256 * 1024, "{}", net.uplink_in[&1]);
+    assert!(
+        net.uplink_in[&1] > 2 * 64 * 256 * 1024,
+        "{}",
+        net.uplink_in[&1]
+    );
 }
 
 #[test]
 fn no_lan_fetches_everything_from_the_seeder() {
-    let cfg = |id| SwarmConfig { seed: u64::from(id), fetch_from_site: false, ..SwarmConfig::default() };
+    let cfg = |id| SwarmConfig {
+        seed: u64::from(id),
+        fetch_from_site: false,
+        ..SwarmConfig::default()
+    };
     let mut net = Net::new(16, 100_000, &specs(&[1; 4]), cfg);
     net.run(MIN);
     assert_eq!(net.finished.len(), 4);
@@ -53,7 +79,14 @@ fn same_seed_same_run() {
     let run = || {
         let mut net = Net::new(40, 50_000, &specs(&[1, 1, 1, 2, 2, 3]), pollen(3));
         net.run(MIN);
-        (net.finished.clone(), net.uplink_in.clone(), net.swarms.values().map(|s| s.stats().clone()).collect::<Vec<_>>())
+        (
+            net.finished.clone(),
+            net.uplink_in.clone(),
+            net.swarms
+                .values()
+                .map(|s| s.stats().clone())
+                .collect::<Vec<_>>(),
+        )
     };
     assert_eq!(run(), run());
 }
@@ -61,14 +94,20 @@ fn same_seed_same_run() {
 #[test]
 fn corrupt_peer_is_banned_and_download_completes() {
     let mut nodes = specs(&[1, 1, 1, 1]);
-    nodes.push(NodeSpec { site: 1, corrupt: true });
+    nodes.push(NodeSpec {
+        site: 1,
+        corrupt: true,
+    });
     let mut net = Net::new(32, 10_000, &nodes, pollen(11));
     net.run(MIN);
     for id in 1..=4 {
         assert!(net.finished.contains_key(&id), "node {id} finished");
         assert!(net.swarms[&id].is_banned(&5) || net.swarms[&id].stats().chunks_rejected == 0);
     }
-    assert!(net.swarms.values().take(4).any(|s| s.is_banned(&5)), "someone met the liar and banned it");
+    assert!(
+        net.swarms.values().take(4).any(|s| s.is_banned(&5)),
+        "someone met the liar and banned it"
+    );
     assert_eq!(net.stored_corrupt, 0);
 }
 
@@ -81,13 +120,21 @@ fn assignee_crash_is_covered_by_the_rest() {
         assert!(net.finished.contains_key(&id), "node {id} finished");
     }
     // A crashed member's in-flight share may cross twice, never the whole release.
-    assert!(net.uplink_in[&1] <= 64 * 100_000 * 12 / 10, "{}", net.uplink_in[&1]);
+    assert!(
+        net.uplink_in[&1] <= 64 * 100_000 * 12 / 10,
+        "{}",
+        net.uplink_in[&1]
+    );
 }
 
 #[test]
 fn uplink_budget_is_respected() {
     let rate = 200_000;
-    let cfg = move |id| SwarmConfig { seed: u64::from(id), uplink_rate: Some(rate), ..SwarmConfig::default() };
+    let cfg = move |id| SwarmConfig {
+        seed: u64::from(id),
+        uplink_rate: Some(rate),
+        ..SwarmConfig::default()
+    };
     let mut net = Net::new(40, 100_000, &specs(&[1]), cfg);
     net.wan_rate = 100_000_000;
     net.run(MIN);
@@ -98,7 +145,12 @@ fn uplink_budget_is_respected() {
 
 #[test]
 fn pipelining_is_bounded_and_endgame_duplicates() {
-    let cfg = SwarmConfig { per_peer_in_flight: 3, total_in_flight: 5, site: None, ..SwarmConfig::default() };
+    let cfg = SwarmConfig {
+        per_peer_in_flight: 3,
+        total_in_flight: 5,
+        site: None,
+        ..SwarmConfig::default()
+    };
     let mut s: Swarm<u32> = Swarm::new(cfg, 0, chunk_refs(10), Bitfield::new(10), Duration::ZERO);
     for p in 1..=3 {
         s.handle_peer_up(Duration::ZERO, p, None);
@@ -118,7 +170,9 @@ fn pipelining_is_bounded_and_endgame_duplicates() {
     let mut t = Duration::from_millis(1);
     let mut dupes = 0;
     for _ in 0..40 {
-        let Some(&(peer, index)) = requests.first() else { break };
+        let Some(&(peer, index)) = requests.first() else {
+            break;
+        };
         requests.remove(0);
         s.handle_chunk(t, peer, index, true);
         t += Duration::from_millis(1);
@@ -137,7 +191,12 @@ fn pipelining_is_bounded_and_endgame_duplicates() {
 
 #[test]
 fn rarest_chunk_is_requested_first() {
-    let cfg = SwarmConfig { per_peer_in_flight: 1, total_in_flight: 1, site: None, ..SwarmConfig::default() };
+    let cfg = SwarmConfig {
+        per_peer_in_flight: 1,
+        total_in_flight: 1,
+        site: None,
+        ..SwarmConfig::default()
+    };
     let mut s: Swarm<u32> = Swarm::new(cfg, 0, chunk_refs(4), Bitfield::new(4), Duration::ZERO);
     let mut common = Bitfield::new(4);
     for i in [0, 1, 3] {

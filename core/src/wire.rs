@@ -1,0 +1,212 @@
+//! Messages between peers: postcard-encoded, size-bounded, versioned by the
+//! protocol name (`/pollen/1`). Decoding untrusted bytes never panics and
+//! never allocates more than the frame it was handed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::ManifestId;
+use crate::swarm::{Bitfield, SiteId};
+
+/// Protocol name negotiated on every stream.
+pub const PROTOCOL: &str = "/pollen/1";
+/// Largest request frame: requests are small (a bitfield of 64 Ki chunks is 8 KiB).
+pub const MAX_REQUEST: usize = 256 * 1024;
+/// Largest response frame: one chunk (at most 16 MiB) or one manifest, plus framing.
+pub const MAX_RESPONSE: usize = 17 * 1024 * 1024;
+/// Most peer records in one exchange.
+pub const MAX_PEER_RECORDS: usize = 64;
+/// Most addresses per peer record.
+pub const MAX_ADDRS: usize = 8;
+
+/// What a node says about itself when a connection opens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub channel: String,
+    pub site: Option<SiteId>,
+    /// The newest verified release this node holds a manifest for.
+    pub newest: Option<Announce>,
+}
+
+/// A release a node can serve: enough to decide whether to fetch its manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announce {
+    pub manifest: ManifestId,
+    pub release: u64,
+}
+
+/// A peer another node knows, for peer exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRecord {
+    /// libp2p peer id bytes.
+    #[serde(with = "serde_bytes")]
+    pub peer: Vec<u8>,
+    /// Multiaddr bytes.
+    pub addrs: Vec<serde_bytes::ByteBuf>,
+    pub site: Option<SiteId>,
+}
+
+/// Requests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Request {
+    /// Sent on connect; answered with the peer's own `Hello`.
+    Hello(Hello),
+    /// A new release is available from the sender.
+    Announce { channel: String, announce: Announce },
+    /// The signed manifest bytes.
+    GetManifest(ManifestId),
+    /// The responder's has-set for a release.
+    GetHave(ManifestId),
+    /// Chunks the sender gained since its last report (indices into the unique chunk list).
+    Gained {
+        manifest: ManifestId,
+        indices: Vec<u32>,
+    },
+    /// One chunk, by release and index.
+    GetChunk { manifest: ManifestId, index: u32 },
+    /// Peers the responder knows (peer exchange).
+    GetPeers,
+}
+
+/// Responses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Response {
+    Hello(Hello),
+    Ok,
+    Manifest(#[serde(with = "serde_bytes")] Vec<u8>),
+    Have(Bitfield),
+    Chunk(#[serde(with = "serde_bytes")] Vec<u8>),
+    Peers(Vec<PeerRecord>),
+    /// The responder does not have what was asked.
+    NotFound,
+    /// The responder is overloaded; try elsewhere or later.
+    Busy,
+}
+
+/// Errors of this module.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    #[error("message of {len} bytes is over the {max}-byte cap")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+fn encode<T: Serialize>(msg: &T, max: usize) -> Result<Vec<u8>, WireError> {
+    let bytes = postcard::to_stdvec(msg).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if bytes.len() > max {
+        return Err(WireError::TooLarge {
+            len: bytes.len(),
+            max,
+        });
+    }
+    Ok(bytes)
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], max: usize) -> Result<T, WireError> {
+    if bytes.len() > max {
+        return Err(WireError::TooLarge {
+            len: bytes.len(),
+            max,
+        });
+    }
+    let (msg, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(WireError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(msg)
+}
+
+impl Request {
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        encode(self, MAX_REQUEST)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        let req: Self = decode(bytes, MAX_REQUEST)?;
+        match &req {
+            Request::Gained { indices, .. } if indices.len() > MAX_REQUEST / 4 => {
+                Err(WireError::Malformed("too many indices".into()))
+            }
+            _ => Ok(req),
+        }
+    }
+}
+
+impl Response {
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        encode(self, MAX_RESPONSE)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        let resp: Self = decode(bytes, MAX_RESPONSE)?;
+        match &resp {
+            Response::Peers(list)
+                if list.len() > MAX_PEER_RECORDS
+                    || list.iter().any(|p| p.addrs.len() > MAX_ADDRS) =>
+            {
+                Err(WireError::Malformed(
+                    "too many peer records or addresses".into(),
+                ))
+            }
+            _ => Ok(resp),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trips() {
+        let id = ManifestId([3; 32]);
+        let msgs = vec![
+            Request::Hello(Hello {
+                channel: "stable".into(),
+                site: Some(SiteId(9)),
+                newest: Some(Announce {
+                    manifest: id,
+                    release: 4,
+                }),
+            }),
+            Request::GetChunk {
+                manifest: id,
+                index: 7,
+            },
+            Request::Gained {
+                manifest: id,
+                indices: vec![1, 2, 3],
+            },
+            Request::GetPeers,
+        ];
+        for m in msgs {
+            assert_eq!(Request::decode(&m.encode().expect("encode")), Ok(m));
+        }
+        let resp = Response::Chunk(vec![1; 1000]);
+        assert_eq!(Response::decode(&resp.encode().expect("encode")), Ok(resp));
+    }
+
+    #[test]
+    fn caps_are_enforced() {
+        let big = Response::Chunk(vec![0; MAX_RESPONSE]);
+        assert!(matches!(big.encode(), Err(WireError::TooLarge { .. })));
+        assert!(matches!(
+            Request::decode(&vec![0; MAX_REQUEST + 1]),
+            Err(WireError::TooLarge { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = Request::decode(&bytes);
+            let _ = Response::decode(&bytes);
+        }
+    }
+}

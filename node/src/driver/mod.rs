@@ -1,0 +1,810 @@
+//! The node driver: one task that owns the libp2p swarm, the store and the
+//! scheduler of the current release. It feeds network events and timers
+//! into [`pollen_core::swarm::Swarm`] and executes the actions it returns;
+//! everything it decides about chunks, the scheduler decided.
+
+mod release;
+mod serve;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{identify, mdns, Multiaddr, PeerId};
+use pollen_core::manifest::{verify, ManifestId, SignedManifest, TrustPolicy, VerifyContext};
+use pollen_core::swarm::{Action, SiteId, SwarmConfig};
+use pollen_core::wire::{Announce, Hello, PeerRecord, Request, Response};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::net::{
+    build_swarm, load_or_create_identity, Behaviour, BehaviourEvent, Limits, NetError,
+};
+use crate::store::{self, RocksStore, Store, StoreError};
+
+pub use release::{Peer, Release};
+
+/// What the node is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Keep the newest release complete and serve it, until stopped.
+    Run,
+    /// Stop once the newest release is complete.
+    Fetch,
+    /// Serve the releases in the store; fetch nothing (the publisher's seeder).
+    Seed,
+}
+
+/// A node's settings, validated by the CLI.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub channel: String,
+    /// Publisher keys the node trusts; `None` only in [`Mode::Seed`].
+    pub trust: Option<TrustPolicy>,
+    pub hardware: Option<String>,
+    pub listen: Vec<Multiaddr>,
+    pub peers: Vec<Multiaddr>,
+    pub site: Option<String>,
+    pub uplink_rate: Option<u64>,
+    /// Fetch only from the static peers (the central baseline).
+    pub no_lan: bool,
+    pub mdns: bool,
+    pub mode: Mode,
+    pub seed: u64,
+    /// Stop dialing discovered peers past this many connections.
+    pub max_peers: usize,
+    pub limits: Limits,
+}
+
+/// Errors of the driver.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no release of channel {0} in the store to serve")]
+    NothingToServe(String),
+}
+
+/// What the driver tells its owner while it runs (bounded; dropped if nobody reads).
+#[derive(Clone, Debug)]
+pub enum NodeEvent {
+    Listening(Multiaddr),
+    NewRelease {
+        manifest: ManifestId,
+        release: u64,
+        chunks: u32,
+        held: u32,
+    },
+    Progress {
+        held: u32,
+        total: u32,
+    },
+    Complete {
+        manifest: ManifestId,
+        report: Box<Report>,
+    },
+    Banned(PeerId),
+}
+
+/// Counters for the final report and the logs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub peer_id: String,
+    pub manifest_id: Option<String>,
+    pub release: Option<u64>,
+    pub chunks_total: u32,
+    /// Chunks already in the store when the release was taken up.
+    pub chunks_held_at_start: u32,
+    /// Verified chunks received and stored during this run.
+    pub chunks_fetched: u64,
+    pub chunks_rejected: u64,
+    pub duplicate_chunks: u64,
+    pub bytes_from_site: u64,
+    pub bytes_from_remote: u64,
+    /// Verified bytes received, per peer id.
+    pub bytes_from: BTreeMap<String, u64>,
+    pub bytes_served: u64,
+    pub chunks_served: u64,
+    pub banned: Vec<String>,
+    pub complete: bool,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Hello,
+    Manifest,
+    Have(ManifestId),
+    Chunk { manifest: ManifestId, index: u32 },
+    Peers,
+    Notice,
+}
+
+#[derive(Debug, Default)]
+struct PeerInfo {
+    site: Option<SiteId>,
+    hello: bool,
+    /// Static peers are the only ones fetched from with `--no-lan`.
+    is_static: bool,
+    in_sched: bool,
+    listen: Vec<Multiaddr>,
+    serving: usize,
+}
+
+/// Chunk responses being written to one peer at once; more get `Busy`.
+const MAX_SERVING_PER_PEER: usize = 8;
+/// Gained-chunk notices are batched this often.
+const TICK: Duration = Duration::from_millis(200);
+
+/// The node: build with [`Driver::new`], then [`Driver::run`].
+pub struct Driver {
+    swarm: libp2p::Swarm<Behaviour>,
+    store: Arc<RocksStore>,
+    config: NodeConfig,
+    site: Option<SiteId>,
+    release: Option<Release>,
+    peers: HashMap<PeerId, PeerInfo>,
+    pending: HashMap<OutboundRequestId, (PeerId, Pending)>,
+    static_dials: HashSet<ConnectionId>,
+    gained: Vec<u32>,
+    start: Instant,
+    heard_hello: bool,
+    report: Report,
+    events: Option<mpsc::Sender<NodeEvent>>,
+    last_progress: u32,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("peer", self.swarm.local_peer_id())
+            .finish()
+    }
+}
+
+impl Driver {
+    /// Opens the network on `store` and takes up the newest stored release of the channel.
+    pub fn new(
+        store: Arc<RocksStore>,
+        config: NodeConfig,
+        events: Option<mpsc::Sender<NodeEvent>>,
+    ) -> Result<Self, DriverError> {
+        let key = load_or_create_identity(store.as_ref())?;
+        let mut swarm = build_swarm(key, config.mdns && !config.no_lan, &config.limits)?;
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NetError::Listen {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })?;
+        }
+        let site = config.site.as_deref().map(SiteId::from_name);
+        let peer_id = *swarm.local_peer_id();
+        let mut driver = Self {
+            swarm,
+            store,
+            site,
+            release: None,
+            peers: HashMap::new(),
+            pending: HashMap::new(),
+            static_dials: HashSet::new(),
+            gained: Vec::new(),
+            start: Instant::now(),
+            heard_hello: false,
+            report: Report {
+                peer_id: peer_id.to_string(),
+                ..Report::default()
+            },
+            events,
+            last_progress: u32::MAX,
+            config,
+        };
+        driver.take_up_stored_release()?;
+        if driver.config.mode == Mode::Seed && driver.release.is_none() {
+            return Err(DriverError::NothingToServe(driver.config.channel.clone()));
+        }
+        driver.dial_static();
+        Ok(driver)
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn emit(&self, e: NodeEvent) {
+        if let Some(tx) = &self.events {
+            let _ = tx.try_send(e);
+        }
+    }
+
+    fn sched_config(&self) -> SwarmConfig {
+        SwarmConfig {
+            seed: self.config.seed,
+            site: self.site,
+            uplink_rate: self.config.uplink_rate,
+            ..SwarmConfig::default()
+        }
+    }
+
+    fn verify_context(&self) -> Result<VerifyContext, StoreError> {
+        Ok(VerifyContext {
+            now: crate::unix_now(),
+            floor: store::floor(self.store.as_ref(), &self.config.channel)?,
+            hardware: self.config.hardware.clone(),
+            channel: Some(self.config.channel.clone()),
+        })
+    }
+
+    /// The newest manifest of the channel already in the store (re-verified
+    /// unless seeding), so a restarted node resumes where it stopped.
+    fn take_up_stored_release(&mut self) -> Result<(), DriverError> {
+        let mut best: Option<(u64, Vec<u8>)> = None;
+        for id in self.store.manifest_ids()? {
+            let Some(bytes) = self.store.get_manifest(&id)? else {
+                continue;
+            };
+            let Ok(signed) = SignedManifest::decode(&bytes) else {
+                continue;
+            };
+            let m = signed.manifest();
+            if m.channel == self.config.channel && best.as_ref().is_none_or(|(r, _)| m.release > *r)
+            {
+                best = Some((m.release, bytes));
+            }
+        }
+        let Some((_, bytes)) = best else {
+            return Ok(());
+        };
+        let verified = match &self.config.trust {
+            Some(policy) => match verify(&bytes, policy, &self.verify_context()?) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stored manifest no longer verifies; waiting for a newer one");
+                    return Ok(());
+                }
+            },
+            // The seeder serves what its publisher stored; it checked it on publish.
+            None => {
+                let signed = SignedManifest::decode(&bytes)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let key = signed.signatures().first().map(|s| s.key_id);
+                tracing::debug!(?key, "serving stored manifest");
+                pollen_core::manifest::VerifiedManifest::assume_verified(signed)
+            }
+        };
+        self.switch_release(verified)?;
+        Ok(())
+    }
+
+    fn switch_release(
+        &mut self,
+        manifest: pollen_core::manifest::VerifiedManifest,
+    ) -> Result<(), StoreError> {
+        let me = Peer(self.peer_id());
+        let release = Release::new(
+            self.store.as_ref(),
+            manifest,
+            self.sched_config(),
+            me,
+            self.now(),
+        )?;
+        let id = release.id();
+        tracing::info!(manifest = %id, release = release.release(), chunks = release.chunks.len(), held = release.held_at_start, "taking up release");
+        self.emit(NodeEvent::NewRelease {
+            manifest: id,
+            release: release.release(),
+            chunks: release.chunks.len() as u32,
+            held: release.held_at_start,
+        });
+        self.report.manifest_id = Some(id.to_hex());
+        self.report.release = Some(release.release());
+        self.report.chunks_total = release.chunks.len() as u32;
+        self.report.chunks_held_at_start = release.held_at_start;
+        self.release = Some(release);
+        self.gained.clear();
+        // Old requests are for the old release; their answers will be ignored.
+        let peers: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, i)| i.hello)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in peers {
+            if let Some(info) = self.peers.get_mut(&p) {
+                info.in_sched = false;
+            }
+            self.add_to_sched(p);
+            self.send(p, Request::GetHave(id), Pending::Have(id));
+            self.send(
+                p,
+                Request::Announce {
+                    channel: self.config.channel.clone(),
+                    announce: self.announce_of_current().expect("set above"),
+                },
+                Pending::Notice,
+            );
+        }
+        Ok(())
+    }
+
+    fn announce_of_current(&self) -> Option<Announce> {
+        self.release.as_ref().map(|r| Announce {
+            manifest: r.id(),
+            release: r.release(),
+        })
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            channel: self.config.channel.clone(),
+            site: self.site,
+            newest: self.announce_of_current(),
+        }
+    }
+
+    fn send(&mut self, peer: PeerId, req: Request, what: Pending) {
+        let id = self.swarm.behaviour_mut().pollen.send_request(&peer, req);
+        self.pending.insert(id, (peer, what));
+    }
+
+    fn fetches_from(&self, info: &PeerInfo) -> bool {
+        self.config.mode != Mode::Seed && (!self.config.no_lan || info.is_static)
+    }
+
+    fn add_to_sched(&mut self, peer: PeerId) {
+        let now = self.now();
+        let Some(info) = self.peers.get(&peer) else {
+            return;
+        };
+        if info.in_sched || !info.hello || !self.fetches_from(info) {
+            return;
+        }
+        let site = info.site;
+        if let Some(r) = &mut self.release {
+            r.sched.handle_peer_up(now, Peer(peer), site);
+            if let Some(info) = self.peers.get_mut(&peer) {
+                info.in_sched = true;
+            }
+        }
+    }
+
+    fn dial_static(&mut self) {
+        for addr in self.config.peers.clone() {
+            let connected = match addr.iter().last() {
+                Some(Protocol::P2p(p)) => self.swarm.is_connected(&p),
+                _ => false,
+            };
+            if connected {
+                continue;
+            }
+            let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+            self.static_dials.insert(opts.connection_id());
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%addr, error = %e, "dial failed");
+            }
+        }
+    }
+
+    fn dial_discovered(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if self.config.no_lan || peer == self.peer_id() || self.swarm.is_connected(&peer) {
+            return;
+        }
+        if self.swarm.connected_peers().count() >= self.config.max_peers {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer).addresses(addrs).build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, error = %e, "dial of discovered peer failed");
+        }
+    }
+
+    /// Runs until `shutdown` resolves, or (in [`Mode::Fetch`]) until the
+    /// newest release is complete.
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<Report, DriverError> {
+        tokio::pin!(shutdown);
+        let mut tick = tokio::time::interval(TICK);
+        let mut redial = tokio::time::interval(Duration::from_secs(3));
+        loop {
+            let deadline = self
+                .release
+                .as_ref()
+                .and_then(|r| r.sched.poll_timeout())
+                .map(|d| self.start + d)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event)?,
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let now = self.now();
+                    if let Some(r) = &mut self.release { r.sched.handle_timeout(now); }
+                }
+                _ = tick.tick() => self.on_tick(),
+                _ = redial.tick() => self.dial_static(),
+                _ = &mut shutdown => break,
+            }
+            self.drain_actions()?;
+            if self.config.mode == Mode::Fetch
+                && self.heard_hello
+                && self.release.as_ref().is_some_and(|r| r.sched.is_complete())
+            {
+                self.on_tick();
+                break;
+            }
+        }
+        Ok(self.finish_report())
+    }
+
+    fn finish_report(&mut self) -> Report {
+        if let Some(r) = &self.release {
+            let s = r.sched.stats();
+            self.report.chunks_fetched = s.chunks_verified;
+            self.report.chunks_rejected = s.chunks_rejected;
+            self.report.duplicate_chunks = s.duplicates;
+            self.report.bytes_from_site = s.bytes_from_site;
+            self.report.bytes_from_remote = s.bytes_from_remote;
+            self.report.complete = r.sched.is_complete();
+        }
+        self.report.clone()
+    }
+
+    fn on_tick(&mut self) {
+        if !self.gained.is_empty() {
+            if let Some(id) = self.release.as_ref().map(|r| r.id()) {
+                let indices = std::mem::take(&mut self.gained);
+                let peers: Vec<PeerId> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, i)| i.hello)
+                    .map(|(p, _)| *p)
+                    .collect();
+                for p in peers {
+                    self.send(
+                        p,
+                        Request::Gained {
+                            manifest: id,
+                            indices: indices.clone(),
+                        },
+                        Pending::Notice,
+                    );
+                }
+            }
+        }
+        if let Some(r) = &self.release {
+            let held = r.sched.have().count();
+            if held != self.last_progress {
+                self.last_progress = held;
+                self.emit(NodeEvent::Progress {
+                    held,
+                    total: r.chunks.len() as u32,
+                });
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) -> Result<(), DriverError> {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.with(Protocol::P2p(self.peer_id()));
+                tracing::info!(addr = %full, "listening");
+                self.emit(NodeEvent::Listening(full));
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                let info = self.peers.entry(peer_id).or_default();
+                if self.static_dials.remove(&connection_id) {
+                    info.is_static = true;
+                }
+                if num_established.get() == 1 {
+                    tracing::debug!(peer = %peer_id, "connected");
+                    let hello = self.hello();
+                    self.send(peer_id, Request::Hello(hello), Pending::Hello);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                tracing::debug!(peer = %peer_id, "disconnected");
+                self.peers.remove(&peer_id);
+                let now = self.now();
+                if let Some(r) = &mut self.release {
+                    r.sched.handle_peer_down(now, Peer(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, .. } => {
+                self.static_dials.remove(&connection_id);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                let entry = self.peers.entry(peer_id).or_default();
+                entry.listen = info
+                    .listen_addrs
+                    .into_iter()
+                    .take(pollen_core::wire::MAX_ADDRS)
+                    .collect();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
+                let mut by_peer: BTreeMap<PeerId, Vec<Multiaddr>> = BTreeMap::new();
+                for (peer, addr) in list {
+                    by_peer.entry(peer).or_default().push(addr);
+                }
+                for (peer, addrs) in by_peer {
+                    self.dial_discovered(peer, addrs);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Pollen(event)) => self.on_pollen(event)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_pollen(
+        &mut self,
+        event: request_response::Event<Request, Response>,
+    ) -> Result<(), DriverError> {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let response = self.on_request(peer, request)?;
+                    if matches!(response, Response::Chunk(_)) {
+                        if let Some(info) = self.peers.get_mut(&peer) {
+                            info.serving += 1;
+                        }
+                    }
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .pollen
+                        .send_response(channel, response);
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some((from, what)) = self.pending.remove(&request_id) {
+                        self.on_response(from, what, response)?;
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((_, what)) = self.pending.remove(&request_id) {
+                    self.on_failure(peer, what, error);
+                }
+            }
+            request_response::Event::ResponseSent { peer, .. }
+            | request_response::Event::InboundFailure { peer, .. } => {
+                if let Some(info) = self.peers.get_mut(&peer) {
+                    info.serving = info.serving.saturating_sub(1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_response(
+        &mut self,
+        from: PeerId,
+        what: Pending,
+        response: Response,
+    ) -> Result<(), DriverError> {
+        let now = self.now();
+        match (what, response) {
+            (Pending::Hello, Response::Hello(h)) => {
+                self.heard_hello = true;
+                let info = self.peers.entry(from).or_default();
+                info.hello = true;
+                info.site = h.site;
+                self.add_to_sched(from);
+                if let Some(id) = self.release.as_ref().map(|r| r.id()) {
+                    self.send(from, Request::GetHave(id), Pending::Have(id));
+                }
+                if h.channel == self.config.channel {
+                    self.consider(from, h.newest);
+                }
+                if !self.config.no_lan {
+                    self.send(from, Request::GetPeers, Pending::Peers);
+                }
+            }
+            (Pending::Manifest, Response::Manifest(bytes)) => self.on_manifest(from, &bytes)?,
+            (Pending::Have(id), Response::Have(bits)) => {
+                if let Some(r) = &mut self.release {
+                    if r.id() == id {
+                        match bits.checked(r.chunks.len() as u32) {
+                            Ok(bits) => r.sched.handle_have_all(now, Peer(from), bits),
+                            Err(e) => tracing::debug!(peer = %from, error = %e, "bad has-set"),
+                        }
+                    }
+                }
+            }
+            (Pending::Chunk { manifest, index }, Response::Chunk(data)) => {
+                self.on_chunk(from, manifest, index, data)?
+            }
+            (Pending::Chunk { manifest, index }, _) => {
+                if let Some(r) = &mut self.release {
+                    if r.id() == manifest {
+                        r.sched.handle_request_failed(now, Peer(from), index);
+                    }
+                }
+            }
+            (Pending::Peers, Response::Peers(list)) => self.on_peers(list),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_failure(&mut self, peer: PeerId, what: Pending, error: OutboundFailure) {
+        let now = self.now();
+        let Pending::Chunk { manifest, index } = what else {
+            return;
+        };
+        let Some(r) = &mut self.release else { return };
+        if r.id() != manifest {
+            return;
+        }
+        // A frame over the cap or undecodable is a protocol violation, not bad luck.
+        let violation =
+            matches!(&error, OutboundFailure::Io(e) if e.kind() == std::io::ErrorKind::InvalidData);
+        tracing::debug!(%peer, index, error = %error, violation, "chunk request failed");
+        if violation {
+            r.sched.handle_chunk(now, Peer(peer), index, false);
+        } else {
+            r.sched.handle_request_failed(now, Peer(peer), index);
+        }
+    }
+
+    /// A peer says it has `newest`: fetch the manifest if it is newer than ours.
+    fn consider(&mut self, from: PeerId, newest: Option<Announce>) {
+        if self.config.mode == Mode::Seed {
+            return;
+        }
+        let Some(a) = newest else { return };
+        let ours = self.release.as_ref().map(|r| (r.id(), r.release()));
+        if ours.is_some_and(|(id, rel)| id == a.manifest || rel >= a.release) {
+            return;
+        }
+        self.send(from, Request::GetManifest(a.manifest), Pending::Manifest);
+    }
+
+    fn on_manifest(&mut self, from: PeerId, bytes: &[u8]) -> Result<(), DriverError> {
+        let Some(policy) = &self.config.trust else {
+            return Ok(());
+        };
+        match verify(bytes, policy, &self.verify_context()?) {
+            Ok(v) => {
+                let newer = self
+                    .release
+                    .as_ref()
+                    .is_none_or(|r| v.manifest().release > r.release());
+                if newer {
+                    self.store.put_manifest(&v)?;
+                    self.switch_release(v)?;
+                }
+            }
+            Err(e) => tracing::warn!(peer = %from, error = %e, "refused a manifest"),
+        }
+        Ok(())
+    }
+
+    fn on_chunk(
+        &mut self,
+        from: PeerId,
+        manifest: ManifestId,
+        index: u32,
+        data: Vec<u8>,
+    ) -> Result<(), DriverError> {
+        let now = self.now();
+        let Some(r) = &mut self.release else {
+            return Ok(());
+        };
+        if r.id() != manifest || index as usize >= r.chunks.len() {
+            return Ok(());
+        }
+        let expected = r.chunks[index as usize];
+        let ok = data.len() == expected.len as usize && expected.id.matches(&data);
+        if ok {
+            self.store.put_chunk(&expected.id, &data)?;
+            *self.report.bytes_from.entry(from.to_string()).or_default() += data.len() as u64;
+            tracing::debug!(peer = %from, chunk = %expected.id, index, "verified");
+        } else {
+            tracing::warn!(peer = %from, chunk = %expected.id, got = data.len(), "chunk failed verification; not stored");
+        }
+        r.sched.handle_chunk(now, Peer(from), index, ok);
+        Ok(())
+    }
+
+    fn on_peers(&mut self, list: Vec<PeerRecord>) {
+        for rec in list.into_iter().take(pollen_core::wire::MAX_PEER_RECORDS) {
+            let Ok(peer) = PeerId::from_bytes(&rec.peer) else {
+                continue;
+            };
+            let addrs: Vec<Multiaddr> = rec
+                .addrs
+                .iter()
+                .take(pollen_core::wire::MAX_ADDRS)
+                .filter_map(|a| Multiaddr::try_from(a.to_vec()).ok())
+                .collect();
+            if !addrs.is_empty() {
+                self.dial_discovered(peer, addrs);
+            }
+        }
+    }
+
+    fn drain_actions(&mut self) -> Result<(), DriverError> {
+        let Some(r) = &mut self.release else {
+            return Ok(());
+        };
+        let id = r.id();
+        let mut actions = Vec::new();
+        while let Some(a) = r.sched.poll_action() {
+            actions.push(a);
+        }
+        for a in actions {
+            match a {
+                Action::Request { peer, index, .. } => {
+                    self.send(
+                        peer.0,
+                        Request::GetChunk {
+                            manifest: id,
+                            index,
+                        },
+                        Pending::Chunk {
+                            manifest: id,
+                            index,
+                        },
+                    );
+                }
+                Action::Have { index } => self.gained.push(index),
+                Action::Penalise { peer } => {
+                    tracing::warn!(peer = %peer.0, "peer penalised for a bad chunk")
+                }
+                Action::Ban { peer } => {
+                    tracing::warn!(peer = %peer.0, "peer banned after repeated bad chunks");
+                    self.swarm.behaviour_mut().blocked.block_peer(peer.0);
+                    let _ = self.swarm.disconnect_peer_id(peer.0);
+                    self.report.banned.push(peer.0.to_string());
+                    self.emit(NodeEvent::Banned(peer.0));
+                }
+                Action::Complete => {
+                    tracing::info!(manifest = %id, "release complete");
+                    let report = Box::new(self.finish_report());
+                    self.emit(NodeEvent::Complete {
+                        manifest: id,
+                        report,
+                    });
+                }
+                // Request-response cannot cancel a request in flight; a late answer is a harmless duplicate.
+                Action::Cancel { .. } => {}
+            }
+        }
+        Ok(())
+    }
+}

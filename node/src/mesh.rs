@@ -1,0 +1,211 @@
+//! `pollen-node run` and `pollen-node fetch`: the CLI edge of the driver.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use pollen_core::manifest::SignedManifest;
+use pollen_node::cli_support::Progress;
+use pollen_node::driver::{Driver, Mode, NodeConfig, NodeEvent};
+use pollen_node::import::store_dir;
+use pollen_node::net::Limits;
+use pollen_node::store::{reassemble_to_file, RocksStore, Store};
+use pollen_node::trust_file::load_trust;
+use tokio::sync::mpsc;
+
+use crate::{FetchOpt, MeshOpt};
+
+fn config(opt: &MeshOpt, mode: Mode) -> anyhow::Result<NodeConfig> {
+    anyhow::ensure!(!opt.channel.is_empty(), "--channel must not be empty");
+    Ok(NodeConfig {
+        channel: opt.channel.clone(),
+        trust: Some(load_trust(&opt.trust)?),
+        hardware: opt.hardware.clone(),
+        listen: opt.listen.clone(),
+        peers: opt.peer.clone(),
+        site: opt.site.clone(),
+        uplink_rate: opt.uplink_rate,
+        no_lan: opt.no_lan,
+        mdns: !opt.no_mdns,
+        mode,
+        seed: opt.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        }),
+        max_peers: opt.max_peers,
+        limits: Limits::default(),
+    })
+}
+
+fn open_store(opt: &MeshOpt) -> anyhow::Result<Arc<RocksStore>> {
+    let dir = store_dir(&opt.data);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(Arc::new(RocksStore::open(&dir)?))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Prints what the driver reports: listen addresses and completions on
+/// stdout (scripts read them), progress on stderr. With `out`, each
+/// completed release is reassembled there.
+async fn watch(
+    mut rx: mpsc::Receiver<NodeEvent>,
+    label: &'static str,
+    out: Option<(Arc<RocksStore>, std::path::PathBuf)>,
+) {
+    let mut progress: Option<Progress> = None;
+    while let Some(e) = rx.recv().await {
+        match e {
+            NodeEvent::Listening(addr) => println!("listening {addr}"),
+            NodeEvent::NewRelease {
+                manifest,
+                release,
+                chunks,
+                held,
+            } => {
+                eprintln!("{label}: release {release} ({manifest}): {held}/{chunks} chunks held");
+                progress = Some(Progress::new(label, u64::from(chunks), "chunks"));
+            }
+            NodeEvent::Progress { held, total } => {
+                if let Some(p) = &mut progress {
+                    p.set(u64::from(held), u64::from(total));
+                }
+            }
+            NodeEvent::Complete { manifest, report } => {
+                if let Some(p) = &progress {
+                    p.finish();
+                }
+                eprintln!("{label}: release {manifest} complete and verified");
+                if let Some((store, path)) = &out {
+                    let (store, path) = (store.clone(), path.clone());
+                    let written =
+                        tokio::task::spawn_blocking(move || write_out(&store, manifest, &path))
+                            .await;
+                    match written {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => eprintln!("{label}: writing the artifact failed: {e:#}"),
+                        Err(e) => eprintln!("{label}: writing the artifact failed: {e}"),
+                    }
+                }
+                if label == "node" {
+                    println!(
+                        "complete {}",
+                        serde_json::to_string(&report).unwrap_or_default()
+                    );
+                }
+            }
+            NodeEvent::Banned(peer) => eprintln!("{label}: banned {peer} (bad chunks)"),
+        }
+    }
+}
+
+fn write_out(
+    store: &RocksStore,
+    id: pollen_core::ManifestId,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let bytes = store
+        .get_manifest(&id)?
+        .context("manifest vanished from the store")?;
+    let signed = SignedManifest::decode(&bytes)?;
+    reassemble_to_file(store, signed.manifest(), path)?;
+    Ok(())
+}
+
+pub fn run(opt: MeshOpt, out: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let cfg = config(&opt, Mode::Run)?;
+    let store = open_store(&opt)?;
+    runtime()?.block_on(async move {
+        let (tx, rx) = mpsc::channel(64);
+        let driver = Driver::new(store.clone(), cfg, Some(tx))?;
+        eprintln!("peer id {}", driver.peer_id());
+        tokio::spawn(watch(rx, "node", out.map(|o| (store, o))));
+        let span = tracing::info_span!("node", peer = %driver.peer_id());
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        tracing::Instrument::instrument(driver.run(shutdown), span).await?;
+        Ok(())
+    })
+}
+
+pub fn fetch(opt: FetchOpt) -> anyhow::Result<()> {
+    let cfg = config(&opt.mesh, Mode::Fetch)?;
+    let store = open_store(&opt.mesh)?;
+    let timeout: Duration = opt.timeout.into();
+    let report = runtime()?.block_on({
+        let store = store.clone();
+        async move {
+            let (tx, rx) = mpsc::channel(64);
+            let driver = Driver::new(store, cfg, Some(tx))?;
+            tokio::spawn(watch(rx, "fetch", None));
+            let span = tracing::info_span!("node", peer = %driver.peer_id());
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let run = tokio::spawn(tracing::Instrument::instrument(
+                driver.run(async {
+                    let _ = stop_rx.await;
+                }),
+                span,
+            ));
+            let timer = tokio::time::sleep(timeout);
+            tokio::pin!(run, timer);
+            tokio::select! {
+                done = &mut run => anyhow::Ok(done??),
+                _ = &mut timer => {
+                    let _ = stop_tx.send(());
+                    let report = run.await??;
+                    anyhow::Ok(report)
+                }
+            }
+        }
+    })?;
+    if !report.complete {
+        bail!(
+            "timed out after {} with {}/{} chunks of {}",
+            humantime::format_duration(timeout),
+            report.chunks_held_at_start as u64 + report.chunks_fetched,
+            report.chunks_total,
+            report.manifest_id.as_deref().unwrap_or("no release yet")
+        );
+    }
+    let id = report.manifest_id.as_deref().unwrap_or_default();
+    let mut raw = [0u8; 32];
+    hex::decode_to_slice(id, &mut raw).context("manifest id")?;
+    let bytes = store
+        .get_manifest(&pollen_core::ManifestId(raw))?
+        .context("manifest vanished from the store")?;
+    let whole = reassemble_to_file(
+        store.as_ref(),
+        SignedManifest::decode(&bytes)?.manifest(),
+        &opt.out,
+    )?;
+    if opt.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["out"] = serde_json::json!(opt.out);
+        value["artifact_blake3"] = serde_json::json!(hex::encode(whole.blake3));
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!(
+            "release {} complete: {} bytes, blake3 {}",
+            id,
+            whole.bytes,
+            hex::encode(whole.blake3)
+        );
+        println!(
+            "chunks: {} held at start, {} fetched ({} from site peers, {} bytes across the uplink), {} rejected",
+            report.chunks_held_at_start, report.chunks_fetched, report.bytes_from_site, report.bytes_from_remote, report.chunks_rejected
+        );
+        for (peer, bytes) in &report.bytes_from {
+            println!("  {bytes:>12} bytes from {peer}");
+        }
+        println!("written to {}", opt.out.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! The composed libp2p behaviour of a Pollen node and its construction.
+
+use std::time::Duration;
+
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{
+    allow_block_list, connection_limits, identify, identity, mdns, noise, ping, request_response,
+    tcp, yamux,
+};
+
+use super::protocol::{Codec, STREAM_PROTOCOL};
+use super::NetError;
+
+/// Limits that keep a node serving honest peers under floods.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_established: u32,
+    pub max_per_peer: u32,
+    pub max_pending_incoming: u32,
+    /// Concurrent inbound streams per connection (request-response).
+    pub max_streams: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_established: 128,
+            max_per_peer: 2,
+            max_pending_incoming: 32,
+            max_streams: 32,
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything a Pollen node speaks.
+#[allow(missing_debug_implementations)] // the derive cannot see its members
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub limits: connection_limits::Behaviour,
+    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    pub pollen: request_response::Behaviour<Codec>,
+}
+
+/// Builds the libp2p swarm: TCP + Noise + Yamux and QUIC, over tokio.
+pub fn build_swarm(
+    keypair: identity::Keypair,
+    use_mdns: bool,
+    limits: &Limits,
+) -> Result<libp2p::Swarm<Behaviour>, NetError> {
+    let limits = limits.clone();
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| NetError::Transport(e.to_string()))?
+        .with_quic()
+        .with_behaviour(|key| {
+            let peer_id = key.public().to_peer_id();
+            let mdns = if use_mdns {
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config::default(),
+                    peer_id,
+                )?)
+            } else {
+                None
+            };
+            let rr_config = request_response::Config::default()
+                .with_request_timeout(limits.request_timeout)
+                .with_max_concurrent_streams(limits.max_streams);
+            Ok(Behaviour {
+                limits: connection_limits::Behaviour::new(
+                    connection_limits::ConnectionLimits::default()
+                        .with_max_established(Some(limits.max_established))
+                        .with_max_established_per_peer(Some(limits.max_per_peer))
+                        .with_max_pending_incoming(Some(limits.max_pending_incoming)),
+                ),
+                blocked: allow_block_list::Behaviour::default(),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/pollen/id/1".into(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                mdns: Toggle::from(mdns),
+                pollen: request_response::Behaviour::with_codec(
+                    Codec,
+                    [(STREAM_PROTOCOL, request_response::ProtocolSupport::Full)],
+                    rr_config,
+                ),
+            })
+        })
+        .map_err(|e| NetError::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build();
+    Ok(swarm)
+}

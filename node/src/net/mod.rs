@@ -1,0 +1,47 @@
+//! libp2p networking for Pollen nodes and seeders: transports (TCP + Noise +
+//! Yamux, QUIC), mDNS, identify, ping, connection limits, a block list, and
+//! the `/pollen/1` request-response protocol that carries hellos, manifest
+//! announcements, has-sets, chunks and peer exchange.
+//!
+//! Shaped like a rust-libp2p protocol crate: [`protocol`] (the codec),
+//! [`behaviour`] (composition and construction). The node's logic lives in
+//! [`crate::driver`].
+
+pub mod behaviour;
+pub mod protocol;
+
+pub use behaviour::{build_swarm, Behaviour, BehaviourEvent, Limits};
+
+use libp2p::identity::Keypair;
+
+use crate::store::{Store, StoreError};
+
+/// Errors of the network layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    #[error("transport set-up failed: {0}")]
+    Transport(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+    #[error("node identity: {0}")]
+    Identity(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+const IDENTITY_KEY: &str = "identity/ed25519";
+
+/// The node's libp2p identity, kept in its store so its peer id survives restarts.
+pub fn load_or_create_identity<S: Store + ?Sized>(store: &S) -> Result<Keypair, NetError> {
+    if let Some(bytes) = store.get_state(IDENTITY_KEY)? {
+        return Keypair::from_protobuf_encoding(&bytes)
+            .map_err(|e| NetError::Identity(e.to_string()));
+    }
+    let key = Keypair::generate_ed25519();
+    let bytes = key
+        .to_protobuf_encoding()
+        .map_err(|e| NetError::Identity(e.to_string()))?;
+    store.put_state(IDENTITY_KEY, &bytes)?;
+    Ok(key)
+}

@@ -1,0 +1,132 @@
+//! The mesh on loopback with real processes: a seeder and six nodes, each
+//! given one neighbour; peer exchange builds the mesh; everyone ends with
+//! the same BLAKE3 and most chunks come from other nodes.
+
+use std::time::Duration;
+
+use pollen_e2e::{file_blake3, run_json, s, write_random_file, Daemon};
+
+fn publish(t: &std::path::Path, size: u64) -> (String, std::path::PathBuf, String) {
+    let key = t.join("k");
+    run_json("pollen-seeder", &["keygen", "--out", s(&key)]);
+    let artifact = t.join("image.bin");
+    write_random_file(&artifact, size, 77);
+    let store = t.join("seeder");
+    run_json(
+        "pollen-seeder",
+        &[
+            "publish",
+            "--key",
+            s(&key),
+            "--store",
+            s(&store),
+            "--artifact",
+            s(&artifact),
+            "--channel",
+            "stable",
+            "--version",
+            "1.0.0",
+        ],
+    );
+    (format!("{}.pub", s(&key)), store, file_blake3(&artifact))
+}
+
+#[test]
+fn seeder_and_six_nodes_share_a_release() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let (trust, store, expected) = publish(t, 64 << 20);
+    let mut seeder = Daemon::spawn(
+        "pollen-seeder",
+        &[
+            "serve",
+            "--store",
+            s(&store),
+            "--channel",
+            "stable",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+        ],
+    );
+    let mut prev = seeder.loopback_addr();
+    let mut nodes = Vec::new();
+    for i in 0..6 {
+        let data = t.join(format!("node{i}"));
+        let out = t.join(format!("node{i}.img"));
+        let mut node = Daemon::spawn(
+            "pollen-node",
+            &[
+                "run",
+                "--data",
+                s(&data),
+                "--trust",
+                &trust,
+                "--channel",
+                "stable",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--no-mdns",
+                "--site",
+                "factory",
+                "--peer",
+                &prev,
+                "--out",
+                s(&out),
+                "--seed",
+                &i.to_string(),
+            ],
+        );
+        prev = node.loopback_addr();
+        nodes.push((node, out));
+    }
+    let seeder_id = prev_peer_id(&mut seeder);
+    let mut from_seeder = 0u64;
+    let mut from_nodes = 0u64;
+    for (i, (node, out)) in nodes.iter_mut().enumerate() {
+        let report = node
+            .wait_for(Duration::from_secs(240), |is_out, l| {
+                l.strip_prefix("complete ")
+                    .filter(|_| is_out)
+                    .map(|j| serde_json::from_str::<serde_json::Value>(j).expect("json"))
+            })
+            .unwrap_or_else(|| panic!("node {i} did not complete; stderr: {:?}", node.stderr));
+        // The artifact is written right after the completion line.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !out.exists() && std::time::Instant::now() < deadline {
+            node.wait_for(Duration::from_millis(200), |_, _| None::<()>);
+        }
+        assert_eq!(file_blake3(out), expected, "node {i} artifact");
+        for (peer, bytes) in report["bytes_from"].as_object().expect("bytes_from") {
+            let b = bytes.as_u64().expect("bytes");
+            if *peer == seeder_id {
+                from_seeder += b;
+            } else {
+                from_nodes += b;
+            }
+        }
+        assert_eq!(report["chunks_rejected"], 0);
+    }
+    let total = from_seeder + from_nodes;
+    println!(
+        "6 nodes, 64 MiB: {:.1} MiB from the seeder ({:.0}%), {:.1} MiB from other nodes ({:.0}%)",
+        from_seeder as f64 / 1048576.0,
+        100.0 * from_seeder as f64 / total as f64,
+        from_nodes as f64 / 1048576.0,
+        100.0 * from_nodes as f64 / total as f64
+    );
+    assert!(
+        from_nodes > from_seeder,
+        "most bytes should come from other nodes"
+    );
+}
+
+fn prev_peer_id(seeder: &mut Daemon) -> String {
+    let line = seeder
+        .stdout
+        .iter()
+        .find(|l| l.starts_with("listening "))
+        .cloned()
+        .expect("listen line");
+    line.rsplit("/p2p/").next().expect("peer id").to_owned()
+}
