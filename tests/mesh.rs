@@ -130,3 +130,73 @@ fn prev_peer_id(seeder: &mut Daemon) -> String {
         .expect("listen line");
     line.rsplit("/p2p/").next().expect("peer id").to_owned()
 }
+
+#[test]
+fn fetch_killed_halfway_resumes_without_refetching() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let (trust, store, expected) = publish(t, 96 << 20);
+    let mut seeder = Daemon::spawn(
+        "pollen-seeder",
+        &[
+            "serve",
+            "--store",
+            s(&store),
+            "--channel",
+            "stable",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+        ],
+    );
+    let seeder_addr = seeder.loopback_addr();
+    let data = t.join("node");
+    let out = t.join("out.img");
+    let args = [
+        "fetch",
+        "--data",
+        s(&data),
+        "--trust",
+        &trust,
+        "--channel",
+        "stable",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--no-mdns",
+        "--peer",
+        &seeder_addr,
+        "--uplink-rate",
+        "24MB/s",
+        "--out",
+        s(&out),
+        "--timeout",
+        "5m",
+    ];
+    let mut first = Daemon::spawn("pollen-node", &args);
+    let killed_at = first
+        .wait_for(Duration::from_secs(120), |is_out, l| {
+            let (done, total) = l
+                .strip_prefix("fetch: progress ")
+                .filter(|_| !is_out)?
+                .split_once('/')?;
+            let (done, total): (u32, u32) = (done.parse().ok()?, total.parse().ok()?);
+            (done * 2 >= total && done < total).then_some(done)
+        })
+        .unwrap_or_else(|| panic!("never reached half way: {:?}", first.stderr));
+    first.kill();
+    assert!(!out.exists());
+
+    let second = run_json("pollen-node", &args);
+    let held = second["chunks_held_at_start"].as_u64().expect("held");
+    let fetched = second["chunks_fetched"].as_u64().expect("fetched");
+    let total = second["chunks_total"].as_u64().expect("total");
+    println!("killed with {killed_at}/{total} chunks; restart held {held}, fetched {fetched}, duplicates {}", second["duplicate_chunks"]);
+    assert!(held >= u64::from(killed_at), "verified chunks were lost");
+    assert_eq!(
+        held + fetched,
+        total,
+        "fetched exactly the chunks it lacked"
+    );
+    assert_eq!(second["duplicate_chunks"], 0, "no chunk fetched twice");
+    assert_eq!(file_blake3(&out), expected);
+}

@@ -63,6 +63,8 @@ async fn watch(
     let mut progress: Option<Progress> = None;
     while let Some(e) = rx.recv().await {
         match e {
+            // `fetch` keeps stdout for its result (JSON with --json).
+            NodeEvent::Listening(addr) if label == "fetch" => eprintln!("listening {addr}"),
             NodeEvent::Listening(addr) => println!("listening {addr}"),
             NodeEvent::NewRelease {
                 manifest,

@@ -1,0 +1,209 @@
+//! Hostile peers speaking the real protocol: one serves corrupted chunks,
+//! one sends more bytes than asked. Both are detected, penalised and
+//! banned; the honest download completes and nothing corrupt is stored.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::request_response::{self, Message};
+use libp2p::swarm::SwarmEvent;
+use pollen_core::chunk::{chunks, ChunkParams};
+use pollen_core::manifest::SignedManifest;
+use pollen_core::swarm::{unique_chunks, Bitfield};
+use pollen_core::wire::{Announce, Hello, Request, Response};
+use pollen_e2e::{file_blake3, run_json, run_ok, s, write_random_file, Daemon};
+use pollen_node::net::{build_swarm, BehaviourEvent, Limits};
+
+#[derive(Clone, Copy, Debug)]
+enum Lie {
+    Corrupt,
+    Oversize,
+}
+
+/// Runs a hostile peer on a thread of its own; returns its address.
+fn hostile_peer(lie: Lie, manifest: Vec<u8>, artifact: &std::path::Path) -> String {
+    let signed = SignedManifest::decode(&manifest).expect("manifest");
+    let data = std::fs::read(artifact).expect("artifact");
+    let by_id: std::collections::HashMap<_, _> = chunks(&data[..], ChunkParams::DEFAULT)
+        .map(|c| c.expect("chunk"))
+        .map(|c| (c.id, c.data))
+        .collect();
+    let list = unique_chunks(signed.manifest());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let mut swarm = build_swarm(
+                libp2p::identity::Keypair::generate_ed25519(),
+                false,
+                &Limits::default(),
+            )
+            .expect("swarm");
+            swarm
+                .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
+                .expect("listen");
+            let announce = Announce {
+                manifest: signed.id(),
+                release: signed.manifest().release,
+            };
+            loop {
+                match swarm.select_next_some().await {
+                    SwarmEvent::NewListenAddr { address, .. } => {
+                        let _ = tx.send(format!("{address}/p2p/{}", swarm.local_peer_id()));
+                    }
+                    SwarmEvent::Behaviour(BehaviourEvent::Pollen(
+                        request_response::Event::Message {
+                            message:
+                                Message::Request {
+                                    request, channel, ..
+                                },
+                            ..
+                        },
+                    )) => {
+                        let response = match request {
+                            Request::Hello(_) => Response::Hello(Hello {
+                                channel: "stable".into(),
+                                site: None,
+                                newest: Some(announce),
+                            }),
+                            Request::GetManifest(_) => Response::Manifest(manifest.clone()),
+                            Request::GetHave(_) => {
+                                Response::Have(Bitfield::full(list.len() as u32))
+                            }
+                            Request::GetChunk { index, .. } => {
+                                let mut bytes = by_id[&list[index as usize].id].clone();
+                                match lie {
+                                    Lie::Corrupt => {
+                                        let mid = bytes.len() / 2;
+                                        bytes[mid] ^= 0x40;
+                                    }
+                                    Lie::Oversize => bytes.extend_from_slice(&[0u8; 64 * 1024]),
+                                }
+                                Response::Chunk(bytes)
+                            }
+                            Request::GetPeers => Response::Peers(Vec::new()),
+                            _ => Response::Ok,
+                        };
+                        let _ = swarm
+                            .behaviour_mut()
+                            .pollen
+                            .send_response(channel, response);
+                    }
+                    _ => {}
+                }
+            }
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("hostile peer address")
+}
+
+fn run_against(lie: Lie) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let key = t.join("k");
+    run_json("pollen-seeder", &["keygen", "--out", s(&key)]);
+    let artifact = t.join("image.bin");
+    write_random_file(&artifact, 24 << 20, 5);
+    let store = t.join("seeder");
+    let manifest = t.join("m.pollen");
+    run_json(
+        "pollen-seeder",
+        &[
+            "publish",
+            "--key",
+            s(&key),
+            "--store",
+            s(&store),
+            "--artifact",
+            s(&artifact),
+            "--channel",
+            "stable",
+            "--version",
+            "1.0.0",
+            "--out",
+            s(&manifest),
+        ],
+    );
+    let liar = hostile_peer(lie, std::fs::read(&manifest).expect("manifest"), &artifact);
+    let liar_id = liar.rsplit("/p2p/").next().expect("id").to_owned();
+    let mut seeder = Daemon::spawn(
+        "pollen-seeder",
+        &[
+            "serve",
+            "--store",
+            s(&store),
+            "--channel",
+            "stable",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+        ],
+    );
+    let seeder_addr = seeder.loopback_addr();
+    let data = t.join("node");
+    let out = t.join("out.img");
+    let report = run_json(
+        "pollen-node",
+        &[
+            "fetch",
+            "--data",
+            s(&data),
+            "--trust",
+            &format!("{}.pub", s(&key)),
+            "--channel",
+            "stable",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+            "--peer",
+            &liar,
+            "--peer",
+            &seeder_addr,
+            "--out",
+            s(&out),
+            "--timeout",
+            "3m",
+            "--seed",
+            "1",
+        ],
+    );
+    println!(
+        "{lie:?}: rejected {} chunks, banned {}",
+        report["chunks_rejected"], report["banned"]
+    );
+    assert!(
+        report["chunks_rejected"].as_u64().expect("rejected") >= 2,
+        "{report}"
+    );
+    assert!(
+        report["banned"]
+            .as_array()
+            .expect("banned")
+            .iter()
+            .any(|b| b == liar_id.as_str()),
+        "{report}"
+    );
+    assert!(
+        !report["bytes_from"]
+            .as_object()
+            .expect("bytes_from")
+            .contains_key(&liar_id),
+        "bytes accepted from the liar"
+    );
+    assert_eq!(file_blake3(&out), file_blake3(&artifact));
+    run_ok("pollen-node", &["check", "--data", s(&data)]);
+}
+
+#[test]
+fn corrupting_peer_is_banned() {
+    run_against(Lie::Corrupt);
+}
+
+#[test]
+fn oversending_peer_is_banned() {
+    run_against(Lie::Oversize);
+}
