@@ -5,7 +5,7 @@
 set -euo pipefail
 
 need=()
-for pkg in libclang-dev clang g++ pkg-config time; do
+for pkg in libclang-dev clang g++ pkg-config time iproute2; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

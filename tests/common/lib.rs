@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod netns;
+
 /// Directory holding the binaries of the profile the tests were built with.
 fn bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -171,9 +173,20 @@ impl std::fmt::Debug for Daemon {
 
 impl Daemon {
     pub fn spawn(name: &str, args: &[&str]) -> Self {
+        Self::spawn_cmd(Command::new(bin(name)), args)
+    }
+
+    /// Runs the binary inside network namespace `ns`.
+    pub fn spawn_in(ns: &str, name: &str, args: &[&str]) -> Self {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).arg(bin(name));
+        Self::spawn_cmd(cmd, args)
+    }
+
+    fn spawn_cmd(mut cmd: Command, args: &[&str]) -> Self {
         use std::io::BufRead;
         use std::process::Stdio;
-        let mut child = Command::new(bin(name))
+        let mut child = cmd
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -229,12 +242,26 @@ impl Daemon {
 
     /// The first `listening` address on 127.0.0.1.
     pub fn loopback_addr(&mut self) -> String {
+        self.listen_addr("/ip4/127.0.0.1/")
+    }
+
+    /// The first `listening` address containing `part`.
+    pub fn listen_addr(&mut self, part: &str) -> String {
         self.wait_for(std::time::Duration::from_secs(30), |out, l| {
             l.strip_prefix("listening ")
-                .filter(|a| out && a.contains("/ip4/127.0.0.1/"))
+                .filter(|a| out && a.contains(part))
                 .map(str::to_owned)
         })
-        .unwrap_or_else(|| panic!("no listen address; stderr: {:?}", self.stderr))
+        .unwrap_or_else(|| panic!("no listen address with {part}; stderr: {:?}", self.stderr))
+    }
+
+    /// Waits for the `complete {json}` line of `pollen-node run`.
+    pub fn wait_complete(&mut self, timeout: std::time::Duration) -> Option<serde_json::Value> {
+        self.wait_for(timeout, |out, l| {
+            l.strip_prefix("complete ")
+                .filter(|_| out)
+                .and_then(|j| serde_json::from_str(j).ok())
+        })
     }
 
     pub fn kill(&mut self) {
