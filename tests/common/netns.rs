@@ -56,9 +56,12 @@ pub struct Site {
 impl Site {
     /// Builds the topology with `devices` device namespaces.
     pub fn new(devices: usize) -> Self {
-        let id = std::process::id() % 10_000;
+        // Unique per process and per test in it (tests run in parallel).
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = (std::process::id() % 1000) * 10 + n % 10;
         let net = 200 + (id % 50) as u8;
-        let prefix = format!("pl{id}");
+        let prefix = format!("pl{id}x");
         let cloud = format!("{prefix}c");
         let router = format!("{prefix}r");
         let site = Site {

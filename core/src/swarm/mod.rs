@@ -89,14 +89,16 @@ pub struct SwarmConfig {
     pub remote_warmup: Duration,
     /// Chunks failing verification before a peer is banned.
     pub ban_after: u32,
+    /// How long to leave a peer alone after it answered `Busy`.
+    pub busy_backoff: Duration,
 }
 
 impl Default for SwarmConfig {
     fn default() -> Self {
         Self {
             seed: 0,
-            per_peer_in_flight: 4,
-            total_in_flight: 32,
+            per_peer_in_flight: 8,
+            total_in_flight: 64,
             request_timeout: Duration::from_secs(30),
             endgame_chunks: 8,
             endgame_copies: 2,
@@ -107,6 +109,7 @@ impl Default for SwarmConfig {
             assignee_grace: Duration::from_secs(20),
             remote_warmup: Duration::from_secs(2),
             ban_after: 2,
+            busy_backoff: Duration::from_millis(250),
         }
     }
 }
@@ -157,6 +160,8 @@ struct PeerState {
     strikes: u32,
     /// Last time it connected or announced a chunk new to it.
     last_progress: Duration,
+    /// Not asked for anything before this (it said it was busy).
+    busy_until: Duration,
 }
 
 /// The scheduler for one release on one node.
@@ -281,6 +286,7 @@ impl<P: PeerKey> Swarm<P> {
                 in_flight: BTreeMap::new(),
                 strikes: 0,
                 last_progress: now,
+                busy_until: Duration::ZERO,
             };
             self.peers.insert(peer, state);
         }
@@ -368,16 +374,29 @@ impl<P: PeerKey> Swarm<P> {
         self.schedule(now);
     }
 
-    /// A request failed (error, refusal, or the peer lacks the chunk after all).
+    /// The peer does not have the chunk after all: do not ask it for this
+    /// chunk again until it announces it anew.
     pub fn handle_request_failed(&mut self, now: Duration, peer: P, index: u32) {
         if self.finish_request(&peer, index) {
             self.stats.failures += 1;
-            // Do not ask this peer for this chunk again until it announces it anew.
             if let Some(st) = self.peers.get_mut(&peer) {
                 if st.has.clear(index) {
                     self.availability[index as usize] =
                         self.availability[index as usize].saturating_sub(1);
                 }
+            }
+        }
+        self.schedule(now);
+    }
+
+    /// The peer is overloaded or the request broke off: try elsewhere now,
+    /// and this peer again after [`SwarmConfig::busy_backoff`].
+    pub fn handle_request_busy(&mut self, now: Duration, peer: P, index: u32) {
+        if self.finish_request(&peer, index) {
+            self.stats.failures += 1;
+            if let Some(st) = self.peers.get_mut(&peer) {
+                st.busy_until = now + self.config.busy_backoff;
+                self.wakeups.insert(st.busy_until);
             }
         }
         self.schedule(now);
@@ -564,7 +583,7 @@ impl<P: PeerKey> Swarm<P> {
                 let Some(st) = self.peers.get(&peer) else {
                     continue;
                 };
-                if st.in_flight.len() >= self.config.per_peer_in_flight {
+                if st.in_flight.len() >= self.config.per_peer_in_flight || st.busy_until > now {
                     continue;
                 }
                 let local = st.local;

@@ -276,3 +276,38 @@ proptest! {
         prop_assert!(!net.uplink_in.contains_key(&SEEDER));
     }
 }
+
+#[test]
+fn busy_peer_is_retried_after_backoff_not_forgotten() {
+    let cfg = SwarmConfig {
+        site: None,
+        endgame_chunks: 0,
+        ..SwarmConfig::default()
+    };
+    let mut s: Swarm<u32> = Swarm::new(cfg, 0, chunk_refs(1), Bitfield::new(1), Duration::ZERO);
+    s.handle_peer_up(Duration::ZERO, 1, None);
+    s.handle_have_all(Duration::ZERO, 1, Bitfield::full(1));
+    assert!(matches!(
+        s.poll_action(),
+        Some(Action::Request {
+            peer: 1,
+            index: 0,
+            ..
+        })
+    ));
+    s.handle_request_busy(Duration::from_millis(10), 1, 0);
+    assert_eq!(s.poll_action(), None, "not asked again at once");
+    let wake = s.poll_timeout().expect("a wake-up for the backoff");
+    s.handle_timeout(wake);
+    assert!(
+        matches!(
+            s.poll_action(),
+            Some(Action::Request {
+                peer: 1,
+                index: 0,
+                ..
+            })
+        ),
+        "asked again after the backoff"
+    );
+}

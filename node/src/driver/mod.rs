@@ -115,6 +115,8 @@ pub struct Report {
     pub chunks_served: u64,
     pub banned: Vec<String>,
     pub complete: bool,
+    /// Seconds from start until the release was complete in the store.
+    pub seconds_to_complete: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -139,7 +141,8 @@ struct PeerInfo {
 }
 
 /// Chunk responses being written to one peer at once; more get `Busy`.
-const MAX_SERVING_PER_PEER: usize = 8;
+/// Above the scheduler's default pipeline depth, so honest peers never see it.
+const MAX_SERVING_PER_PEER: usize = 16;
 /// Gained-chunk notices are batched this often.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -648,10 +651,15 @@ impl Driver {
             (Pending::Chunk { manifest, index }, Response::Chunk(data)) => {
                 self.on_chunk(from, manifest, index, data)?
             }
-            (Pending::Chunk { manifest, index }, _) => {
+            (Pending::Chunk { manifest, index }, other) => {
                 if let Some(r) = &mut self.release {
                     if r.id() == manifest {
-                        r.sched.handle_request_failed(now, Peer(from), index);
+                        match other {
+                            Response::NotFound => {
+                                r.sched.handle_request_failed(now, Peer(from), index)
+                            }
+                            _ => r.sched.handle_request_busy(now, Peer(from), index),
+                        }
                     }
                 }
             }
@@ -677,7 +685,7 @@ impl Driver {
         if violation {
             r.sched.handle_chunk(now, Peer(peer), index, false);
         } else {
-            r.sched.handle_request_failed(now, Peer(peer), index);
+            r.sched.handle_request_busy(now, Peer(peer), index);
         }
     }
 
@@ -795,6 +803,7 @@ impl Driver {
                 }
                 Action::Complete => {
                     tracing::info!(manifest = %id, "release complete");
+                    self.report.seconds_to_complete = Some(self.start.elapsed().as_secs_f64());
                     let report = Box::new(self.finish_report());
                     self.emit(NodeEvent::Complete {
                         manifest: id,

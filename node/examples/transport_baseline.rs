@@ -1,0 +1,157 @@
+//! The baseline for the mesh benchmark: the same libp2p transport Pollen
+//! uses (TCP + Noise + Yamux over loopback) moving N MiB over one bare
+//! stream, with no chunking, hashing or storage. Prints MB/s.
+//!
+//! `cargo run --example transport_baseline -- 1024`
+
+use std::io;
+use std::time::Instant;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{noise, tcp, yamux, StreamProtocol};
+
+const PROTO: StreamProtocol = StreamProtocol::new("/pollen-bench/bare/1");
+
+/// Request: how many bytes to send. Response: the bytes, streamed, counted on arrival.
+#[derive(Clone, Default)]
+struct Bare;
+
+impl request_response::Codec for Bare {
+    type Protocol = StreamProtocol;
+    type Request = u64;
+    type Response = u64;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<u64> {
+        let mut b = [0u8; 8];
+        io.read_exact(&mut b).await?;
+        Ok(u64::from_be_bytes(b))
+    }
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<u64> {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = io.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n as u64;
+        }
+    }
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        n: u64,
+    ) -> io::Result<()> {
+        io.write_all(&n.to_be_bytes()).await?;
+        io.close().await
+    }
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        n: u64,
+    ) -> io::Result<()> {
+        let buf = vec![0xa5u8; 1 << 20];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(buf.len() as u64) as usize;
+            io.write_all(&buf[..k]).await?;
+            left -= k as u64;
+        }
+        io.close().await
+    }
+}
+
+fn swarm() -> libp2p::Swarm<request_response::Behaviour<Bare>> {
+    let cfg = request_response::Config::default()
+        .with_request_timeout(std::time::Duration::from_secs(600));
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(Bare, [(PROTO, ProtocolSupport::Full)], cfg)
+        })
+        .expect("behaviour")
+        .build()
+}
+
+fn main() {
+    let mib: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1024);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let mut server = swarm();
+        server
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
+            .expect("listen");
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
+                break address;
+            }
+        };
+        let server_id = *server.local_peer_id();
+        tokio::spawn(async move {
+            loop {
+                if let SwarmEvent::Behaviour(request_response::Event::Message {
+                    message:
+                        request_response::Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                }) = server.select_next_some().await
+                {
+                    let _ = server.behaviour_mut().send_response(channel, request);
+                }
+            }
+        });
+        let mut client = swarm();
+        client.dial(addr).expect("dial");
+        let mut start = None;
+        loop {
+            match client.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { .. } => {
+                    start = Some(Instant::now());
+                    client.behaviour_mut().send_request(&server_id, mib << 20);
+                }
+                SwarmEvent::Behaviour(request_response::Event::Message {
+                    message: request_response::Message::Response { response, .. },
+                    ..
+                }) => {
+                    let secs = start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
+                    println!(
+                        "bare stream: {} MiB in {secs:.2} s = {:.1} MB/s",
+                        response >> 20,
+                        response as f64 / secs / 1e6
+                    );
+                    return;
+                }
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                    error, ..
+                }) => panic!("{error}"),
+                _ => {}
+            }
+        }
+    });
+}
