@@ -4,52 +4,31 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use pollen_e2e::{bin, file_blake3, run_json, run_ok, s, write_random_file};
+use pollen_e2e::{bin, file_blake3, run_json, run_ok, s, Release};
 
 #[test]
 fn import_killed_halfway_resumes() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let t = tmp.path();
-    let key = t.join("k");
-    run_json("pollen-seeder", &["keygen", "--out", s(&key)]);
-    let artifact = t.join("image.bin");
-    write_random_file(&artifact, 160 << 20, 5);
-    let manifest = t.join("m.pollen");
-    let store = t.join("seeder");
-    let published = run_json(
-        "pollen-seeder",
-        &[
-            "publish",
-            "--key",
-            s(&key),
-            "--store",
-            s(&store),
-            "--artifact",
-            s(&artifact),
-            "--channel",
-            "stable",
-            "--version",
-            "1.0.0",
-            "--chunk-kib",
-            "64",
-            "--out",
-            s(&manifest),
-        ],
+    let r = Release::publish_with(160 << 20, 5, &["--chunk-kib", "64"]);
+    let (t, trust, manifest, store, artifact) = (
+        r.dir.as_path(),
+        &r.trust,
+        &r.manifest,
+        &r.store,
+        &r.artifact,
     );
-    let total = published["chunks"].as_u64().expect("chunks");
+    let total = r.report["chunks"].as_u64().expect("chunks");
     let data = t.join("node");
-    let trust = format!("{}.pub", s(&key));
     let out = t.join("out.img");
     let args = [
         "import",
         "--data",
         s(&data),
         "--trust",
-        &trust,
+        trust,
         "--manifest",
-        s(&manifest),
+        s(manifest),
         "--chunks",
-        s(&store),
+        s(store),
         "--out",
         s(&out),
     ];
@@ -107,6 +86,6 @@ fn import_killed_halfway_resumes() {
         total,
         "every chunk imported exactly once across both runs"
     );
-    assert_eq!(file_blake3(&out), file_blake3(&artifact));
+    assert_eq!(file_blake3(&out), file_blake3(artifact));
     run_ok("pollen-node", &["check", "--data", s(&data)]);
 }

@@ -11,7 +11,7 @@ use pollen_core::chunk::{chunks, ChunkParams};
 use pollen_core::manifest::SignedManifest;
 use pollen_core::swarm::{unique_chunks, Bitfield};
 use pollen_core::wire::{Announce, Hello, Request, Response};
-use pollen_e2e::{file_blake3, run_json, run_ok, s, write_random_file, Daemon};
+use pollen_e2e::{file_blake3, run_json, run_ok, s, Release};
 use pollen_node::net::{build_swarm, BehaviourEvent, Limits};
 
 #[derive(Clone, Copy, Debug)]
@@ -102,48 +102,15 @@ fn hostile_peer(lie: Lie, manifest: Vec<u8>, artifact: &std::path::Path) -> Stri
 }
 
 fn run_against(lie: Lie) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let t = tmp.path();
-    let key = t.join("k");
-    run_json("pollen-seeder", &["keygen", "--out", s(&key)]);
-    let artifact = t.join("image.bin");
-    write_random_file(&artifact, 24 << 20, 5);
-    let store = t.join("seeder");
-    let manifest = t.join("m.pollen");
-    run_json(
-        "pollen-seeder",
-        &[
-            "publish",
-            "--key",
-            s(&key),
-            "--store",
-            s(&store),
-            "--artifact",
-            s(&artifact),
-            "--channel",
-            "stable",
-            "--version",
-            "1.0.0",
-            "--out",
-            s(&manifest),
-        ],
+    let r = Release::publish(24 << 20, 5);
+    let t = r.dir.as_path();
+    let liar = hostile_peer(
+        lie,
+        std::fs::read(&r.manifest).expect("manifest"),
+        &r.artifact,
     );
-    let liar = hostile_peer(lie, std::fs::read(&manifest).expect("manifest"), &artifact);
     let liar_id = liar.rsplit("/p2p/").next().expect("id").to_owned();
-    let mut seeder = Daemon::spawn(
-        "pollen-seeder",
-        &[
-            "serve",
-            "--store",
-            s(&store),
-            "--channel",
-            "stable",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-        ],
-    );
-    let seeder_addr = seeder.loopback_addr();
+    let (_seeder, seeder_addr) = r.serve();
     let data = t.join("node");
     let out = t.join("out.img");
     let report = run_json(
@@ -153,7 +120,7 @@ fn run_against(lie: Lie) {
             "--data",
             s(&data),
             "--trust",
-            &format!("{}.pub", s(&key)),
+            &r.trust,
             "--channel",
             "stable",
             "--listen",
@@ -194,7 +161,7 @@ fn run_against(lie: Lie) {
             .contains_key(&liar_id),
         "bytes accepted from the liar"
     );
-    assert_eq!(file_blake3(&out), file_blake3(&artifact));
+    assert_eq!(file_blake3(&out), r.blake3);
     run_ok("pollen-node", &["check", "--data", s(&data)]);
 }
 

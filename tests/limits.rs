@@ -12,7 +12,7 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::{noise, tcp, yamux, Multiaddr, PeerId};
 use pollen_core::manifest::ManifestId;
 use pollen_core::wire::Request;
-use pollen_e2e::{file_blake3, run_json, s, write_random_file, Daemon};
+use pollen_e2e::{file_blake3, run_json, s, Daemon, Release};
 use pollen_node::net::protocol::STREAM_PROTOCOL;
 use pollen_node::net::{build_swarm, Limits};
 
@@ -129,44 +129,9 @@ fn flood(
 
 #[test]
 fn floods_do_not_stop_honest_service() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let t = tmp.path();
-    let key = t.join("k");
-    run_json("pollen-seeder", &["keygen", "--out", s(&key)]);
-    let trust = format!("{}.pub", s(&key));
-    let artifact = t.join("image.bin");
-    write_random_file(&artifact, 32 << 20, 8);
-    let store = t.join("seeder");
-    let published = run_json(
-        "pollen-seeder",
-        &[
-            "publish",
-            "--key",
-            s(&key),
-            "--store",
-            s(&store),
-            "--artifact",
-            s(&artifact),
-            "--channel",
-            "stable",
-            "--version",
-            "1.0.0",
-        ],
-    );
-    let mut seeder = Daemon::spawn(
-        "pollen-seeder",
-        &[
-            "serve",
-            "--store",
-            s(&store),
-            "--channel",
-            "stable",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-        ],
-    );
-    let seeder_addr = seeder.loopback_addr();
+    let r = Release::publish(32 << 20, 8);
+    let (t, trust, published) = (r.dir.as_path(), r.trust.clone(), &r.report);
+    let (seeder, seeder_addr) = r.serve();
     // The victim: a node holding the release.
     let mut victim = Daemon::spawn(
         "pollen-node",
@@ -264,7 +229,7 @@ fn floods_do_not_stop_honest_service() {
         ],
     );
     stop.store(true, Ordering::Relaxed);
-    assert_eq!(file_blake3(&out), file_blake3(&artifact));
+    assert_eq!(file_blake3(&out), r.blake3);
     assert!(
         victim.child.try_wait().expect("wait").is_none(),
         "the victim died"

@@ -4,52 +4,13 @@
 
 use std::time::Duration;
 
-use pollen_e2e::{file_blake3, run_json, s, write_random_file, Daemon};
-
-fn publish(t: &std::path::Path, size: u64) -> (String, std::path::PathBuf, String) {
-    let key = t.join("k");
-    run_json("pollen-seeder", &["keygen", "--out", s(&key)]);
-    let artifact = t.join("image.bin");
-    write_random_file(&artifact, size, 77);
-    let store = t.join("seeder");
-    run_json(
-        "pollen-seeder",
-        &[
-            "publish",
-            "--key",
-            s(&key),
-            "--store",
-            s(&store),
-            "--artifact",
-            s(&artifact),
-            "--channel",
-            "stable",
-            "--version",
-            "1.0.0",
-        ],
-    );
-    (format!("{}.pub", s(&key)), store, file_blake3(&artifact))
-}
+use pollen_e2e::{file_blake3, run_json, s, Daemon, Release};
 
 #[test]
 fn seeder_and_six_nodes_share_a_release() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let t = tmp.path();
-    let (trust, store, expected) = publish(t, 64 << 20);
-    let mut seeder = Daemon::spawn(
-        "pollen-seeder",
-        &[
-            "serve",
-            "--store",
-            s(&store),
-            "--channel",
-            "stable",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-        ],
-    );
-    let mut prev = seeder.loopback_addr();
+    let r = Release::publish(64 << 20, 77);
+    let (t, trust, expected) = (r.dir.as_path(), r.trust.clone(), r.blake3.clone());
+    let (mut seeder, mut prev) = r.serve();
     let mut nodes = Vec::new();
     for i in 0..6 {
         let data = t.join(format!("node{i}"));
@@ -133,23 +94,9 @@ fn prev_peer_id(seeder: &mut Daemon) -> String {
 
 #[test]
 fn fetch_killed_halfway_resumes_without_refetching() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let t = tmp.path();
-    let (trust, store, expected) = publish(t, 96 << 20);
-    let mut seeder = Daemon::spawn(
-        "pollen-seeder",
-        &[
-            "serve",
-            "--store",
-            s(&store),
-            "--channel",
-            "stable",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-        ],
-    );
-    let seeder_addr = seeder.loopback_addr();
+    let r = Release::publish(96 << 20, 78);
+    let (t, trust, expected) = (r.dir.as_path(), r.trust.clone(), r.blake3.clone());
+    let (_seeder, seeder_addr) = r.serve();
     let data = t.join("node");
     let out = t.join("out.img");
     let args = [

@@ -4,56 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use pollen_e2e::netns::{unavailable, Site};
-use pollen_e2e::{file_blake3, run_json, s, write_random_file, Daemon};
-
-struct Release {
-    _tmp: tempfile::TempDir,
-    dir: std::path::PathBuf,
-    trust: String,
-    store: std::path::PathBuf,
-    blake3: String,
-    size: u64,
-}
-
-fn release(size: u64) -> Release {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().to_owned();
-    let key = dir.join("k");
-    run_json("pollen-seeder", &["keygen", "--out", s(&key)]);
-    let artifact = dir.join("image.bin");
-    write_random_file(&artifact, size, 31);
-    let store = dir.join("seeder");
-    run_json(
-        "pollen-seeder",
-        &[
-            "publish",
-            "--key",
-            s(&key),
-            "--store",
-            s(&store),
-            "--artifact",
-            s(&artifact),
-            "--channel",
-            "stable",
-            "--version",
-            "1.0.0",
-        ],
-    );
-    Release {
-        trust: format!("{}.pub", s(&key)),
-        store,
-        blake3: file_blake3(&artifact),
-        size,
-        dir,
-        _tmp: tmp,
-    }
-}
+use pollen_e2e::netns::{exclusive, unavailable, Site};
+use pollen_e2e::{file_blake3, s, Daemon, Release};
 
 fn skip() -> bool {
     match unavailable() {
         Some(why) => {
             println!("SKIPPED: namespace test needs root and iproute2 ({why})");
+            eprintln!("SKIPPED: namespace test needs root and iproute2 ({why})");
             true
         }
         None => false,
@@ -62,11 +20,12 @@ fn skip() -> bool {
 
 #[test]
 fn mdns_finds_peers_in_namespaces() {
+    let _lock = exclusive();
     if skip() {
         return;
     }
     let site = Site::new(4);
-    let r = release(8 << 20);
+    let r = Release::publish(8 << 20, 31);
     let _seeder = Daemon::spawn_in(
         &site.devices[0],
         "pollen-seeder",
@@ -158,12 +117,13 @@ fn run_site(site: &Site, r: &Release, seeder: &str, tag: &str, extra: &[&str]) -
 
 #[test]
 fn factory_site_uplink_carries_one_copy() {
+    let _lock = exclusive();
     if skip() {
         return;
     }
     let site = Site::new(6);
     site.limit_uplink("8mbit");
-    let r = release(32 << 20);
+    let r = Release::publish(32 << 20, 32);
     let listen = format!("/ip4/{}/tcp/4000", site.cloud_ip());
     let mut seeder = Daemon::spawn_in(
         &site.cloud,

@@ -1,43 +1,18 @@
 //! Publish → import → reassemble through the real binaries, and the delta
 //! between two releases.
 
-use pollen_e2e::{file_blake3, run, run_json, s, write_random_file};
+use pollen_e2e::{file_blake3, run, run_json, s, write_random_file, Release};
 
 const MIB: u64 = 1 << 20;
 
 #[test]
 fn round_trip_200_mib_through_store_and_chunk_folder() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let t = tmp.path();
-    let key = t.join("publisher.key");
-    run_json("pollen-seeder", &["keygen", "--out", s(&key)]);
-    let artifact = t.join("firmware.img");
-    write_random_file(&artifact, 200 * MIB, 1);
-    let expected = file_blake3(&artifact);
-
-    let manifest = t.join("v1.pollen");
-    let store = t.join("seeder-store");
-    let published = run_json(
-        "pollen-seeder",
-        &[
-            "publish",
-            "--key",
-            s(&key),
-            "--store",
-            s(&store),
-            "--artifact",
-            s(&artifact),
-            "--channel",
-            "stable",
-            "--version",
-            "1.0.0",
-            "--out",
-            s(&manifest),
-        ],
-    );
+    let r = Release::publish(200 * MIB, 1);
+    let (t, manifest, store, published, trust) =
+        (r.dir.as_path(), &r.manifest, &r.store, &r.report, &r.trust);
+    let expected = file_blake3(&r.artifact);
     assert_eq!(published["artifact_blake3"], expected.as_str());
     assert_eq!(published["new_bytes"], 200 * MIB);
-    let trust = format!("{}.pub", s(&key));
 
     // From the publisher's store directly.
     let out1 = t.join("node1.img");
@@ -48,11 +23,11 @@ fn round_trip_200_mib_through_store_and_chunk_folder() {
             "--data",
             s(&t.join("node1")),
             "--trust",
-            &trust,
+            trust,
             "--manifest",
-            s(&manifest),
+            s(manifest),
             "--chunks",
-            s(&store),
+            s(store),
             "--out",
             s(&out1),
         ],
@@ -68,7 +43,7 @@ fn round_trip_200_mib_through_store_and_chunk_folder() {
         &[
             "export",
             "--store",
-            s(&store),
+            s(store),
             "--manifest",
             id,
             "--out",
@@ -88,7 +63,7 @@ fn round_trip_200_mib_through_store_and_chunk_folder() {
             "--data",
             s(&t.join("node2")),
             "--trust",
-            &trust,
+            trust,
             "--manifest",
             s(&usb.join("manifest.pollen")),
             "--chunks",
@@ -105,8 +80,8 @@ fn round_trip_200_mib_through_store_and_chunk_folder() {
         &[
             "verify",
             "--trust",
-            &trust,
-            s(&manifest),
+            trust,
+            s(manifest),
             "--artifact",
             s(&out2),
         ],

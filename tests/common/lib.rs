@@ -275,3 +275,88 @@ impl Drop for Daemon {
         self.kill();
     }
 }
+
+/// A release published with the real `pollen-seeder` into a fresh store,
+/// in a temporary directory that lives as long as this value.
+#[derive(Debug)]
+pub struct Release {
+    _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub key: PathBuf,
+    /// The publisher's `.pub` file, as `--trust` takes it.
+    pub trust: String,
+    pub artifact: PathBuf,
+    pub store: PathBuf,
+    pub manifest: PathBuf,
+    pub blake3: String,
+    pub size: u64,
+    /// `publish --json` output.
+    pub report: serde_json::Value,
+}
+
+impl Release {
+    /// Publishes `size` pseudo-random bytes on channel `stable` as 1.0.0.
+    pub fn publish(size: u64, seed: u64) -> Self {
+        Self::publish_with(size, seed, &[])
+    }
+
+    /// The same, with extra `publish` arguments.
+    pub fn publish_with(size: u64, seed: u64, extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_owned();
+        let key = dir.join("publisher.key");
+        run_json("pollen-seeder", &["keygen", "--out", s(&key)]);
+        let artifact = dir.join("image.bin");
+        write_random_file(&artifact, size, seed);
+        let store = dir.join("seeder");
+        let manifest = dir.join("release.pollen");
+        let mut args = vec![
+            "publish",
+            "--key",
+            s(&key),
+            "--store",
+            s(&store),
+            "--artifact",
+            s(&artifact),
+            "--channel",
+            "stable",
+            "--version",
+            "1.0.0",
+            "--out",
+            s(&manifest),
+        ];
+        args.extend_from_slice(extra);
+        let report = run_json("pollen-seeder", &args);
+        Self {
+            trust: format!("{}.pub", s(&key)),
+            blake3: file_blake3(&artifact),
+            _tmp: tmp,
+            dir,
+            key,
+            artifact,
+            store,
+            manifest,
+            size,
+            report,
+        }
+    }
+
+    /// Serves the release on 127.0.0.1 (mDNS off); returns the seeder and its address.
+    pub fn serve(&self) -> (Daemon, String) {
+        let mut seeder = Daemon::spawn(
+            "pollen-seeder",
+            &[
+                "serve",
+                "--store",
+                s(&self.store),
+                "--channel",
+                "stable",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--no-mdns",
+            ],
+        );
+        let addr = seeder.loopback_addr();
+        (seeder, addr)
+    }
+}

@@ -29,7 +29,9 @@ pub fn unavailable() -> Option<String> {
     {
         return Some("not root".into());
     }
-    let probe = format!("pp{}", std::process::id());
+    static PROBE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = PROBE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = format!("pp{}x{n}", std::process::id());
     let ok = Command::new("ip")
         .args(["netns", "add", &probe])
         .status()
@@ -40,6 +42,13 @@ pub fn unavailable() -> Option<String> {
         return Some("`ip netns add` failed (no iproute2 or no CAP_SYS_ADMIN)".into());
     }
     None
+}
+
+/// Site tests take this lock: they share the kernel's namespace machinery
+/// and their timings mean more when they do not overlap.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A cloud namespace, a site router with a bridge, devices on the bridge.

@@ -5,6 +5,7 @@
 
 mod release;
 mod serve;
+mod writer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -71,6 +72,10 @@ pub enum DriverError {
     Store(#[from] StoreError),
     #[error("no release of channel {0} in the store to serve")]
     NothingToServe(String),
+    #[error("storing a chunk failed: {0}")]
+    Write(String),
+    #[error("starting the writer thread: {0}")]
+    Thread(#[from] std::io::Error),
 }
 
 /// What the driver tells its owner while it runs (bounded; dropped if nobody reads).
@@ -162,6 +167,7 @@ pub struct Driver {
     report: Report,
     events: Option<mpsc::Sender<NodeEvent>>,
     last_progress: u32,
+    writer: writer::Writer,
 }
 
 impl std::fmt::Debug for Driver {
@@ -191,6 +197,7 @@ impl Driver {
         }
         let site = config.site.as_deref().map(SiteId::from_name);
         let peer_id = *swarm.local_peer_id();
+        let writer = writer::Writer::spawn(store.clone())?;
         let mut driver = Self {
             swarm,
             store,
@@ -208,6 +215,7 @@ impl Driver {
             },
             events,
             last_progress: u32::MAX,
+            writer,
             config,
         };
         driver.take_up_stored_release()?;
@@ -437,6 +445,7 @@ impl Driver {
                 }
                 _ = tick.tick() => self.on_tick(),
                 _ = redial.tick() => self.dial_static(),
+                Some(written) = self.writer.done.recv() => self.on_written(written)?,
                 _ = &mut shutdown => break,
             }
             self.drain_actions()?;
@@ -729,23 +738,44 @@ impl Driver {
         index: u32,
         data: Vec<u8>,
     ) -> Result<(), DriverError> {
-        let now = self.now();
-        let Some(r) = &mut self.release else {
+        let Some(r) = &self.release else {
             return Ok(());
         };
         if r.id() != manifest || index as usize >= r.chunks.len() {
             return Ok(());
         }
-        let expected = r.chunks[index as usize];
-        let ok = data.len() == expected.len as usize && expected.id.matches(&data);
-        if ok {
-            self.store.put_chunk(&expected.id, &data)?;
-            *self.report.bytes_from.entry(from.to_string()).or_default() += data.len() as u64;
-            tracing::debug!(peer = %from, chunk = %expected.id, index, "verified");
-        } else {
-            tracing::warn!(peer = %from, chunk = %expected.id, got = data.len(), "chunk failed verification; not stored");
+        let chunk = r.chunks[index as usize];
+        self.writer.submit(writer::Job {
+            peer: from,
+            manifest,
+            index,
+            chunk,
+            data,
+        });
+        Ok(())
+    }
+
+    /// A chunk came back from the writer: checked, and stored if it was good.
+    fn on_written(&mut self, w: writer::Written) -> Result<(), DriverError> {
+        let now = self.now();
+        let ok = w.outcome.map_err(DriverError::Write)?;
+        let Some(r) = &mut self.release else {
+            return Ok(());
+        };
+        if r.id() != w.manifest {
+            return Ok(());
         }
-        r.sched.handle_chunk(now, Peer(from), index, ok);
+        if ok {
+            *self
+                .report
+                .bytes_from
+                .entry(w.peer.to_string())
+                .or_default() += w.len as u64;
+            tracing::debug!(peer = %w.peer, index = w.index, "verified");
+        } else {
+            tracing::warn!(peer = %w.peer, index = w.index, got = w.len, "chunk failed verification; not stored");
+        }
+        r.sched.handle_chunk(now, Peer(w.peer), w.index, ok);
         Ok(())
     }
 
