@@ -147,3 +147,46 @@ fn fetch_killed_halfway_resumes_without_refetching() {
     assert_eq!(second["duplicate_chunks"], 0, "no chunk fetched twice");
     assert_eq!(file_blake3(&out), expected);
 }
+
+#[test]
+fn fetch_over_quic() {
+    let r = Release::publish(16 << 20, 79);
+    let mut seeder = Daemon::spawn(
+        "pollen-seeder",
+        &[
+            "serve",
+            "--store",
+            s(&r.store),
+            "--channel",
+            "stable",
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            "--no-mdns",
+        ],
+    );
+    let addr = seeder.listen_addr("/quic-v1/");
+    let out = r.dir.join("quic.img");
+    let report = run_json(
+        "pollen-node",
+        &[
+            "fetch",
+            "--data",
+            s(&r.dir.join("node")),
+            "--trust",
+            &r.trust,
+            "--channel",
+            "stable",
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            "--no-mdns",
+            "--peer",
+            &addr,
+            "--out",
+            s(&out),
+            "--timeout",
+            "2m",
+        ],
+    );
+    assert_eq!(report["complete"], true);
+    assert_eq!(file_blake3(&out), r.blake3);
+}

@@ -201,7 +201,7 @@ pub fn fetch(opt: FetchOpt) -> anyhow::Result<()> {
             hex::encode(whole.blake3)
         );
         println!(
-            "chunks: {} held at start, {} fetched ({} from site peers, {} bytes across the uplink), {} rejected",
+            "chunks: {} held at start, {} fetched ({} bytes from site peers, {} bytes from other peers), {} rejected",
             report.chunks_held_at_start, report.chunks_fetched, report.bytes_from_site, report.bytes_from_remote, report.chunks_rejected
         );
         for (peer, bytes) in &report.bytes_from {
