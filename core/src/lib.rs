@@ -10,6 +10,7 @@
 
 pub mod chunk;
 pub mod manifest;
+pub mod rollout;
 pub mod swarm;
 pub mod wire;
 
