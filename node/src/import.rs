@@ -162,13 +162,7 @@ pub fn import(
 
     let total = m.chunks.len();
     let missing = store::missing_chunks(&store, m)?;
-    let present = m
-        .chunks
-        .iter()
-        .map(|c| c.id)
-        .collect::<std::collections::HashSet<_>>()
-        .len()
-        - missing.len();
+    let present = pollen_core::swarm::unique_chunks(m).len() - missing.len();
     let (mut chunks_new, mut bytes_new) = (0, 0u64);
     progress(total - missing.len(), total);
     for (i, c) in missing.iter().enumerate() {

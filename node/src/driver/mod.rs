@@ -161,6 +161,8 @@ pub struct Driver {
     peers: HashMap<PeerId, PeerInfo>,
     pending: HashMap<OutboundRequestId, (PeerId, Pending)>,
     static_dials: HashSet<ConnectionId>,
+    /// Chunk responses being written, so their completions free a serving slot.
+    serving: HashSet<request_response::InboundRequestId>,
     gained: Vec<u32>,
     start: Instant,
     heard_hello: bool,
@@ -206,6 +208,7 @@ impl Driver {
             peers: HashMap::new(),
             pending: HashMap::new(),
             static_dials: HashSet::new(),
+            serving: HashSet::new(),
             gained: Vec::new(),
             start: Instant::now(),
             heard_hello: false,
@@ -290,8 +293,6 @@ impl Driver {
             None => {
                 let signed = SignedManifest::decode(&bytes)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let key = signed.signatures().first().map(|s| s.key_id);
-                tracing::debug!(?key, "serving stored manifest");
                 pollen_core::manifest::VerifiedManifest::assume_verified(signed)
             }
         };
@@ -579,12 +580,15 @@ impl Driver {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
-                    request, channel, ..
+                    request_id,
+                    request,
+                    channel,
                 } => {
                     let response = self.on_request(peer, request)?;
                     if matches!(response, Response::Chunk(_)) {
                         if let Some(info) = self.peers.get_mut(&peer) {
                             info.serving += 1;
+                            self.serving.insert(request_id);
                         }
                     }
                     let _ = self
@@ -612,10 +616,17 @@ impl Driver {
                     self.on_failure(peer, what, error);
                 }
             }
-            request_response::Event::ResponseSent { peer, .. }
-            | request_response::Event::InboundFailure { peer, .. } => {
-                if let Some(info) = self.peers.get_mut(&peer) {
-                    info.serving = info.serving.saturating_sub(1);
+            request_response::Event::ResponseSent {
+                peer, request_id, ..
+            }
+            | request_response::Event::InboundFailure {
+                peer, request_id, ..
+            } => {
+                // Only chunk responses count against the per-peer serving limit.
+                if self.serving.remove(&request_id) {
+                    if let Some(info) = self.peers.get_mut(&peer) {
+                        info.serving = info.serving.saturating_sub(1);
+                    }
                 }
             }
         }

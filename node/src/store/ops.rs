@@ -13,11 +13,10 @@ pub fn missing_chunks<S: Store + ?Sized>(
     store: &S,
     manifest: &Manifest,
 ) -> Result<Vec<ChunkRef>, StoreError> {
-    let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
-    for c in &manifest.chunks {
-        if seen.insert(c.id) && !store.has_chunk(&c.id)? {
-            out.push(*c);
+    for c in pollen_core::swarm::unique_chunks(manifest) {
+        if !store.has_chunk(&c.id)? {
+            out.push(c);
         }
     }
     Ok(out)
