@@ -7,10 +7,14 @@
 //! - [`chunk`]: content-defined chunking (FastCDC) and BLAKE3 chunk ids.
 //! - [`manifest`]: the release manifest, its canonical encoding, ed25519
 //!   signatures, the device's trust policy and [`manifest::verify`].
+//! - [`swarm`]: the chunk scheduler; [`wire`]: messages between peers.
+//! - [`rollout`]: staged-rollout eligibility and signed rollout controls.
+//! - [`status`]: the signed status record each device publishes.
 
 pub mod chunk;
 pub mod manifest;
 pub mod rollout;
+pub mod status;
 pub mod swarm;
 pub mod wire;
 

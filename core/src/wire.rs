@@ -17,6 +17,8 @@ pub const MAX_RESPONSE: usize = 17 * 1024 * 1024;
 pub const MAX_PEER_RECORDS: usize = 64;
 /// Most addresses per peer record.
 pub const MAX_ADDRS: usize = 8;
+/// Most status records in one message.
+pub const MAX_STATUS_RECORDS: usize = 64;
 
 /// What a node says about itself when a connection opens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +68,10 @@ pub enum Request {
     GetChunk { manifest: ManifestId, index: u32 },
     /// Peers the responder knows (peer exchange).
     GetPeers,
+    /// Signed fleet status records (`core::status`), passed on towards the seeder.
+    Status(Vec<serde_bytes::ByteBuf>),
+    /// A signed rollout control (`core::rollout`), passed on to every peer.
+    Control(serde_bytes::ByteBuf),
 }
 
 /// Responses.
@@ -133,6 +139,17 @@ impl Request {
             Request::Gained { indices, .. } if indices.len() > MAX_REQUEST / 4 => {
                 Err(WireError::Malformed("too many indices".into()))
             }
+            Request::Status(list)
+                if list.len() > MAX_STATUS_RECORDS
+                    || list
+                        .iter()
+                        .any(|r| r.len() > crate::status::MAX_STATUS_BYTES) =>
+            {
+                Err(WireError::Malformed("too many or too large status records".into()))
+            }
+            Request::Control(c) if c.len() > crate::rollout::MAX_CONTROL_BYTES => {
+                Err(WireError::Malformed("rollout control too large".into()))
+            }
             _ => Ok(req),
         }
     }
@@ -184,6 +201,8 @@ mod tests {
                 indices: vec![1, 2, 3],
             },
             Request::GetPeers,
+            Request::Status(vec![serde_bytes::ByteBuf::from(vec![1, 2, 3])]),
+            Request::Control(serde_bytes::ByteBuf::from(vec![9; 40])),
         ];
         for m in msgs {
             assert_eq!(Request::decode(&m.encode().expect("encode")), Ok(m));

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::{ChunkId, ChunkParams};
 
 pub use keys::{KeyError, KeyId, PublicKey, SecretKey};
-pub use signed::{SignedManifest, ENVELOPE_VERSION};
+pub use signed::{Signature, SignedManifest, ENVELOPE_VERSION};
+pub(crate) use signed::{open_envelope, seal_envelope, sign_body};
+pub(crate) use verify::check_signatures;
 pub use trust::{TrustError, TrustPolicy};
 pub use verify::{verify, VerifiedManifest, VerifyContext, VerifyError};
 

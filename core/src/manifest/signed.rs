@@ -45,18 +45,86 @@ pub(crate) fn signing_digest(body: &[u8]) -> [u8; 32] {
     blake3::derive_key(SIGNING_CONTEXT, body)
 }
 
+/// Signs `body` under a domain-separation `context` with every key given.
+pub(crate) fn sign_body(context: &str, body: &[u8], keys: &[&SecretKey]) -> Vec<Signature> {
+    let digest = blake3::derive_key(context, body);
+    keys.iter()
+        .map(|k| Signature {
+            key_id: k.public().id(),
+            signature: k.sign_digest(&digest),
+        })
+        .collect()
+}
+
+/// Splits envelope bytes (of a manifest or any other signed Pollen object)
+/// into body and signatures: size cap, version byte, exact length, one
+/// canonical encoding.
+pub(crate) fn open_envelope(
+    bytes: &[u8],
+    max: usize,
+) -> Result<(Vec<u8>, Vec<Signature>), DecodeError> {
+    if bytes.len() > max {
+        return Err(DecodeError::Oversized {
+            len: bytes.len(),
+            max,
+        });
+    }
+    let (&version, rest) = bytes.split_first().ok_or(DecodeError::Truncated)?;
+    if version != ENVELOPE_VERSION {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let (envelope, trailing): (Envelope, _) =
+        postcard::take_from_bytes(rest).map_err(|e| match e {
+            postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
+            other => DecodeError::Malformed(other.to_string()),
+        })?;
+    if !trailing.is_empty() {
+        return Err(DecodeError::TrailingBytes(trailing.len()));
+    }
+    let signatures = envelope
+        .signatures
+        .into_iter()
+        .map(|w| {
+            let raw: [u8; 64] = w.signature.as_slice().try_into().map_err(|_| {
+                DecodeError::Malformed(format!("signature by {} is not 64 bytes", w.key_id))
+            })?;
+            Ok(Signature {
+                key_id: w.key_id,
+                signature: ed25519_dalek::Signature::from_bytes(&raw),
+            })
+        })
+        .collect::<Result<Vec<_>, DecodeError>>()?;
+    // One byte string per envelope: no overlong varints, no alternate forms.
+    if seal_envelope(&envelope.body, &signatures) != bytes {
+        return Err(DecodeError::Malformed(
+            "non-canonical envelope encoding".into(),
+        ));
+    }
+    Ok((envelope.body, signatures))
+}
+
+/// The envelope bytes of `body` with `signatures`.
+pub(crate) fn seal_envelope(body: &[u8], signatures: &[Signature]) -> Vec<u8> {
+    let envelope = Envelope {
+        body: body.to_vec(),
+        signatures: signatures
+            .iter()
+            .map(|s| WireSignature {
+                key_id: s.key_id,
+                signature: s.signature.to_bytes().to_vec(),
+            })
+            .collect(),
+    };
+    let mut out = vec![ENVELOPE_VERSION];
+    out.extend(postcard::to_stdvec(&envelope).unwrap_or_default());
+    out
+}
+
 impl SignedManifest {
     /// Signs `manifest` with every key given (one signature each).
     pub fn sign(manifest: Manifest, keys: &[&SecretKey]) -> Self {
         let body = manifest.encode();
-        let digest = signing_digest(&body);
-        let signatures = keys
-            .iter()
-            .map(|k| Signature {
-                key_id: k.public().id(),
-                signature: k.sign_digest(&digest),
-            })
-            .collect();
+        let signatures = sign_body(SIGNING_CONTEXT, &body, keys);
         Self {
             body,
             manifest,
@@ -75,68 +143,18 @@ impl SignedManifest {
 
     /// Parses envelope bytes: size cap, version byte, exact length, body.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        if bytes.len() > MAX_MANIFEST_BYTES {
-            return Err(DecodeError::Oversized {
-                len: bytes.len(),
-                max: MAX_MANIFEST_BYTES,
-            });
-        }
-        let (&version, rest) = bytes.split_first().ok_or(DecodeError::Truncated)?;
-        if version != ENVELOPE_VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        let (envelope, trailing): (Envelope, _) =
-            postcard::take_from_bytes(rest).map_err(|e| match e {
-                postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
-                other => DecodeError::Malformed(other.to_string()),
-            })?;
-        if !trailing.is_empty() {
-            return Err(DecodeError::TrailingBytes(trailing.len()));
-        }
-        let manifest = Manifest::decode(&envelope.body)?;
-        let signatures = envelope
-            .signatures
-            .into_iter()
-            .map(|w| {
-                let raw: [u8; 64] = w.signature.as_slice().try_into().map_err(|_| {
-                    DecodeError::Malformed(format!("signature by {} is not 64 bytes", w.key_id))
-                })?;
-                Ok(Signature {
-                    key_id: w.key_id,
-                    signature: ed25519_dalek::Signature::from_bytes(&raw),
-                })
-            })
-            .collect::<Result<Vec<_>, DecodeError>>()?;
-        let decoded = Self {
-            body: envelope.body,
+        let (body, signatures) = open_envelope(bytes, MAX_MANIFEST_BYTES)?;
+        let manifest = Manifest::decode(&body)?;
+        Ok(Self {
+            body,
             manifest,
             signatures,
-        };
-        // One byte string per envelope: no overlong varints, no alternate forms.
-        if decoded.encode() != bytes {
-            return Err(DecodeError::Malformed(
-                "non-canonical envelope encoding".into(),
-            ));
-        }
-        Ok(decoded)
+        })
     }
 
     /// The envelope's bytes, as stored and sent.
     pub fn encode(&self) -> Vec<u8> {
-        let envelope = Envelope {
-            body: self.body.clone(),
-            signatures: self
-                .signatures
-                .iter()
-                .map(|s| WireSignature {
-                    key_id: s.key_id,
-                    signature: s.signature.to_bytes().to_vec(),
-                })
-                .collect(),
-        };
-        let mut out = vec![ENVELOPE_VERSION];
-        out.extend(postcard::to_stdvec(&envelope).unwrap_or_default());
-        out
+        seal_envelope(&self.body, &self.signatures)
     }
 
     /// The manifest as decoded. Not yet verified: see [`super::verify`].

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use super::keys::KeyId;
-use super::signed::{signing_digest, SignedManifest};
+use super::signed::{signing_digest, Signature, SignedManifest};
 use super::trust::TrustPolicy;
 use super::{DecodeError, Manifest, ManifestId};
 
@@ -110,7 +110,7 @@ pub fn verify(
     ctx: &VerifyContext,
 ) -> Result<VerifiedManifest, VerifyError> {
     let signed = SignedManifest::decode(bytes)?;
-    let signers = check_signatures(&signed, policy)?;
+    let signers = check_signatures(&signing_digest(signed.body()), signed.signatures(), policy)?;
     let m = signed.manifest();
     if let Some(expected) = &ctx.channel {
         if &m.channel != expected {
@@ -144,16 +144,17 @@ pub fn verify(
     Ok(VerifiedManifest { signed, signers })
 }
 
-/// Counts valid signatures by distinct trusted keys against the threshold.
-fn check_signatures(
-    signed: &SignedManifest,
+/// Counts valid signatures over `digest` by distinct trusted keys against
+/// the threshold (manifests and rollout controls alike).
+pub(crate) fn check_signatures(
+    digest: &[u8; 32],
+    signatures: &[Signature],
     policy: &TrustPolicy,
 ) -> Result<Vec<KeyId>, VerifyError> {
-    let digest = signing_digest(signed.body());
     let mut seen = BTreeSet::new();
     let mut valid = Vec::new();
     let mut unknown = None;
-    for sig in signed.signatures() {
+    for sig in signatures {
         if !seen.insert(sig.key_id) {
             return Err(VerifyError::DuplicateSignature { key_id: sig.key_id });
         }
@@ -162,7 +163,7 @@ fn check_signatures(
             continue;
         };
         key.verifying_key()
-            .verify_strict(&digest, &sig.signature)
+            .verify_strict(digest, &sig.signature)
             .map_err(|_| VerifyError::BadSignature { key_id: sig.key_id })?;
         valid.push(sig.key_id);
     }
