@@ -158,13 +158,13 @@ impl SignedStatus {
             }
             .into());
         }
-        let (wire, rest): (Wire, _) = postcard::take_from_bytes(bytes)
-            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let (wire, rest): (Wire, _) =
+            postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         if !rest.is_empty() {
             return Err(DecodeError::TrailingBytes(rest.len()).into());
         }
-        let key = PublicKey::from_bytes(&wire.key)
-            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let key =
+            PublicKey::from_bytes(&wire.key).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         let raw: [u8; 64] = wire
             .signature
             .as_slice()
@@ -232,7 +232,11 @@ mod tests {
         let back = SignedStatus::decode(s.to_bytes()).expect("decodes");
         assert_eq!(back.record(), s.record());
         assert_eq!(back.key_id(), key.public().id());
-        assert!(back.record().last_error.as_ref().is_some_and(|e| e.len() <= MAX_ERROR_LEN));
+        assert!(back
+            .record()
+            .last_error
+            .as_ref()
+            .is_some_and(|e| e.len() <= MAX_ERROR_LEN));
     }
 
     #[test]

@@ -145,7 +145,9 @@ impl Request {
                         .iter()
                         .any(|r| r.len() > crate::status::MAX_STATUS_BYTES) =>
             {
-                Err(WireError::Malformed("too many or too large status records".into()))
+                Err(WireError::Malformed(
+                    "too many or too large status records".into(),
+                ))
             }
             Request::Control(c) if c.len() > crate::rollout::MAX_CONTROL_BYTES => {
                 Err(WireError::Malformed("rollout control too large".into()))

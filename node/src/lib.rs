@@ -4,6 +4,7 @@
 //! - [`store`]: chunks, manifests and node state (RocksDB or in memory).
 //! - [`trust_file`]: reading a device's trust policy from disk.
 //! - [`import`]: the offline path, a release carried on a USB stick.
+//! - [`update`]: the A/B install lifecycle, hooks, commit and rollback.
 
 pub mod cli_support;
 pub mod driver;
@@ -11,6 +12,7 @@ pub mod import;
 pub mod net;
 pub mod store;
 pub mod trust_file;
+pub mod update;
 
 /// Seconds since the Unix epoch, read once at the edge and passed inward.
 pub fn unix_now() -> u64 {

@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::{ChunkId, ChunkParams};
 
 pub use keys::{KeyError, KeyId, PublicKey, SecretKey};
-pub use signed::{Signature, SignedManifest, ENVELOPE_VERSION};
 pub(crate) use signed::{open_envelope, seal_envelope, sign_body};
-pub(crate) use verify::check_signatures;
+pub use signed::{Signature, SignedManifest, ENVELOPE_VERSION};
 pub use trust::{TrustError, TrustPolicy};
+pub(crate) use verify::check_signatures;
 pub use verify::{verify, VerifiedManifest, VerifyContext, VerifyError};
 
 /// Version byte that starts every manifest body; others are refused.

@@ -71,8 +71,8 @@ impl SignedControl {
         if format != CONTROL_FORMAT {
             return Err(DecodeError::UnknownVersion(format).into());
         }
-        let (control, trailing): (RolloutControl, _) = postcard::take_from_bytes(rest)
-            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let (control, trailing): (RolloutControl, _) =
+            postcard::take_from_bytes(rest).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         if !trailing.is_empty() {
             return Err(DecodeError::TrailingBytes(trailing.len()).into());
         }
@@ -95,8 +95,8 @@ impl SignedControl {
     /// Checks the signatures against the device's trust policy.
     pub fn verify(self, policy: &TrustPolicy) -> Result<VerifiedControl, ControlError> {
         let digest = blake3::derive_key(SIGNING_CONTEXT, &self.body);
-        let signers = check_signatures(&digest, &self.signatures, policy)
-            .map_err(ControlError::Signature)?;
+        let signers =
+            check_signatures(&digest, &self.signatures, policy).map_err(ControlError::Signature)?;
         Ok(VerifiedControl {
             signed: self,
             signers,

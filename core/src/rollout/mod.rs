@@ -8,7 +8,9 @@ mod control;
 
 use crate::manifest::{ManifestId, Rollout};
 
-pub use control::{ControlError, RolloutControl, SignedControl, VerifiedControl, MAX_CONTROL_BYTES};
+pub use control::{
+    ControlError, RolloutControl, SignedControl, VerifiedControl, MAX_CONTROL_BYTES,
+};
 
 /// Basis points in the whole fleet.
 pub const FLEET: u16 = 10_000;
@@ -60,7 +62,10 @@ pub fn current_share(rollout: &Rollout, promoted: Option<u16>, now: u64) -> Opti
 
 /// The first stage whose share covers `bucket`: the stage a device joins in.
 pub fn stage_of(rollout: &Rollout, bucket: u16) -> Option<usize> {
-    rollout.stages.iter().position(|s| in_share(bucket, s.share))
+    rollout
+        .stages
+        .iter()
+        .position(|s| in_share(bucket, s.share))
 }
 
 /// What a device does with a complete, verified release.

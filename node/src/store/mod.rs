@@ -127,4 +127,4 @@ pub fn raise_floor<S: Store + ?Sized>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -8,13 +8,13 @@ use pollen_core::manifest::{
 
 use super::*;
 
-fn artifact(len: usize) -> Vec<u8> {
+pub(crate) fn artifact(len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect()
 }
 
-fn manifest_for(data: &[u8]) -> (Manifest, Vec<pollen_core::chunk::Chunk>) {
+pub(crate) fn manifest_for(data: &[u8]) -> (Manifest, Vec<pollen_core::chunk::Chunk>) {
     let params = ChunkParams::new(16 * 1024, 32 * 1024, 64 * 1024).expect("params");
     let cs: Vec<_> = chunks(data, params)
         .collect::<Result<_, _>>()
