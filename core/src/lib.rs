@@ -9,9 +9,11 @@
 //!   signatures, the device's trust policy and [`manifest::verify`].
 //! - [`swarm`]: the chunk scheduler; [`wire`]: messages between peers.
 //! - [`rollout`]: staged-rollout eligibility and signed rollout controls.
-//! - [`status`]: the signed status record each device publishes.
+//! - [`status`]: the signed status record each device publishes;
+//!   [`fleet`]: those records summed per release and rollout stage.
 
 pub mod chunk;
+pub mod fleet;
 pub mod manifest;
 pub mod rollout;
 pub mod status;

@@ -72,6 +72,8 @@ pub enum Request {
     Status(Vec<serde_bytes::ByteBuf>),
     /// A signed rollout control (`core::rollout`), passed on to every peer.
     Control(serde_bytes::ByteBuf),
+    /// The newest rollout control the responder holds for a release.
+    GetControl(ManifestId),
 }
 
 /// Responses.
@@ -88,6 +90,8 @@ pub enum Response {
     NotFound,
     /// The responder is overloaded; try elsewhere or later.
     Busy,
+    /// Signed rollout control bytes.
+    Control(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// Errors of this module.
@@ -205,6 +209,7 @@ mod tests {
             Request::GetPeers,
             Request::Status(vec![serde_bytes::ByteBuf::from(vec![1, 2, 3])]),
             Request::Control(serde_bytes::ByteBuf::from(vec![9; 40])),
+            Request::GetControl(ManifestId([5; 32])),
         ];
         for m in msgs {
             assert_eq!(Request::decode(&m.encode().expect("encode")), Ok(m));

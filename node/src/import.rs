@@ -3,19 +3,26 @@
 //!
 //! Order matters for the threats of DESIGN.md §4: the manifest is verified
 //! against a *read-only* view of the store first, so a refused manifest
-//! changes no byte on disk; each chunk is checked before it is written; the
-//! floor is raised only after the whole artifact hashed right. Every step is
-//! idempotent, so a run killed at any point can simply be run again.
+//! changes no byte on disk (a release its publisher halted is refused there
+//! too); each chunk is checked before it is written; then the release goes
+//! through the update lifecycle ([`crate::update`]), whose commit is the only
+//! thing that raises the floor. Every step is idempotent, so a run killed at
+//! any point can simply be run again: it finishes what the crash interrupted.
 
 use std::path::{Path, PathBuf};
 
 use pollen_core::chunk::ChunkId;
+use std::sync::Arc;
+
 use pollen_core::manifest::{
     verify, ChunkRef, TrustPolicy, VerifiedManifest, VerifyContext, VerifyError,
 };
+use pollen_core::rollout::{ControlError, VerifiedControl};
+use pollen_core::status::Phase;
 use serde::Serialize;
 
 use crate::store::{self, Put, RocksStore, Store, StoreError};
+use crate::update::{self, Outcome, UpdateConfig, UpdateError, Updater};
 
 /// Where the chunks come from.
 #[derive(Debug)]
@@ -76,6 +83,10 @@ pub struct ImportRequest {
     pub hardware: Option<String>,
     pub channel: Option<String>,
     pub now: u64,
+    /// A rollout control carried with the release (signed bytes).
+    pub control: Option<Vec<u8>>,
+    /// Install through the lifecycle after storing; `None` only stocks the store.
+    pub install: Option<UpdateConfig>,
 }
 
 /// What an import did; `--json` prints this.
@@ -94,6 +105,15 @@ pub struct ImportReport {
     pub artifact_blake3: String,
     pub out: Option<PathBuf>,
     pub floor: u64,
+    /// The lifecycle's result: committed, rolled-back, failed, deferred, retry,
+    /// nothing (already installed); `None` when not installing.
+    pub install: Option<String>,
+    /// The lifecycle phase afterwards and its last error, if any.
+    pub phase: Option<String>,
+    pub last_error: Option<String>,
+    pub active_slot: Option<String>,
+    /// This release ended rolled back or failed (now or in an interrupted earlier run).
+    pub install_failed: bool,
 }
 
 /// Errors of the import path.
@@ -108,6 +128,14 @@ pub enum ImportError {
     Source(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("release {release} was halted by its publisher: not installing it")]
+    Halted { release: u64 },
+    #[error("{0}")]
+    Control(#[from] ControlError),
+    #[error("control is for release {control}, not for this manifest ({manifest})")]
+    ControlMismatch { control: String, manifest: String },
+    #[error(transparent)]
+    Update(#[from] UpdateError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -120,13 +148,17 @@ pub fn store_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("store")
 }
 
-/// Verifies `req.manifest` against the node's current floor without writing.
+/// Verifies `req.manifest` against the node's current floor, and refuses a
+/// halted release when installing, without writing anything.
 pub fn check_manifest(req: &ImportRequest) -> Result<VerifiedManifest, ImportError> {
     let dir = store_dir(&req.data_dir);
-    let floor = match (&req.channel, RocksStore::exists(&dir)) {
-        (_, false) => 0,
-        (channel, true) => {
-            let ro = RocksStore::open_read_only(&dir)?;
+    let ro = match RocksStore::exists(&dir) {
+        true => Some(RocksStore::open_read_only(&dir)?),
+        false => None,
+    };
+    let floor = match (&req.channel, &ro) {
+        (_, None) => 0,
+        (channel, Some(ro)) => {
             // With no channel pinned, judge against the floor of the manifest's own channel.
             let channel = match channel {
                 Some(c) => c.clone(),
@@ -134,7 +166,7 @@ pub fn check_manifest(req: &ImportRequest) -> Result<VerifiedManifest, ImportErr
                     .map(|s| s.manifest().channel.clone())
                     .unwrap_or_default(),
             };
-            store::floor(&ro, &channel)?
+            store::floor(ro, &channel)?
         }
     };
     let ctx = VerifyContext {
@@ -143,7 +175,34 @@ pub fn check_manifest(req: &ImportRequest) -> Result<VerifiedManifest, ImportErr
         hardware: req.hardware.clone(),
         channel: req.channel.clone(),
     };
-    Ok(verify(&req.manifest, &req.trust, &ctx)?)
+    let verified = verify(&req.manifest, &req.trust, &ctx)?;
+    let carried = match &req.control {
+        Some(bytes) => {
+            let c = VerifiedControl::from_bytes(bytes, &req.trust)?;
+            if c.control().release != verified.id() {
+                return Err(ImportError::ControlMismatch {
+                    control: c.control().release.to_hex(),
+                    manifest: verified.id().to_hex(),
+                });
+            }
+            Some(c)
+        }
+        None => None,
+    };
+    let held = match &ro {
+        Some(ro) => crate::controls::load(ro, &verified.id(), &req.trust)?,
+        None => None,
+    };
+    let newest = [carried, held]
+        .into_iter()
+        .flatten()
+        .max_by_key(|c| c.control().seq);
+    if req.install.is_some() && newest.is_some_and(|c| c.control().halted) {
+        return Err(ImportError::Halted {
+            release: verified.manifest().release,
+        });
+    }
+    Ok(verified)
 }
 
 /// Runs the import; `progress(done, total)` is called after each chunk.
@@ -158,14 +217,31 @@ pub fn import(
         path: dir.clone(),
         source,
     })?;
-    let store = RocksStore::open(&dir)?;
+    let store = Arc::new(RocksStore::open(&dir)?);
+    let mut updater = match &req.install {
+        Some(config) => {
+            let mut u = Updater::open(store.clone(), config.clone())?;
+            // A run killed mid-install is finished (or undone) before anything new.
+            u.recover()?;
+            Some(u)
+        }
+        None => None,
+    };
+    if let Some(bytes) = &req.control {
+        if let Ok(c) = VerifiedControl::from_bytes(bytes, &req.trust) {
+            crate::controls::save_if_newer(store.as_ref(), &c)?;
+        }
+    }
 
     let total = m.chunks.len();
-    let missing = store::missing_chunks(&store, m)?;
+    let missing = store::missing_chunks(store.as_ref(), m)?;
     let present = pollen_core::swarm::unique_chunks(m).len() - missing.len();
     let (mut chunks_new, mut bytes_new) = (0, 0u64);
     progress(total - missing.len(), total);
     for (i, c) in missing.iter().enumerate() {
+        if i == missing.len() / 2 {
+            update::failpoint("importing");
+        }
         let bytes = req.source.read(c)?;
         if bytes.len() != c.len as usize {
             return Err(ImportError::Chunk(StoreError::ChunkMismatch {
@@ -189,12 +265,20 @@ pub fn import(
     store.put_manifest(&verified)?;
 
     let reassembled = match &req.out {
-        Some(path) => store::reassemble_to_file(&store, m, path)?,
-        None => store::reassemble_to(&store, m, &mut std::io::sink())?,
+        Some(path) => store::reassemble_to_file(store.as_ref(), m, path)?,
+        None => store::reassemble_to(store.as_ref(), m, &mut std::io::sink())?,
     };
-    let floor = store::raise_floor(&store, &m.channel, m.release)?;
-    store.put_state(&store::state::installed_key(&m.channel), &verified.id().0)?;
     tracing::info!(manifest = %verified.id(), release = m.release, chunks_new, "imported");
+    let outcome = match &mut updater {
+        Some(u) => Some(u.install(&verified)?),
+        None => None,
+    };
+    let record = updater.as_ref().map(|u| u.record().clone());
+    let active_slot = match &updater {
+        Some(u) => u.slots().active()?.map(|s| s.name().to_owned()),
+        None => None,
+    };
+    let floor = store::floor(store.as_ref(), &m.channel)?;
     Ok(ImportReport {
         manifest_id: verified.id().to_hex(),
         channel: m.channel.clone(),
@@ -208,5 +292,27 @@ pub fn import(
         artifact_blake3: hex::encode(reassembled.blake3),
         out: req.out.clone(),
         floor,
+        install: outcome.map(|o| outcome_name(&o).to_owned()),
+        phase: record.as_ref().map(|r| r.phase.to_string()),
+        install_failed: record.as_ref().is_some_and(|r| {
+            r.target
+                .as_ref()
+                .is_some_and(|t| t.release.manifest == verified.id())
+                && matches!(r.phase, Phase::RolledBack | Phase::Failed)
+        }),
+        last_error: record.and_then(|r| r.last_error),
+        active_slot,
     })
+}
+
+/// How an outcome is printed.
+pub fn outcome_name(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Nothing => "nothing",
+        Outcome::Committed => "committed",
+        Outcome::RolledBack => "rolled-back",
+        Outcome::Failed => "failed",
+        Outcome::Deferred => "deferred",
+        Outcome::Retry => "retry",
+    }
 }

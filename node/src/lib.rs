@@ -5,8 +5,11 @@
 //! - [`trust_file`]: reading a device's trust policy from disk.
 //! - [`import`]: the offline path, a release carried on a USB stick.
 //! - [`update`]: the A/B install lifecycle, hooks, commit and rollback.
+//! - [`api`]: the local status/metrics/control endpoint on loopback.
 
+pub mod api;
 pub mod cli_support;
+pub mod controls;
 pub mod driver;
 pub mod import;
 pub mod net;

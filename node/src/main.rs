@@ -11,6 +11,7 @@ use pollen_node::cli_support::{init_tracing, one_line, parse_rate, Progress};
 use pollen_node::import::{import, store_dir, ChunkSource, ImportRequest};
 use pollen_node::store::{RocksStore, Store};
 use pollen_node::trust_file::load_trust;
+use pollen_node::update::{Hooks, UpdateConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,6 +34,17 @@ enum Command {
     Run(RunOpt),
     /// Join the mesh until the newest release is complete, then write it out and exit.
     Fetch(FetchOpt),
+    /// Show the update lifecycle (from the running daemon, or from the store).
+    Status(StatusOpt),
+}
+
+#[derive(Args, Debug)]
+struct StatusOpt {
+    /// The node's data directory.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -74,12 +86,72 @@ struct MeshOpt {
     /// Stop dialing discovered peers beyond this many connections.
     #[arg(long, default_value_t = 64)]
     max_peers: usize,
+    /// The id staged rollouts hash this device by (default: its peer id).
+    #[arg(long)]
+    device_id: Option<String>,
+    /// Re-publish this device's status record at least this often.
+    #[arg(long, default_value = "30s")]
+    status_interval: humantime::Duration,
+    /// Try a deferred or failed install again after this long.
+    #[arg(long, default_value = "60s")]
+    retry_interval: humantime::Duration,
+    /// Local endpoint for `pollen-node status` and Prometheus (`/metrics`);
+    /// loopback only.
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_api_addr)]
+    api: Option<std::net::SocketAddr>,
+}
+
+fn parse_api_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = s.parse().map_err(|e| format!("{e}"))?;
+    if addr.ip().is_loopback() {
+        Ok(addr)
+    } else {
+        Err("the local endpoint must be on loopback (127.0.0.1 or ::1)".into())
+    }
+}
+
+/// The update lifecycle's settings (see the README's device guide).
+#[derive(Args, Debug, Clone)]
+struct LifecycleOpt {
+    /// Run before staging; a nonzero exit defers the install (retried later).
+    #[arg(long, value_name = "COMMAND")]
+    precondition_hook: Option<String>,
+    /// Run after staging, to put the artifact where the device needs it.
+    #[arg(long, value_name = "COMMAND")]
+    install_hook: Option<String>,
+    /// Run after the switch; failure or timeout rolls back to the previous slot.
+    #[arg(long, value_name = "COMMAND")]
+    health_hook: Option<String>,
+    /// Each hook is killed after this long and counts as failed.
+    #[arg(long, default_value = "5m")]
+    hook_timeout: humantime::Duration,
+    /// Install attempts per release (interrupted ones included) before giving up.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    max_attempts: u32,
+}
+
+impl LifecycleOpt {
+    fn config(&self, data: &std::path::Path, channel: &str) -> UpdateConfig {
+        UpdateConfig {
+            data_dir: data.to_owned(),
+            channel: channel.to_owned(),
+            hooks: Hooks {
+                precondition: self.precondition_hook.clone(),
+                install: self.install_hook.clone(),
+                health: self.health_hook.clone(),
+                timeout: self.hook_timeout.into(),
+            },
+            max_attempts: self.max_attempts,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
 struct RunOpt {
     #[command(flatten)]
     mesh: MeshOpt,
+    #[command(flatten)]
+    lifecycle: LifecycleOpt,
     /// Write each completed release's artifact here (atomically).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -122,6 +194,14 @@ struct ImportOpt {
     /// The channel this device follows: releases for other channels are refused.
     #[arg(long)]
     channel: Option<String>,
+    /// A signed rollout control carried with the release (a halted release is refused).
+    #[arg(long)]
+    control: Option<PathBuf>,
+    /// Only store the release (to seed it to others); do not install it.
+    #[arg(long)]
+    no_install: bool,
+    #[command(flatten)]
+    lifecycle: LifecycleOpt,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -136,6 +216,7 @@ struct CheckOpt {
 }
 
 mod mesh;
+mod status;
 
 fn main() -> ExitCode {
     init_tracing();
@@ -143,8 +224,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Import(opt) => run_import(opt),
         Command::Check(opt) => run_check(opt),
-        Command::Run(opt) => mesh::run(opt.mesh, opt.out),
+        Command::Run(opt) => mesh::run(opt.mesh, opt.lifecycle, opt.out),
         Command::Fetch(opt) => mesh::fetch(opt),
+        Command::Status(opt) => status::show(&opt.data, opt.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -173,8 +255,23 @@ fn run_import(opt: ImportOpt) -> anyhow::Result<()> {
     let trust = load_trust(&opt.trust)?;
     let manifest = read_manifest(&opt.manifest)?;
     let source = ChunkSource::open(&opt.chunks)?;
+    let control = match &opt.control {
+        Some(path) => Some(
+            std::fs::read(path).with_context(|| format!("reading control {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let channel = match &opt.channel {
+        Some(c) => c.clone(),
+        None => SignedManifest::decode(&manifest)
+            .map(|m| m.manifest().channel.clone())
+            .unwrap_or_default(),
+    };
+    let install = (!opt.no_install).then(|| opt.lifecycle.config(&opt.data, &channel));
     let req = ImportRequest {
         data_dir: opt.data,
+        control,
+        install,
         trust,
         manifest,
         source,
@@ -205,9 +302,24 @@ fn run_import(opt: ImportOpt) -> anyhow::Result<()> {
         if let Some(out) = &report.out {
             println!("written to {}", out.display());
         }
+        if let Some(outcome) = &report.install {
+            println!(
+                "install    {outcome}; lifecycle {}, active slot {}",
+                report.phase.as_deref().unwrap_or("-"),
+                report.active_slot.as_deref().unwrap_or("none")
+            );
+        }
         println!(
-            "floor      release {} (older releases are now refused)",
+            "floor      release {} (older releases are refused)",
             report.floor
+        );
+    }
+    if report.install_failed {
+        anyhow::bail!(
+            "release {} was not installed ({}): {}",
+            report.release,
+            report.phase.as_deref().unwrap_or("-"),
+            report.last_error.as_deref().unwrap_or("no error recorded")
         );
     }
     Ok(())

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use pollen_core::manifest::SignedManifest;
+use pollen_node::api;
 use pollen_node::cli_support::Progress;
 use pollen_node::driver::{Driver, Mode, NodeConfig, NodeEvent};
 use pollen_node::import::store_dir;
@@ -13,7 +14,7 @@ use pollen_node::store::{reassemble_to_file, RocksStore, Store};
 use pollen_node::trust_file::load_trust;
 use tokio::sync::mpsc;
 
-use crate::{FetchOpt, MeshOpt};
+use crate::{FetchOpt, LifecycleOpt, MeshOpt};
 
 fn config(opt: &MeshOpt, mode: Mode) -> anyhow::Result<NodeConfig> {
     anyhow::ensure!(!opt.channel.is_empty(), "--channel must not be empty");
@@ -36,6 +37,11 @@ fn config(opt: &MeshOpt, mode: Mode) -> anyhow::Result<NodeConfig> {
         }),
         max_peers: opt.max_peers,
         limits: Limits::default(),
+        device_id: opt.device_id.clone(),
+        lifecycle: None,
+        retry_interval: opt.retry_interval.into(),
+        status_interval: opt.status_interval.into(),
+        publisher_key: None,
     })
 }
 
@@ -121,12 +127,21 @@ fn write_out(
     Ok(())
 }
 
-pub fn run(opt: MeshOpt, out: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    let cfg = config(&opt, Mode::Run)?;
+pub fn run(
+    opt: MeshOpt,
+    lifecycle: LifecycleOpt,
+    out: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let mut cfg = config(&opt, Mode::Run)?;
+    cfg.lifecycle = Some(lifecycle.config(&opt.data, &opt.channel));
     let store = open_store(&opt)?;
     runtime()?.block_on(async move {
         let (tx, rx) = mpsc::channel(64);
-        let driver = Driver::new(store.clone(), cfg, Some(tx))?;
+        let mut driver = Driver::new(store.clone(), cfg, Some(tx))?;
+        if let Some(addr) = opt.api {
+            let (shared, commands) = api::start(addr, &opt.data).await?;
+            driver = driver.with_api(shared, commands);
+        }
         eprintln!("peer id {}", driver.peer_id());
         tokio::spawn(watch(rx, "node", out.map(|o| (store, o))));
         let span = tracing::info_span!("node", peer = %driver.peer_id());

@@ -11,9 +11,9 @@ use pollen_core::manifest::{verify, SignedManifest, VerifyContext};
 use pollen_node::cli_support::{init_tracing, one_line, Progress};
 use pollen_node::store::{RocksStore, Store};
 use pollen_node::trust_file::load_trust;
-use pollen_seeder::keyfile;
 use pollen_seeder::publish::{publish, PublishRequest};
 use pollen_seeder::view::ManifestView;
+use pollen_seeder::{keyfile, rollout};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,6 +40,10 @@ enum Command {
     Export(ExportOpt),
     /// Serve the newest release of a channel into the mesh.
     Serve(ServeOpt),
+    /// Steer a release's staged rollout: promote the next stage, halt, resume.
+    Rollout(fleet_cmd::RolloutOpt),
+    /// Fleet status per release and stage, from the devices' status records.
+    Status(fleet_cmd::StatusOpt),
 }
 
 #[derive(Args, Debug)]
@@ -60,6 +64,13 @@ struct ServeOpt {
     /// Do not use mDNS.
     #[arg(long)]
     no_mdns: bool,
+    /// Publisher key: lets the seeder halt a rollout by itself when a
+    /// stage's failure rate passes the release's `--max-failures`.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Local endpoint (status, metrics, rollout controls); loopback only.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    api: std::net::SocketAddr,
 }
 
 #[derive(Args, Debug)]
@@ -103,6 +114,14 @@ struct PublishOpt {
     /// Also write the signed manifest to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Rollout stages: shares of the fleet, each optionally `@+DURATION` or
+    /// `@UNIX-TIME`; later stages without a time wait for `rollout promote`.
+    #[arg(long, default_value = "100%")]
+    stages: String,
+    /// Halt the rollout when a stage's failure rate passes this (e.g. 20%);
+    /// enforced by `serve --key`.
+    #[arg(long)]
+    max_failures: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -142,6 +161,8 @@ struct ExportOpt {
     out: PathBuf,
 }
 
+mod fleet_cmd;
+
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
@@ -152,6 +173,8 @@ fn main() -> ExitCode {
         Command::Verify(o) => run_verify(o),
         Command::Export(o) => export(o),
         Command::Serve(o) => serve(o),
+        Command::Rollout(o) => fleet_cmd::rollout(o),
+        Command::Status(o) => fleet_cmd::status(o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -190,6 +213,16 @@ fn run_publish(o: PublishOpt) -> anyhow::Result<()> {
         .context("--chunk-kib too large")?;
     let chunking = ChunkParams::new(avg / 4, avg, avg.saturating_mul(4)).context("--chunk-kib")?;
     let key = keyfile::load_secret(&o.key)?;
+    let now = pollen_node::unix_now();
+    let rollout = pollen_core::manifest::Rollout {
+        stages: rollout::parse_stages(&o.stages, now).context("--stages")?,
+        max_failures: o
+            .max_failures
+            .as_deref()
+            .map(rollout::parse_percent)
+            .transpose()
+            .context("--max-failures")?,
+    };
     let total = std::fs::metadata(&o.artifact)
         .with_context(|| format!("reading {}", o.artifact.display()))?
         .len();
@@ -205,7 +238,8 @@ fn run_publish(o: PublishOpt) -> anyhow::Result<()> {
         expires_in_secs: o.expires_in.as_secs(),
         hardware: o.hardware,
         chunking,
-        now: pollen_node::unix_now(),
+        now,
+        rollout,
     };
     let mut progress = Progress::new("publish", total, "bytes");
     let (report, verified) = publish(&store, &req, |done| progress.set(done, total))?;
@@ -367,6 +401,11 @@ fn serve(o: ServeOpt) -> anyhow::Result<()> {
         o.store.display()
     );
     let store = std::sync::Arc::new(RocksStore::open(&o.store)?);
+    let publisher_key = match &o.key {
+        Some(k) => Some(std::sync::Arc::new(keyfile::load_secret(k)?)),
+        None => None,
+    };
+    anyhow::ensure!(o.api.ip().is_loopback(), "--api must be a loopback address");
     let config = NodeConfig {
         channel: o.channel,
         trust: None,
@@ -381,6 +420,11 @@ fn serve(o: ServeOpt) -> anyhow::Result<()> {
         seed: 0,
         max_peers: 256,
         limits: pollen_node::net::Limits::default(),
+        device_id: None,
+        lifecycle: None,
+        retry_interval: std::time::Duration::from_secs(60),
+        status_interval: std::time::Duration::from_secs(30),
+        publisher_key,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -389,6 +433,8 @@ fn serve(o: ServeOpt) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let driver = Driver::new(store, config, Some(tx))?;
+        let (shared, commands) = pollen_node::api::start(o.api, &o.store).await?;
+        let driver = driver.with_api(shared, commands);
         eprintln!("seeder peer id {}", driver.peer_id());
         tokio::spawn(async move {
             while let Some(e) = rx.recv().await {

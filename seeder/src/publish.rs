@@ -57,6 +57,8 @@ pub struct PublishRequest<'a> {
     pub hardware: Vec<String>,
     pub chunking: ChunkParams,
     pub now: u64,
+    /// Stages and the failure threshold for the automatic halt.
+    pub rollout: Rollout,
 }
 
 /// What a publish did; `--json` prints this.
@@ -214,7 +216,7 @@ pub fn publish<S: Store + ?Sized>(
         },
         chunking: req.chunking,
         chunks: chunked.refs,
-        rollout: Rollout::default(),
+        rollout: req.rollout.clone(),
         install: Install::FullImage,
     };
     let bytes = SignedManifest::sign(manifest, &[req.key]).encode();

@@ -35,6 +35,31 @@ pub struct RolloutControl {
     pub issued_at: u64,
 }
 
+impl RolloutControl {
+    /// The neutral control of a release (nothing promoted, not halted), to build on.
+    pub fn initial(channel: &str, release: ManifestId) -> Self {
+        Self {
+            channel: channel.to_owned(),
+            release,
+            seq: 0,
+            promoted: None,
+            halted: false,
+            issued_at: 0,
+        }
+    }
+
+    /// A control that supersedes `self`, issued at `now` (seconds): its seq
+    /// is above `self`'s and follows the clock, so a publisher working from
+    /// a stale copy still orders after what it issued before.
+    pub fn next(&self, now: u64) -> Self {
+        Self {
+            seq: now.saturating_mul(1000).max(self.seq + 1),
+            issued_at: now,
+            ..self.clone()
+        }
+    }
+}
+
 /// Why control bytes were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -120,6 +145,14 @@ impl VerifiedControl {
     }
     pub fn signers(&self) -> &[KeyId] {
         &self.signers
+    }
+    /// For a publisher's seeder relaying controls it was handed locally: it
+    /// passes them on unjudged, every device verifies them. Devices never call this.
+    pub fn assume_verified(signed: SignedControl) -> Self {
+        Self {
+            signed,
+            signers: Vec::new(),
+        }
     }
     /// Decodes and verifies control bytes in one step.
     pub fn from_bytes(bytes: &[u8], policy: &TrustPolicy) -> Result<Self, ControlError> {

@@ -3,8 +3,11 @@
 //! into [`pollen_core::swarm::Swarm`] and executes the actions it returns;
 //! everything it decides about chunks, the scheduler decided.
 
+mod fleet;
+mod lifecycle;
 mod release;
 mod serve;
+mod status;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -17,17 +20,24 @@ use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{identify, mdns, Multiaddr, PeerId};
-use pollen_core::manifest::{verify, ManifestId, SignedManifest, TrustPolicy, VerifyContext};
+use pollen_core::manifest::{
+    verify, ManifestId, SecretKey, SignedManifest, TrustPolicy, VerifyContext,
+};
+use pollen_core::rollout::VerifiedControl;
 use pollen_core::swarm::{Action, SiteId, SwarmConfig};
 use pollen_core::wire::{Announce, Hello, PeerRecord, Request, Response};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::api::{ApiCommand, Shared};
 use crate::net::{
     build_swarm, load_or_create_identity, Behaviour, BehaviourEvent, Limits, NetError,
 };
 use crate::store::{self, RocksStore, Store, StoreError};
+use crate::update::{UpdateConfig, UpdateError};
+use status::{recv_api, recv_progress};
 
+pub use fleet::{state_key as status_state_key, STATE_PREFIX as STATUS_PREFIX};
 pub use release::{Peer, Release};
 
 /// What the node is for.
@@ -60,6 +70,18 @@ pub struct NodeConfig {
     /// Stop dialing discovered peers past this many connections.
     pub max_peers: usize,
     pub limits: Limits,
+    /// The id rollout buckets are computed from (default: the peer id).
+    pub device_id: Option<String>,
+    /// Install releases through this lifecycle (`run` on a device); `None`
+    /// only fetches (`fetch`) or serves (the seeder).
+    pub lifecycle: Option<UpdateConfig>,
+    /// A deferred or failed install is tried again after this long.
+    pub retry_interval: Duration,
+    /// The node re-publishes its status record at least this often.
+    pub status_interval: Duration,
+    /// The publisher's key, on a seeder: lets it halt a rollout by itself
+    /// when a stage's failure rate passes the manifest's `max_failures`.
+    pub publisher_key: Option<Arc<SecretKey>>,
 }
 
 /// Errors of the driver.
@@ -74,8 +96,10 @@ pub enum DriverError {
     NothingToServe(String),
     #[error("storing a chunk failed: {0}")]
     Write(String),
-    #[error("starting the writer thread: {0}")]
+    #[error("starting a thread: {0}")]
     Thread(#[from] std::io::Error),
+    #[error(transparent)]
+    Update(#[from] UpdateError),
 }
 
 /// What the driver tells its owner while it runs (bounded; dropped if nobody reads).
@@ -119,6 +143,8 @@ pub struct Report {
     pub bytes_served: u64,
     pub chunks_served: u64,
     pub banned: Vec<String>,
+    /// Manifests from peers that failed verification (rollback, expiry, hardware, signatures…).
+    pub manifests_refused: u64,
     pub complete: bool,
     /// Seconds from start until the release was complete in the store.
     pub seconds_to_complete: Option<f64>,
@@ -132,6 +158,7 @@ enum Pending {
     Chunk { manifest: ManifestId, index: u32 },
     Peers,
     Notice,
+    Control(ManifestId),
 }
 
 #[derive(Debug, Default)]
@@ -170,6 +197,17 @@ pub struct Driver {
     events: Option<mpsc::Sender<NodeEvent>>,
     last_progress: u32,
     writer: writer::Writer,
+    lifecycle: Option<lifecycle::Lifecycle>,
+    fleet: fleet::Fleet,
+    /// The newest verified rollout control of the current release.
+    control: Option<VerifiedControl>,
+    /// Until a peer answered `GetControl` for the current release (or this
+    /// deadline passed), the release is not installed: a halt must not lose
+    /// the race against a fast download.
+    control_asked: Option<Instant>,
+    device_id: String,
+    last_status: Option<Instant>,
+    api: Option<(Shared, mpsc::Receiver<ApiCommand>)>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -188,6 +226,7 @@ impl Driver {
         events: Option<mpsc::Sender<NodeEvent>>,
     ) -> Result<Self, DriverError> {
         let key = load_or_create_identity(store.as_ref())?;
+        let device_key = status::device_key(&key)?;
         let mut swarm = build_swarm(key, config.mdns && !config.no_lan, &config.limits)?;
         for addr in &config.listen {
             swarm
@@ -200,6 +239,14 @@ impl Driver {
         let site = config.site.as_deref().map(SiteId::from_name);
         let peer_id = *swarm.local_peer_id();
         let writer = writer::Writer::spawn(store.clone())?;
+        let lifecycle = match &config.lifecycle {
+            Some(c) => Some(lifecycle::Lifecycle::spawn(
+                store.clone(),
+                c.clone(),
+                config.retry_interval,
+            )?),
+            None => None,
+        };
         let mut driver = Self {
             swarm,
             store,
@@ -219,8 +266,21 @@ impl Driver {
             events,
             last_progress: u32::MAX,
             writer,
+            lifecycle,
+            fleet: fleet::Fleet::new(device_key),
+            control: None,
+            control_asked: None,
+            device_id: config
+                .device_id
+                .clone()
+                .unwrap_or_else(|| peer_id.to_string()),
+            last_status: None,
+            api: None,
             config,
         };
+        if driver.config.mode == Mode::Seed {
+            driver.load_fleet()?;
+        }
         driver.take_up_stored_release()?;
         if driver.config.mode == Mode::Seed && driver.release.is_none() {
             return Err(DriverError::NothingToServe(driver.config.channel.clone()));
@@ -231,6 +291,12 @@ impl Driver {
 
     pub fn peer_id(&self) -> PeerId {
         *self.swarm.local_peer_id()
+    }
+
+    /// Serves status and metrics through the local endpoint and takes its commands.
+    pub fn with_api(mut self, shared: Shared, commands: mpsc::Receiver<ApiCommand>) -> Self {
+        self.api = Some((shared, commands));
+        self
     }
 
     fn now(&self) -> Duration {
@@ -324,7 +390,14 @@ impl Driver {
         self.report.release = Some(release.release());
         self.report.chunks_total = release.chunks.len() as u32;
         self.report.chunks_held_at_start = release.held_at_start;
+        self.control = match &self.config.trust {
+            Some(policy) => crate::controls::load(self.store.as_ref(), &id, policy)?,
+            None => crate::controls::load_bytes(self.store.as_ref(), &id)?
+                .and_then(|b| pollen_core::rollout::SignedControl::decode(&b).ok())
+                .map(VerifiedControl::assume_verified),
+        };
         self.release = Some(release);
+        self.control_asked = Some(Instant::now());
         self.gained.clear();
         // Old requests are for the old release; their answers will be ignored.
         let peers: Vec<PeerId> = self
@@ -339,6 +412,7 @@ impl Driver {
             }
             self.add_to_sched(p);
             self.send(p, Request::GetHave(id), Pending::Have(id));
+            self.send(p, Request::GetControl(id), Pending::Control(id));
             self.send(
                 p,
                 Request::Announce {
@@ -447,6 +521,11 @@ impl Driver {
                 _ = tick.tick() => self.on_tick(),
                 _ = redial.tick() => self.dial_static(),
                 Some(written) = self.writer.done.recv() => self.on_written(written)?,
+                Some(p) = recv_progress(&mut self.lifecycle) => {
+                    if let Some(l) = &mut self.lifecycle { l.on_progress(p); }
+                    self.publish_status(false);
+                }
+                Some(cmd) = recv_api(&mut self.api) => self.on_api(cmd)?,
                 _ = &mut shutdown => break,
             }
             self.drain_actions()?;
@@ -475,6 +554,7 @@ impl Driver {
     }
 
     fn on_tick(&mut self) {
+        self.tick_fleet();
         if !self.gained.is_empty() {
             if let Some(id) = self.release.as_ref().map(|r| r.id()) {
                 let indices = std::mem::take(&mut self.gained);
@@ -649,6 +729,9 @@ impl Driver {
                 self.add_to_sched(from);
                 if let Some(id) = self.release.as_ref().map(|r| r.id()) {
                     self.send(from, Request::GetHave(id), Pending::Have(id));
+                    if self.control_asked.is_some() {
+                        self.send(from, Request::GetControl(id), Pending::Control(id));
+                    }
                 }
                 if h.channel == self.config.channel {
                     self.consider(from, h.newest);
@@ -656,6 +739,7 @@ impl Driver {
                 if !self.config.no_lan {
                     self.send(from, Request::GetPeers, Pending::Peers);
                 }
+                self.greet_fleet(from);
             }
             (Pending::Manifest, Response::Manifest(bytes)) => self.on_manifest(from, &bytes)?,
             (Pending::Have(id), Response::Have(bits)) => {
@@ -684,6 +768,14 @@ impl Driver {
                 }
             }
             (Pending::Peers, Response::Peers(list)) => self.on_peers(list),
+            (Pending::Control(id), response) => {
+                if let Response::Control(bytes) = response {
+                    self.on_control(from, &bytes)?;
+                }
+                if self.release.as_ref().is_some_and(|r| r.id() == id) {
+                    self.control_asked = None;
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -737,7 +829,10 @@ impl Driver {
                     self.switch_release(v)?;
                 }
             }
-            Err(e) => tracing::warn!(peer = %from, error = %e, "refused a manifest"),
+            Err(e) => {
+                self.report.manifests_refused += 1;
+                tracing::warn!(peer = %from, error = %e, "refused a manifest")
+            }
         }
         Ok(())
     }

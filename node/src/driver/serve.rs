@@ -96,6 +96,19 @@ impl Driver {
                     .collect();
                 Response::Peers(records)
             }
+            Request::Status(list) => {
+                self.on_status(peer, list)?;
+                Response::Ok
+            }
+            Request::GetControl(id) => match crate::controls::load_bytes(self.store.as_ref(), &id)?
+            {
+                Some(bytes) => Response::Control(bytes),
+                None => Response::NotFound,
+            },
+            Request::Control(bytes) => {
+                self.on_control(peer, &bytes)?;
+                Response::Ok
+            }
             _ => Response::NotFound,
         })
     }

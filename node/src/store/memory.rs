@@ -81,4 +81,14 @@ impl Store for MemStore {
         self.lock().state.insert(key.to_owned(), value.to_vec());
         Ok(())
     }
+
+    fn state_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Ok(self
+            .lock()
+            .state
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
 }

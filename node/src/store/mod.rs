@@ -75,6 +75,8 @@ pub trait Store: Send + Sync {
     fn manifest_ids(&self) -> Result<Vec<ManifestId>, StoreError>;
     fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn put_state(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Every state entry whose key starts with `prefix`, in key order.
+    fn state_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }
 
 /// Checks a chunk against its id: the one gate before any write.

@@ -184,4 +184,17 @@ impl Store for RocksStore {
         wo.set_sync(true);
         Ok(self.db.put_cf_opt(self.cf(CF_STATE)?, key, value, &wo)?)
     }
+
+    fn state_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mode = IteratorMode::From(prefix.as_bytes(), rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_STATE)?, mode) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
+        }
+        Ok(out)
+    }
 }

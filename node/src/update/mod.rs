@@ -82,6 +82,18 @@ pub struct Target {
     pub slot: Option<Slot>,
 }
 
+impl Target {
+    /// The JSON shape status output uses.
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "manifest": self.release.manifest.to_hex(),
+            "release": self.release.release,
+            "version": self.release.version,
+            "slot": self.slot.map(|s| s.name()),
+        })
+    }
+}
+
 /// The persisted lifecycle state of one channel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {

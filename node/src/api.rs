@@ -1,0 +1,325 @@
+//! The local control endpoint, on loopback only: `GET /status` (JSON),
+//! `GET /metrics` (Prometheus text format) and `POST /control` (a signed
+//! rollout control to pass into the mesh). A minimal HTTP/1.1 server:
+//! one request per connection, bounded request size, a deadline per
+//! connection and a cap on connections at once.
+//!
+//! The daemon writes the bound address to `DATA/api.addr`, which is how
+//! `pollen-node status` and `pollen-seeder rollout` find it.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+
+/// Largest request accepted (headers and body).
+const MAX_REQUEST: usize = 16 * 1024;
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 8;
+/// Each connection must be done within this.
+const DEADLINE: Duration = Duration::from_secs(5);
+
+/// Errors of the endpoint and its client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    #[error("the local endpoint must listen on loopback, not {0}")]
+    NotLoopback(SocketAddr),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("no running daemon: {0}")]
+    NotRunning(String),
+    #[error("the daemon answered {status}: {body}")]
+    Status { status: u16, body: String },
+}
+
+/// What the driver publishes for the endpoint to serve.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub status: serde_json::Value,
+    pub metrics: String,
+}
+
+/// The snapshot shared between the driver (writer) and the endpoint (reader).
+pub type Shared = Arc<Mutex<Snapshot>>;
+
+/// What the endpoint hands to the driver.
+#[derive(Debug)]
+pub enum ApiCommand {
+    /// Signed rollout control bytes.
+    Control(Vec<u8>),
+}
+
+/// Where the daemon records its endpoint's address.
+pub fn addr_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("api.addr")
+}
+
+/// Binds the endpoint on a loopback address and records it in `data_dir`.
+pub async fn bind(addr: SocketAddr, data_dir: &Path) -> Result<TcpListener, ApiError> {
+    if !addr.ip().is_loopback() {
+        return Err(ApiError::NotLoopback(addr));
+    }
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ApiError::Io {
+            context: format!("binding the local endpoint on {addr}"),
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| ApiError::Io {
+        context: "reading the endpoint address".into(),
+        source,
+    })?;
+    let file = addr_file(data_dir);
+    let tmp = file.with_extension("partial");
+    std::fs::write(&tmp, bound.to_string())
+        .and_then(|()| std::fs::rename(&tmp, &file))
+        .map_err(|source| ApiError::Io {
+            context: format!("writing {}", file.display()),
+            source,
+        })?;
+    tracing::info!(addr = %bound, "local endpoint listening");
+    Ok(listener)
+}
+
+/// Binds the endpoint, spawns its server, and returns what the driver
+/// needs: the snapshot to publish into and the commands to take.
+pub async fn start(
+    addr: SocketAddr,
+    data_dir: &Path,
+) -> Result<(Shared, mpsc::Receiver<ApiCommand>), ApiError> {
+    let listener = bind(addr, data_dir).await?;
+    let shared = Shared::default();
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(serve(listener, shared.clone(), tx));
+    Ok((shared, rx))
+}
+
+/// Serves the endpoint until the task is dropped.
+pub async fn serve(listener: TcpListener, shared: Shared, commands: mpsc::Sender<ApiCommand>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue; // dropped: over the connection cap
+        };
+        let (shared, commands) = (shared.clone(), commands.clone());
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(DEADLINE, handle(stream, shared, commands)).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn handle(
+    mut stream: tokio::net::TcpStream,
+    shared: Shared,
+    commands: mpsc::Sender<ApiCommand>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let (head_end, content_length) = loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > MAX_REQUEST {
+            return respond(&mut stream, 413, "text/plain", "request too large\n").await;
+        }
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (end + 4, len);
+        }
+    };
+    if head_end + content_length > MAX_REQUEST {
+        return respond(&mut stream, 413, "text/plain", "request too large\n").await;
+    }
+    while buf.len() < head_end + content_length {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut words = head.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let body = buf[head_end..head_end + content_length].to_vec();
+    match (method, path) {
+        ("GET", "/status") => {
+            let text = {
+                let snap = shared.lock().map_err(|_| std::io::ErrorKind::Other)?;
+                serde_json::to_string_pretty(&snap.status).unwrap_or_default()
+            };
+            respond(&mut stream, 200, "application/json", &text).await
+        }
+        ("GET", "/metrics") => {
+            let text = shared
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .metrics
+                .clone();
+            respond(&mut stream, 200, "text/plain; version=0.0.4", &text).await
+        }
+        ("POST", "/control") => match commands.try_send(ApiCommand::Control(body)) {
+            Ok(()) => respond(&mut stream, 202, "text/plain", "accepted\n").await,
+            Err(_) => respond(&mut stream, 503, "text/plain", "busy, try again\n").await,
+        },
+        _ => respond(&mut stream, 404, "text/plain", "not found\n").await,
+    }
+}
+
+async fn respond(
+    stream: &mut tokio::net::TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        202 => "Accepted",
+        404 => "Not Found",
+        413 => "Payload Too Large",
+        _ => "Service Unavailable",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// The address a running daemon recorded in `data_dir`, if it answers.
+pub fn running_daemon(data_dir: &Path) -> Result<SocketAddr, ApiError> {
+    let file = addr_file(data_dir);
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| ApiError::NotRunning(format!("{}: {e}", file.display())))?;
+    let addr: SocketAddr = text
+        .trim()
+        .parse()
+        .map_err(|e| ApiError::NotRunning(format!("{}: {e}", file.display())))?;
+    if !addr.ip().is_loopback() {
+        return Err(ApiError::NotLoopback(addr));
+    }
+    TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| ApiError::NotRunning(format!("{addr}: {e}")))?;
+    Ok(addr)
+}
+
+/// A blocking request to the endpoint (for the CLIs); returns the body.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<String, ApiError> {
+    let io = |context: &str| {
+        let context = format!("{context} {addr}");
+        move |source| ApiError::Io { context, source }
+    };
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(io("connecting to"))?;
+    stream
+        .set_read_timeout(Some(DEADLINE))
+        .map_err(io("configuring"))?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body))
+        .map_err(io("writing to"))?;
+    let mut reply = Vec::new();
+    stream
+        .take(MAX_REPLY)
+        .read_to_end(&mut reply)
+        .map_err(io("reading from"))?;
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .unwrap_or(0);
+    if status / 100 != 2 {
+        return Err(ApiError::Status {
+            status,
+            body: body.trim().to_owned(),
+        });
+    }
+    Ok(body.to_owned())
+}
+
+/// Largest reply the client reads.
+const MAX_REPLY: u64 = 16 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn serves_status_metrics_and_controls_on_loopback_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside: SocketAddr = "0.0.0.0:0".parse().expect("addr");
+        assert!(matches!(
+            bind(outside, dir.path()).await,
+            Err(ApiError::NotLoopback(_))
+        ));
+        let listener = bind("127.0.0.1:0".parse().expect("addr"), dir.path())
+            .await
+            .expect("bind");
+        let shared: Shared = Arc::default();
+        {
+            let mut s = shared.lock().expect("lock");
+            s.status = serde_json::json!({"phase": "committed"});
+            s.metrics = "pollen_peers 3\n".into();
+        }
+        let (tx, mut rx) = mpsc::channel(4);
+        tokio::spawn(serve(listener, shared, tx));
+        let data = dir.path().to_owned();
+        let (status, metrics, missing) = tokio::task::spawn_blocking(move || {
+            let addr = running_daemon(&data).expect("running");
+            (
+                request(addr, "GET", "/status", b"").expect("status"),
+                request(addr, "GET", "/metrics", b"").expect("metrics"),
+                request(addr, "GET", "/nope", b""),
+            )
+        })
+        .await
+        .expect("join");
+        assert!(status.contains("committed"));
+        assert_eq!(metrics, "pollen_peers 3\n");
+        assert!(matches!(missing, Err(ApiError::Status { status: 404, .. })));
+        let data = dir.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let addr = running_daemon(&data).expect("running");
+            request(addr, "POST", "/control", b"signed bytes").expect("post")
+        })
+        .await
+        .expect("join");
+        match rx.recv().await {
+            Some(ApiCommand::Control(b)) => assert_eq!(b, b"signed bytes"),
+            None => panic!("no command"),
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The driver's side of the update lifecycle: an [`Updater`] on its own
+//! thread (hooks block, staging writes whole artifacts), fed through a
+//! bounded channel, and the rollout decision of when to offer it the
+//! current release.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pollen_core::rollout::{decide, Decision, RolloutControl};
+use pollen_core::status::Phase;
+use tokio::sync::mpsc;
+
+use super::{DriverError, Release};
+use crate::store::Store;
+use crate::update::{release_ref, Outcome, Record, UpdateConfig, Updater};
+
+/// What the driver asks of the updater thread.
+#[derive(Debug)]
+enum Command {
+    Downloading(pollen_core::status::ReleaseRef),
+    Hold(pollen_core::status::ReleaseRef, String),
+    Install(Box<pollen_core::manifest::VerifiedManifest>),
+}
+
+/// What the updater thread tells the driver: every persisted record, and
+/// the outcome of each install.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    pub record: Record,
+    pub outcome: Option<Outcome>,
+}
+
+/// How often a held release is judged again (stages open with time, controls arrive).
+const RECHECK: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+pub(crate) struct Lifecycle {
+    tx: std::sync::mpsc::SyncSender<Command>,
+    pub progress: mpsc::Receiver<Progress>,
+    pub record: Record,
+    installing: bool,
+    next_offer: Instant,
+    retry: Duration,
+}
+
+impl Lifecycle {
+    /// Opens the record, finishes what a crash interrupted (on the thread),
+    /// and starts the thread.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        config: UpdateConfig,
+        retry: Duration,
+    ) -> Result<Self, DriverError> {
+        let mut updater = Updater::open(store, config)?;
+        let record = updater.record().clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Command>(8);
+        let (ptx, prx) = mpsc::channel(64);
+        let observer = ptx.clone();
+        updater.set_observer(Box::new(move |r: &Record| {
+            let _ = observer.blocking_send(Progress {
+                record: r.clone(),
+                outcome: None,
+            });
+        }));
+        std::thread::Builder::new()
+            .name("pollen-update".into())
+            .spawn(move || {
+                if let Err(e) = updater.recover() {
+                    tracing::error!(error = %e, "recovering the update lifecycle failed");
+                }
+                while let Ok(cmd) = rx.recv() {
+                    let result = match cmd {
+                        Command::Downloading(r) => updater.downloading(r).map(|()| None),
+                        Command::Hold(r, note) => updater.hold(r, &note).map(|()| None),
+                        Command::Install(m) => updater.install(&m).map(Some),
+                    };
+                    match result {
+                        Ok(outcome) => {
+                            if outcome.is_some() {
+                                let _ = ptx.blocking_send(Progress {
+                                    record: updater.record().clone(),
+                                    outcome,
+                                });
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "update lifecycle step failed");
+                            let _ = ptx.blocking_send(Progress {
+                                record: updater.record().clone(),
+                                outcome: Some(Outcome::Retry),
+                            });
+                        }
+                    }
+                }
+            })?;
+        Ok(Self {
+            tx,
+            progress: prx,
+            record,
+            installing: false,
+            next_offer: Instant::now(),
+            retry,
+        })
+    }
+
+    pub fn on_progress(&mut self, p: Progress) {
+        self.record = p.record;
+        if let Some(outcome) = p.outcome {
+            self.installing = false;
+            let wait = match outcome {
+                Outcome::Deferred | Outcome::Retry => self.retry,
+                _ => RECHECK,
+            };
+            self.next_offer = Instant::now() + wait;
+        }
+    }
+
+    /// Offers the current release to the updater when the rollout lets
+    /// this device install it; otherwise records why it waits.
+    pub fn tick(
+        &mut self,
+        release: &Release,
+        device_id: &str,
+        control: Option<&RolloutControl>,
+        unix_now: u64,
+    ) {
+        let now = Instant::now();
+        if self.installing || now < self.next_offer {
+            return;
+        }
+        self.next_offer = now + RECHECK;
+        let id = release.id();
+        let r = &self.record;
+        let settled =
+            r.installed.as_ref().is_some_and(|i| {
+                i.release.manifest == id || i.release.release >= release.release()
+            }) || r.given_up.contains(&id);
+        if settled {
+            return;
+        }
+        let rref = release_ref(&release.manifest);
+        let on_target = r.target.as_ref().is_some_and(|t| t.release.manifest == id);
+        if !release.sched.is_complete() {
+            if !(on_target && r.phase == Phase::Downloading) {
+                let _ = self.tx.try_send(Command::Downloading(rref));
+            }
+            return;
+        }
+        let m = release.manifest.manifest();
+        match decide(device_id, &id, &m.rollout, control, unix_now) {
+            Decision::Install => {
+                let cmd = Command::Install(Box::new(release.manifest.clone()));
+                if self.tx.try_send(cmd).is_ok() {
+                    self.installing = true;
+                }
+            }
+            Decision::NotYet => {
+                let _ = self.tx.try_send(Command::Hold(
+                    rref,
+                    "waiting for its rollout stage to open".into(),
+                ));
+            }
+            Decision::Halted => {
+                let _ = self.tx.try_send(Command::Hold(
+                    rref,
+                    "rollout halted by the publisher".into(),
+                ));
+            }
+        }
+    }
+}
