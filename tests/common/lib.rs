@@ -360,3 +360,51 @@ impl Release {
         (seeder, addr)
     }
 }
+
+/// Calls `check` until it returns a value, every 200 ms, for at most
+/// `timeout`; panics naming `what` (and the last state `check` saw) then.
+pub fn poll<T>(
+    timeout: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(last) if std::time::Instant::now() >= deadline => {
+                panic!("timed out waiting for {what}; last: {last}")
+            }
+            Err(_) => std::thread::park_timeout(std::time::Duration::from_millis(200)),
+        }
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `pollen-node status --json` of a data directory.
+pub fn node_status(data: &Path) -> serde_json::Value {
+    run_json("pollen-node", &["status", "--data", s(data)])
+}
+
+/// `pollen-seeder status --json` of a publisher store.
+pub fn seeder_status(store: &Path) -> serde_json::Value {
+    run_json("pollen-seeder", &["status", "--store", s(store)])
+}
+
+/// The stage counts of release `n` in a `pollen-seeder status --json` value.
+pub fn release_stages(status: &serde_json::Value, n: u64) -> Vec<serde_json::Value> {
+    status["releases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["release"] == n)
+        .and_then(|r| r["stages"].as_array().cloned())
+        .unwrap_or_default()
+}
