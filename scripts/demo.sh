@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Pollen demo: a publisher signs a 64 MiB "firmware" release and serves it;
 # five devices on one site (all on 127.0.0.1, mDNS off) are each given one
-# known peer, find the rest by peer exchange, and swarm the release. Then a
-# table of who got how many bytes from whom, and the offline (USB) path.
+# known peer, find the rest by peer exchange, swarm the release and install
+# it into their A/B slots. Then a table of who got how many bytes from whom,
+# the fleet status the seeder collected, release 2 (a small delta) whose
+# health check fails on one device (it rolls back), and the offline path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -31,18 +33,35 @@ head -c $((64 << 20)) /dev/urandom > "$work/firmware.img"
 "$seeder" publish --key "$work/publisher.key" --store "$work/seeder-store" \
   --artifact "$work/firmware.img" --channel stable --version 1.0.0 --out "$work/release.pollen" 2>/dev/null
 
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+serve() {
+  "$seeder" serve --store "$work/seeder-store" --channel stable --listen "/ip4/127.0.0.1/tcp/$port" \
+    --no-mdns > "$work/seeder.out" 2> "$work/seeder.err" &
+  seeder_pid=$!
+  pids+=("$seeder_pid")
+  wait_line "$work/seeder.out" "^listening /ip4/127.0.0.1/"
+}
 echo "== publisher: serve it"
-"$seeder" serve --store "$work/seeder-store" --channel stable --listen /ip4/127.0.0.1/tcp/0 --no-mdns \
-  > "$work/seeder.out" 2> "$work/seeder.err" &
-pids+=($!)
-wait_line "$work/seeder.out" "^listening /ip4/127.0.0.1/"
+serve
 prev=$(grep -m1 "^listening /ip4/127.0.0.1/" "$work/seeder.out" | cut -d' ' -f2)
 echo "seeder  ${prev}"
+
+# Polls `pollen-node status` of device N until its phase is PHASE.
+wait_phase() {
+  local n=$1 phase=$2 deadline=$((SECONDS + 180))
+  until "$node" status --data "$work/dev$n" --json 2>/dev/null | grep -q "\"phase\": \"$phase\""; do
+    ((SECONDS < deadline)) || { echo "demo: dev$n never reached $phase" >&2; "$node" status --data "$work/dev$n" >&2; exit 1; }
+    sleep 0.2
+  done
+}
 
 echo "== five devices, each told about one peer only"
 for n in 1 2 3 4 5; do
   "$node" run --data "$work/dev$n" --trust "$work/publisher.key.pub" --channel stable \
     --site factory --listen /ip4/127.0.0.1/tcp/0 --no-mdns --peer "$prev" --out "$work/dev$n.img" \
+    --device-id "dev$n" --status-interval 2s \
+    --install-hook 'echo "flash $POLLEN_ARTIFACT ($POLLEN_VERSION) to the boot partition" > "$POLLEN_SLOT/flashed"' \
+    --health-hook "$([[ $n == 5 ]] && echo 'test "$POLLEN_VERSION" != 2.0.0' || echo 'test -e "$POLLEN_SLOT/flashed"')" \
     > "$work/dev$n.out" 2> "$work/dev$n.err" &
   pids+=($!)
   wait_line "$work/dev$n.out" "^listening /ip4/127.0.0.1/"
@@ -79,8 +98,47 @@ for n in 1 2 3 4 5; do
   "$seeder" verify --trust "$work/publisher.key.pub" "$work/release.pollen" --artifact "$work/dev$n.img"
 done
 
+echo "== every device installed release 1 (A/B slots, install and health hooks)"
+for n in 1 2 3 4 5; do wait_phase "$n" committed; done
+"$node" status --data "$work/dev1"
+echo
+echo "== fleet status as the seeder sees it (records relayed through the chain of devices)"
+deadline=$((SECONDS + 60))
+until "$seeder" status --store "$work/seeder-store" --json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+sys.exit(0 if sum(x["installed"] for x in s["releases"][0]["stages"]) == 5 else 1)'; do
+  ((SECONDS < deadline)) || { echo "demo: the seeder never saw 5 installs" >&2; exit 1; }
+  sleep 0.5
+done
+"$seeder" status --store "$work/seeder-store"
+
+echo "== release 2: 1 MiB changed; dev5's health check rejects it"
+kill "$seeder_pid"; wait "$seeder_pid" 2>/dev/null || true
+cp "$work/firmware.img" "$work/firmware-2.img"
+head -c $((1 << 20)) /dev/urandom | dd of="$work/firmware-2.img" bs=1M seek=20 conv=notrunc status=none
+"$seeder" publish --key "$work/publisher.key" --store "$work/seeder-store" --artifact "$work/firmware-2.img" \
+  --channel stable --version 2.0.0 2>/dev/null | grep -E "^(published|chunks)"
+serve
+for n in 1 2 3 4; do wait_phase "$n" committed; done
+wait_phase 5 rolled-back
+for n in 1 2 3 4; do "$node" status --data "$work/dev$n" --json | grep -q '"release": 2' || { echo "demo: dev$n not on release 2" >&2; exit 1; }; done
+"$node" status --data "$work/dev5"
+echo
+deadline=$((SECONDS + 60))
+until "$seeder" status --store "$work/seeder-store" --json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+st = s["releases"][0]["stages"]
+sys.exit(0 if (sum(x["installed"] for x in st), sum(x["rolled_back"] for x in st)) == (4, 1) else 1)'; do
+  ((SECONDS < deadline)) || { echo "demo: the seeder never saw 4 installs and 1 rollback" >&2; exit 1; }
+  sleep 0.5
+done
+"$seeder" status --store "$work/seeder-store" | head -4
+
 echo "== offline path: the same release on a USB stick"
 "$seeder" export --store "$work/seeder-store" --manifest "$work/release.pollen" --out "$work/usb" >/dev/null
 "$node" import --data "$work/usb-device" --trust "$work/publisher.key.pub" \
-  --manifest "$work/usb/manifest.pollen" --chunks "$work/usb/chunks" --out "$work/usb-device.img" 2>/dev/null | head -3
+  --manifest "$work/usb/manifest.pollen" --chunks "$work/usb/chunks" --out "$work/usb-device.img" 2>/dev/null \
+  | grep -E "^(imported|chunks|install)"
 echo "== demo done"

@@ -30,7 +30,7 @@ pub struct RolloutOpt {
     /// Also write the signed control here, to carry to offline devices.
     #[arg(long)]
     out: Option<PathBuf>,
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
     step: StepCmd,
@@ -265,9 +265,9 @@ fn print_tables(releases: &[serde_json::Value], devices: &[serde_json::Value]) {
         );
         for s in r["stages"].as_array().into_iter().flatten() {
             println!(
-                "  {:>5} {:>6}% {:>5} {:>11} {:>7} {:>10} {:>9} {:>6} {:>11}",
+                "  {:>5} {:>7} {:>5} {:>11} {:>7} {:>10} {:>9} {:>6} {:>11}",
                 n(&s["stage"]),
-                s["share_percent"],
+                format!("{}%", s["share_percent"].as_f64().unwrap_or(0.0)),
                 n(&s["seen"]),
                 n(&s["downloading"]),
                 n(&s["waiting"]),
@@ -279,14 +279,21 @@ fn print_tables(releases: &[serde_json::Value], devices: &[serde_json::Value]) {
         }
     }
     println!("{} device(s) reporting", devices.len());
+    let release = |v: &serde_json::Value| v.as_u64().map_or("-".to_owned(), |n| n.to_string());
+    if !devices.is_empty() {
+        println!(
+            "  {:<24} {:<10} {:<12} {:>9} {:>6}  last error",
+            "device", "site", "phase", "installed", "target"
+        );
+    }
     for d in devices {
         println!(
-            "  {:<24} {:<10} {:<12} installed {:<4} target {:<4} {}",
+            "  {:<24} {:<10} {:<12} {:>9} {:>6}  {}",
             d["device"].as_str().unwrap_or("?"),
             d["site"].as_str().unwrap_or("-"),
             d["phase"].as_str().unwrap_or("?"),
-            d["installed"],
-            d["target"],
+            release(&d["installed"]),
+            release(&d["target"]),
             d["last_error"].as_str().unwrap_or(""),
         );
     }
