@@ -46,11 +46,14 @@ serve
 prev=$(grep -m1 "^listening /ip4/127.0.0.1/" "$work/seeder.out" | cut -d' ' -f2)
 echo "seeder  ${prev}"
 
-# Polls `pollen-node status` of device N until its phase is PHASE.
+# Polls `pollen-node status` of device N until it is in PHASE for release REL.
 wait_phase() {
-  local n=$1 phase=$2 deadline=$((SECONDS + 180))
-  until "$node" status --data "$work/dev$n" --json 2>/dev/null | grep -q "\"phase\": \"$phase\""; do
-    ((SECONDS < deadline)) || { echo "demo: dev$n never reached $phase" >&2; "$node" status --data "$work/dev$n" >&2; exit 1; }
+  local n=$1 phase=$2 rel=$3 deadline=$((SECONDS + 180))
+  until "$node" status --data "$work/dev$n" --json 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+sys.exit(0 if s["phase"] == sys.argv[1] and (s["target"] or {}).get("release") == int(sys.argv[2]) else 1)' "$phase" "$rel"; do
+    ((SECONDS < deadline)) || { echo "demo: dev$n never reached $phase for release $rel" >&2; "$node" status --data "$work/dev$n" >&2; exit 1; }
     sleep 0.2
   done
 }
@@ -99,7 +102,7 @@ for n in 1 2 3 4 5; do
 done
 
 echo "== every device installed release 1 (A/B slots, install and health hooks)"
-for n in 1 2 3 4 5; do wait_phase "$n" committed; done
+for n in 1 2 3 4 5; do wait_phase "$n" committed 1; done
 "$node" status --data "$work/dev1"
 echo
 echo "== fleet status as the seeder sees it (records relayed through the chain of devices)"
@@ -120,9 +123,8 @@ head -c $((1 << 20)) /dev/urandom | dd of="$work/firmware-2.img" bs=1M seek=20 c
 "$seeder" publish --key "$work/publisher.key" --store "$work/seeder-store" --artifact "$work/firmware-2.img" \
   --channel stable --version 2.0.0 2>/dev/null | grep -E "^(published|chunks)"
 serve
-for n in 1 2 3 4; do wait_phase "$n" committed; done
-wait_phase 5 rolled-back
-for n in 1 2 3 4; do "$node" status --data "$work/dev$n" --json | grep -q '"release": 2' || { echo "demo: dev$n not on release 2" >&2; exit 1; }; done
+for n in 1 2 3 4; do wait_phase "$n" committed 2; done
+wait_phase 5 rolled-back 2
 "$node" status --data "$work/dev5"
 echo
 deadline=$((SECONDS + 60))
@@ -134,7 +136,7 @@ sys.exit(0 if (sum(x["installed"] for x in st), sum(x["rolled_back"] for x in st
   ((SECONDS < deadline)) || { echo "demo: the seeder never saw 4 installs and 1 rollback" >&2; exit 1; }
   sleep 0.5
 done
-"$seeder" status --store "$work/seeder-store" | head -4
+"$seeder" status --store "$work/seeder-store" | head -3
 
 echo "== offline path: the same release on a USB stick"
 "$seeder" export --store "$work/seeder-store" --manifest "$work/release.pollen" --out "$work/usb" >/dev/null
