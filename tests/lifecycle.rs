@@ -347,12 +347,13 @@ fn failing_rollout_halts_itself_after_the_first_stage() {
     drop(seed);
 }
 
-/// A store holding one crafted release (signed with the genuine key), served by a real seeder.
-fn crafted_seeder(
+/// A store holding one crafted release (signed with the genuine key);
+/// returns the store directory and the signed manifest bytes.
+fn crafted_store(
     r: &Release,
     name: &str,
     tweak: impl FnOnce(&mut pollen_core::Manifest),
-) -> (Daemon, String, PathBuf) {
+) -> (PathBuf, Vec<u8>) {
     use pollen_core::manifest::{SecretKey, SignedManifest, VerifiedManifest};
     use pollen_node::store::{RocksStore, Store};
     let key_text = std::fs::read_to_string(&r.key).expect("key");
@@ -374,7 +375,16 @@ fn crafted_seeder(
     store
         .put_manifest(&VerifiedManifest::assume_verified(signed))
         .expect("put manifest");
-    drop(store);
+    (store_dir, bytes)
+}
+
+/// The same, served by a real seeder; returns it, its address and the store.
+fn crafted_seeder(
+    r: &Release,
+    name: &str,
+    tweak: impl FnOnce(&mut pollen_core::Manifest),
+) -> (Daemon, String, PathBuf) {
+    let (store_dir, _) = crafted_store(r, name, tweak);
     let mut d = Daemon::spawn(
         "pollen-seeder",
         &[
@@ -390,6 +400,104 @@ fn crafted_seeder(
     );
     let addr = d.loopback_addr();
     (d, addr, store_dir)
+}
+
+#[test]
+fn refusals_on_the_offline_path_change_nothing() {
+    let r = Release::publish_with(2 << 20, 94, &["--hardware", "hw-a", "--release", "5"]);
+    let data = r.dir.join("device");
+    let import = |manifest: &Path, chunks: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "import",
+            "--data",
+            s(&data),
+            "--trust",
+            &r.trust,
+            "--manifest",
+            s(manifest),
+            "--chunks",
+            s(chunks),
+            "--hardware",
+            "hw-a",
+            "--channel",
+            "stable",
+        ];
+        args.extend_from_slice(extra);
+        pollen_e2e::run("pollen-node", &args)
+    };
+    let first = import(&r.manifest, &r.store, &[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let now = pollen_node::unix_now();
+    let halt_file = r.dir.join("halt.control");
+    let cases: Vec<(&str, PathBuf, Vec<u8>, &str)> = vec![
+        {
+            let (st, m) = crafted_store(&r, "older", |m| m.release = 4);
+            ("older release", st, m, "rollback refused")
+        },
+        {
+            let (st, m) = crafted_store(&r, "expired", |m| {
+                m.release = 6;
+                m.created_at = now - 7200;
+                m.expires_at = now - 3600;
+            });
+            ("expired manifest", st, m, "expired")
+        },
+        {
+            let (st, m) = crafted_store(&r, "other-hw", |m| {
+                m.release = 6;
+                m.hardware = vec!["hw-b".into()];
+            });
+            ("other hardware", st, m, "hardware")
+        },
+        {
+            let (st, m) = crafted_store(&r, "halted", |m| m.release = 6);
+            let halt = run_json(
+                "pollen-seeder",
+                &[
+                    "rollout",
+                    "--key",
+                    s(&r.key),
+                    "--store",
+                    s(&st),
+                    "--channel",
+                    "stable",
+                    "--out",
+                    s(&halt_file),
+                    "halt",
+                ],
+            );
+            assert_eq!(halt["halted"], true);
+            ("halted release", st, m, "halted")
+        },
+    ];
+    for (name, store, manifest, phrase) in cases {
+        let file = r.dir.join(format!("{name}.pollen"));
+        std::fs::write(&file, &manifest).expect("write manifest");
+        let before = pollen_e2e::snapshot(&data);
+        let extra: Vec<&str> = if name == "halted release" {
+            vec!["--control", s(&halt_file)]
+        } else {
+            vec![]
+        };
+        let out = import(&file, &store, &extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: accepted");
+        assert!(stderr.contains(phrase), "{name}: {stderr}");
+        assert_eq!(
+            pollen_e2e::snapshot(&data),
+            before,
+            "{name}: the data directory changed"
+        );
+        println!(
+            "offline {name}: refused, data directory unchanged — {}",
+            stderr.trim()
+        );
+    }
+    assert_eq!(active_slot(&data), Some(("a".into(), r.blake3.clone())));
 }
 
 /// What must not change on a refusal: lifecycle record, floor, active slot, manifests held.

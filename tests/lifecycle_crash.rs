@@ -215,7 +215,7 @@ fn every_lifecycle_state_survives_a_crash() {
 }
 
 /// Waits for a hook to write its pid into `marker`.
-fn wait_marker(marker: &Path) -> u32 {
+fn wait_marker(marker: &Path) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(pid) = std::fs::read_to_string(marker)
@@ -253,9 +253,11 @@ fn kill_9_while_a_hook_runs() {
         assert_eq!(record.phase.as_str(), state, "killed in the wrong state");
         child.kill().expect("kill -9");
         child.wait().expect("reap");
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{hook_pid}")])
-            .status();
+        // The hook leads its own process group: end it and whatever it started.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(hook_pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         assert!(active(&data).is_some());
         let again = output(import_cmd(&p, &data, 2, "true"));
         assert!(

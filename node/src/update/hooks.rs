@@ -6,6 +6,9 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
 /// Errors of a hook run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -88,11 +91,12 @@ pub fn run(
         }
     };
     let Some(status) = status else {
-        // The whole group: a hook's children must not outlive it.
-        let _ = Command::new("kill")
-            .arg("-KILL")
-            .arg(format!("-{}", child.id()))
-            .status();
+        // The whole group (the hook leads it): its children must not outlive it.
+        if let Ok(pgid) = i32::try_from(child.id()) {
+            if pgid > 1 {
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            }
+        }
         let _ = child.kill();
         let _ = child.wait();
         return Err(HookError::TimedOut {
