@@ -378,19 +378,70 @@ fn crafted_store(
     (store_dir, bytes)
 }
 
-/// The same, served by a real seeder; returns it, its address and the store.
-fn crafted_seeder(
-    r: &Release,
-    name: &str,
-    tweak: impl FnOnce(&mut pollen_core::Manifest),
-) -> (Daemon, String, PathBuf) {
-    let (store_dir, _) = crafted_store(r, name, tweak);
+/// A genuine-key release a device on release 5 (hardware `hw-a`) must refuse.
+struct Bad {
+    name: &'static str,
+    store: PathBuf,
+    manifest: Vec<u8>,
+    /// What the refusal message must say.
+    phrase: &'static str,
+}
+
+/// Older, expired and other-hardware releases; with `halted`, also a
+/// release 6 its publisher halted (the control stored with it, and written
+/// to `halt.control` for the offline path).
+fn bad_releases(r: &Release, halted: bool) -> Vec<Bad> {
+    let now = pollen_node::unix_now();
+    let mut out = Vec::new();
+    let mut add = |name, phrase, tweak: &dyn Fn(&mut pollen_core::Manifest)| {
+        let (store, manifest) = crafted_store(r, name, tweak);
+        out.push(Bad {
+            name,
+            store,
+            manifest,
+            phrase,
+        });
+    };
+    add("older", "rollback refused", &|m| m.release = 4);
+    add("expired", "expired", &|m| {
+        m.release = 6;
+        m.created_at = now - 7200;
+        m.expires_at = now - 3600;
+    });
+    add("other-hardware", "hardware", &|m| {
+        m.release = 6;
+        m.hardware = vec!["hw-b".into()];
+    });
+    if halted {
+        add("halted", "halted", &|m| m.release = 6);
+        let store = out.last().map(|b| b.store.clone()).expect("just added");
+        let halt = run_json(
+            "pollen-seeder",
+            &[
+                "rollout",
+                "--key",
+                s(&r.key),
+                "--store",
+                s(&store),
+                "--channel",
+                "stable",
+                "--out",
+                s(&r.dir.join("halt.control")),
+                "halt",
+            ],
+        );
+        assert_eq!(halt["halted"], true);
+    }
+    out
+}
+
+fn serve_store(store: &Path) -> (Daemon, String) {
     let mut d = Daemon::spawn(
         "pollen-seeder",
         &[
             "serve",
             "--store",
-            s(&store_dir),
+            s(store),
             "--channel",
             "stable",
             "--listen",
@@ -399,14 +450,72 @@ fn crafted_seeder(
         ],
     );
     let addr = d.loopback_addr();
-    (d, addr, store_dir)
+    (d, addr)
+}
+
+/// A device on release 5 (hardware `hw-a`), installed offline.
+fn device_on_release_5(r: &Release) -> PathBuf {
+    let data = r.dir.join("device");
+    let out = pollen_e2e::run(
+        "pollen-node",
+        &[
+            "import",
+            "--data",
+            s(&data),
+            "--trust",
+            &r.trust,
+            "--manifest",
+            s(&r.manifest),
+            "--chunks",
+            s(&r.store),
+            "--hardware",
+            "hw-a",
+            "--channel",
+            "stable",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    data
+}
+
+fn device_daemon(r: &Release, data: &Path, peers: &[String]) -> Daemon {
+    let mut args = vec![
+        "run",
+        "--data",
+        s(data),
+        "--trust",
+        &r.trust,
+        "--channel",
+        "stable",
+        "--hardware",
+        "hw-a",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--no-mdns",
+        "--status-interval",
+        "1s",
+    ];
+    for p in peers {
+        args.extend_from_slice(&["--peer", p]);
+    }
+    let mut d = Daemon::spawn("pollen-node", &args);
+    d.loopback_addr();
+    d
 }
 
 #[test]
 fn refusals_on_the_offline_path_change_nothing() {
     let r = Release::publish_with(2 << 20, 94, &["--hardware", "hw-a", "--release", "5"]);
-    let data = r.dir.join("device");
-    let import = |manifest: &Path, chunks: &Path, extra: &[&str]| {
+    let data = device_on_release_5(&r);
+    for bad in bad_releases(&r, true) {
+        let file = r.dir.join(format!("{}.pollen", bad.name));
+        std::fs::write(&file, &bad.manifest).expect("write manifest");
+        let before = pollen_e2e::snapshot(&data);
+        let control = r.dir.join("halt.control");
         let mut args = vec![
             "import",
             "--data",
@@ -414,86 +523,30 @@ fn refusals_on_the_offline_path_change_nothing() {
             "--trust",
             &r.trust,
             "--manifest",
-            s(manifest),
+            s(&file),
             "--chunks",
-            s(chunks),
+            s(&bad.store),
             "--hardware",
             "hw-a",
             "--channel",
             "stable",
         ];
-        args.extend_from_slice(extra);
-        pollen_e2e::run("pollen-node", &args)
-    };
-    let first = import(&r.manifest, &r.store, &[]);
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let now = pollen_node::unix_now();
-    let halt_file = r.dir.join("halt.control");
-    let cases: Vec<(&str, PathBuf, Vec<u8>, &str)> = vec![
-        {
-            let (st, m) = crafted_store(&r, "older", |m| m.release = 4);
-            ("older release", st, m, "rollback refused")
-        },
-        {
-            let (st, m) = crafted_store(&r, "expired", |m| {
-                m.release = 6;
-                m.created_at = now - 7200;
-                m.expires_at = now - 3600;
-            });
-            ("expired manifest", st, m, "expired")
-        },
-        {
-            let (st, m) = crafted_store(&r, "other-hw", |m| {
-                m.release = 6;
-                m.hardware = vec!["hw-b".into()];
-            });
-            ("other hardware", st, m, "hardware")
-        },
-        {
-            let (st, m) = crafted_store(&r, "halted", |m| m.release = 6);
-            let halt = run_json(
-                "pollen-seeder",
-                &[
-                    "rollout",
-                    "--key",
-                    s(&r.key),
-                    "--store",
-                    s(&st),
-                    "--channel",
-                    "stable",
-                    "--out",
-                    s(&halt_file),
-                    "halt",
-                ],
-            );
-            assert_eq!(halt["halted"], true);
-            ("halted release", st, m, "halted")
-        },
-    ];
-    for (name, store, manifest, phrase) in cases {
-        let file = r.dir.join(format!("{name}.pollen"));
-        std::fs::write(&file, &manifest).expect("write manifest");
-        let before = pollen_e2e::snapshot(&data);
-        let extra: Vec<&str> = if name == "halted release" {
-            vec!["--control", s(&halt_file)]
-        } else {
-            vec![]
-        };
-        let out = import(&file, &store, &extra);
+        if bad.name == "halted" {
+            args.extend_from_slice(&["--control", s(&control)]);
+        }
+        let out = pollen_e2e::run("pollen-node", &args);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{name}: accepted");
-        assert!(stderr.contains(phrase), "{name}: {stderr}");
+        assert!(!out.status.success(), "{}: accepted", bad.name);
+        assert!(stderr.contains(bad.phrase), "{}: {stderr}", bad.name);
         assert_eq!(
             pollen_e2e::snapshot(&data),
             before,
-            "{name}: the data directory changed"
+            "{}: the data directory changed",
+            bad.name
         );
         println!(
-            "offline {name}: refused, data directory unchanged — {}",
+            "offline {}: refused, data directory unchanged — {}",
+            bad.name,
             stderr.trim()
         );
     }
@@ -523,57 +576,13 @@ fn state_of(data: &Path) -> String {
 #[test]
 fn refusals_on_the_network_path_change_nothing() {
     let r = Release::publish_with(2 << 20, 93, &["--hardware", "hw-a", "--release", "5"]);
-    let data = r.dir.join("device");
-    // The device runs release 5 (installed offline).
-    run_json(
-        "pollen-node",
-        &[
-            "import",
-            "--data",
-            s(&data),
-            "--trust",
-            &r.trust,
-            "--manifest",
-            s(&r.manifest),
-            "--chunks",
-            s(&r.store),
-            "--hardware",
-            "hw-a",
-        ],
-    );
+    let data = device_on_release_5(&r);
     let before = state_of(&data);
-    let now = pollen_node::unix_now();
-    let (_older, older, _) = crafted_seeder(&r, "older", |m| m.release = 4);
-    let (_expired, expired, _) = crafted_seeder(&r, "expired", |m| {
-        m.release = 6;
-        m.created_at = now - 7200;
-        m.expires_at = now - 3600;
-    });
-    let (_other_hw, other_hw, _) = crafted_seeder(&r, "other-hw", |m| {
-        m.release = 6;
-        m.hardware = vec!["hw-b".into()];
-    });
-    let mut args = vec![
-        "run",
-        "--data",
-        s(&data),
-        "--trust",
-        &r.trust,
-        "--channel",
-        "stable",
-        "--hardware",
-        "hw-a",
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--no-mdns",
-        "--status-interval",
-        "1s",
-    ];
-    for a in [&older, &expired, &other_hw] {
-        args.extend_from_slice(&["--peer", a]);
-    }
-    let mut dev = Daemon::spawn("pollen-node", &args);
-    dev.loopback_addr();
+    let mut bad = bad_releases(&r, true);
+    let halted = bad.pop().expect("the halted release");
+    let seeders: Vec<(Daemon, String)> = bad.iter().map(|b| serve_store(&b.store)).collect();
+    let addrs: Vec<String> = seeders.iter().map(|(_, a)| a.clone()).collect();
+    let mut dev = device_daemon(&r, &data, &addrs);
     let st = poll(WAIT, "two manifests refused", || {
         let st = node_status(&data);
         let peers = st["peers"].as_u64().unwrap_or(0);
@@ -593,62 +602,14 @@ fn refusals_on_the_network_path_change_nothing() {
     dev.wait_for(Duration::from_secs(10), |_, _| None::<()>);
     assert_eq!(state_of(&data), before, "a refusal changed the device");
     let log = dev.stderr.join("\n");
-    assert!(log.contains("expired"), "{log}");
-    assert!(log.contains("hardware"), "{log}");
+    for b in &bad[1..] {
+        assert!(log.contains(b.phrase), "{}: {log}", b.name);
+    }
     println!("older release 4: never fetched; expired and other-hardware release 6: refused; state unchanged");
 
     // A halted release 6: fetched and seeded, never installed.
-    let (first, _, halted_store) = crafted_seeder(&r, "halted", |m| m.release = 6);
-    drop(first);
-    let key = s(&r.key);
-    let halt = run_json(
-        "pollen-seeder",
-        &[
-            "rollout",
-            "--key",
-            key,
-            "--store",
-            s(&halted_store),
-            "--channel",
-            "stable",
-            "halt",
-        ],
-    );
-    assert_eq!(halt["halted"], true);
-    let mut again = Daemon::spawn(
-        "pollen-seeder",
-        &[
-            "serve",
-            "--store",
-            s(&halted_store),
-            "--channel",
-            "stable",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-        ],
-    );
-    let halted_addr = again.loopback_addr();
-    let mut dev = Daemon::spawn(
-        "pollen-node",
-        &[
-            "run",
-            "--data",
-            s(&data),
-            "--trust",
-            &r.trust,
-            "--channel",
-            "stable",
-            "--hardware",
-            "hw-a",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-            "--peer",
-            &halted_addr,
-        ],
-    );
-    dev.loopback_addr();
+    let (_seeder, addr) = serve_store(&halted.store);
+    let mut dev = device_daemon(&r, &data, &[addr]);
     let st = poll(WAIT, "the halted release held, not installed", || {
         let st = node_status(&data);
         let held = st["release"]["release"] == 6 && st["release"]["complete"] == true;
