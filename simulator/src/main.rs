@@ -1,4 +1,278 @@
-fn main() {
-    eprintln!("pollen-sim: the simulator engine is not built yet (see the simulator issue)");
-    std::process::exit(2)
+//! `pollen-sim`: run a scenario, sweep parameters, print an example.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use pollen_sim::scenario::EXAMPLE;
+use pollen_sim::{plot, run_to_dir, Scenario, Summary};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pollen-sim",
+    version,
+    about = "Pollen's discrete-event simulator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one scenario; results into --out.
+    Run(RunOpt),
+    /// Run a scenario for every combination of parameter values, across cores.
+    Sweep(SweepOpt),
+    /// Print a commented example scenario.
+    Example,
+}
+
+#[derive(Args, Debug)]
+struct RunOpt {
+    scenario: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Overrides the scenario's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Override a scenario value, e.g. `strategy=central` or `site.0.devices=20` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct SweepOpt {
+    scenario: PathBuf,
+    /// `KEY=V1,V2,...` (repeatable: every combination runs).
+    #[arg(long, required = true)]
+    param: Vec<String>,
+    #[arg(long)]
+    out: PathBuf,
+    /// Parallel runs (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(o) => run(o),
+        Command::Sweep(o) => sweep(o),
+        Command::Example => {
+            print!("{EXAMPLE}");
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pollen-sim: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn split_kv(s: &str) -> anyhow::Result<(String, String)> {
+    let (k, v) = s
+        .split_once('=')
+        .with_context(|| format!("{s:?} is not KEY=VALUE"))?;
+    Ok((k.trim().to_owned(), v.trim().to_owned()))
+}
+
+fn load(path: &Path, params: &[(String, String)]) -> anyhow::Result<(Scenario, PathBuf)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let sc = Scenario::from_toml_with(&text, params)
+        .with_context(|| format!("scenario {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new(".")).to_owned();
+    Ok((sc, base))
+}
+
+fn progress_bar(label: String, total: u64) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {pos}/{len} devices done ({elapsed})",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_message(label);
+    Some(bar)
+}
+
+fn run(o: RunOpt) -> anyhow::Result<()> {
+    let mut params: Vec<(String, String)> = o
+        .set
+        .iter()
+        .map(|s| split_kv(s))
+        .collect::<Result<_, _>>()?;
+    if let Some(seed) = o.seed {
+        params.push(("seed".into(), seed.to_string()));
+    }
+    let (sc, base) = load(&o.scenario, &params)?;
+    let bar = progress_bar(sc.strategy.name().into(), sc.devices());
+    let started = std::time::Instant::now();
+    let (s, _) = run_to_dir(&sc, &base, &o.out, |done, _| {
+        if let Some(b) = &bar {
+            b.set_position(done as u64);
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    print_summary(&s, started.elapsed().as_secs_f64());
+    println!("results in {}", o.out.display());
+    Ok(())
+}
+
+fn print_summary(s: &Summary, wall: f64) {
+    let t = |x: Option<f64>| x.map_or("-".to_owned(), |v| format!("{v:.1} s"));
+    println!(
+        "{}: {}/{} devices done; completion p50 {} p90 {} max {}; bound {:.1} s (ratio {})",
+        s.strategy,
+        s.devices_done,
+        s.devices,
+        t(s.completion_p50_s),
+        t(s.completion_p90_s),
+        t(s.completion_max_s),
+        s.kumar_ross_bound_s,
+        s.ratio_to_bound.map_or("-".into(), |r| format!("{r:.2}"))
+    );
+    println!(
+        "uplinks: max {:.2} x release, mean {:.2}; seeder sent {:.2} x; {} duplicate chunks; {} events in {wall:.1} s wall ({:.0} events/s)",
+        s.uplink_multiple_max,
+        s.uplink_multiple_mean,
+        s.seeder_multiple,
+        s.duplicate_chunks,
+        s.events,
+        s.events as f64 / wall.max(1e-9)
+    );
+}
+
+fn sweep(o: SweepOpt) -> anyhow::Result<()> {
+    let mut axes: Vec<(String, Vec<String>)> = Vec::new();
+    for p in &o.param {
+        let (k, vs) = split_kv(p)?;
+        let values: Vec<String> = vs.split(',').map(|v| v.trim().to_owned()).collect();
+        anyhow::ensure!(
+            !values.iter().any(String::is_empty),
+            "--param {p}: empty value"
+        );
+        axes.push((k, values));
+    }
+    let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
+    for (k, values) in &axes {
+        combos = combos
+            .into_iter()
+            .flat_map(|c| {
+                values.iter().map(move |v| {
+                    let mut c = c.clone();
+                    c.push((k.clone(), v.clone()));
+                    c
+                })
+            })
+            .collect();
+    }
+    // Check every combination before running any.
+    let mut runs = Vec::new();
+    for c in &combos {
+        let (sc, base) = load(&o.scenario, c)?;
+        let name: Vec<String> = c.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        runs.push((name.join(","), sc, base));
+    }
+    let jobs = o
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, runs.len().max(1));
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<anyhow::Result<(Summary, Vec<f64>)>>>> =
+        Mutex::new((0..runs.len()).map(|_| None).collect());
+    let bar = progress_bar("sweep".into(), runs.len() as u64);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some((name, sc, base)) = runs.get(i) else {
+                    break;
+                };
+                let r =
+                    run_to_dir(sc, base, &o.out.join(name), |_, _| {}).map_err(anyhow::Error::from);
+                if let Ok(mut all) = results.lock() {
+                    all[i] = Some(r);
+                }
+                if let Some(b) = &bar {
+                    b.inc(1);
+                }
+            });
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let results = results
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a run panicked"))?;
+    let mut csv = String::from("run,strategy,devices,devices_done,completion_p50_s,completion_p90_s,completion_max_s,kumar_ross_bound_s,ratio_to_bound,uplink_multiple_max,uplink_multiple_mean,seeder_multiple,duplicate_chunks,events\n");
+    let mut cdfs = Vec::new();
+    let mut uplink = Vec::new();
+    for ((name, _, _), r) in runs.iter().zip(results) {
+        let (s, times) = r.with_context(|| format!("run {name} did not finish"))??;
+        let f = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
+        csv.push_str(&format!(
+            "\"{name}\",{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            s.strategy,
+            s.devices,
+            s.devices_done,
+            f(s.completion_p50_s),
+            f(s.completion_p90_s),
+            f(s.completion_max_s),
+            s.kumar_ross_bound_s,
+            f(s.ratio_to_bound),
+            s.uplink_multiple_max,
+            s.uplink_multiple_mean,
+            s.seeder_multiple,
+            s.duplicate_chunks,
+            s.events
+        ));
+        println!("{name}:");
+        print_summary(&s, 0.0);
+        uplink.push((
+            name.clone(),
+            s.uplink_multiple_mean * s.sites as f64 * s.release_bytes as f64 / 1e9,
+        ));
+        cdfs.push((name.clone(), times, s.devices));
+    }
+    std::fs::create_dir_all(&o.out)?;
+    std::fs::write(o.out.join("sweep.csv"), csv)?;
+    std::fs::write(
+        o.out.join("cdf.svg"),
+        plot::cdf("Completion per run", &cdfs),
+    )?;
+    std::fs::write(
+        o.out.join("uplink_bytes.svg"),
+        plot::bars("Bytes over all site uplinks", "GB", &uplink),
+    )?;
+    if let Some(central) = uplink
+        .iter()
+        .find(|(n, _)| n.contains("strategy=central"))
+        .map(|x| x.1)
+    {
+        let saved: Vec<(String, f64)> = uplink
+            .iter()
+            .map(|(n, b)| (n.clone(), 100.0 * (1.0 - b / central.max(1e-12))))
+            .collect();
+        std::fs::write(
+            o.out.join("saved_vs_central.svg"),
+            plot::bars("Uplink bytes saved vs central", "% saved", &saved),
+        )?;
+    }
+    println!("results in {}", o.out.display());
+    Ok(())
 }

@@ -1,0 +1,273 @@
+//! The flow-level network model.
+//!
+//! Every (sender, receiver) pair with data to move is one *connection*
+//! (as a libp2p connection multiplexes all requests between two peers); it
+//! carries its queued chunk responses one after the other. A connection
+//! crosses the links on its path — the sender's upload, the receiver's
+//! download, and where the pair is on different sites the sender site's
+//! uplink (up) and the receiver site's uplink (down); the seeder's upload.
+//! Its rate is the fair share of its tightest link: `min over links of
+//! capacity / active connections on the link` (rates are recomputed for
+//! every connection on a link whenever a connection on it starts or goes
+//! idle). Share a connection cannot use on one link because another link
+//! limits it is not handed to others, so rates are a lower bound on
+//! max-min fair rates (see `simulator/README.md`).
+
+use std::collections::{HashMap, VecDeque};
+
+/// A link id.
+pub type LinkId = u32;
+/// A connection id.
+pub type ConnId = u32;
+
+#[derive(Debug)]
+struct Link {
+    /// Bytes per second.
+    cap: f64,
+    active: Vec<ConnId>,
+}
+
+/// One chunk response waiting on (or moving over) a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub index: u32,
+    pub bytes: u64,
+    /// Incarnation of the requester (a restarted node's old requests are void).
+    pub epoch: u32,
+}
+
+#[derive(Debug)]
+struct Conn {
+    from: u32,
+    to: u32,
+    path: Vec<LinkId>,
+    queue: VecDeque<Job>,
+    rate: f64,
+    last: f64,
+    remaining: f64,
+    gen: u64,
+    active: bool,
+}
+
+/// A connection's head job finishes at `at` unless `gen` is outdated by then.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Finish {
+    pub conn: ConnId,
+    pub gen: u64,
+    pub at: f64,
+}
+
+/// The links and connections.
+#[derive(Debug, Default)]
+pub struct Net {
+    links: Vec<Link>,
+    conns: Vec<Conn>,
+    by_pair: HashMap<(u32, u32), ConnId>,
+    by_node: HashMap<u32, Vec<ConnId>>,
+    /// Rate recomputations done (for the events/s report).
+    pub updates: u64,
+}
+
+impl Net {
+    /// Adds a link of `bytes_per_s`.
+    pub fn add_link(&mut self, bytes_per_s: f64) -> LinkId {
+        self.links.push(Link {
+            cap: bytes_per_s,
+            active: Vec::new(),
+        });
+        (self.links.len() - 1) as LinkId
+    }
+
+    /// Queues `job` from `from` to `to` over `path` (used when the pair
+    /// first talks); returns the finish events to schedule.
+    pub fn enqueue(
+        &mut self,
+        now: f64,
+        from: u32,
+        to: u32,
+        path: impl FnOnce() -> Vec<LinkId>,
+        job: Job,
+    ) -> Vec<Finish> {
+        let id = match self.by_pair.get(&(from, to)) {
+            Some(&id) => id,
+            None => {
+                let id = self.conns.len() as ConnId;
+                self.conns.push(Conn {
+                    from,
+                    to,
+                    path: path(),
+                    queue: VecDeque::new(),
+                    rate: 0.0,
+                    last: now,
+                    remaining: 0.0,
+                    gen: 0,
+                    active: false,
+                });
+                self.by_pair.insert((from, to), id);
+                self.by_node.entry(from).or_default().push(id);
+                self.by_node.entry(to).or_default().push(id);
+                id
+            }
+        };
+        let c = &mut self.conns[id as usize];
+        c.queue.push_back(job);
+        if c.active {
+            return Vec::new();
+        }
+        c.active = true;
+        c.remaining = job.bytes as f64;
+        c.last = now;
+        let path = c.path.clone();
+        for &l in &path {
+            self.links[l as usize].active.push(id);
+        }
+        self.recompute(now, &path)
+    }
+
+    /// The head job of `conn` finished (if `gen` is current): returns it,
+    /// its endpoints, and the finish events to schedule.
+    pub fn finish(&mut self, now: f64, f: Finish) -> Option<(u32, u32, Job, Vec<Finish>)> {
+        let c = &mut self.conns[f.conn as usize];
+        if !c.active || c.gen != f.gen {
+            return None;
+        }
+        let job = c.queue.pop_front()?;
+        let (from, to) = (c.from, c.to);
+        if let Some(next) = c.queue.front() {
+            c.remaining = next.bytes as f64;
+            c.last = now;
+            c.gen += 1;
+            let at = now + c.remaining / c.rate;
+            let next = vec![Finish {
+                conn: f.conn,
+                gen: c.gen,
+                at,
+            }];
+            return Some((from, to, job, next));
+        }
+        let path = self.deactivate(f.conn);
+        Some((from, to, job, self.recompute(now, &path)))
+    }
+
+    fn deactivate(&mut self, id: ConnId) -> Vec<LinkId> {
+        let c = &mut self.conns[id as usize];
+        c.active = false;
+        c.gen += 1;
+        c.queue.clear();
+        let path = c.path.clone();
+        for &l in &path {
+            let active = &mut self.links[l as usize].active;
+            if let Some(pos) = active.iter().position(|&x| x == id) {
+                active.swap_remove(pos);
+            }
+        }
+        path
+    }
+
+    /// A node went down: its connections stop; returns the jobs that were
+    /// queued towards other nodes' requests `(requester, sender, job)` and
+    /// the finish events to schedule.
+    pub fn drop_node(&mut self, now: f64, node: u32) -> (Vec<(u32, u32, Job)>, Vec<Finish>) {
+        let ids = self.by_node.get(&node).cloned().unwrap_or_default();
+        let mut lost = Vec::new();
+        let mut touched = Vec::new();
+        for id in ids {
+            let c = &self.conns[id as usize];
+            if !c.active {
+                continue;
+            }
+            lost.extend(c.queue.iter().map(|j| (c.to, c.from, *j)));
+            touched.extend(self.deactivate(id));
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        let finishes = self.recompute(now, &touched);
+        (lost, finishes)
+    }
+
+    /// New rates for every active connection on `links`.
+    fn recompute(&mut self, now: f64, links: &[LinkId]) -> Vec<Finish> {
+        let mut affected: Vec<ConnId> = links
+            .iter()
+            .flat_map(|&l| self.links[l as usize].active.iter().copied())
+            .collect();
+        affected.sort_unstable();
+        affected.dedup();
+        let mut out = Vec::with_capacity(affected.len());
+        for id in affected {
+            let rate = {
+                let c = &self.conns[id as usize];
+                c.path
+                    .iter()
+                    .map(|&l| {
+                        let link = &self.links[l as usize];
+                        link.cap / link.active.len().max(1) as f64
+                    })
+                    .fold(f64::INFINITY, f64::min)
+            };
+            let c = &mut self.conns[id as usize];
+            if c.rate > 0.0 {
+                c.remaining = (c.remaining - c.rate * (now - c.last)).max(0.0);
+            }
+            c.last = now;
+            if (rate - c.rate).abs() <= f64::EPSILON * rate && c.rate > 0.0 {
+                continue;
+            }
+            self.updates += 1;
+            c.rate = rate;
+            c.gen += 1;
+            out.push(Finish {
+                conn: id,
+                gen: c.gen,
+                at: now + c.remaining / rate,
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(bytes: u64) -> Job {
+        Job {
+            index: 0,
+            bytes,
+            epoch: 0,
+        }
+    }
+
+    #[test]
+    fn two_connections_share_a_link_then_one_speeds_up() {
+        let mut net = Net::default();
+        let shared = net.add_link(100.0);
+        let a = net.add_link(1000.0);
+        let b = net.add_link(1000.0);
+        let f1 = net.enqueue(0.0, 1, 2, || vec![shared, a], job(100));
+        assert_eq!(f1.len(), 1);
+        assert!((f1[0].at - 1.0).abs() < 1e-9);
+        let f2 = net.enqueue(0.5, 3, 4, || vec![shared, b], job(100));
+        // Both now at 50 B/s: the first has 50 bytes left, the second 100.
+        let first = f2.iter().find(|f| f.conn == 0).expect("rescheduled");
+        assert!((first.at - 1.5).abs() < 1e-9, "{first:?}");
+        assert!(net.finish(1.0, f1[0]).is_none(), "stale finish accepted");
+        let (_, _, _, after) = net.finish(1.5, *first).expect("current");
+        // Alone again: 100 - 50 bytes left at 100 B/s.
+        let second = after.iter().find(|f| f.conn == 1).expect("sped up");
+        assert!((second.at - 2.0).abs() < 1e-9, "{second:?}");
+    }
+
+    #[test]
+    fn queued_jobs_follow_each_other() {
+        let mut net = Net::default();
+        let l = net.add_link(10.0);
+        let f = net.enqueue(0.0, 1, 2, || vec![l], job(10));
+        assert!(net.enqueue(0.0, 1, 2, || vec![l], job(20)).is_empty());
+        let (_, _, j, next) = net.finish(1.0, f[0]).expect("first");
+        assert_eq!(j.bytes, 10);
+        assert!((next[0].at - 3.0).abs() < 1e-9);
+        let (lost, _) = net.drop_node(2.0, 2);
+        assert_eq!(lost.len(), 1);
+    }
+}

@@ -1,0 +1,192 @@
+//! Plots as hand-written SVG: line charts (completion CDFs, uplink use
+//! over time) and bar charts (bytes over the uplinks per strategy).
+
+use std::fmt::Write as _;
+
+const W: f64 = 720.0;
+const H: f64 = 420.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 170.0;
+const TOP: f64 = 40.0;
+const BOTTOM: f64 = 55.0;
+const COLOURS: [&str; 8] = [
+    "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666",
+];
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn nice_step(span: f64) -> f64 {
+    let raw = span / 5.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let norm = raw / mag;
+    let step = if norm < 1.5 {
+        1.0
+    } else if norm < 3.5 {
+        2.0
+    } else if norm < 7.5 {
+        5.0
+    } else {
+        10.0
+    };
+    step * mag
+}
+
+fn frame(out: &mut String, title: &str, xlabel: &str, ylabel: &str, xmax: f64, ymax: f64) {
+    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    let _ = write!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
+<rect width="{W}" height="{H}" fill="white"/>
+<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>
+<text x="{}" y="{}" text-anchor="middle">{}</text>
+<text transform="translate(16,{}) rotate(-90)" text-anchor="middle">{}</text>
+"#,
+        LEFT + pw / 2.0,
+        esc(title),
+        LEFT + pw / 2.0,
+        H - 12.0,
+        esc(xlabel),
+        TOP + ph / 2.0,
+        esc(ylabel)
+    );
+    for (max, horizontal) in [(xmax, true), (ymax, false)] {
+        let step = nice_step(max);
+        let mut v = 0.0;
+        while v <= max * 1.0001 {
+            if horizontal {
+                let x = LEFT + v / max * pw;
+                let _ = writeln!(
+                    out,
+                    r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#eee"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+                    TOP + ph,
+                    TOP + ph + 16.0,
+                    fmt_tick(v)
+                );
+            } else {
+                let y = TOP + ph - v / max * ph;
+                let _ = writeln!(
+                    out,
+                    r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+                    LEFT + pw,
+                    LEFT - 6.0,
+                    y + 4.0,
+                    fmt_tick(v)
+                );
+            }
+            v += step;
+        }
+    }
+    let _ = writeln!(
+        out,
+        r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
+    );
+}
+
+fn fmt_tick(v: f64) -> String {
+    if v >= 100.0 || v == v.round() {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// A line chart; each series is `(name, points)`.
+pub fn lines(
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> String {
+    let xmax = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.0))
+        .fold(0.0, f64::max)
+        .max(1e-9);
+    let ymax = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.1))
+        .fold(0.0, f64::max)
+        .max(1e-9)
+        * 1.05;
+    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    let mut out = String::new();
+    frame(&mut out, title, xlabel, ylabel, xmax, ymax);
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let path: Vec<String> = pts
+            .iter()
+            .map(|(x, y)| {
+                format!(
+                    "{:.1},{:.1}",
+                    LEFT + x / xmax * pw,
+                    TOP + ph - y / ymax * ph
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
+            path.join(" ")
+        );
+        let ly = TOP + 14.0 + i as f64 * 18.0;
+        let _ = writeln!(
+            out,
+            r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            W - RIGHT + 12.0,
+            W - RIGHT + 32.0,
+            W - RIGHT + 38.0,
+            ly + 4.0,
+            esc(name)
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// Completion-time CDFs: `(name, sorted completion times in s, devices)`.
+pub fn cdf(title: &str, series: &[(String, Vec<f64>, usize)]) -> String {
+    let lines_: Vec<(String, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(name, times, n)| {
+            let mut pts = vec![(0.0, 0.0)];
+            for (i, t) in times.iter().enumerate() {
+                pts.push((*t, i as f64 / (*n).max(1) as f64));
+                pts.push((*t, (i + 1) as f64 / (*n).max(1) as f64));
+            }
+            (name.clone(), pts)
+        })
+        .collect();
+    lines(title, "time (s)", "devices done (fraction)", &lines_)
+}
+
+/// A bar chart of `(label, value)`.
+pub fn bars(title: &str, ylabel: &str, bars: &[(String, f64)]) -> String {
+    let ymax = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1e-9) * 1.1;
+    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    let mut out = String::new();
+    frame(&mut out, title, "", ylabel, 1.0, ymax);
+    let slot = pw / bars.len().max(1) as f64;
+    for (i, (label, v)) in bars.iter().enumerate() {
+        let h = v / ymax * ph;
+        let x = LEFT + i as f64 * slot + slot * 0.2;
+        let _ = writeln!(
+            out,
+            r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="{}"/><text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            TOP + ph - h,
+            slot * 0.6,
+            COLOURS[i % COLOURS.len()],
+            x + slot * 0.3,
+            TOP + ph + 30.0,
+            esc(label),
+            x + slot * 0.3,
+            TOP + ph - h - 5.0,
+            fmt_tick(*v)
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}

@@ -1,0 +1,410 @@
+//! Scenarios: what a simulation runs, read from TOML and checked into a
+//! typed [`Scenario`] before anything runs. `pollen-sim example` prints a
+//! commented one ([`EXAMPLE`]).
+
+use serde::Deserialize;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScenarioError {
+    #[error("scenario is not valid TOML: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("scenario: {0}")]
+    Invalid(String),
+    #[error("--param {0}: {1}")]
+    Param(String, String),
+}
+
+/// How devices get the release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Central HTTP: every device downloads the whole artifact from the seeder.
+    Central,
+    /// Peer-to-peer without site awareness (a BitTorrent-like swarm).
+    Swarm,
+    /// Pollen's default: site-aware swarm.
+    Pollen,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Central => "central",
+            Strategy::Swarm => "swarm",
+            Strategy::Pollen => "pollen",
+        }
+    }
+}
+
+/// A group of identical sites.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSpec {
+    /// Name (sites of a group are numbered after it).
+    #[serde(default = "default_site_name")]
+    pub name: String,
+    /// How many sites like this.
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Devices per site.
+    pub devices: u32,
+    /// Per-device LAN upload and download, Mbit/s.
+    pub lan_up_mbit: f64,
+    pub lan_down_mbit: f64,
+    /// The site's uplink: towards the internet (up) and from it (down), Mbit/s.
+    pub uplink_up_mbit: f64,
+    pub uplink_down_mbit: f64,
+    /// One-way latency between devices on the site, ms.
+    #[serde(default = "half_ms")]
+    pub lan_latency_ms: f64,
+    /// One-way latency from the site to the internet, ms.
+    #[serde(default = "twenty_ms")]
+    pub wan_latency_ms: f64,
+}
+
+fn default_site_name() -> String {
+    "site".into()
+}
+fn one() -> u32 {
+    1
+}
+fn half_ms() -> f64 {
+    0.5
+}
+fn twenty_ms() -> f64 {
+    20.0
+}
+
+/// The publisher's seeder, on the internet.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeederSpec {
+    pub upload_mbit: f64,
+    /// One-way latency from the seeder to the internet, ms.
+    #[serde(default = "twenty_ms")]
+    pub latency_ms: f64,
+}
+
+/// Devices leaving and joining.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChurnSpec {
+    /// Fraction of devices that crash once, at a uniform time in `[0, crash_window_s]`.
+    #[serde(default)]
+    pub crash_fraction: f64,
+    #[serde(default = "sixty")]
+    pub crash_window_s: f64,
+    /// A crashed device comes back (with what it had stored) after this long; < 0: never.
+    #[serde(default = "thirty")]
+    pub rejoin_after_s: f64,
+}
+
+fn sixty() -> f64 {
+    60.0
+}
+fn thirty() -> f64 {
+    30.0
+}
+
+/// Device bandwidth heterogeneity.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeterogeneitySpec {
+    /// Each device's LAN up/down is scaled by a factor uniform in `[1 - spread, 1 + spread]`.
+    #[serde(default)]
+    pub lan_spread: f64,
+}
+
+/// A rollout stage: devices whose bucket is below the share start at `start_s`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    pub share_percent: f64,
+    pub start_s: f64,
+}
+
+/// The scheduler's knobs the simulator exposes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedSpec {
+    #[serde(default = "eight")]
+    pub per_peer_in_flight: usize,
+    #[serde(default = "sixty_four")]
+    pub total_in_flight: usize,
+    /// With `swarm`: remote (other-site) devices each device connects to.
+    #[serde(default = "twenty")]
+    pub remote_peers: u32,
+}
+
+impl Default for SchedSpec {
+    fn default() -> Self {
+        Self {
+            per_peer_in_flight: 8,
+            total_in_flight: 64,
+            remote_peers: 20,
+        }
+    }
+}
+
+fn eight() -> usize {
+    8
+}
+fn sixty_four() -> usize {
+    64
+}
+fn twenty() -> u32 {
+    20
+}
+
+/// Real files instead of a synthetic release: the chunk list of `new`, and
+/// (with `old`) the chunks every device already holds from `old`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSpec {
+    pub new: String,
+    pub old: Option<String>,
+}
+
+/// A whole scenario.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default)]
+    pub seed: u64,
+    pub strategy: Strategy,
+    /// Synthetic release: size and (fixed) chunk size.
+    #[serde(default)]
+    pub release_mib: f64,
+    #[serde(default = "chunk_kib")]
+    pub chunk_kib: u32,
+    pub files: Option<FilesSpec>,
+    pub seeder: SeederSpec,
+    #[serde(rename = "site")]
+    pub sites: Vec<SiteSpec>,
+    #[serde(default)]
+    pub churn: ChurnSpec,
+    #[serde(default)]
+    pub heterogeneity: HeterogeneitySpec,
+    #[serde(default, rename = "stage")]
+    pub stages: Vec<StageSpec>,
+    #[serde(default)]
+    pub sched: SchedSpec,
+    /// Give up after this much simulated time, s.
+    #[serde(default = "limit")]
+    pub time_limit_s: f64,
+    /// Timeline sample interval, s.
+    #[serde(default = "one_s")]
+    pub sample_s: f64,
+}
+
+fn chunk_kib() -> u32 {
+    256
+}
+fn limit() -> f64 {
+    86_400.0
+}
+fn one_s() -> f64 {
+    1.0
+}
+
+impl Scenario {
+    /// Parses and checks a scenario.
+    pub fn from_toml(text: &str) -> Result<Self, ScenarioError> {
+        let s: Scenario = toml::from_str(text)?;
+        s.check()?;
+        Ok(s)
+    }
+
+    /// Parses with `KEY=VALUE` overrides applied (dotted keys into tables,
+    /// `site.N.key` into the N-th site group).
+    pub fn from_toml_with(text: &str, params: &[(String, String)]) -> Result<Self, ScenarioError> {
+        let mut value: toml::Table = text.parse::<toml::Table>()?;
+        for (key, raw) in params {
+            set_param(&mut value, key, raw)?;
+        }
+        let s: Scenario = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ScenarioError::Invalid(e.to_string()))?;
+        s.check()?;
+        Ok(s)
+    }
+
+    fn check(&self) -> Result<(), ScenarioError> {
+        let bad = |m: &str| Err(ScenarioError::Invalid(m.to_owned()));
+        if self.sites.is_empty() {
+            return bad("at least one [[site]] is needed");
+        }
+        if self.files.is_none() && !(self.release_mib > 0.0) {
+            return bad("release_mib must be positive (or give [files])");
+        }
+        if self.chunk_kib == 0 || self.chunk_kib > 16 * 1024 {
+            return bad("chunk_kib must be in 1..=16384");
+        }
+        let rates = [self.seeder.upload_mbit]
+            .into_iter()
+            .chain(self.sites.iter().flat_map(|s| {
+                [
+                    s.lan_up_mbit,
+                    s.lan_down_mbit,
+                    s.uplink_up_mbit,
+                    s.uplink_down_mbit,
+                ]
+            }));
+        for r in rates {
+            if !(r > 0.0 && r.is_finite()) {
+                return bad("every rate must be a positive number of Mbit/s");
+            }
+        }
+        if self.sites.iter().any(|s| s.devices == 0 || s.count == 0) {
+            return bad("every site group needs devices >= 1 and count >= 1");
+        }
+        if self.devices() > 200_000 {
+            return bad("at most 200 000 devices");
+        }
+        if !(0.0..=1.0).contains(&self.churn.crash_fraction)
+            || !(0.0..1.0).contains(&self.heterogeneity.lan_spread)
+        {
+            return bad("crash_fraction must be in [0, 1] and lan_spread in [0, 1)");
+        }
+        if self
+            .stages
+            .iter()
+            .any(|s| !(0.0..=100.0).contains(&s.share_percent) || s.start_s < 0.0)
+        {
+            return bad("stage shares must be in [0, 100] and start times >= 0");
+        }
+        if !(self.sample_s > 0.0) || !(self.time_limit_s > 0.0) {
+            return bad("sample_s and time_limit_s must be positive");
+        }
+        Ok(())
+    }
+
+    /// Devices in all sites.
+    pub fn devices(&self) -> u64 {
+        self.sites
+            .iter()
+            .map(|s| u64::from(s.devices) * u64::from(s.count))
+            .sum()
+    }
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        toml::Value::Integer(i)
+    } else if let Ok(f) = raw.parse::<f64>() {
+        toml::Value::Float(f)
+    } else if let Ok(b) = raw.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else {
+        toml::Value::String(raw.to_owned())
+    }
+}
+
+fn set_param(table: &mut toml::Table, key: &str, raw: &str) -> Result<(), ScenarioError> {
+    let err = |m: &str| ScenarioError::Param(key.to_owned(), m.to_owned());
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut cur = table;
+    let mut i = 0;
+    while i + 1 < parts.len() {
+        let name = parts[i];
+        let entry = cur
+            .get_mut(name)
+            .ok_or_else(|| err(&format!("no table {name}")))?;
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            toml::Value::Array(items) => {
+                let n: usize = parts
+                    .get(i + 1)
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(|| err("an array needs an index, e.g. site.0.devices"))?;
+                i += 1;
+                match items.get_mut(n) {
+                    Some(toml::Value::Table(t)) => t,
+                    _ => return Err(err(&format!("no entry {n} in {name}"))),
+                }
+            }
+            _ => return Err(err(&format!("{name} is not a table"))),
+        };
+        i += 1;
+    }
+    let last = parts[parts.len() - 1];
+    let mut v = parse_value(raw);
+    // Keep floats floats: `release_mib=64` must not become an integer the schema refuses.
+    if let (Some(toml::Value::Float(_)), toml::Value::Integer(n)) = (cur.get(last), &v) {
+        v = toml::Value::Float(*n as f64);
+    }
+    cur.insert(last.to_owned(), v);
+    Ok(())
+}
+
+/// A commented example scenario (`pollen-sim example`).
+pub const EXAMPLE: &str = r#"# A Pollen simulation scenario. Rates in Mbit/s, times in seconds unless named _ms.
+seed = 1                   # one seed for every random choice: same scenario + seed = same results
+strategy = "pollen"        # central (HTTP from the seeder) | swarm (P2P, no sites) | pollen
+release_mib = 500.0        # synthetic release of this size ...
+chunk_kib = 1024           # ... in chunks of this size
+# [files]                  # or a real chunk list (FastCDC, as `pollen-seeder publish` cuts it):
+# new = "firmware-2.img"   # the release
+# old = "firmware-1.img"   # every device already holds this one's chunks (a delta update)
+time_limit_s = 86400.0     # give up after this much simulated time
+sample_s = 5.0             # timeline.csv sample interval
+
+[seeder]
+upload_mbit = 100.0
+latency_ms = 20.0          # seeder to the internet, one way
+
+[[site]]                   # repeat [[site]] for different kinds of sites
+name = "plant"
+count = 20                 # 20 sites like this one
+devices = 50               # devices per site
+lan_up_mbit = 100.0        # per device
+lan_down_mbit = 100.0
+uplink_up_mbit = 10.0      # the site's internet link
+uplink_down_mbit = 10.0
+lan_latency_ms = 0.5
+wan_latency_ms = 20.0
+
+[churn]
+crash_fraction = 0.0       # devices that crash once, at a uniform time in [0, crash_window_s]
+crash_window_s = 60.0
+rejoin_after_s = 30.0      # and come back with what they stored (< 0: never)
+
+[heterogeneity]
+lan_spread = 0.0           # each device's LAN rates scaled by U[1 - spread, 1 + spread]
+
+# [[stage]]                # staged rollout: devices whose bucket is under the share join at start_s
+# share_percent = 10.0
+# start_s = 0.0
+# [[stage]]
+# share_percent = 100.0
+# start_s = 600.0
+
+[sched]
+per_peer_in_flight = 8     # the node's defaults
+total_in_flight = 64
+remote_peers = 20          # with strategy = "swarm": other-site devices each device connects to
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses_and_params_override() {
+        let s = Scenario::from_toml(EXAMPLE).expect("example parses");
+        assert_eq!(s.devices(), 1000);
+        let p = vec![
+            ("strategy".to_owned(), "central".to_owned()),
+            ("site.0.devices".to_owned(), "10".to_owned()),
+            ("release_mib".to_owned(), "64".to_owned()),
+        ];
+        let s = Scenario::from_toml_with(EXAMPLE, &p).expect("overrides");
+        assert_eq!(s.strategy, Strategy::Central);
+        assert_eq!(s.devices(), 200);
+        assert_eq!(s.release_mib, 64.0);
+        assert!(Scenario::from_toml_with(EXAMPLE, &[("nope.x".into(), "1".into())]).is_err());
+        assert!(Scenario::from_toml("strategy = \"pollen\"").is_err());
+    }
+}
