@@ -378,10 +378,18 @@ impl Sim {
             .have_at_crash
             .take()
             .unwrap_or_else(|| self.held_from_old.clone());
+        // Central HTTP is one download stream per device: a request or two
+        // ahead, and no scheduler timeouts (a slow server is just slow).
+        let central = strategy == Strategy::Central;
         let config = SwarmConfig {
             seed: self.sc.seed ^ (u64::from(id) << 20) ^ u64::from(node.epoch),
-            per_peer_in_flight: self.sc.sched.per_peer_in_flight,
-            total_in_flight: self.sc.sched.total_in_flight,
+            per_peer_in_flight: if central { 2 } else { self.sc.sched.per_peer_in_flight },
+            total_in_flight: if central { 2 } else { self.sc.sched.total_in_flight },
+            request_timeout: if central {
+                Duration::from_secs(86_400)
+            } else {
+                SwarmConfig::default().request_timeout
+            },
             site: (strategy == Strategy::Pollen)
                 .then(|| SiteId(u64::from(node.site.unwrap_or(0)) + 1)),
             site_aware: strategy == Strategy::Pollen,

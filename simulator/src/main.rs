@@ -127,12 +127,12 @@ fn run(o: RunOpt) -> anyhow::Result<()> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    print_summary(&s, started.elapsed().as_secs_f64());
+    print_summary(&s, Some(started.elapsed().as_secs_f64()));
     println!("results in {}", o.out.display());
     Ok(())
 }
 
-fn print_summary(s: &Summary, wall: f64) {
+fn print_summary(s: &Summary, wall: Option<f64>) {
     let t = |x: Option<f64>| x.map_or("-".to_owned(), |v| format!("{v:.1} s"));
     println!(
         "{}: {}/{} devices done; completion p50 {} p90 {} max {}; bound {:.1} s (ratio {})",
@@ -146,13 +146,16 @@ fn print_summary(s: &Summary, wall: f64) {
         s.ratio_to_bound.map_or("-".into(), |r| format!("{r:.2}"))
     );
     println!(
-        "uplinks: max {:.2} x release, mean {:.2}; seeder sent {:.2} x; {} duplicate chunks; {} events in {wall:.1} s wall ({:.0} events/s)",
+        "uplinks: max {:.2} x release, mean {:.2}; seeder sent {:.2} x; {} duplicate chunks; {} events{}",
         s.uplink_multiple_max,
         s.uplink_multiple_mean,
         s.seeder_multiple,
         s.duplicate_chunks,
         s.events,
-        s.events as f64 / wall.max(1e-9)
+        wall.map_or(String::new(), |w| format!(
+            " in {w:.1} s wall ({:.0} events/s)",
+            s.events as f64 / w.max(1e-9)
+        ))
     );
 }
 
@@ -242,7 +245,7 @@ fn sweep(o: SweepOpt) -> anyhow::Result<()> {
             s.events
         ));
         println!("{name}:");
-        print_summary(&s, 0.0);
+        print_summary(&s, None);
         uplink.push((
             name.clone(),
             s.uplink_multiple_mean * s.sites as f64 * s.release_bytes as f64 / 1e9,

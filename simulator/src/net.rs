@@ -6,12 +6,12 @@
 //! crosses the links on its path — the sender's upload, the receiver's
 //! download, and where the pair is on different sites the sender site's
 //! uplink (up) and the receiver site's uplink (down); the seeder's upload.
-//! Its rate is the fair share of its tightest link: `min over links of
-//! capacity / active connections on the link` (rates are recomputed for
-//! every connection on a link whenever a connection on it starts or goes
-//! idle). Share a connection cannot use on one link because another link
-//! limits it is not handed to others, so rates are a lower bound on
-//! max-min fair rates (see `simulator/README.md`).
+//! Rates approximate max-min fairness: a connection starts at the fair
+//! share of its tightest link, then a few rounds of progressive filling
+//! hand the share it cannot use (held back on another link) to the others
+//! on the link. Rates are recomputed, for the connections on the links
+//! concerned, whenever a connection starts or goes idle (see
+//! `simulator/README.md` for what this leaves out).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -185,7 +185,13 @@ impl Net {
         (lost, finishes)
     }
 
-    /// New rates for every active connection on `links`.
+    /// New rates for the active connections on `links` (and, through
+    /// links of at most [`REFINE_MAX`] connections, their neighbours).
+    ///
+    /// Each connection starts at the fair share of its tightest link; then
+    /// [`PASSES`] rounds of progressive filling hand the share a connection
+    /// cannot use (it is held back elsewhere) to the others on the link —
+    /// an approximation of max-min fairness that stays local.
     fn recompute(&mut self, now: f64, links: &[LinkId]) -> Vec<Finish> {
         let mut affected: Vec<ConnId> = links
             .iter()
@@ -193,24 +199,88 @@ impl Net {
             .collect();
         affected.sort_unstable();
         affected.dedup();
-        let mut out = Vec::with_capacity(affected.len());
-        for id in affected {
-            let rate = {
-                let c = &self.conns[id as usize];
-                c.path
+        // Neighbours are pulled in only for small changes: an event on a
+        // link with thousands of connections stays at plain fair shares.
+        let refine = affected.len() <= REFINE_MAX;
+        let mut near: Vec<LinkId> = affected
+            .iter()
+            .filter(|_| refine)
+            .flat_map(|&c| self.conns[c as usize].path.iter().copied())
+            .filter(|&l| self.links[l as usize].active.len() <= REFINE_MAX)
+            .collect();
+        near.sort_unstable();
+        near.dedup();
+        affected.extend(
+            near.iter()
+                .flat_map(|&l| self.links[l as usize].active.iter().copied()),
+        );
+        affected.sort_unstable();
+        affected.dedup();
+        let pos: HashMap<ConnId, usize> =
+            affected.iter().enumerate().map(|(i, &c)| (c, i)).collect();
+        let fair = |link: &Link| link.cap / link.active.len().max(1) as f64;
+        let mut rate: Vec<f64> = affected
+            .iter()
+            .map(|&c| {
+                self.conns[c as usize]
+                    .path
                     .iter()
-                    .map(|&l| {
-                        let link = &self.links[l as usize];
-                        link.cap / link.active.len().max(1) as f64
-                    })
+                    .map(|&l| fair(&self.links[l as usize]))
                     .fold(f64::INFINITY, f64::min)
-            };
+            })
+            .collect();
+        let mut all: Vec<LinkId> = affected
+            .iter()
+            .flat_map(|&c| self.conns[c as usize].path.iter().copied())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        let mut share: HashMap<LinkId, f64> = HashMap::with_capacity(all.len());
+        for _ in 0..if refine { PASSES } else { 0 } {
+            share.clear();
+            for &l in &all {
+                let link = &self.links[l as usize];
+                let n = link.active.len();
+                let f = fair(link);
+                if n > REFINE_MAX {
+                    share.insert(l, f);
+                    continue;
+                }
+                let (mut held, mut held_n) = (0.0, 0usize);
+                for c in &link.active {
+                    let r = pos
+                        .get(c)
+                        .map_or(self.conns[*c as usize].rate, |&i| rate[i]);
+                    if r < f * (1.0 - 1e-9) {
+                        held += r;
+                        held_n += 1;
+                    }
+                }
+                let free = n - held_n;
+                let s = if free == 0 {
+                    f
+                } else {
+                    ((link.cap - held) / free as f64).max(f)
+                };
+                share.insert(l, s);
+            }
+            for (i, &c) in affected.iter().enumerate() {
+                rate[i] = self.conns[c as usize]
+                    .path
+                    .iter()
+                    .map(|l| share.get(l).copied().unwrap_or(f64::INFINITY))
+                    .fold(f64::INFINITY, f64::min);
+            }
+        }
+        let mut out = Vec::with_capacity(affected.len());
+        for (i, id) in affected.into_iter().enumerate() {
+            let rate = rate[i];
             let c = &mut self.conns[id as usize];
             if c.rate > 0.0 {
                 c.remaining = (c.remaining - c.rate * (now - c.last)).max(0.0);
             }
             c.last = now;
-            if (rate - c.rate).abs() <= f64::EPSILON * rate && c.rate > 0.0 {
+            if (rate - c.rate).abs() <= 1e-9 * rate && c.rate > 0.0 {
                 continue;
             }
             self.updates += 1;
@@ -225,6 +295,12 @@ impl Net {
         out
     }
 }
+
+/// Links with more connections than this keep plain fair shares (and do
+/// not pull their connections into a recomputation): bounded work per event.
+pub const REFINE_MAX: usize = 256;
+/// Rounds of progressive filling per recomputation.
+pub const PASSES: usize = 3;
 
 #[cfg(test)]
 mod tests {
