@@ -186,6 +186,11 @@ pub struct Swarm<P: PeerKey> {
     actions: VecDeque<Action<P>>,
     stats: SwarmStats,
     complete: bool,
+    /// The site member rendezvous hashing assigns each chunk to, computed on
+    /// first use; cleared whenever the site's membership changes.
+    assignees: Vec<Option<P>>,
+    /// Per chunk, how many site peers have it.
+    local_avail: Vec<u32>,
 }
 
 impl<P: PeerKey> Swarm<P> {
@@ -236,6 +241,8 @@ impl<P: PeerKey> Swarm<P> {
             actions,
             stats: SwarmStats::default(),
             complete,
+            assignees: Vec::new(),
+            local_avail: vec![0; n as usize],
         }
     }
 
@@ -278,6 +285,12 @@ impl<P: PeerKey> Swarm<P> {
         let local = self.config.site.is_some() && site == self.config.site;
         let n = self.chunks.len() as u32;
         if let Some(old) = self.peers.get_mut(&peer) {
+            if old.local != local {
+                for i in old.has.iter_ones() {
+                    let a = &mut self.local_avail[i as usize];
+                    *a = if local { *a + 1 } else { a.saturating_sub(1) };
+                }
+            }
             old.local = local;
         } else {
             let state = PeerState {
@@ -290,6 +303,7 @@ impl<P: PeerKey> Swarm<P> {
             };
             self.peers.insert(peer, state);
         }
+        self.assignees.clear();
         self.schedule(now);
     }
 
@@ -310,6 +324,9 @@ impl<P: PeerKey> Swarm<P> {
         for i in has.iter_ones() {
             if !state.has.get(i) {
                 self.availability[i as usize] += 1;
+                if state.local {
+                    self.local_avail[i as usize] += 1;
+                }
                 state.last_progress = now;
             }
         }
@@ -325,6 +342,9 @@ impl<P: PeerKey> Swarm<P> {
         if state.has.set(index) {
             state.last_progress = now;
             self.availability[index as usize] += 1;
+            if state.local {
+                self.local_avail[index as usize] += 1;
+            }
             self.schedule(now);
         }
     }
@@ -456,8 +476,12 @@ impl<P: PeerKey> Swarm<P> {
 
     fn drop_peer(&mut self, peer: &P) {
         if let Some(st) = self.peers.remove(peer) {
+            self.assignees.clear();
             for i in st.has.iter_ones() {
                 self.availability[i as usize] = self.availability[i as usize].saturating_sub(1);
+                if st.local {
+                    self.local_avail[i as usize] = self.local_avail[i as usize].saturating_sub(1);
+                }
             }
             for &index in st.in_flight.keys() {
                 if let Some(list) = self.requested.get_mut(&index) {
@@ -497,8 +521,7 @@ impl<P: PeerKey> Swarm<P> {
         if !self.config.site_aware || self.config.site.is_none() || !self.config.fetch_from_site {
             return true;
         }
-        let on_site = self.peers.values().any(|p| p.local && p.has.get(index));
-        if on_site {
+        if self.local_avail[index as usize] > 0 {
             return false;
         }
         let warm = self.started + self.config.remote_warmup;
@@ -506,15 +529,25 @@ impl<P: PeerKey> Swarm<P> {
             self.wakeups.insert(warm);
             return false;
         }
-        let id = self.chunks[index as usize].id;
-        let members = self
-            .peers
-            .iter()
-            .filter(|(_, s)| s.local)
-            .map(|(p, _)| p)
-            .chain(std::iter::once(&self.me));
-        let Some(chosen) = assignee(&id, members) else {
-            return true;
+        if self.assignees.len() != self.chunks.len() {
+            self.assignees = vec![None; self.chunks.len()];
+        }
+        let chosen = match self.assignees[index as usize] {
+            Some(p) => p,
+            None => {
+                let id = self.chunks[index as usize].id;
+                let members = self
+                    .peers
+                    .iter()
+                    .filter(|(_, s)| s.local)
+                    .map(|(p, _)| p)
+                    .chain(std::iter::once(&self.me));
+                let Some(chosen) = assignee(&id, members) else {
+                    return true;
+                };
+                self.assignees[index as usize] = Some(chosen);
+                chosen
+            }
         };
         if chosen == self.me {
             return true;
