@@ -19,6 +19,11 @@ use crate::scenario::{Scenario, Strategy};
 
 /// The seeder's node id.
 pub const SEEDER: u32 = 0;
+/// The node's libp2p request timeout (`net::Limits`): a response not
+/// complete by then has its stream reset. The scheduler's own, shorter
+/// timeout re-requests elsewhere but cannot stop the first transfer (the
+/// node ignores `Cancel`; request-response cannot cancel), as here.
+const STREAM_TIMEOUT: f64 = 60.0;
 const MBIT: f64 = 1_000_000.0 / 8.0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -383,8 +388,16 @@ impl Sim {
         let central = strategy == Strategy::Central;
         let config = SwarmConfig {
             seed: self.sc.seed ^ (u64::from(id) << 20) ^ u64::from(node.epoch),
-            per_peer_in_flight: if central { 2 } else { self.sc.sched.per_peer_in_flight },
-            total_in_flight: if central { 2 } else { self.sc.sched.total_in_flight },
+            per_peer_in_flight: if central {
+                2
+            } else {
+                self.sc.sched.per_peer_in_flight
+            },
+            total_in_flight: if central {
+                2
+            } else {
+                self.sc.sched.total_in_flight
+            },
             request_timeout: if central {
                 Duration::from_secs(86_400)
             } else {
@@ -491,6 +504,7 @@ impl Sim {
                             index,
                             bytes: u64::from(len),
                             epoch,
+                            deadline: now + STREAM_TIMEOUT,
                         };
                         let f = self.net.enqueue(now, peer, id, || path, job);
                         self.schedule(f);
@@ -598,6 +612,9 @@ impl Sim {
                     };
                     if let Some((from, to, job, next)) = self.net.finish(self.now(), f) {
                         self.schedule(next);
+                        if job.deadline < self.now() {
+                            continue; // the stream was reset before the last byte
+                        }
                         let at = self.now() + self.latency(from, to);
                         self.push(
                             at,

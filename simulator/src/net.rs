@@ -28,12 +28,15 @@ struct Link {
 }
 
 /// One chunk response waiting on (or moving over) a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Job {
     pub index: u32,
     pub bytes: u64,
     /// Incarnation of the requester (a restarted node's old requests are void).
     pub epoch: u32,
+    /// When the requester's stream is reset (libp2p's request timeout):
+    /// a job still queued then is dropped, one still moving is not delivered.
+    pub deadline: f64,
 }
 
 #[derive(Debug)]
@@ -133,6 +136,10 @@ impl Net {
         }
         let job = c.queue.pop_front()?;
         let (from, to) = (c.from, c.to);
+        // Jobs whose streams were reset while they waited never move.
+        while c.queue.front().is_some_and(|j| j.deadline < now) {
+            c.queue.pop_front();
+        }
         if let Some(next) = c.queue.front() {
             c.remaining = next.bytes as f64;
             c.last = now;
@@ -311,6 +318,7 @@ mod tests {
             index: 0,
             bytes,
             epoch: 0,
+            deadline: f64::INFINITY,
         }
     }
 

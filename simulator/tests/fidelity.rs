@@ -91,7 +91,10 @@ per_peer_in_flight = 2
     );
     let (t, o) = max_completion(&sc);
     let bound = kumar_ross(&sc, o.release_bytes);
-    println!("swarm, 30 homogeneous nodes: {t:.2} s, bound {bound:.2} s, ratio {:.3}", t / bound);
+    println!(
+        "swarm, 30 homogeneous nodes: {t:.2} s, bound {bound:.2} s, ratio {:.3}",
+        t / bound
+    );
     assert!(t <= 1.3 * bound, "{t} > 1.3 × {bound}");
 }
 
@@ -147,5 +150,8 @@ fn same_scenario_and_seed_give_identical_outputs() {
     assert_eq!(outs[0], outs[1], "same seed, different results");
     assert_ne!(outs[0].1, outs[2].1, "the seed changes nothing");
     let nodes = String::from_utf8(outs[0].1.clone()).expect("utf-8");
-    assert!(nodes.lines().skip(1).any(|l| !l.ends_with(",0")), "no crash happened");
+    assert!(
+        nodes.lines().skip(1).any(|l| !l.ends_with(",0")),
+        "no crash happened"
+    );
 }
