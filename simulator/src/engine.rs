@@ -294,7 +294,7 @@ impl Sim {
             .iter()
             .map(|s| ((s.share_percent * 100.0).round() as u16, s.start_s))
             .collect();
-        stages.sort_by(|a, b| a.0.cmp(&b.0));
+        stages.sort_by_key(|s| s.0);
         for id in 1..self.nodes.len() as u32 {
             let start = if stages.is_empty() {
                 0.0

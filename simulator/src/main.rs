@@ -159,6 +159,9 @@ fn print_summary(s: &Summary, wall: Option<f64>) {
     );
 }
 
+/// A run's summary and sorted completion times.
+type RunResult = anyhow::Result<(Summary, Vec<f64>)>;
+
 fn sweep(o: SweepOpt) -> anyhow::Result<()> {
     let mut axes: Vec<(String, Vec<String>)> = Vec::new();
     for p in &o.param {
@@ -195,7 +198,7 @@ fn sweep(o: SweepOpt) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, runs.len().max(1));
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<anyhow::Result<(Summary, Vec<f64>)>>>> =
+    let results: Mutex<Vec<Option<RunResult>>> =
         Mutex::new((0..runs.len()).map(|_| None).collect());
     let bar = progress_bar("sweep".into(), runs.len() as u64);
     std::thread::scope(|scope| {

@@ -236,7 +236,8 @@ impl Scenario {
         if self.sites.is_empty() {
             return bad("at least one [[site]] is needed");
         }
-        if self.files.is_none() && !(self.release_mib > 0.0) {
+        let positive = |x: f64| x > 0.0 && x.is_finite();
+        if self.files.is_none() && !positive(self.release_mib) {
             return bad("release_mib must be positive (or give [files])");
         }
         if self.chunk_kib == 0 || self.chunk_kib > 16 * 1024 {
@@ -253,7 +254,7 @@ impl Scenario {
                 ]
             }));
         for r in rates {
-            if !(r > 0.0 && r.is_finite()) {
+            if !positive(r) {
                 return bad("every rate must be a positive number of Mbit/s");
             }
         }
@@ -275,7 +276,7 @@ impl Scenario {
         {
             return bad("stage shares must be in [0, 100] and start times >= 0");
         }
-        if !(self.sample_s > 0.0) || !(self.time_limit_s > 0.0) {
+        if !positive(self.sample_s) || !positive(self.time_limit_s) {
             return bad("sample_s and time_limit_s must be positive");
         }
         Ok(())
