@@ -91,6 +91,10 @@ pub struct SwarmConfig {
     pub ban_after: u32,
     /// How long to leave a peer alone after it answered `Busy`.
     pub busy_backoff: Duration,
+    /// With site awareness: requests the whole site keeps in flight across
+    /// its uplink; each member takes its share (at least one). Deep queues
+    /// on a slow shared uplink only turn into timeouts and duplicates.
+    pub site_uplink_requests: usize,
 }
 
 impl Default for SwarmConfig {
@@ -110,6 +114,7 @@ impl Default for SwarmConfig {
             remote_warmup: Duration::from_secs(2),
             ban_after: 2,
             busy_backoff: Duration::from_millis(250),
+            site_uplink_requests: 16,
         }
     }
 }
@@ -595,6 +600,24 @@ impl<P: PeerKey> Swarm<P> {
         best.map(|(_, pos)| self.lacking[pos])
     }
 
+    /// Requests in flight to peers off this node's site.
+    fn remote_in_flight(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| !p.local)
+            .map(|p| p.in_flight.len())
+            .sum()
+    }
+
+    /// This member's share of the site's uplink requests.
+    fn remote_cap(&self) -> usize {
+        if !self.config.site_aware || self.config.site.is_none() {
+            return usize::MAX;
+        }
+        let members = 1 + self.peers.values().filter(|p| p.local).count();
+        self.config.site_uplink_requests.div_ceil(members).max(1)
+    }
+
     fn schedule(&mut self, now: Duration) {
         if self.complete {
             return;
@@ -620,6 +643,9 @@ impl<P: PeerKey> Swarm<P> {
                     continue;
                 }
                 let local = st.local;
+                if !local && self.remote_in_flight() >= self.remote_cap() {
+                    continue;
+                }
                 let Some(index) = self.pick(now, &peer, endgame) else {
                     continue;
                 };
