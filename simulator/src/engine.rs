@@ -14,7 +14,7 @@ use pollen_core::swarm::{Action, Bitfield, SiteId, Swarm, SwarmConfig};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::net::{Finish, Job, LinkId, Net};
+use crate::net::{Finish, Finished, Job, LinkId, Net};
 use crate::scenario::{Scenario, Strategy};
 
 /// The seeder's node id.
@@ -610,21 +610,31 @@ impl Sim {
                         gen,
                         at: self.now(),
                     };
-                    if let Some((from, to, job, next)) = self.net.finish(self.now(), f) {
-                        self.schedule(next);
-                        if job.deadline < self.now() {
-                            continue; // the stream was reset before the last byte
+                    match self.net.finish(self.now(), f) {
+                        Finished::Stale => {}
+                        Finished::NotYet(f) => self.schedule(vec![f]),
+                        Finished::Done {
+                            from,
+                            to,
+                            job,
+                            next,
+                        } => {
+                            self.schedule(next);
+                            // A response past its stream's deadline was reset, not delivered.
+                            if job.deadline >= self.now() {
+                                let at = self.now() + self.latency(from, to);
+                                let (index, epoch) = (job.index, job.epoch);
+                                self.push(
+                                    at,
+                                    Ev::Deliver {
+                                        to,
+                                        from,
+                                        index,
+                                        epoch,
+                                    },
+                                );
+                            }
                         }
-                        let at = self.now() + self.latency(from, to);
-                        self.push(
-                            at,
-                            Ev::Deliver {
-                                to,
-                                from,
-                                index: job.index,
-                                epoch: job.epoch,
-                            },
-                        );
                     }
                 }
                 Ev::Deliver {

@@ -60,6 +60,22 @@ pub struct Finish {
     pub at: f64,
 }
 
+/// What a finish event found.
+#[derive(Debug)]
+pub enum Finished {
+    /// Superseded: a later event carries this connection.
+    Stale,
+    /// The connection slowed down since: the head job ends at this new time.
+    NotYet(Finish),
+    /// The head job is done; `next` are the finish events to schedule.
+    Done {
+        from: u32,
+        to: u32,
+        job: Job,
+        next: Vec<Finish>,
+    },
+}
+
 /// The links and connections.
 #[derive(Debug, Default)]
 pub struct Net {
@@ -120,6 +136,8 @@ impl Net {
         c.active = true;
         c.remaining = job.bytes as f64;
         c.last = now;
+        // A fresh start: no rate yet, so recompute arms its finish event.
+        c.rate = 0.0;
         let path = c.path.clone();
         for &l in &path {
             self.links[l as usize].active.push(id);
@@ -129,12 +147,25 @@ impl Net {
 
     /// The head job of `conn` finished (if `gen` is current): returns it,
     /// its endpoints, and the finish events to schedule.
-    pub fn finish(&mut self, now: f64, f: Finish) -> Option<(u32, u32, Job, Vec<Finish>)> {
+    pub fn finish(&mut self, now: f64, f: Finish) -> Finished {
         let c = &mut self.conns[f.conn as usize];
         if !c.active || c.gen != f.gen {
-            return None;
+            return Finished::Stale;
         }
-        let job = c.queue.pop_front()?;
+        // A rate that dropped since this event was set leaves bytes to go.
+        let left = c.remaining - c.rate * (now - c.last);
+        if left > 4.0 {
+            c.remaining = left;
+            c.last = now;
+            return Finished::NotYet(Finish {
+                conn: f.conn,
+                gen: c.gen,
+                at: now + left / c.rate,
+            });
+        }
+        let Some(job) = c.queue.pop_front() else {
+            return Finished::Stale;
+        };
         let (from, to) = (c.from, c.to);
         // Jobs whose streams were reset while they waited never move.
         while c.queue.front().is_some_and(|j| j.deadline < now) {
@@ -150,10 +181,21 @@ impl Net {
                 gen: c.gen,
                 at,
             }];
-            return Some((from, to, job, next));
+            return Finished::Done {
+                from,
+                to,
+                job,
+                next,
+            };
         }
         let path = self.deactivate(f.conn);
-        Some((from, to, job, self.recompute(now, &path)))
+        let next = self.recompute(now, &path);
+        Finished::Done {
+            from,
+            to,
+            job,
+            next,
+        }
     }
 
     fn deactivate(&mut self, id: ConnId) -> Vec<LinkId> {
@@ -291,7 +333,12 @@ impl Net {
                 continue;
             }
             self.updates += 1;
+            let slower = c.rate > 0.0 && rate < c.rate;
             c.rate = rate;
+            if slower {
+                // The pending finish event comes early and re-arms itself.
+                continue;
+            }
             c.gen += 1;
             out.push(Finish {
                 conn: id,
@@ -333,10 +380,15 @@ mod tests {
         assert!((f1[0].at - 1.0).abs() < 1e-9);
         let f2 = net.enqueue(0.5, 3, 4, || vec![shared, b], job(100));
         // Both now at 50 B/s: the first has 50 bytes left, the second 100.
-        let first = f2.iter().find(|f| f.conn == 0).expect("rescheduled");
+        // The first slowed down, so its pending event stays and re-arms itself.
+        assert!(f2.iter().all(|f| f.conn == 1), "{f2:?}");
+        let Finished::NotYet(first) = net.finish(1.0, f1[0]) else {
+            panic!("done too early");
+        };
         assert!((first.at - 1.5).abs() < 1e-9, "{first:?}");
-        assert!(net.finish(1.0, f1[0]).is_none(), "stale finish accepted");
-        let (_, _, _, after) = net.finish(1.5, *first).expect("current");
+        let Finished::Done { next: after, .. } = net.finish(1.5, first) else {
+            panic!("not done at 1.5 s");
+        };
         // Alone again: 100 - 50 bytes left at 100 B/s.
         let second = after.iter().find(|f| f.conn == 1).expect("sped up");
         assert!((second.at - 2.0).abs() < 1e-9, "{second:?}");
@@ -348,7 +400,9 @@ mod tests {
         let l = net.add_link(10.0);
         let f = net.enqueue(0.0, 1, 2, || vec![l], job(10));
         assert!(net.enqueue(0.0, 1, 2, || vec![l], job(20)).is_empty());
-        let (_, _, j, next) = net.finish(1.0, f[0]).expect("first");
+        let Finished::Done { job: j, next, .. } = net.finish(1.0, f[0]) else {
+            panic!("first job not done");
+        };
         assert_eq!(j.bytes, 10);
         assert!((next[0].at - 3.0).abs() < 1e-9);
         let (lost, _) = net.drop_node(2.0, 2);

@@ -630,6 +630,12 @@ impl<P: PeerKey> Swarm<P> {
             .map(|(p, s)| (!s.local, self.rng.next_u64(), *p))
             .collect();
         order.sort_unstable();
+        let remote_cap = self.remote_cap();
+        let mut remote = if remote_cap == usize::MAX {
+            0
+        } else {
+            self.remote_in_flight()
+        };
         loop {
             let mut issued = false;
             for &(_, _, peer) in &order {
@@ -643,7 +649,7 @@ impl<P: PeerKey> Swarm<P> {
                     continue;
                 }
                 let local = st.local;
-                if !local && self.remote_in_flight() >= self.remote_cap() {
+                if !local && remote >= remote_cap {
                     continue;
                 }
                 let Some(index) = self.pick(now, &peer, endgame) else {
@@ -662,6 +668,9 @@ impl<P: PeerKey> Swarm<P> {
                 let deadline = now + self.config.request_timeout;
                 if let Some(st) = self.peers.get_mut(&peer) {
                     st.in_flight.insert(index, deadline);
+                }
+                if !local {
+                    remote += 1;
                 }
                 self.requested.entry(index).or_default().push(peer);
                 self.stats.requests += 1;
