@@ -622,6 +622,11 @@ impl<P: PeerKey> Swarm<P> {
         if self.complete {
             return;
         }
+        let mut total = self.in_flight();
+        // Saturated: nothing can be issued (the common case on a busy site).
+        if total >= self.config.total_in_flight {
+            return;
+        }
         let endgame = self.endgame();
         // LAN peers first, each class in a fresh seeded order.
         let mut order: Vec<(bool, u64, P)> = self
@@ -639,7 +644,7 @@ impl<P: PeerKey> Swarm<P> {
         loop {
             let mut issued = false;
             for &(_, _, peer) in &order {
-                if self.in_flight() >= self.config.total_in_flight {
+                if total >= self.config.total_in_flight {
                     return;
                 }
                 let Some(st) = self.peers.get(&peer) else {
@@ -669,6 +674,7 @@ impl<P: PeerKey> Swarm<P> {
                 if let Some(st) = self.peers.get_mut(&peer) {
                     st.in_flight.insert(index, deadline);
                 }
+                total += 1;
                 if !local {
                     remote += 1;
                 }
