@@ -7,6 +7,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pollen_core::manifest::{ChunkRef, ManifestId};
@@ -114,7 +115,7 @@ pub struct Outcome {
 #[derive(Debug)]
 pub struct Sim {
     sc: Scenario,
-    chunks: Vec<ChunkRef>,
+    chunks: Arc<[ChunkRef]>,
     held_from_old: Bitfield,
     release_bytes: u64,
     nodes: Vec<Node>,
@@ -214,7 +215,7 @@ impl Sim {
         let remaining = nodes.len() - 1;
         let mut sim = Self {
             seeder_latency: sc.seeder.latency_ms / 1000.0,
-            chunks,
+            chunks: chunks.into(),
             held_from_old,
             release_bytes,
             nodes,
@@ -521,12 +522,14 @@ impl Sim {
                     }
                 }
                 Action::Have { index } => {
-                    for p in self.nodes[id as usize].peers.clone() {
+                    let peers = std::mem::take(&mut self.nodes[id as usize].peers);
+                    for &p in &peers {
                         if let Some(s) = &mut self.nodes[p as usize].swarm {
                             s.handle_have(now_d, id, index);
                             self.dirty.push(p);
                         }
                     }
+                    self.nodes[id as usize].peers = peers;
                 }
                 Action::Complete => {
                     let n = &mut self.nodes[id as usize];

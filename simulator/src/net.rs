@@ -25,6 +25,9 @@ struct Link {
     /// Bytes per second.
     cap: f64,
     active: Vec<ConnId>,
+    /// The fair share its connections' rates were last computed with
+    /// (links of more than [`REFINE_MAX`] connections only).
+    share_seen: f64,
 }
 
 /// One chunk response waiting on (or moving over) a connection.
@@ -85,6 +88,7 @@ pub struct Net {
     by_node: HashMap<u32, Vec<ConnId>>,
     /// Rate recomputations done (for the events/s report).
     pub updates: u64,
+    scratch: Scratch,
 }
 
 impl Net {
@@ -93,6 +97,7 @@ impl Net {
         self.links.push(Link {
             cap: bytes_per_s,
             active: Vec::new(),
+            share_seen: 0.0,
         });
         (self.links.len() - 1) as LinkId
     }
@@ -142,7 +147,7 @@ impl Net {
         for &l in &path {
             self.links[l as usize].active.push(id);
         }
-        self.recompute(now, &path)
+        self.recompute(now, &path, &[id])
     }
 
     /// The head job of `conn` finished (if `gen` is current): returns it,
@@ -189,7 +194,7 @@ impl Net {
             };
         }
         let path = self.deactivate(f.conn);
-        let next = self.recompute(now, &path);
+        let next = self.recompute(now, &path, &[]);
         Finished::Done {
             from,
             to,
@@ -230,106 +235,116 @@ impl Net {
         }
         touched.sort_unstable();
         touched.dedup();
-        let finishes = self.recompute(now, &touched);
+        let finishes = self.recompute(now, &touched, &[]);
         (lost, finishes)
     }
 
-    /// New rates for the active connections on `links` (and, through
-    /// links of at most [`REFINE_MAX`] connections, their neighbours).
+    /// New rates for the connections `own` (just started) and the active
+    /// connections on `links` (and, through links of at most
+    /// [`REFINE_MAX`] connections, their neighbours).
     ///
     /// Each connection starts at the fair share of its tightest link; then
     /// [`PASSES`] rounds of progressive filling hand the share a connection
     /// cannot use (it is held back elsewhere) to the others on the link —
-    /// an approximation of max-min fairness that stays local.
-    fn recompute(&mut self, now: f64, links: &[LinkId]) -> Vec<Finish> {
-        let mut affected: Vec<ConnId> = links
-            .iter()
-            .flat_map(|&l| self.links[l as usize].active.iter().copied())
-            .collect();
-        affected.sort_unstable();
-        affected.dedup();
-        // Neighbours are pulled in only for small changes: an event on a
-        // link with thousands of connections stays at plain fair shares.
-        let refine = affected.len() <= REFINE_MAX;
-        let mut near: Vec<LinkId> = affected
-            .iter()
-            .filter(|_| refine)
-            .flat_map(|&c| self.conns[c as usize].path.iter().copied())
-            .filter(|&l| self.links[l as usize].active.len() <= REFINE_MAX)
-            .collect();
-        near.sort_unstable();
-        near.dedup();
-        affected.extend(
-            near.iter()
-                .flat_map(|&l| self.links[l as usize].active.iter().copied()),
-        );
-        affected.sort_unstable();
-        affected.dedup();
-        let pos: HashMap<ConnId, usize> =
-            affected.iter().enumerate().map(|(i, &c)| (c, i)).collect();
-        let fair = |link: &Link| link.cap / link.active.len().max(1) as f64;
-        let mut rate: Vec<f64> = affected
-            .iter()
-            .map(|&c| {
-                self.conns[c as usize]
-                    .path
-                    .iter()
-                    .map(|&l| fair(&self.links[l as usize]))
-                    .fold(f64::INFINITY, f64::min)
-            })
-            .collect();
-        let mut all: Vec<LinkId> = affected
-            .iter()
-            .flat_map(|&c| self.conns[c as usize].path.iter().copied())
-            .collect();
-        all.sort_unstable();
-        all.dedup();
-        let mut share: HashMap<LinkId, f64> = HashMap::with_capacity(all.len());
-        for _ in 0..if refine { PASSES } else { 0 } {
-            share.clear();
-            for &l in &all {
-                let link = &self.links[l as usize];
-                let n = link.active.len();
-                let f = fair(link);
-                if n > REFINE_MAX {
-                    share.insert(l, f);
+    /// an approximation of max-min fairness that stays local. A link with
+    /// more than [`REFINE_MAX`] connections keeps plain fair shares, and its
+    /// connections are revisited only once its share has moved by more than
+    /// [`BIG_LINK_SLACK`] since they last were.
+    fn recompute(&mut self, now: f64, links: &[LinkId], own: &[ConnId]) -> Vec<Finish> {
+        let mut s = std::mem::take(&mut self.scratch);
+        s.begin(self.links.len(), self.conns.len());
+        for &c in own {
+            s.add_conn(c);
+        }
+        for &l in links {
+            let link = &mut self.links[l as usize];
+            let n = link.active.len();
+            if n > REFINE_MAX {
+                let fair = link.cap / n as f64;
+                if (fair - link.share_seen).abs() <= BIG_LINK_SLACK * fair {
                     continue;
                 }
+                link.share_seen = fair;
+            }
+            for &c in &link.active {
+                s.add_conn(c);
+            }
+        }
+        // Neighbours are pulled in only for small changes: an event on a
+        // link with thousands of connections stays at plain fair shares.
+        let refine = s.affected.len() <= REFINE_MAX;
+        if refine {
+            for k in 0..s.affected.len() {
+                let c = s.affected[k];
+                for &l in &self.conns[c as usize].path {
+                    let link = &self.links[l as usize];
+                    if link.active.len() <= REFINE_MAX && s.pull_link(l) {
+                        for &c2 in &link.active {
+                            s.add_conn(c2);
+                        }
+                    }
+                }
+            }
+        }
+        let fair = |link: &Link| link.cap / link.active.len().max(1) as f64;
+        for k in 0..s.affected.len() {
+            let c = s.affected[k];
+            for &l in &self.conns[c as usize].path {
+                s.add_link(l, fair(&self.links[l as usize]));
+            }
+        }
+        let rate_of = |s: &Scratch, conns: &[Conn], c: ConnId| -> f64 {
+            conns[c as usize]
+                .path
+                .iter()
+                .map(|&l| s.share[l as usize])
+                .fold(f64::INFINITY, f64::min)
+        };
+        s.rate.clear();
+        for k in 0..s.affected.len() {
+            let r = rate_of(&s, &self.conns, s.affected[k]);
+            s.rate.push(r);
+        }
+        for _ in 0..if refine { PASSES } else { 0 } {
+            for k in 0..s.links.len() {
+                let l = s.links[k];
+                let link = &self.links[l as usize];
+                let n = link.active.len();
+                if n > REFINE_MAX {
+                    continue;
+                }
+                let f = fair(link);
                 let (mut held, mut held_n) = (0.0, 0usize);
-                for c in &link.active {
-                    let r = pos
-                        .get(c)
-                        .map_or(self.conns[*c as usize].rate, |&i| rate[i]);
+                for &c in &link.active {
+                    let r = s.rate_of(c).unwrap_or(self.conns[c as usize].rate);
                     if r < f * (1.0 - 1e-9) {
                         held += r;
                         held_n += 1;
                     }
                 }
                 let free = n - held_n;
-                let s = if free == 0 {
+                s.share[l as usize] = if free == 0 {
                     f
                 } else {
                     ((link.cap - held) / free as f64).max(f)
                 };
-                share.insert(l, s);
             }
-            for (i, &c) in affected.iter().enumerate() {
-                rate[i] = self.conns[c as usize]
-                    .path
-                    .iter()
-                    .map(|l| share.get(l).copied().unwrap_or(f64::INFINITY))
-                    .fold(f64::INFINITY, f64::min);
+            for k in 0..s.affected.len() {
+                s.rate[k] = rate_of(&s, &self.conns, s.affected[k]);
             }
         }
-        let mut out = Vec::with_capacity(affected.len());
-        for (i, id) in affected.into_iter().enumerate() {
-            let rate = rate[i];
+        let mut out = Vec::new();
+        for (k, &id) in s.affected.iter().enumerate() {
+            let rate = s.rate[k];
             let c = &mut self.conns[id as usize];
+            if !c.active {
+                continue;
+            }
             if c.rate > 0.0 {
                 c.remaining = (c.remaining - c.rate * (now - c.last)).max(0.0);
             }
             c.last = now;
-            if (rate - c.rate).abs() <= 1e-9 * rate && c.rate > 0.0 {
+            if (rate - c.rate).abs() <= RATE_SLACK * rate && c.rate > 0.0 {
                 continue;
             }
             self.updates += 1;
@@ -346,13 +361,87 @@ impl Net {
                 at: now + c.remaining / rate,
             });
         }
+        self.scratch = s;
         out
+    }
+}
+
+/// Reused buffers of [`Net::recompute`]: the connections and links one
+/// recomputation touches, marked with a per-call stamp (no hashing, no
+/// sorting, no allocation once warm).
+#[derive(Debug, Default)]
+struct Scratch {
+    stamp: u32,
+    affected: Vec<ConnId>,
+    rate: Vec<f64>,
+    /// Per connection: stamp when in `affected`, and its place there.
+    conn_mark: Vec<u32>,
+    conn_pos: Vec<u32>,
+    /// Links on the affected connections' paths, and per link its share.
+    links: Vec<LinkId>,
+    link_mark: Vec<u32>,
+    link_pulled: Vec<u32>,
+    share: Vec<f64>,
+}
+
+impl Scratch {
+    fn begin(&mut self, links: usize, conns: usize) {
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.conn_mark.iter_mut().for_each(|m| *m = 0);
+            self.link_mark.iter_mut().for_each(|m| *m = 0);
+            self.link_pulled.iter_mut().for_each(|m| *m = 0);
+            self.stamp = 1;
+        }
+        self.conn_mark.resize(conns, 0);
+        self.conn_pos.resize(conns, 0);
+        self.link_mark.resize(links, 0);
+        self.link_pulled.resize(links, 0);
+        self.share.resize(links, 0.0);
+        self.affected.clear();
+        self.links.clear();
+    }
+
+    fn add_conn(&mut self, c: ConnId) {
+        if self.conn_mark[c as usize] != self.stamp {
+            self.conn_mark[c as usize] = self.stamp;
+            self.conn_pos[c as usize] = self.affected.len() as u32;
+            self.affected.push(c);
+        }
+    }
+
+    /// Whether `l`'s connections are still to be pulled in (marks it pulled).
+    fn pull_link(&mut self, l: LinkId) -> bool {
+        let fresh = self.link_pulled[l as usize] != self.stamp;
+        self.link_pulled[l as usize] = self.stamp;
+        fresh
+    }
+
+    fn add_link(&mut self, l: LinkId, fair: f64) {
+        if self.link_mark[l as usize] != self.stamp {
+            self.link_mark[l as usize] = self.stamp;
+            self.share[l as usize] = fair;
+            self.links.push(l);
+        }
+    }
+
+    /// The rate being computed for `c`, if it is affected.
+    fn rate_of(&self, c: ConnId) -> Option<f64> {
+        (self.conn_mark[c as usize] == self.stamp)
+            .then(|| self.rate[self.conn_pos[c as usize] as usize])
     }
 }
 
 /// Links with more connections than this keep plain fair shares (and do
 /// not pull their connections into a recomputation): bounded work per event.
-pub const REFINE_MAX: usize = 256;
+pub const REFINE_MAX: usize = 32;
+/// A connection keeps its rate while the recomputed one is within this
+/// (relative) of it: tiny ripples through progressive filling would
+/// otherwise re-time every finish event on the site.
+pub const RATE_SLACK: f64 = 0.005;
+/// How far (relative) a big link's fair share may move before its
+/// connections' rates are recomputed.
+pub const BIG_LINK_SLACK: f64 = 0.01;
 /// Rounds of progressive filling per recomputation.
 pub const PASSES: usize = 3;
 

@@ -77,7 +77,12 @@ impl Bitfield {
     }
 
     pub fn iter_ones(&self) -> impl Iterator<Item = u32> + '_ {
-        (0..self.len).filter(|&i| self.get(i))
+        self.words.iter().enumerate().flat_map(|(k, &w)| ones(k, w))
+    }
+
+    /// The bits as 64-bit words, bit `i` in word `i / 64`; bits past `len` are clear.
+    pub(crate) fn words(&self) -> &[u64] {
+        &self.words
     }
 
     /// Checks a bitfield received from a peer: right length, no bits set
@@ -98,6 +103,18 @@ impl Bitfield {
         }
         Ok(self)
     }
+}
+
+/// The indices of the set bits of `word`, the `k`-th word of a bitfield.
+pub(crate) fn ones(k: usize, mut word: u64) -> impl Iterator<Item = u32> {
+    std::iter::from_fn(move || {
+        if word == 0 {
+            return None;
+        }
+        let bit = word.trailing_zeros();
+        word &= word - 1;
+        Some(k as u32 * 64 + bit)
+    })
 }
 
 impl std::fmt::Debug for Bitfield {

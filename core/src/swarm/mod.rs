@@ -17,8 +17,10 @@
 mod bitfield;
 mod budget;
 mod rendezvous;
+mod split;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -29,7 +31,8 @@ use crate::manifest::{ChunkRef, Manifest};
 
 pub use bitfield::{Bitfield, BitfieldLenError};
 pub use budget::TokenBucket;
-pub use rendezvous::{assignee, PeerKey};
+pub use rendezvous::{assignee, member_key, PeerKey};
+use split::UplinkSplit;
 
 /// A site (one factory LAN behind one uplink), named by a hash of its name.
 #[derive(
@@ -159,30 +162,59 @@ pub struct SwarmStats {
 #[derive(Debug)]
 struct PeerState {
     local: bool,
+    /// Its rendezvous key.
+    key: u64,
     has: Bitfield,
-    /// Chunk index → deadline.
-    in_flight: BTreeMap<u32, Duration>,
+    /// (chunk, deadline) of each request in flight to it.
+    in_flight: Vec<(u32, Duration)>,
     strikes: u32,
     /// Last time it connected or announced a chunk new to it.
     last_progress: Duration,
     /// Not asked for anything before this (it said it was busy).
     busy_until: Duration,
+    /// Marked stalled in the uplink split.
+    stalled: bool,
 }
 
 /// The scheduler for one release on one node.
+///
+/// Costs: a `Have` is O(log peers) (only the announced chunk can have
+/// become requestable); a full pass, after a chunk arrives or a slot frees,
+/// walks the peers with word-wide set operations over the release's chunks.
 #[derive(Debug)]
 pub struct Swarm<P: PeerKey> {
     config: SwarmConfig,
     me: P,
+    me_key: u64,
     rng: ChaCha8Rng,
-    chunks: Vec<ChunkRef>,
+    chunks: Arc<[ChunkRef]>,
     have: Bitfield,
-    /// Chunks we lack, in a seeded random order (the rarest-first tie-break).
+    /// The chunks still lacking, first in a seeded random order; a chunk
+    /// gained is swapped out for the last one, so the order keeps moving
+    /// (the rarest-first tie-break).
     lacking: Vec<u32>,
-    /// Per chunk: connected peers that have it.
+    /// Per lacking chunk: its place in `lacking`.
+    rank: Vec<u32>,
+    /// Per chunk: connected peers that have it. This and `local_avail`
+    /// are exact for the chunks this node lacks, the only ones they steer;
+    /// `handle_have` stops counting a chunk once it is held.
     availability: Vec<u32>,
-    /// Per chunk: peers it is requested from.
-    requested: BTreeMap<u32, Vec<P>>,
+    /// Per chunk: site peers that have it.
+    local_avail: Vec<u32>,
+    /// Chunks some site peer has.
+    on_site: Bitfield,
+    /// Lacking chunks with no request in flight, and how many.
+    open: Bitfield,
+    open_count: u32,
+    /// Per chunk: requests in flight for it.
+    requested: Vec<u16>,
+    /// Every request in flight, by deadline.
+    deadlines: BTreeSet<(Duration, u32, P)>,
+    in_flight: usize,
+    remote_in_flight: usize,
+    /// Connected peers by class, each sorted; a pass starts each at a random place.
+    local_peers: Vec<P>,
+    remote_peers: Vec<P>,
     started: Duration,
     wakeups: BTreeSet<Duration>,
     peers: BTreeMap<P, PeerState>,
@@ -191,12 +223,14 @@ pub struct Swarm<P: PeerKey> {
     actions: VecDeque<Action<P>>,
     stats: SwarmStats,
     complete: bool,
-    /// The site member rendezvous hashing assigns each chunk to, computed on
-    /// first use; cleared whenever the site's membership changes.
-    assignees: Vec<Option<P>>,
-    /// Per chunk, how many site peers have it.
-    local_avail: Vec<u32>,
+    /// Who fetches which chunk across the uplink: built when first needed
+    /// after the site's membership changed.
+    split: Option<UplinkSplit<P>>,
 }
+
+/// Which chunks a class of peers may be asked for in one pass: the words
+/// of the chunk bitfields worth looking at, each with a mask.
+type Mask = Vec<(usize, u64)>;
 
 impl<P: PeerKey> Swarm<P> {
     /// A scheduler for `chunks` (see [`unique_chunks`]) on node `me`, which
@@ -204,10 +238,11 @@ impl<P: PeerKey> Swarm<P> {
     pub fn new(
         config: SwarmConfig,
         me: P,
-        chunks: Vec<ChunkRef>,
+        chunks: impl Into<Arc<[ChunkRef]>>,
         have: Bitfield,
         now: Duration,
     ) -> Self {
+        let chunks: Arc<[ChunkRef]> = chunks.into();
         let n = chunks.len() as u32;
         let mut have = have;
         if have.len() != n {
@@ -220,6 +255,13 @@ impl<P: PeerKey> Swarm<P> {
             let j = (rng.next_u64() % (i as u64 + 1)) as usize;
             lacking.swap(i, j);
         }
+        let mut rank = vec![0; n as usize];
+        let mut open = Bitfield::new(n);
+        for (pos, &i) in lacking.iter().enumerate() {
+            rank[i as usize] = pos as u32;
+            open.set(i);
+        }
+        let open_count = lacking.len() as u32;
         let max_chunk = chunks.iter().map(|c| u64::from(c.len)).max().unwrap_or(0);
         let budget = config
             .uplink_rate
@@ -231,13 +273,24 @@ impl<P: PeerKey> Swarm<P> {
         }
         Self {
             config,
+            me_key: member_key(&me),
             me,
             rng,
-            availability: vec![0; chunks.len()],
+            availability: vec![0; n as usize],
+            local_avail: vec![0; n as usize],
+            on_site: Bitfield::new(n),
+            open,
+            open_count,
+            requested: vec![0; n as usize],
             chunks,
             have,
             lacking,
-            requested: BTreeMap::new(),
+            rank,
+            deadlines: BTreeSet::new(),
+            in_flight: 0,
+            remote_in_flight: 0,
+            local_peers: Vec::new(),
+            remote_peers: Vec::new(),
             started: now,
             wakeups: BTreeSet::new(),
             peers: BTreeMap::new(),
@@ -246,8 +299,7 @@ impl<P: PeerKey> Swarm<P> {
             actions,
             stats: SwarmStats::default(),
             complete,
-            assignees: Vec::new(),
-            local_avail: vec![0; n as usize],
+            split: None,
         }
     }
 
@@ -277,7 +329,14 @@ impl<P: PeerKey> Swarm<P> {
 
     /// Requests in flight, over all peers.
     pub fn in_flight(&self) -> usize {
-        self.peers.values().map(|p| p.in_flight.len()).sum()
+        self.in_flight
+    }
+
+    /// Runs a full pass now (tests check it finds nothing the incremental
+    /// pass of [`Swarm::handle_have`] missed).
+    #[cfg(test)]
+    pub(crate) fn full_pass(&mut self, now: Duration) {
+        self.schedule(now);
     }
 
     // ---- inputs ----
@@ -288,27 +347,28 @@ impl<P: PeerKey> Swarm<P> {
             return;
         }
         let local = self.config.site.is_some() && site == self.config.site;
-        let n = self.chunks.len() as u32;
-        if let Some(old) = self.peers.get_mut(&peer) {
-            if old.local != local {
-                for i in old.has.iter_ones() {
-                    let a = &mut self.local_avail[i as usize];
-                    *a = if local { *a + 1 } else { a.saturating_sub(1) };
+        match self.peers.get(&peer).map(|st| st.local) {
+            Some(was) if was == local => {}
+            Some(_) => self.reclassify(&peer, local),
+            None => {
+                let state = PeerState {
+                    local,
+                    key: member_key(&peer),
+                    has: Bitfield::new(self.chunks.len() as u32),
+                    in_flight: Vec::new(),
+                    strikes: 0,
+                    last_progress: now,
+                    busy_until: Duration::ZERO,
+                    stalled: false,
+                };
+                self.peers.insert(peer, state);
+                self.class_mut(local).push(peer);
+                self.class_mut(local).sort_unstable();
+                if local {
+                    self.split = None;
                 }
             }
-            old.local = local;
-        } else {
-            let state = PeerState {
-                local,
-                has: Bitfield::new(n),
-                in_flight: BTreeMap::new(),
-                strikes: 0,
-                last_progress: now,
-                busy_until: Duration::ZERO,
-            };
-            self.peers.insert(peer, state);
         }
-        self.assignees.clear();
         self.schedule(now);
     }
 
@@ -326,32 +386,63 @@ impl<P: PeerKey> Swarm<P> {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
-        for i in has.iter_ones() {
-            if !state.has.get(i) {
-                self.availability[i as usize] += 1;
-                if state.local {
-                    self.local_avail[i as usize] += 1;
-                }
-                state.last_progress = now;
+        let old = std::mem::replace(&mut state.has, has);
+        let local = state.local;
+        let (mut gained, mut lost) = (Vec::new(), Vec::new());
+        for (k, (&new, &was)) in state.has.words().iter().zip(old.words()).enumerate() {
+            gained.extend(bitfield::ones(k, new & !was));
+            lost.extend(bitfield::ones(k, was & !new));
+        }
+        for &i in &gained {
+            self.availability[i as usize] += 1;
+            if local {
+                self.local_avail[i as usize] += 1;
+                self.on_site.set(i);
             }
         }
-        state.has = has;
+        for i in lost {
+            self.availability[i as usize] = self.availability[i as usize].saturating_sub(1);
+            if local {
+                self.lose_local(i);
+            }
+        }
+        let progress = !gained.is_empty();
+        if progress {
+            self.progressed(now, &peer);
+        }
         self.schedule(now);
     }
 
     /// A peer now has chunk `index`.
     pub fn handle_have(&mut self, now: Duration, peer: P, index: u32) {
+        // Done: nothing more to schedule, so nothing to track.
+        if self.complete {
+            return;
+        }
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
-        if state.has.set(index) {
-            state.last_progress = now;
-            self.availability[index as usize] += 1;
-            if state.local {
-                self.local_avail[index as usize] += 1;
+        let was_stalled = std::mem::take(&mut state.stalled);
+        state.last_progress = now;
+        if was_stalled {
+            if let Some(split) = &mut self.split {
+                split.set_stalled(&peer, false);
             }
-            self.schedule(now);
         }
+        // Counts cover only chunks this node lacks (the only ones they
+        // steer), so a chunk held already needs no more than the progress.
+        if self.have.get(index) || !state.has.set(index) {
+            return;
+        }
+        let local = state.local;
+        self.availability[index as usize] += 1;
+        if local {
+            self.local_avail[index as usize] += 1;
+            self.on_site.set(index);
+        }
+        // Everything requestable before was requested (or a cap stopped
+        // it): only this chunk, from this peer, can be new.
+        self.try_request(now, peer, index);
     }
 
     /// A requested chunk arrived; `verified` says whether its BLAKE3 matched.
@@ -375,21 +466,32 @@ impl<P: PeerKey> Swarm<P> {
             }
         }
         self.have.set(index);
+        let pos = self.rank[index as usize] as usize;
+        self.lacking.swap_remove(pos);
+        if let Some(&moved) = self.lacking.get(pos) {
+            self.rank[moved as usize] = pos as u32;
+        }
+        if self.open.clear(index) {
+            self.open_count -= 1;
+        }
         self.stats.chunks_verified += 1;
         let len = u64::from(self.chunks[index as usize].len);
         match self.peers.get(&peer) {
             Some(p) if p.local => self.stats.bytes_from_site += len,
             _ => self.stats.bytes_from_remote += len,
         }
-        if let Some(pos) = self.lacking.iter().position(|&i| i == index) {
-            self.lacking.swap_remove(pos);
-        }
-        for other in self.requested.remove(&index).unwrap_or_default() {
-            if let Some(st) = self.peers.get_mut(&other) {
-                st.in_flight.remove(&index);
+        if self.requested[index as usize] > 0 {
+            let others: Vec<P> = self
+                .peers
+                .iter()
+                .filter(|(_, st)| st.in_flight.iter().any(|&(i, _)| i == index))
+                .map(|(p, _)| *p)
+                .collect();
+            for other in others {
+                self.finish_request(&other, index);
+                self.actions
+                    .push_back(Action::Cancel { peer: other, index });
             }
-            self.actions
-                .push_back(Action::Cancel { peer: other, index });
         }
         self.actions.push_back(Action::Have { index });
         if self.lacking.is_empty() && !self.complete {
@@ -406,8 +508,12 @@ impl<P: PeerKey> Swarm<P> {
             self.stats.failures += 1;
             if let Some(st) = self.peers.get_mut(&peer) {
                 if st.has.clear(index) {
+                    let local = st.local;
                     self.availability[index as usize] =
                         self.availability[index as usize].saturating_sub(1);
+                    if local {
+                        self.lose_local(index);
+                    }
                 }
             }
         }
@@ -429,22 +535,16 @@ impl<P: PeerKey> Swarm<P> {
 
     /// Timers: request deadlines, grace periods, budget refills.
     pub fn handle_timeout(&mut self, now: Duration) {
-        let expired: Vec<(P, u32)> = self
-            .peers
-            .iter()
-            .flat_map(|(p, st)| {
-                st.in_flight
-                    .iter()
-                    .filter(|(_, &d)| d <= now)
-                    .map(move |(&i, _)| (*p, i))
-            })
-            .collect();
-        for (peer, index) in expired {
+        while let Some(&(deadline, index, peer)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
             self.finish_request(&peer, index);
             self.stats.timeouts += 1;
             self.actions.push_back(Action::Cancel { peer, index });
         }
         self.wakeups = self.wakeups.split_off(&(now + Duration::from_nanos(1)));
+        self.refresh_stalled(now);
         self.schedule(now);
     }
 
@@ -456,46 +556,132 @@ impl<P: PeerKey> Swarm<P> {
 
     /// When [`Swarm::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        let deadlines = self
-            .peers
-            .values()
-            .flat_map(|p| p.in_flight.values().copied());
-        deadlines.chain(self.wakeups.iter().next().copied()).min()
+        let deadline = self.deadlines.first().map(|d| d.0);
+        match (deadline, self.wakeups.first().copied()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     // ---- internals ----
 
-    fn finish_request(&mut self, peer: &P, index: u32) -> bool {
-        let had = self
-            .peers
-            .get_mut(peer)
-            .is_some_and(|st| st.in_flight.remove(&index).is_some());
-        if let Some(list) = self.requested.get_mut(&index) {
-            list.retain(|p| p != peer);
-            if list.is_empty() {
-                self.requested.remove(&index);
+    fn class_mut(&mut self, local: bool) -> &mut Vec<P> {
+        if local {
+            &mut self.local_peers
+        } else {
+            &mut self.remote_peers
+        }
+    }
+
+    /// Site-aware rules for requests across the uplink apply.
+    fn uplink_rules(&self) -> bool {
+        self.config.site_aware && self.config.site.is_some() && self.config.fetch_from_site
+    }
+
+    /// This member's share of the site's uplink requests.
+    fn remote_cap(&self) -> usize {
+        if !self.config.site_aware || self.config.site.is_none() {
+            return usize::MAX;
+        }
+        let members = 1 + self.local_peers.len();
+        self.config.site_uplink_requests.div_ceil(members).max(1)
+    }
+
+    fn endgame(&self) -> bool {
+        !self.lacking.is_empty()
+            && self.lacking.len() <= self.config.endgame_chunks
+            && self.open_count == 0
+    }
+
+    /// A site peer no longer counts as holding `index`.
+    fn lose_local(&mut self, index: u32) {
+        let a = &mut self.local_avail[index as usize];
+        *a = a.saturating_sub(1);
+        if *a == 0 {
+            self.on_site.clear(index);
+        }
+    }
+
+    /// `peer` announced something new.
+    fn progressed(&mut self, now: Duration, peer: &P) {
+        if let Some(st) = self.peers.get_mut(peer) {
+            st.last_progress = now;
+            st.stalled = false;
+        }
+        if let Some(split) = &mut self.split {
+            split.set_stalled(peer, false);
+        }
+    }
+
+    /// A known peer moved between site and elsewhere.
+    fn reclassify(&mut self, peer: &P, local: bool) {
+        let Some(st) = self.peers.get_mut(peer) else {
+            return;
+        };
+        st.local = local;
+        let n = st.in_flight.len();
+        let ones: Vec<u32> = st.has.iter_ones().collect();
+        for i in ones {
+            if local {
+                self.local_avail[i as usize] += 1;
+                self.on_site.set(i);
+            } else {
+                self.lose_local(i);
             }
         }
-        had
+        if local {
+            self.remote_in_flight -= n;
+        } else {
+            self.remote_in_flight += n;
+        }
+        self.class_mut(!local).retain(|p| p != peer);
+        self.class_mut(local).push(*peer);
+        self.class_mut(local).sort_unstable();
+        self.split = None;
+    }
+
+    fn finish_request(&mut self, peer: &P, index: u32) -> bool {
+        let Some(st) = self.peers.get_mut(peer) else {
+            return false;
+        };
+        let Some(pos) = st.in_flight.iter().position(|&(i, _)| i == index) else {
+            return false;
+        };
+        let (_, deadline) = st.in_flight.swap_remove(pos);
+        if !st.local {
+            self.remote_in_flight -= 1;
+        }
+        self.deadlines.remove(&(deadline, index, *peer));
+        self.in_flight -= 1;
+        let r = &mut self.requested[index as usize];
+        *r -= 1;
+        if *r == 0 && !self.have.get(index) && self.open.set(index) {
+            self.open_count += 1;
+        }
+        true
     }
 
     fn drop_peer(&mut self, peer: &P) {
-        if let Some(st) = self.peers.remove(peer) {
-            self.assignees.clear();
-            for i in st.has.iter_ones() {
-                self.availability[i as usize] = self.availability[i as usize].saturating_sub(1);
-                if st.local {
-                    self.local_avail[i as usize] = self.local_avail[i as usize].saturating_sub(1);
-                }
+        let Some(st) = self.peers.get(peer) else {
+            return;
+        };
+        let local = st.local;
+        let flying: Vec<u32> = st.in_flight.iter().map(|&(i, _)| i).collect();
+        for index in flying {
+            self.finish_request(peer, index);
+        }
+        let Some(st) = self.peers.remove(peer) else {
+            return;
+        };
+        for i in st.has.iter_ones() {
+            self.availability[i as usize] = self.availability[i as usize].saturating_sub(1);
+            if local {
+                self.lose_local(i);
             }
-            for &index in st.in_flight.keys() {
-                if let Some(list) = self.requested.get_mut(&index) {
-                    list.retain(|p| p != peer);
-                    if list.is_empty() {
-                        self.requested.remove(&index);
-                    }
-                }
-            }
+        }
+        self.class_mut(local).retain(|p| p != peer);
+        if local {
+            self.split = None;
         }
     }
 
@@ -513,186 +699,282 @@ impl<P: PeerKey> Swarm<P> {
         }
     }
 
-    fn endgame(&self) -> bool {
-        self.lacking.len() <= self.config.endgame_chunks
-            && self.lacking.iter().all(|i| self.requested.contains_key(i))
-    }
-
-    /// Whether `peer` may be asked for `index` now (site policy and budget).
-    fn site_allows(&mut self, now: Duration, peer_local: bool, index: u32) -> bool {
-        if peer_local {
-            return self.config.fetch_from_site;
-        }
-        if !self.config.site_aware || self.config.site.is_none() || !self.config.fetch_from_site {
-            return true;
-        }
-        if self.local_avail[index as usize] > 0 {
-            return false;
-        }
+    /// Whether uplink requests may start yet (the site's membership
+    /// settles first); if not, wakes up when they may.
+    fn warm(&mut self, now: Duration) -> bool {
         let warm = self.started + self.config.remote_warmup;
         if now < warm {
             self.wakeups.insert(warm);
-            return false;
         }
-        if self.assignees.len() != self.chunks.len() {
-            self.assignees = vec![None; self.chunks.len()];
-        }
-        let chosen = match self.assignees[index as usize] {
-            Some(p) => p,
-            None => {
-                let id = self.chunks[index as usize].id;
-                let members = self
-                    .peers
-                    .iter()
-                    .filter(|(_, s)| s.local)
-                    .map(|(p, _)| p)
-                    .chain(std::iter::once(&self.me));
-                let Some(chosen) = assignee(&id, members) else {
-                    return true;
-                };
-                self.assignees[index as usize] = Some(chosen);
-                chosen
-            }
-        };
-        if chosen == self.me {
-            return true;
-        }
-        // Another member fetches this one; take over only if it has stalled.
-        let Some(st) = self.peers.get(&chosen) else {
-            return true;
-        };
-        let stalled_at = st.last_progress + self.config.assignee_grace;
-        if now >= stalled_at {
-            return true;
-        }
-        self.wakeups.insert(stalled_at);
-        false
+        now >= warm
     }
 
-    /// Picks the rarest allowed chunk for `peer`.
-    fn pick(&mut self, now: Duration, peer: &P, endgame: bool) -> Option<u32> {
-        let st = self.peers.get(peer)?;
-        let local = st.local;
-        // Uplink bytes are the scarce resource: never duplicate across it.
-        let endgame = endgame && (local || !self.config.site_aware || self.config.site.is_none());
-        let mut best: Option<(u32, usize)> = None;
-        let candidates: Vec<(usize, u32)> = self
-            .lacking
-            .iter()
-            .enumerate()
-            .filter(|(_, &i)| st.has.get(i) && !st.in_flight.contains_key(&i))
-            .filter(|(_, &i)| match self.requested.get(&i) {
-                None => true,
-                Some(list) => endgame && list.len() < self.config.endgame_copies,
-            })
-            .map(|(pos, &i)| (pos, i))
-            .collect();
-        for (pos, i) in candidates {
-            let rarity = self.availability[i as usize];
-            let better = match best {
-                None => true,
-                Some((r, p)) => (rarity, pos) < (r, p),
-            };
-            if better && self.site_allows(now, local, i) {
-                best = Some((rarity, pos));
-            }
+    /// The uplink split for the current membership, built if needed.
+    fn split(&mut self, now: Duration) -> &UplinkSplit<P> {
+        if self.split.is_none() {
+            let others = self
+                .local_peers
+                .iter()
+                .filter_map(|p| self.peers.get(p).map(|st| (*p, st.key)));
+            self.split = Some(UplinkSplit::new(
+                &self.chunks,
+                (self.me, self.me_key),
+                others,
+            ));
+            self.refresh_stalled(now);
         }
-        best.map(|(_, pos)| self.lacking[pos])
+        self.split.as_ref().expect("built above")
     }
 
-    /// Requests in flight to peers off this node's site.
-    fn remote_in_flight(&self) -> usize {
-        self.peers
-            .values()
-            .filter(|p| !p.local)
-            .map(|p| p.in_flight.len())
-            .sum()
-    }
-
-    /// This member's share of the site's uplink requests.
-    fn remote_cap(&self) -> usize {
-        if !self.config.site_aware || self.config.site.is_none() {
-            return usize::MAX;
-        }
-        let members = 1 + self.peers.values().filter(|p| p.local).count();
-        self.config.site_uplink_requests.div_ceil(members).max(1)
-    }
-
-    fn schedule(&mut self, now: Duration) {
+    /// Marks the site members that announced nothing new for the grace
+    /// period as stalled (their uplink chunks become anyone's), and wakes
+    /// up when the next one would stall.
+    fn refresh_stalled(&mut self, now: Duration) {
         if self.complete {
             return;
         }
-        let mut total = self.in_flight();
-        // Saturated: nothing can be issued (the common case on a busy site).
-        if total >= self.config.total_in_flight {
+        let Some(split) = &mut self.split else {
+            return;
+        };
+        let mut next: Option<Duration> = None;
+        for p in &self.local_peers {
+            let Some(st) = self.peers.get_mut(p) else {
+                continue;
+            };
+            let at = st.last_progress + self.config.assignee_grace;
+            st.stalled = now >= at;
+            split.set_stalled(p, st.stalled);
+            if now < at {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        if let Some(at) = next {
+            self.wakeups.insert(at);
+        }
+    }
+
+    /// Whether a peer of this class may be asked for `index` (site policy).
+    fn allowed(&mut self, now: Duration, local: bool, index: u32) -> bool {
+        if local {
+            return self.config.fetch_from_site;
+        }
+        if !self.uplink_rules() {
+            return true;
+        }
+        !self.on_site.get(index) && self.warm(now) && self.split(now).allowed().get(index)
+    }
+
+    /// Whether end-game duplicates may go to a peer of this class.
+    /// Uplink bytes are the scarce resource: never duplicate across it.
+    fn endgame_for(&self, local: bool) -> bool {
+        self.endgame() && (local || !self.config.site_aware || self.config.site.is_none())
+    }
+
+    /// The incremental pass after `peer` announced `index`.
+    fn try_request(&mut self, now: Duration, peer: P, index: u32) {
+        if self.complete || self.have.get(index) || self.in_flight >= self.config.total_in_flight {
+            return;
+        }
+        let Some(st) = self.peers.get(&peer) else {
+            return;
+        };
+        if st.in_flight.len() >= self.config.per_peer_in_flight
+            || st.busy_until > now
+            || st.in_flight.iter().any(|&(i, _)| i == index)
+        {
+            return;
+        }
+        let local = st.local;
+        if !local && self.remote_in_flight >= self.remote_cap() {
+            return;
+        }
+        let requestable = self.open.get(index)
+            || (self.endgame_for(local)
+                && usize::from(self.requested[index as usize]) < self.config.endgame_copies);
+        if requestable && self.allowed(now, local, index) {
+            self.issue(now, peer, local, index);
+        }
+    }
+
+    /// Sends the request unless the uplink budget says wait.
+    fn issue(&mut self, now: Duration, peer: P, local: bool, index: u32) -> bool {
+        let len = self.chunks[index as usize].len;
+        if !local {
+            if let Some(budget) = &mut self.budget {
+                if !budget.try_take(now, u64::from(len)) {
+                    let at = budget.ready_at(now, u64::from(len));
+                    self.wakeups.insert(at.max(now + Duration::from_millis(1)));
+                    return false;
+                }
+            }
+        }
+        let deadline = now + self.config.request_timeout;
+        let Some(st) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        st.in_flight.push((index, deadline));
+        self.deadlines.insert((deadline, index, peer));
+        self.in_flight += 1;
+        if !local {
+            self.remote_in_flight += 1;
+        }
+        let r = &mut self.requested[index as usize];
+        *r = r.saturating_add(1);
+        if self.open.clear(index) {
+            self.open_count -= 1;
+        }
+        self.stats.requests += 1;
+        let id = self.chunks[index as usize].id;
+        self.actions.push_back(Action::Request {
+            peer,
+            index,
+            id,
+            len,
+        });
+        true
+    }
+
+    /// The chunks a peer of this class may be asked for in this pass
+    /// (end-game duplicates aside): open ones, and across the uplink only
+    /// those no site peer has and this node is to fetch.
+    fn mask(&mut self, now: Duration, local: bool) -> Mask {
+        if self.open_count == 0 || (local && !self.config.fetch_from_site) {
+            return Vec::new();
+        }
+        let open = self.open.words();
+        if local {
+            let site = self.on_site.words();
+            return (0..open.len())
+                .map(|k| (k, open[k] & site[k]))
+                .filter(|&(_, m)| m != 0)
+                .collect();
+        }
+        if !self.uplink_rules() {
+            return (0..open.len())
+                .map(|k| (k, open[k]))
+                .filter(|&(_, m)| m != 0)
+                .collect();
+        }
+        if !self.warm(now) {
+            return Vec::new();
+        }
+        self.split(now);
+        let (open, site) = (self.open.words(), self.on_site.words());
+        let allowed = self.split.as_ref().map(|s| s.allowed().words());
+        (0..open.len())
+            .map(|k| (k, open[k] & !site[k] & allowed.map_or(!0, |a| a[k])))
+            .filter(|&(_, m)| m != 0)
+            .collect()
+    }
+
+    /// Picks the rarest chunk for `peer` among `mask` (still open) and,
+    /// in end-game, the lacking chunks with room for another copy.
+    fn pick(&self, peer: &P, mask: &Mask, endgame: bool) -> Option<u32> {
+        let st = self.peers.get(peer)?;
+        let has = st.has.words();
+        let open = self.open.words();
+        let key = |i: u32| (self.availability[i as usize], self.rank[i as usize], i);
+        let mut best: Option<(u32, u32, u32)> = None;
+        for &(k, m) in mask {
+            for i in bitfield::ones(k, has[k] & m & open[k]) {
+                best = Some(best.map_or(key(i), |b| b.min(key(i))));
+            }
+        }
+        if endgame {
+            for &i in &self.lacking {
+                if st.has.get(i)
+                    && usize::from(self.requested[i as usize]) < self.config.endgame_copies
+                    && !st.in_flight.iter().any(|&(j, _)| j == i)
+                {
+                    best = Some(best.map_or(key(i), |b| b.min(key(i))));
+                }
+            }
+        }
+        best.map(|(_, _, i)| i)
+    }
+
+    /// A seeded random walk over `n` peers: a start and a step coprime
+    /// with `n`, so every peer comes once, in an order that changes with
+    /// every pass (without drawing a number per peer).
+    fn walk(&mut self, n: usize) -> (usize, usize) {
+        if n < 2 {
+            return (0, 1);
+        }
+        let start = (self.rng.next_u64() % n as u64) as usize;
+        let mut step = 1 + (self.rng.next_u64() % (n as u64 - 1)) as usize;
+        while gcd(step, n) != 1 {
+            step = step % (n - 1) + 1;
+        }
+        (start, step)
+    }
+
+    /// A full pass: LAN peers first, then the rest, each class from a
+    /// seeded random place, one request per peer per round until the caps
+    /// are reached or nothing more can be asked.
+    fn schedule(&mut self, now: Duration) {
+        if self.complete || self.in_flight >= self.config.total_in_flight {
             return;
         }
         let endgame = self.endgame();
-        // LAN peers first, each class in a fresh seeded order.
-        let mut order: Vec<(bool, u64, P)> = self
-            .peers
-            .iter()
-            .map(|(p, s)| (!s.local, self.rng.next_u64(), *p))
-            .collect();
-        order.sort_unstable();
+        if self.open_count == 0 && !endgame {
+            return;
+        }
         let remote_cap = self.remote_cap();
-        let mut remote = if remote_cap == usize::MAX {
-            0
-        } else {
-            self.remote_in_flight()
-        };
+        let classes = [
+            (true, self.mask(now, true), self.endgame_for(true)),
+            (false, self.mask(now, false), self.endgame_for(false)),
+        ];
+        let orders = [self.local_peers.len(), self.remote_peers.len()].map(|n| self.walk(n));
         loop {
             let mut issued = false;
-            for &(_, _, peer) in &order {
-                if total >= self.config.total_in_flight {
-                    return;
-                }
-                let Some(st) = self.peers.get(&peer) else {
+            for (c, (local, mask, endgame)) in classes.iter().enumerate() {
+                if mask.is_empty() && !endgame {
                     continue;
+                }
+                let list = if *local {
+                    &self.local_peers
+                } else {
+                    &self.remote_peers
                 };
-                if st.in_flight.len() >= self.config.per_peer_in_flight || st.busy_until > now {
-                    continue;
-                }
-                let local = st.local;
-                if !local && remote >= remote_cap {
-                    continue;
-                }
-                let Some(index) = self.pick(now, &peer, endgame) else {
-                    continue;
-                };
-                let len = self.chunks[index as usize].len;
-                if !local {
-                    if let Some(budget) = &mut self.budget {
-                        if !budget.try_take(now, u64::from(len)) {
-                            let at = budget.ready_at(now, u64::from(len));
-                            self.wakeups.insert(at.max(now + Duration::from_millis(1)));
-                            continue;
-                        }
+                let n = list.len();
+                for k in 0..n {
+                    if self.in_flight >= self.config.total_in_flight {
+                        return;
                     }
+                    if !local && self.remote_in_flight >= remote_cap {
+                        break;
+                    }
+                    let list = if *local {
+                        &self.local_peers
+                    } else {
+                        &self.remote_peers
+                    };
+                    let (start, step) = orders[c];
+                    let peer = list[(start + k * step) % n];
+                    let Some(st) = self.peers.get(&peer) else {
+                        continue;
+                    };
+                    if st.in_flight.len() >= self.config.per_peer_in_flight || st.busy_until > now {
+                        continue;
+                    }
+                    let Some(index) = self.pick(&peer, mask, *endgame) else {
+                        continue;
+                    };
+                    issued |= self.issue(now, peer, *local, index);
                 }
-                let deadline = now + self.config.request_timeout;
-                if let Some(st) = self.peers.get_mut(&peer) {
-                    st.in_flight.insert(index, deadline);
-                }
-                total += 1;
-                if !local {
-                    remote += 1;
-                }
-                self.requested.entry(index).or_default().push(peer);
-                self.stats.requests += 1;
-                let id = self.chunks[index as usize].id;
-                self.actions.push_back(Action::Request {
-                    peer,
-                    index,
-                    id,
-                    len,
-                });
-                issued = true;
             }
             if !issued {
                 return;
             }
         }
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 

@@ -311,3 +311,62 @@ fn busy_peer_is_retried_after_backoff_not_forgotten() {
         "asked again after the backoff"
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A `Have` runs only the incremental pass; a full pass right after it
+    /// must find nothing more to ask for, whatever came before.
+    #[test]
+    fn incremental_pass_misses_nothing(
+        ops in proptest::collection::vec((0u8..4, 1u32..8, 0u32..24), 1..200),
+        per_peer in 1usize..4,
+        seed in any::<u64>(),
+    ) {
+        let site = Some(SiteId(1));
+        let cfg = SwarmConfig {
+            seed,
+            per_peer_in_flight: per_peer,
+            total_in_flight: per_peer * 3,
+            site,
+            site_uplink_requests: 4,
+            ..SwarmConfig::default()
+        };
+        let mut s: Swarm<u32> = Swarm::new(cfg, 0, chunk_refs(24), Bitfield::new(24), Duration::ZERO);
+        let mut flying: Vec<(u32, u32)> = Vec::new();
+        let mut t = Duration::from_secs(3);
+        for (op, peer, index) in ops {
+            t += Duration::from_millis(10);
+            match op {
+                0 => s.handle_peer_up(t, peer, if peer < 6 { site } else { Some(SiteId(2)) }),
+                1 => {
+                    s.handle_have(t, peer, index);
+                    while let Some(a) = s.poll_action() {
+                        if let Action::Request { peer, index, .. } = a {
+                            flying.push((peer, index));
+                        }
+                    }
+                    s.full_pass(t);
+                    let missed: Vec<_> = std::iter::from_fn(|| s.poll_action())
+                        .filter(|a| matches!(a, Action::Request { .. }))
+                        .collect();
+                    prop_assert!(missed.is_empty(), "full pass found {:?}", missed);
+                    continue;
+                }
+                2 if !flying.is_empty() => {
+                    let (p, i) = flying.remove(index as usize % flying.len());
+                    s.handle_chunk(t, p, i, true);
+                }
+                _ => s.handle_peer_down(t, peer),
+            }
+            while let Some(a) = s.poll_action() {
+                match a {
+                    Action::Request { peer, index, .. } => flying.push((peer, index)),
+                    Action::Cancel { peer, index } => flying.retain(|&f| f != (peer, index)),
+                    _ => {}
+                }
+            }
+            flying.retain(|&(p, _)| p != peer || op != 3);
+        }
+    }
+}
