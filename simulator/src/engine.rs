@@ -47,6 +47,8 @@ enum Ev {
         epoch: u32,
     },
     Timer(u32),
+    /// The node's tick: its gained-chunk notices go out.
+    Notify(u32),
     Crash(u32),
     Sample,
 }
@@ -63,6 +65,9 @@ pub struct Node {
     joined: bool,
     epoch: u32,
     timer: Option<u64>,
+    /// Chunks gained since the last tick, and that tick's time.
+    gained: Vec<u32>,
+    notify_at: Option<u64>,
     up_link: LinkId,
     down_link: LinkId,
     /// Seconds.
@@ -154,6 +159,8 @@ impl Sim {
             joined: true,
             epoch: 0,
             timer: None,
+            gained: Vec::new(),
+            notify_at: None,
             up_link: seeder_up,
             down_link: unlimited,
             start: 0.0,
@@ -188,6 +195,8 @@ impl Sim {
                         joined: false,
                         epoch: 0,
                         timer: None,
+                        gained: Vec::new(),
+                        notify_at: None,
                         up_link: net.add_link(group.lan_up_mbit * MBIT * factor),
                         down_link: net.add_link(group.lan_down_mbit * MBIT * factor),
                         start: 0.0,
@@ -440,6 +449,8 @@ impl Sim {
         node.up = false;
         node.crashes += 1;
         node.timer = None;
+        node.gained.clear();
+        node.notify_at = None;
         if let Some(s) = node.swarm.take() {
             node.duplicates += s.stats().duplicates;
             node.have_at_crash = Some(s.have().clone());
@@ -480,7 +491,6 @@ impl Sim {
     }
 
     fn drain_one(&mut self, id: u32) {
-        let now_d = Duration::from_nanos(self.now_ns);
         let now = self.now();
         let mut actions = Vec::new();
         let timeout = {
@@ -522,14 +532,23 @@ impl Sim {
                     }
                 }
                 Action::Have { index } => {
-                    let peers = std::mem::take(&mut self.nodes[id as usize].peers);
-                    for &p in &peers {
-                        if let Some(s) = &mut self.nodes[p as usize].swarm {
-                            s.handle_have(now_d, id, index);
-                            self.dirty.push(p);
-                        }
+                    let node = &mut self.nodes[id as usize];
+                    node.gained.push(index);
+                    let tick = ns(self.sc.sched.notify_ms / 1000.0);
+                    if tick == 0 {
+                        // Idealised: peers learn of a chunk the moment it lands.
+                        node.notify_at = Some(self.now_ns);
+                        self.notify(id, self.now_ns);
+                    } else if node.notify_at.is_none() {
+                        // The next tick of the node's clock (`driver::TICK`,
+                        // `notify_ms`), which started when it joined: chunks
+                        // gained since the last one go out in one notice.
+                        let start = ns(node.start);
+                        let at = start + (self.now_ns - start) / tick * tick + tick;
+                        node.notify_at = Some(at);
+                        self.seq += 1;
+                        self.heap.push(Reverse((at, self.seq, Ev::Notify(id))));
                     }
-                    self.nodes[id as usize].peers = peers;
                 }
                 Action::Complete => {
                     let n = &mut self.nodes[id as usize];
@@ -551,6 +570,28 @@ impl Sim {
                     .push(Reverse((t.max(self.now_ns), self.seq, Ev::Timer(id))));
             }
         }
+    }
+
+    /// A node's tick: its gained chunks are announced to its peers.
+    fn notify(&mut self, id: u32, at: u64) {
+        let node = &mut self.nodes[id as usize];
+        if node.notify_at != Some(at) {
+            return;
+        }
+        node.notify_at = None;
+        let gained = std::mem::take(&mut node.gained);
+        let peers = std::mem::take(&mut node.peers);
+        let now = Duration::from_nanos(at);
+        for &p in &peers {
+            if let Some(s) = &mut self.nodes[p as usize].swarm {
+                s.handle_have_many(now, id, &gained);
+                self.dirty.push(p);
+            }
+        }
+        let node = &mut self.nodes[id as usize];
+        node.peers = peers;
+        node.gained = gained;
+        node.gained.clear();
     }
 
     fn deliver(&mut self, to: u32, from: u32, index: u32, epoch: u32) {
@@ -670,6 +711,7 @@ impl Sim {
                         }
                     }
                 }
+                Ev::Notify(id) => self.notify(id, at),
                 Ev::Crash(id) => self.crash(id),
                 Ev::Sample => {
                     self.sample();

@@ -136,6 +136,10 @@ pub struct SchedSpec {
     /// With `swarm`: remote (other-site) devices each device connects to.
     #[serde(default = "twenty")]
     pub remote_peers: u32,
+    /// How often a device announces the chunks it gained (the node's tick);
+    /// 0: at once, as each chunk lands (idealised information).
+    #[serde(default = "two_hundred")]
+    pub notify_ms: f64,
 }
 
 impl Default for SchedSpec {
@@ -144,8 +148,13 @@ impl Default for SchedSpec {
             per_peer_in_flight: 8,
             total_in_flight: 64,
             remote_peers: 20,
+            notify_ms: 200.0,
         }
     }
+}
+
+fn two_hundred() -> f64 {
+    200.0
 }
 
 fn eight() -> usize {
@@ -279,6 +288,9 @@ impl Scenario {
         if !positive(self.sample_s) || !positive(self.time_limit_s) {
             return bad("sample_s and time_limit_s must be positive");
         }
+        if !(self.sched.notify_ms >= 0.0 && self.sched.notify_ms.is_finite()) {
+            return bad("sched.notify_ms must be >= 0");
+        }
         Ok(())
     }
 
@@ -386,6 +398,7 @@ lan_spread = 0.0           # each device's LAN rates scaled by U[1 - spread, 1 +
 per_peer_in_flight = 8     # the node's defaults
 total_in_flight = 64
 remote_peers = 20          # with strategy = "swarm": other-site devices each device connects to
+notify_ms = 200.0          # gained chunks are announced on the node's 200 ms tick (0: at once)
 "#;
 
 #[cfg(test)]

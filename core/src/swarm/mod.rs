@@ -415,6 +415,11 @@ impl<P: PeerKey> Swarm<P> {
 
     /// A peer now has chunk `index`.
     pub fn handle_have(&mut self, now: Duration, peer: P, index: u32) {
+        self.handle_have_many(now, peer, &[index]);
+    }
+
+    /// A peer now has each chunk of `indices` (a batch of notices).
+    pub fn handle_have_many(&mut self, now: Duration, peer: P, indices: &[u32]) {
         // Done: nothing more to schedule, so nothing to track.
         if self.complete {
             return;
@@ -429,20 +434,28 @@ impl<P: PeerKey> Swarm<P> {
                 split.set_stalled(&peer, false);
             }
         }
-        // Counts cover only chunks this node lacks (the only ones they
-        // steer), so a chunk held already needs no more than the progress.
-        if self.have.get(index) || !state.has.set(index) {
-            return;
-        }
         let local = state.local;
-        self.availability[index as usize] += 1;
-        if local {
-            self.local_avail[index as usize] += 1;
-            self.on_site.set(index);
+        for &index in indices {
+            // Counts cover only chunks this node lacks (the only ones they
+            // steer), so a chunk held already needs no more than the progress.
+            if self.have.get(index) {
+                continue;
+            }
+            let Some(state) = self.peers.get_mut(&peer) else {
+                return;
+            };
+            if !state.has.set(index) {
+                continue;
+            }
+            self.availability[index as usize] += 1;
+            if local {
+                self.local_avail[index as usize] += 1;
+                self.on_site.set(index);
+            }
+            // Everything requestable before was requested (or a cap stopped
+            // it): only this chunk, from this peer, can be new.
+            self.try_request(now, peer, index);
         }
-        // Everything requestable before was requested (or a cap stopped
-        // it): only this chunk, from this peer, can be new.
-        self.try_request(now, peer, index);
     }
 
     /// A requested chunk arrived; `verified` says whether its BLAKE3 matched.

@@ -42,9 +42,8 @@ impl Driver {
                 if let Some(r) = &mut self.release {
                     if r.id() == manifest {
                         let n = r.chunks.len() as u32;
-                        for i in indices.into_iter().filter(|&i| i < n) {
-                            r.sched.handle_have(now, super::Peer(peer), i);
-                        }
+                        let indices: Vec<u32> = indices.into_iter().filter(|&i| i < n).collect();
+                        r.sched.handle_have_many(now, super::Peer(peer), &indices);
                     }
                 }
                 Response::Ok
