@@ -5,8 +5,6 @@
 //! from the scenario's seed, times are integer nanoseconds in the heap, and
 //! ties break by insertion order.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +14,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::net::{Finish, Finished, Job, LinkId, Net};
+use crate::queue::Queue;
 use crate::scenario::{Scenario, Strategy};
 
 /// The seeder's node id.
@@ -128,8 +127,7 @@ pub struct Sim {
     net: Net,
     seeder_up: LinkId,
     seeder_latency: f64,
-    heap: BinaryHeap<Reverse<(u64, u64, Ev)>>,
-    seq: u64,
+    queue: Queue<Ev>,
     now_ns: u64,
     rng: ChaCha8Rng,
     samples: Vec<Sample>,
@@ -231,8 +229,7 @@ impl Sim {
             sites,
             net,
             seeder_up,
-            heap: BinaryHeap::new(),
-            seq: 0,
+            queue: Queue::default(),
             now_ns: 0,
             rng,
             samples: Vec::new(),
@@ -251,9 +248,7 @@ impl Sim {
     }
 
     fn push(&mut self, at: f64, ev: Ev) {
-        self.seq += 1;
-        self.heap
-            .push(Reverse((ns(at).max(self.now_ns), self.seq, ev)));
+        self.queue.push(ns(at).max(self.now_ns), ev);
     }
 
     /// Who talks to whom: the seeder always; `pollen` adds the device's
@@ -546,8 +541,7 @@ impl Sim {
                         let start = ns(node.start);
                         let at = start + (self.now_ns - start) / tick * tick + tick;
                         node.notify_at = Some(at);
-                        self.seq += 1;
-                        self.heap.push(Reverse((at, self.seq, Ev::Notify(id))));
+                        self.queue.push(at, Ev::Notify(id));
                     }
                 }
                 Action::Complete => {
@@ -565,9 +559,7 @@ impl Sim {
             let node = &mut self.nodes[id as usize];
             if node.timer.is_none_or(|cur| t < cur || cur < self.now_ns) {
                 node.timer = Some(t);
-                self.seq += 1;
-                self.heap
-                    .push(Reverse((t.max(self.now_ns), self.seq, Ev::Timer(id))));
+                self.queue.push(t.max(self.now_ns), Ev::Timer(id));
             }
         }
     }
@@ -640,7 +632,7 @@ impl Sim {
         let limit = ns(self.sc.time_limit_s);
         let total = self.nodes.len() - 1;
         let mut last_report = 0u64;
-        while let Some(Reverse((at, _, ev))) = self.heap.pop() {
+        while let Some((at, ev)) = self.queue.pop() {
             if at > limit || self.remaining == 0 {
                 break;
             }

@@ -8,6 +8,7 @@
 pub mod engine;
 pub mod net;
 pub mod plot;
+pub mod queue;
 pub mod release;
 pub mod report;
 pub mod scenario;

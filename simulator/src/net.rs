@@ -46,13 +46,37 @@ pub struct Job {
 struct Conn {
     from: u32,
     to: u32,
-    path: Vec<LinkId>,
+    path: Path,
     queue: VecDeque<Job>,
     rate: f64,
     last: f64,
     remaining: f64,
     gen: u64,
     active: bool,
+}
+
+/// The links a connection crosses (at most four: sender's upload, sender
+/// site's uplink, receiver site's downlink, receiver's download), inline.
+#[derive(Clone, Copy, Debug)]
+struct Path {
+    links: [LinkId; 4],
+    len: u8,
+}
+
+impl Path {
+    fn new(links: &[LinkId]) -> Self {
+        assert!(links.len() <= 4, "a path crosses at most four links");
+        let mut p = Path {
+            links: [0; 4],
+            len: links.len() as u8,
+        };
+        p.links[..links.len()].copy_from_slice(links);
+        p
+    }
+
+    fn links(&self) -> &[LinkId] {
+        &self.links[..self.len as usize]
+    }
 }
 
 /// A connection's head job finishes at `at` unless `gen` is outdated by then.
@@ -119,7 +143,7 @@ impl Net {
                 self.conns.push(Conn {
                     from,
                     to,
-                    path: path(),
+                    path: Path::new(&path()),
                     queue: VecDeque::new(),
                     rate: 0.0,
                     last: now,
@@ -143,11 +167,11 @@ impl Net {
         c.last = now;
         // A fresh start: no rate yet, so recompute arms its finish event.
         c.rate = 0.0;
-        let path = c.path.clone();
-        for &l in &path {
+        let path = c.path;
+        for &l in path.links() {
             self.links[l as usize].active.push(id);
         }
-        self.recompute(now, &path, &[id])
+        self.recompute(now, path.links(), &[id])
     }
 
     /// The head job of `conn` finished (if `gen` is current): returns it,
@@ -194,7 +218,7 @@ impl Net {
             };
         }
         let path = self.deactivate(f.conn);
-        let next = self.recompute(now, &path, &[]);
+        let next = self.recompute(now, path.links(), &[]);
         Finished::Done {
             from,
             to,
@@ -203,13 +227,13 @@ impl Net {
         }
     }
 
-    fn deactivate(&mut self, id: ConnId) -> Vec<LinkId> {
+    fn deactivate(&mut self, id: ConnId) -> Path {
         let c = &mut self.conns[id as usize];
         c.active = false;
         c.gen += 1;
         c.queue.clear();
-        let path = c.path.clone();
-        for &l in &path {
+        let path = c.path;
+        for &l in path.links() {
             let active = &mut self.links[l as usize].active;
             if let Some(pos) = active.iter().position(|&x| x == id) {
                 active.swap_remove(pos);
@@ -231,7 +255,7 @@ impl Net {
                 continue;
             }
             lost.extend(c.queue.iter().map(|j| (c.to, c.from, *j)));
-            touched.extend(self.deactivate(id));
+            touched.extend_from_slice(self.deactivate(id).links());
         }
         touched.sort_unstable();
         touched.dedup();
@@ -276,7 +300,7 @@ impl Net {
         if refine {
             for k in 0..s.affected.len() {
                 let c = s.affected[k];
-                for &l in &self.conns[c as usize].path {
+                for &l in self.conns[c as usize].path.links() {
                     let link = &self.links[l as usize];
                     if link.active.len() <= REFINE_MAX && s.pull_link(l) {
                         for &c2 in &link.active {
@@ -289,13 +313,14 @@ impl Net {
         let fair = |link: &Link| link.cap / link.active.len().max(1) as f64;
         for k in 0..s.affected.len() {
             let c = s.affected[k];
-            for &l in &self.conns[c as usize].path {
+            for &l in self.conns[c as usize].path.links() {
                 s.add_link(l, fair(&self.links[l as usize]));
             }
         }
         let rate_of = |s: &Scratch, conns: &[Conn], c: ConnId| -> f64 {
             conns[c as usize]
                 .path
+                .links()
                 .iter()
                 .map(|&l| s.share[l as usize])
                 .fold(f64::INFINITY, f64::min)
@@ -434,14 +459,14 @@ impl Scratch {
 
 /// Links with more connections than this keep plain fair shares (and do
 /// not pull their connections into a recomputation): bounded work per event.
-pub const REFINE_MAX: usize = 32;
+pub const REFINE_MAX: usize = 8;
 /// A connection keeps its rate while the recomputed one is within this
 /// (relative) of it: tiny ripples through progressive filling would
 /// otherwise re-time every finish event on the site.
-pub const RATE_SLACK: f64 = 0.005;
+pub const RATE_SLACK: f64 = 0.02;
 /// How far (relative) a big link's fair share may move before its
 /// connections' rates are recomputed.
-pub const BIG_LINK_SLACK: f64 = 0.01;
+pub const BIG_LINK_SLACK: f64 = 0.05;
 /// Rounds of progressive filling per recomputation.
 pub const PASSES: usize = 3;
 

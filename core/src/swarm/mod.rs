@@ -226,6 +226,8 @@ pub struct Swarm<P: PeerKey> {
     /// Who fetches which chunk across the uplink: built when first needed
     /// after the site's membership changed.
     split: Option<UplinkSplit<P>>,
+    /// Scratch for `handle_have_many`.
+    fresh: Vec<u32>,
 }
 
 /// Which chunks a class of peers may be asked for in one pass: the words
@@ -300,6 +302,7 @@ impl<P: PeerKey> Swarm<P> {
             stats: SwarmStats::default(),
             complete,
             split: None,
+            fresh: Vec::new(),
         }
     }
 
@@ -435,18 +438,16 @@ impl<P: PeerKey> Swarm<P> {
             }
         }
         let local = state.local;
-        for &index in indices {
-            // Counts cover only chunks this node lacks (the only ones they
-            // steer), so a chunk held already needs no more than the progress.
-            if self.have.get(index) {
-                continue;
-            }
-            let Some(state) = self.peers.get_mut(&peer) else {
-                return;
-            };
-            if !state.has.set(index) {
-                continue;
-            }
+        // Counts cover only chunks this node lacks (the only ones they
+        // steer), so a chunk held already needs no more than the progress.
+        let mut fresh = std::mem::take(&mut self.fresh);
+        fresh.extend(
+            indices
+                .iter()
+                .copied()
+                .filter(|&i| !self.have.get(i) && state.has.set(i)),
+        );
+        for &index in &fresh {
             self.availability[index as usize] += 1;
             if local {
                 self.local_avail[index as usize] += 1;
@@ -456,6 +457,8 @@ impl<P: PeerKey> Swarm<P> {
             // it): only this chunk, from this peer, can be new.
             self.try_request(now, peer, index);
         }
+        fresh.clear();
+        self.fresh = fresh;
     }
 
     /// A requested chunk arrived; `verified` says whether its BLAKE3 matched.
