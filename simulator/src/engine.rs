@@ -13,7 +13,7 @@ use pollen_core::swarm::{Action, Bitfield, SiteId, Swarm, SwarmConfig};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::net::{Finish, Finished, Job, LinkId, Net};
+use crate::net::{Job, LinkId, Net};
 use crate::queue::Queue;
 use crate::scenario::{Scenario, Strategy};
 
@@ -29,10 +29,6 @@ const MBIT: f64 = 1_000_000.0 / 8.0;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
     Join(u32),
-    Finish {
-        conn: u32,
-        gen: u64,
-    },
     Deliver {
         to: u32,
         from: u32,
@@ -450,8 +446,7 @@ impl Sim {
             node.duplicates += s.stats().duplicates;
             node.have_at_crash = Some(s.have().clone());
         }
-        let (_lost, finishes) = self.net.drop_node(self.now(), id);
-        self.schedule(finishes);
+        self.net.drop_node(self.now(), id);
         for p in self.nodes[id as usize].peers.clone() {
             if let Some(s) = &mut self.nodes[p as usize].swarm {
                 s.handle_peer_down(now, id);
@@ -463,18 +458,6 @@ impl Sim {
             self.push(at, Ev::Join(id));
         } else {
             self.remaining -= 1;
-        }
-    }
-
-    fn schedule(&mut self, finishes: Vec<Finish>) {
-        for f in finishes {
-            self.push(
-                f.at,
-                Ev::Finish {
-                    conn: f.conn,
-                    gen: f.gen,
-                },
-            );
         }
     }
 
@@ -512,8 +495,7 @@ impl Sim {
                             epoch,
                             deadline: now + STREAM_TIMEOUT,
                         };
-                        let f = self.net.enqueue(now, peer, id, || path, job);
-                        self.schedule(f);
+                        self.net.enqueue(now, peer, id, || path, job);
                     } else {
                         self.push(
                             now + rtt,
@@ -561,6 +543,28 @@ impl Sim {
                 node.timer = Some(t);
                 self.queue.push(t.max(self.now_ns), Ev::Timer(id));
             }
+        }
+    }
+
+    /// A transfer's last byte left: the chunk arrives one latency later,
+    /// unless its stream was reset first.
+    fn transfer_done(&mut self) {
+        let now = self.now();
+        let Some((from, to, job)) = self.net.complete(now) else {
+            return;
+        };
+        if job.deadline >= now {
+            let at = now + self.latency(from, to);
+            let (index, epoch) = (job.index, job.epoch);
+            self.push(
+                at,
+                Ev::Deliver {
+                    to,
+                    from,
+                    index,
+                    epoch,
+                },
+            );
         }
     }
 
@@ -632,59 +636,45 @@ impl Sim {
         let limit = ns(self.sc.time_limit_s);
         let total = self.nodes.len() - 1;
         let mut last_report = 0u64;
-        while let Some((at, ev)) = self.queue.pop() {
+        loop {
+            // The next event, or the next transfer to finish (events first on a tie).
+            let transfer = match (self.queue.peek_at(), self.net.next_finish()) {
+                (None, None) => break,
+                (Some(q), Some(f)) => f < q,
+                (q, _) => q.is_none(),
+            };
+            let at = if transfer {
+                self.net.next_finish()
+            } else {
+                self.queue.peek_at()
+            }
+            .expect("one is due");
             if at > limit || self.remaining == 0 {
                 break;
             }
             self.now_ns = at;
             self.events += 1;
+            let ev = if transfer {
+                self.transfer_done();
+                None
+            } else {
+                self.queue.pop().map(|(_, ev)| ev)
+            };
             match ev {
-                Ev::Join(id) => self.join(id),
-                Ev::Finish { conn, gen } => {
-                    let f = Finish {
-                        conn,
-                        gen,
-                        at: self.now(),
-                    };
-                    match self.net.finish(self.now(), f) {
-                        Finished::Stale => {}
-                        Finished::NotYet(f) => self.schedule(vec![f]),
-                        Finished::Done {
-                            from,
-                            to,
-                            job,
-                            next,
-                        } => {
-                            self.schedule(next);
-                            // A response past its stream's deadline was reset, not delivered.
-                            if job.deadline >= self.now() {
-                                let at = self.now() + self.latency(from, to);
-                                let (index, epoch) = (job.index, job.epoch);
-                                self.push(
-                                    at,
-                                    Ev::Deliver {
-                                        to,
-                                        from,
-                                        index,
-                                        epoch,
-                                    },
-                                );
-                            }
-                        }
-                    }
-                }
-                Ev::Deliver {
+                None => {}
+                Some(Ev::Join(id)) => self.join(id),
+                Some(Ev::Deliver {
                     to,
                     from,
                     index,
                     epoch,
-                } => self.deliver(to, from, index, epoch),
-                Ev::Fail {
+                }) => self.deliver(to, from, index, epoch),
+                Some(Ev::Fail {
                     to,
                     from,
                     index,
                     epoch,
-                } => {
+                }) => {
                     let n = &mut self.nodes[to as usize];
                     if n.up && n.epoch == epoch {
                         if let Some(s) = &mut n.swarm {
@@ -693,7 +683,7 @@ impl Sim {
                         }
                     }
                 }
-                Ev::Timer(id) => {
+                Some(Ev::Timer(id)) => {
                     let n = &mut self.nodes[id as usize];
                     if n.timer == Some(at) {
                         n.timer = None;
@@ -703,9 +693,9 @@ impl Sim {
                         }
                     }
                 }
-                Ev::Notify(id) => self.notify(id, at),
-                Ev::Crash(id) => self.crash(id),
-                Ev::Sample => {
+                Some(Ev::Notify(id)) => self.notify(id, at),
+                Some(Ev::Crash(id)) => self.crash(id),
+                Some(Ev::Sample) => {
                     self.sample();
                     let next = self.now() + self.sc.sample_s;
                     self.push(next, Ev::Sample);

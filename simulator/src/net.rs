@@ -15,6 +15,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::queue::Timers;
+
 /// A link id.
 pub type LinkId = u32;
 /// A connection id.
@@ -51,7 +53,6 @@ struct Conn {
     rate: f64,
     last: f64,
     remaining: f64,
-    gen: u64,
     active: bool,
 }
 
@@ -79,30 +80,6 @@ impl Path {
     }
 }
 
-/// A connection's head job finishes at `at` unless `gen` is outdated by then.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Finish {
-    pub conn: ConnId,
-    pub gen: u64,
-    pub at: f64,
-}
-
-/// What a finish event found.
-#[derive(Debug)]
-pub enum Finished {
-    /// Superseded: a later event carries this connection.
-    Stale,
-    /// The connection slowed down since: the head job ends at this new time.
-    NotYet(Finish),
-    /// The head job is done; `next` are the finish events to schedule.
-    Done {
-        from: u32,
-        to: u32,
-        job: Job,
-        next: Vec<Finish>,
-    },
-}
-
 /// The links and connections.
 #[derive(Debug, Default)]
 pub struct Net {
@@ -113,6 +90,13 @@ pub struct Net {
     /// Rate recomputations done (for the events/s report).
     pub updates: u64,
     scratch: Scratch,
+    /// Per active connection: when its head job's last byte leaves.
+    timers: Timers,
+}
+
+/// Seconds to the engine's integer nanoseconds.
+pub fn to_ns(secs: f64) -> u64 {
+    (secs.max(0.0) * 1e9).round() as u64
 }
 
 impl Net {
@@ -127,7 +111,7 @@ impl Net {
     }
 
     /// Queues `job` from `from` to `to` over `path` (used when the pair
-    /// first talks); returns the finish events to schedule.
+    /// first talks).
     pub fn enqueue(
         &mut self,
         now: f64,
@@ -135,7 +119,7 @@ impl Net {
         to: u32,
         path: impl FnOnce() -> Vec<LinkId>,
         job: Job,
-    ) -> Vec<Finish> {
+    ) {
         let id = match self.by_pair.get(&(from, to)) {
             Some(&id) => id,
             None => {
@@ -148,7 +132,6 @@ impl Net {
                     rate: 0.0,
                     last: now,
                     remaining: 0.0,
-                    gen: 0,
                     active: false,
                 });
                 self.by_pair.insert((from, to), id);
@@ -160,12 +143,12 @@ impl Net {
         let c = &mut self.conns[id as usize];
         c.queue.push_back(job);
         if c.active {
-            return Vec::new();
+            return;
         }
         c.active = true;
         c.remaining = job.bytes as f64;
         c.last = now;
-        // A fresh start: no rate yet, so recompute arms its finish event.
+        // A fresh start: no rate yet, so recompute sets its deadline.
         c.rate = 0.0;
         let path = c.path;
         for &l in path.links() {
@@ -174,26 +157,21 @@ impl Net {
         self.recompute(now, path.links(), &[id])
     }
 
-    /// The head job of `conn` finished (if `gen` is current): returns it,
-    /// its endpoints, and the finish events to schedule.
-    pub fn finish(&mut self, now: f64, f: Finish) -> Finished {
-        let c = &mut self.conns[f.conn as usize];
-        if !c.active || c.gen != f.gen {
-            return Finished::Stale;
-        }
-        // A rate that dropped since this event was set leaves bytes to go.
-        let left = c.remaining - c.rate * (now - c.last);
-        if left > 4.0 {
-            c.remaining = left;
-            c.last = now;
-            return Finished::NotYet(Finish {
-                conn: f.conn,
-                gen: c.gen,
-                at: now + left / c.rate,
-            });
-        }
+    /// When the next head job finishes (engine nanoseconds).
+    pub fn next_finish(&self) -> Option<u64> {
+        self.timers.peek().map(|(at, _)| at)
+    }
+
+    /// Completes the head job due at [`Net::next_finish`]: returns it and
+    /// its endpoints. The connection moves on to its next job, or goes idle.
+    pub fn complete(&mut self, now: f64) -> Option<(u32, u32, Job)> {
+        let (_, id) = self.timers.peek()?;
+        let c = &mut self.conns[id as usize];
         let Some(job) = c.queue.pop_front() else {
-            return Finished::Stale;
+            // Not reached: an active connection has a head job.
+            let path = self.deactivate(id);
+            self.recompute(now, path.links(), &[]);
+            return None;
         };
         let (from, to) = (c.from, c.to);
         // Jobs whose streams were reset while they waited never move.
@@ -203,34 +181,19 @@ impl Net {
         if let Some(next) = c.queue.front() {
             c.remaining = next.bytes as f64;
             c.last = now;
-            c.gen += 1;
-            let at = now + c.remaining / c.rate;
-            let next = vec![Finish {
-                conn: f.conn,
-                gen: c.gen,
-                at,
-            }];
-            return Finished::Done {
-                from,
-                to,
-                job,
-                next,
-            };
+            let at = to_ns(now + c.remaining / c.rate);
+            self.timers.set(id, at);
+            return Some((from, to, job));
         }
-        let path = self.deactivate(f.conn);
-        let next = self.recompute(now, path.links(), &[]);
-        Finished::Done {
-            from,
-            to,
-            job,
-            next,
-        }
+        let path = self.deactivate(id);
+        self.recompute(now, path.links(), &[]);
+        Some((from, to, job))
     }
 
     fn deactivate(&mut self, id: ConnId) -> Path {
+        self.timers.remove(id);
         let c = &mut self.conns[id as usize];
         c.active = false;
-        c.gen += 1;
         c.queue.clear();
         let path = c.path;
         for &l in path.links() {
@@ -243,9 +206,8 @@ impl Net {
     }
 
     /// A node went down: its connections stop; returns the jobs that were
-    /// queued towards other nodes' requests `(requester, sender, job)` and
-    /// the finish events to schedule.
-    pub fn drop_node(&mut self, now: f64, node: u32) -> (Vec<(u32, u32, Job)>, Vec<Finish>) {
+    /// queued towards other nodes' requests `(requester, sender, job)`.
+    pub fn drop_node(&mut self, now: f64, node: u32) -> Vec<(u32, u32, Job)> {
         let ids = self.by_node.get(&node).cloned().unwrap_or_default();
         let mut lost = Vec::new();
         let mut touched = Vec::new();
@@ -259,8 +221,8 @@ impl Net {
         }
         touched.sort_unstable();
         touched.dedup();
-        let finishes = self.recompute(now, &touched, &[]);
-        (lost, finishes)
+        self.recompute(now, &touched, &[]);
+        lost
     }
 
     /// New rates for the connections `own` (just started) and the active
@@ -274,7 +236,7 @@ impl Net {
     /// more than [`REFINE_MAX`] connections keeps plain fair shares, and its
     /// connections are revisited only once its share has moved by more than
     /// [`BIG_LINK_SLACK`] since they last were.
-    fn recompute(&mut self, now: f64, links: &[LinkId], own: &[ConnId]) -> Vec<Finish> {
+    fn recompute(&mut self, now: f64, links: &[LinkId], own: &[ConnId]) {
         let mut s = std::mem::take(&mut self.scratch);
         s.begin(self.links.len(), self.conns.len());
         for &c in own {
@@ -358,7 +320,6 @@ impl Net {
                 s.rate[k] = rate_of(&s, &self.conns, s.affected[k]);
             }
         }
-        let mut out = Vec::new();
         for (k, &id) in s.affected.iter().enumerate() {
             let rate = s.rate[k];
             let c = &mut self.conns[id as usize];
@@ -373,21 +334,10 @@ impl Net {
                 continue;
             }
             self.updates += 1;
-            let slower = c.rate > 0.0 && rate < c.rate;
             c.rate = rate;
-            if slower {
-                // The pending finish event comes early and re-arms itself.
-                continue;
-            }
-            c.gen += 1;
-            out.push(Finish {
-                conn: id,
-                gen: c.gen,
-                at: now + c.remaining / rate,
-            });
+            self.timers.set(id, to_ns(now + c.remaining / rate));
         }
         self.scratch = s;
-        out
     }
 }
 
@@ -489,37 +439,32 @@ mod tests {
         let shared = net.add_link(100.0);
         let a = net.add_link(1000.0);
         let b = net.add_link(1000.0);
-        let f1 = net.enqueue(0.0, 1, 2, || vec![shared, a], job(100));
-        assert_eq!(f1.len(), 1);
-        assert!((f1[0].at - 1.0).abs() < 1e-9);
-        let f2 = net.enqueue(0.5, 3, 4, || vec![shared, b], job(100));
-        // Both now at 50 B/s: the first has 50 bytes left, the second 100.
-        // The first slowed down, so its pending event stays and re-arms itself.
-        assert!(f2.iter().all(|f| f.conn == 1), "{f2:?}");
-        let Finished::NotYet(first) = net.finish(1.0, f1[0]) else {
-            panic!("done too early");
-        };
-        assert!((first.at - 1.5).abs() < 1e-9, "{first:?}");
-        let Finished::Done { next: after, .. } = net.finish(1.5, first) else {
-            panic!("not done at 1.5 s");
-        };
+        net.enqueue(0.0, 1, 2, || vec![shared, a], job(100));
+        assert_eq!(net.next_finish(), Some(to_ns(1.0)));
+        // Both now at 50 B/s: the first has 50 bytes left (done at 1.5 s),
+        // the second 100.
+        net.enqueue(0.5, 3, 4, || vec![shared, b], job(100));
+        assert_eq!(net.next_finish(), Some(to_ns(1.5)));
+        let (from, to, _) = net.complete(1.5).expect("first done");
+        assert_eq!((from, to), (1, 2));
         // Alone again: 100 - 50 bytes left at 100 B/s.
-        let second = after.iter().find(|f| f.conn == 1).expect("sped up");
-        assert!((second.at - 2.0).abs() < 1e-9, "{second:?}");
+        assert_eq!(net.next_finish(), Some(to_ns(2.0)));
+        assert_eq!(net.complete(2.0).map(|d| (d.0, d.1)), Some((3, 4)));
+        assert_eq!(net.next_finish(), None);
     }
 
     #[test]
     fn queued_jobs_follow_each_other() {
         let mut net = Net::default();
         let l = net.add_link(10.0);
-        let f = net.enqueue(0.0, 1, 2, || vec![l], job(10));
-        assert!(net.enqueue(0.0, 1, 2, || vec![l], job(20)).is_empty());
-        let Finished::Done { job: j, next, .. } = net.finish(1.0, f[0]) else {
-            panic!("first job not done");
-        };
+        net.enqueue(0.0, 1, 2, || vec![l], job(10));
+        net.enqueue(0.0, 1, 2, || vec![l], job(20));
+        assert_eq!(net.next_finish(), Some(to_ns(1.0)));
+        let (_, _, j) = net.complete(1.0).expect("first job");
         assert_eq!(j.bytes, 10);
-        assert!((next[0].at - 3.0).abs() < 1e-9);
-        let (lost, _) = net.drop_node(2.0, 2);
+        assert_eq!(net.next_finish(), Some(to_ns(3.0)));
+        let lost = net.drop_node(2.0, 2);
         assert_eq!(lost.len(), 1);
+        assert_eq!(net.next_finish(), None);
     }
 }
