@@ -35,7 +35,45 @@ fn nice_step(span: f64) -> f64 {
     step * mag
 }
 
-fn frame(out: &mut String, title: &str, xlabel: &str, ylabel: &str, xmax: f64, ymax: f64) {
+/// The horizontal axis: linear from 0, or logarithmic between two powers
+/// of ten (for completion times that span orders of magnitude).
+#[derive(Clone, Copy, Debug)]
+struct XAxis {
+    log: bool,
+    min: f64,
+    max: f64,
+}
+
+impl XAxis {
+    /// Where `x` falls, as a fraction of the plot's width.
+    fn frac(&self, x: f64) -> f64 {
+        if self.log {
+            let (a, b) = (self.min.log10(), self.max.log10());
+            ((x.max(self.min).log10() - a) / (b - a)).clamp(0.0, 1.0)
+        } else {
+            x / self.max
+        }
+    }
+
+    fn ticks(&self) -> Vec<f64> {
+        if self.log {
+            let mut v = self.min;
+            let mut out = Vec::new();
+            while v <= self.max * 1.0001 {
+                out.push(v);
+                v *= 10.0;
+            }
+            return out;
+        }
+        let step = nice_step(self.max);
+        (0..)
+            .map(|k| k as f64 * step)
+            .take_while(|v| *v <= self.max * 1.0001)
+            .collect()
+    }
+}
+
+fn frame(out: &mut String, title: &str, xlabel: &str, ylabel: &str, x: XAxis, ymax: f64) {
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let _ = write!(
         out,
@@ -53,32 +91,29 @@ fn frame(out: &mut String, title: &str, xlabel: &str, ylabel: &str, xmax: f64, y
         TOP + ph / 2.0,
         esc(ylabel)
     );
-    for (max, horizontal) in [(xmax, true), (ymax, false)] {
-        let step = nice_step(max);
-        let mut v = 0.0;
-        while v <= max * 1.0001 {
-            if horizontal {
-                let x = LEFT + v / max * pw;
-                let _ = writeln!(
-                    out,
-                    r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#eee"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
-                    TOP + ph,
-                    TOP + ph + 16.0,
-                    fmt_tick(v)
-                );
-            } else {
-                let y = TOP + ph - v / max * ph;
-                let _ = writeln!(
-                    out,
-                    r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-                    LEFT + pw,
-                    LEFT - 6.0,
-                    y + 4.0,
-                    fmt_tick(v)
-                );
-            }
-            v += step;
-        }
+    for v in x.ticks() {
+        let px = LEFT + x.frac(v) * pw;
+        let _ = writeln!(
+            out,
+            r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#eee"/><text x="{px:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+            TOP + ph,
+            TOP + ph + 16.0,
+            fmt_tick(v)
+        );
+    }
+    let step = nice_step(ymax);
+    let mut v = 0.0;
+    while v <= ymax * 1.0001 {
+        let y = TOP + ph - v / ymax * ph;
+        let _ = writeln!(
+            out,
+            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            LEFT + pw,
+            LEFT - 6.0,
+            y + 4.0,
+            fmt_tick(v)
+        );
+        v += step;
     }
     let _ = writeln!(
         out,
@@ -106,6 +141,21 @@ pub fn lines(
         .flat_map(|(_, p)| p.iter().map(|q| q.0))
         .fold(0.0, f64::max)
         .max(1e-9);
+    let x = XAxis {
+        log: false,
+        min: 0.0,
+        max: xmax,
+    };
+    chart(title, xlabel, ylabel, x, series)
+}
+
+fn chart(
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    x: XAxis,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> String {
     let ymax = series
         .iter()
         .flat_map(|(_, p)| p.iter().map(|q| q.1))
@@ -114,16 +164,16 @@ pub fn lines(
         * 1.05;
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let mut out = String::new();
-    frame(&mut out, title, xlabel, ylabel, xmax, ymax);
+    frame(&mut out, title, xlabel, ylabel, x, ymax);
     for (i, (name, pts)) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let path: Vec<String> = pts
             .iter()
-            .map(|(x, y)| {
+            .map(|&(px, py)| {
                 format!(
                     "{:.1},{:.1}",
-                    LEFT + x / xmax * pw,
-                    TOP + ph - y / ymax * ph
+                    LEFT + x.frac(px) * pw,
+                    TOP + ph - py / ymax * ph
                 )
             })
             .collect();
@@ -148,11 +198,31 @@ pub fn lines(
 }
 
 /// Completion-time CDFs: `(name, sorted completion times in s, devices)`.
+/// Times spanning more than a factor of 20 get a logarithmic time axis.
 pub fn cdf(title: &str, series: &[(String, Vec<f64>, usize)]) -> String {
+    let times = || series.iter().flat_map(|s| s.1.iter().copied());
+    let (lo, hi) = (
+        times().filter(|t| *t > 0.0).fold(f64::INFINITY, f64::min),
+        times().fold(0.0, f64::max),
+    );
+    let log = lo.is_finite() && hi / lo > 20.0;
+    let x = if log {
+        XAxis {
+            log,
+            min: 10f64.powf(lo.log10().floor()),
+            max: 10f64.powf(hi.log10().ceil()),
+        }
+    } else {
+        XAxis {
+            log,
+            min: 0.0,
+            max: hi.max(1e-9),
+        }
+    };
     let lines_: Vec<(String, Vec<(f64, f64)>)> = series
         .iter()
         .map(|(name, times, n)| {
-            let mut pts = vec![(0.0, 0.0)];
+            let mut pts = vec![(x.min, 0.0)];
             for (i, t) in times.iter().enumerate() {
                 pts.push((*t, i as f64 / (*n).max(1) as f64));
                 pts.push((*t, (i + 1) as f64 / (*n).max(1) as f64));
@@ -160,7 +230,12 @@ pub fn cdf(title: &str, series: &[(String, Vec<f64>, usize)]) -> String {
             (name.clone(), pts)
         })
         .collect();
-    lines(title, "time (s)", "devices done (fraction)", &lines_)
+    let xlabel = if log {
+        "time (s, log scale)"
+    } else {
+        "time (s)"
+    };
+    chart(title, xlabel, "devices done (fraction)", x, &lines_)
 }
 
 /// A bar chart of `(label, value)`.
@@ -168,7 +243,12 @@ pub fn bars(title: &str, ylabel: &str, bars: &[(String, f64)]) -> String {
     let ymax = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1e-9) * 1.1;
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let mut out = String::new();
-    frame(&mut out, title, "", ylabel, 1.0, ymax);
+    let x = XAxis {
+        log: false,
+        min: 0.0,
+        max: 1.0,
+    };
+    frame(&mut out, title, "", ylabel, x, ymax);
     let slot = pw / bars.len().max(1) as f64;
     for (i, (label, v)) in bars.iter().enumerate() {
         let h = v / ymax * ph;

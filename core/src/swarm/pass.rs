@@ -1,0 +1,295 @@
+//! The scheduling passes of [`Swarm`]: the full pass (LAN peers first, a
+//! seeded walk, rarest allowed chunk per peer over bitfield words), the
+//! incremental pass after a notice, and the site rules they apply (uplink
+//! warm-up, the rendezvous split, stalled members, end-game, the budget).
+
+use std::time::Duration;
+
+use rand_chacha::rand_core::RngCore;
+
+use super::split::UplinkSplit;
+use super::{bitfield, Action, PeerKey, Swarm};
+
+/// Which chunks a class of peers may be asked for in one pass: the words
+/// of the chunk bitfields worth looking at, each with a mask.
+type Mask = Vec<(usize, u64)>;
+
+impl<P: PeerKey> Swarm<P> {
+    /// Whether uplink requests may start yet (the site's membership
+    /// settles first); if not, wakes up when they may.
+    fn warm(&mut self, now: Duration) -> bool {
+        let warm = self.started + self.config.remote_warmup;
+        if now < warm {
+            self.wakeups.insert(warm);
+        }
+        now >= warm
+    }
+
+    /// The uplink split for the current membership, built if needed.
+    fn split(&mut self, now: Duration) -> &UplinkSplit<P> {
+        if self.split.is_none() {
+            let others = self
+                .local_peers
+                .iter()
+                .filter_map(|p| self.peers.get(p).map(|st| (*p, st.key)));
+            self.split = Some(UplinkSplit::new(
+                &self.chunks,
+                (self.me, self.me_key),
+                others,
+            ));
+            self.refresh_stalled(now);
+        }
+        self.split.as_ref().expect("built above")
+    }
+
+    /// Marks the site members that announced nothing new for the grace
+    /// period as stalled (their uplink chunks become anyone's), and wakes
+    /// up when the next one would stall.
+    pub(super) fn refresh_stalled(&mut self, now: Duration) {
+        if self.complete {
+            return;
+        }
+        let Some(split) = &mut self.split else {
+            return;
+        };
+        let mut next: Option<Duration> = None;
+        for p in &self.local_peers {
+            let Some(st) = self.peers.get_mut(p) else {
+                continue;
+            };
+            let at = st.last_progress + self.config.assignee_grace;
+            st.stalled = now >= at;
+            split.set_stalled(p, st.stalled);
+            if now < at {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        if let Some(at) = next {
+            self.wakeups.insert(at);
+        }
+    }
+
+    /// Whether a peer of this class may be asked for `index` (site policy).
+    fn allowed(&mut self, now: Duration, local: bool, index: u32) -> bool {
+        if local {
+            return self.config.fetch_from_site;
+        }
+        if !self.uplink_rules() {
+            return true;
+        }
+        !self.on_site.get(index) && self.warm(now) && self.split(now).allowed().get(index)
+    }
+
+    /// Whether end-game duplicates may go to a peer of this class.
+    /// Uplink bytes are the scarce resource: never duplicate across it.
+    fn endgame_for(&self, local: bool) -> bool {
+        self.endgame() && (local || !self.config.site_aware || self.config.site.is_none())
+    }
+
+    /// The incremental pass after `peer` announced `index`.
+    pub(super) fn try_request(&mut self, now: Duration, peer: P, index: u32) {
+        if self.complete || self.have.get(index) || self.in_flight >= self.config.total_in_flight {
+            return;
+        }
+        let Some(st) = self.peers.get(&peer) else {
+            return;
+        };
+        if st.in_flight.len() >= self.config.per_peer_in_flight
+            || st.busy_until > now
+            || st.in_flight.iter().any(|&(i, _)| i == index)
+        {
+            return;
+        }
+        let local = st.local;
+        if !local && self.remote_in_flight >= self.remote_cap() {
+            return;
+        }
+        let requestable = self.open.get(index)
+            || (self.endgame_for(local)
+                && usize::from(self.requested[index as usize]) < self.config.endgame_copies);
+        if requestable && self.allowed(now, local, index) {
+            self.issue(now, peer, local, index);
+        }
+    }
+
+    /// Sends the request unless the uplink budget says wait.
+    fn issue(&mut self, now: Duration, peer: P, local: bool, index: u32) -> bool {
+        let len = self.chunks[index as usize].len;
+        if !local {
+            if let Some(budget) = &mut self.budget {
+                if !budget.try_take(now, u64::from(len)) {
+                    let at = budget.ready_at(now, u64::from(len));
+                    self.wakeups.insert(at.max(now + Duration::from_millis(1)));
+                    return false;
+                }
+            }
+        }
+        let deadline = now + self.config.request_timeout;
+        let Some(st) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        st.in_flight.push((index, deadline));
+        self.deadlines.insert((deadline, index, peer));
+        self.in_flight += 1;
+        if !local {
+            self.remote_in_flight += 1;
+        }
+        let r = &mut self.requested[index as usize];
+        *r = r.saturating_add(1);
+        if self.open.clear(index) {
+            self.open_count -= 1;
+        }
+        self.stats.requests += 1;
+        let id = self.chunks[index as usize].id;
+        self.actions.push_back(Action::Request {
+            peer,
+            index,
+            id,
+            len,
+        });
+        true
+    }
+
+    /// The chunks a peer of this class may be asked for in this pass
+    /// (end-game duplicates aside): open ones, and across the uplink only
+    /// those no site peer has and this node is to fetch.
+    fn mask(&mut self, now: Duration, local: bool) -> Mask {
+        if self.open_count == 0 || (local && !self.config.fetch_from_site) {
+            return Vec::new();
+        }
+        let open = self.open.words();
+        if local {
+            let site = self.on_site.words();
+            return (0..open.len())
+                .map(|k| (k, open[k] & site[k]))
+                .filter(|&(_, m)| m != 0)
+                .collect();
+        }
+        if !self.uplink_rules() {
+            return (0..open.len())
+                .map(|k| (k, open[k]))
+                .filter(|&(_, m)| m != 0)
+                .collect();
+        }
+        if !self.warm(now) {
+            return Vec::new();
+        }
+        self.split(now);
+        let (open, site) = (self.open.words(), self.on_site.words());
+        let allowed = self.split.as_ref().map(|s| s.allowed().words());
+        (0..open.len())
+            .map(|k| (k, open[k] & !site[k] & allowed.map_or(!0, |a| a[k])))
+            .filter(|&(_, m)| m != 0)
+            .collect()
+    }
+
+    /// Picks the rarest chunk for `peer` among `mask` (still open) and,
+    /// in end-game, the lacking chunks with room for another copy.
+    fn pick(&self, peer: &P, mask: &Mask, endgame: bool) -> Option<u32> {
+        let st = self.peers.get(peer)?;
+        let has = st.has.words();
+        let open = self.open.words();
+        let key = |i: u32| (self.availability[i as usize], self.rank[i as usize], i);
+        let mut best: Option<(u32, u32, u32)> = None;
+        for &(k, m) in mask {
+            for i in bitfield::ones(k, has[k] & m & open[k]) {
+                best = Some(best.map_or(key(i), |b| b.min(key(i))));
+            }
+        }
+        if endgame {
+            for &i in &self.lacking {
+                if st.has.get(i)
+                    && usize::from(self.requested[i as usize]) < self.config.endgame_copies
+                    && !st.in_flight.iter().any(|&(j, _)| j == i)
+                {
+                    best = Some(best.map_or(key(i), |b| b.min(key(i))));
+                }
+            }
+        }
+        best.map(|(_, _, i)| i)
+    }
+
+    /// A seeded random walk over `n` peers: a start and a step coprime
+    /// with `n`, so every peer comes once, in an order that changes with
+    /// every pass (without drawing a number per peer).
+    fn walk(&mut self, n: usize) -> (usize, usize) {
+        if n < 2 {
+            return (0, 1);
+        }
+        let start = (self.rng.next_u64() % n as u64) as usize;
+        let mut step = 1 + (self.rng.next_u64() % (n as u64 - 1)) as usize;
+        while gcd(step, n) != 1 {
+            step = step % (n - 1) + 1;
+        }
+        (start, step)
+    }
+
+    /// A full pass: LAN peers first, then the rest, each class from a
+    /// seeded random place, one request per peer per round until the caps
+    /// are reached or nothing more can be asked.
+    pub(super) fn schedule(&mut self, now: Duration) {
+        if self.complete || self.in_flight >= self.config.total_in_flight {
+            return;
+        }
+        let endgame = self.endgame();
+        if self.open_count == 0 && !endgame {
+            return;
+        }
+        let remote_cap = self.remote_cap();
+        let classes = [
+            (true, self.mask(now, true), self.endgame_for(true)),
+            (false, self.mask(now, false), self.endgame_for(false)),
+        ];
+        let orders = [self.local_peers.len(), self.remote_peers.len()].map(|n| self.walk(n));
+        loop {
+            let mut issued = false;
+            for (c, (local, mask, endgame)) in classes.iter().enumerate() {
+                if mask.is_empty() && !endgame {
+                    continue;
+                }
+                let list = if *local {
+                    &self.local_peers
+                } else {
+                    &self.remote_peers
+                };
+                let n = list.len();
+                for k in 0..n {
+                    if self.in_flight >= self.config.total_in_flight {
+                        return;
+                    }
+                    if !local && self.remote_in_flight >= remote_cap {
+                        break;
+                    }
+                    let list = if *local {
+                        &self.local_peers
+                    } else {
+                        &self.remote_peers
+                    };
+                    let (start, step) = orders[c];
+                    let peer = list[(start + k * step) % n];
+                    let Some(st) = self.peers.get(&peer) else {
+                        continue;
+                    };
+                    if st.in_flight.len() >= self.config.per_peer_in_flight || st.busy_until > now {
+                        continue;
+                    }
+                    let Some(index) = self.pick(&peer, mask, *endgame) else {
+                        continue;
+                    };
+                    issued |= self.issue(now, peer, *local, index);
+                }
+            }
+            if !issued {
+                return;
+            }
+        }
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
