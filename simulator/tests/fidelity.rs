@@ -68,16 +68,14 @@ uplink_down_mbit = 1000.0
 }
 
 /// With 64 KiB chunks, two requests in flight per peer and idealised
-/// information (peers learn of a chunk as it lands). The node's 200 ms
-/// notice tick gives about 1.34 × here, its defaults (256 KiB, eight
-/// requests) about 2.7 ×: without site awareness devices collide on the
-/// chunks only the seeder holds, which then sends duplicates — see
-/// simulator/README.md.
+/// information (peers learn of a chunk as it lands), over eight seeds. The
+/// node's 200 ms notice tick gives 1.34–1.41 × here, its defaults (256 KiB,
+/// eight requests) 2.6–3.2 ×: without site awareness devices collide on the
+/// chunks only the seeder holds and ask the seeder, the bottleneck, for
+/// chunks peers already have — see simulator/README.md.
 #[test]
 fn flat_swarm_is_within_1_3_of_the_kumar_ross_bound() {
-    let sc = scenario(
-        "swarm",
-        r#"release_mib = 64.0
+    let body = r#"release_mib = 64.0
 chunk_kib = 64
 [seeder]
 upload_mbit = 100.0
@@ -91,15 +89,18 @@ uplink_down_mbit = 10000.0
 remote_peers = 29
 per_peer_in_flight = 2
 notify_ms = 0.0
-"#,
-    );
-    let (t, o) = max_completion(&sc);
-    let bound = kumar_ross(&sc, o.release_bytes);
-    println!(
-        "swarm, 30 homogeneous nodes: {t:.2} s, bound {bound:.2} s, ratio {:.3}",
-        t / bound
-    );
-    assert!(t <= 1.3 * bound, "{t} > 1.3 × {bound}");
+"#;
+    for seed in 1..=8 {
+        let mut sc = scenario("swarm", body);
+        sc.seed = seed;
+        let (t, o) = max_completion(&sc);
+        let bound = kumar_ross(&sc, o.release_bytes);
+        println!(
+            "swarm, 30 homogeneous nodes, seed {seed}: {t:.2} s, bound {bound:.2} s, ratio {:.3}",
+            t / bound
+        );
+        assert!(t <= 1.3 * bound, "seed {seed}: {t} > 1.3 × {bound}");
+    }
 }
 
 #[test]
