@@ -13,7 +13,7 @@ use pollen_core::swarm::{Action, Bitfield, SiteId, Swarm, SwarmConfig};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::net::{Job, LinkId, Net};
+use crate::net::{to_ns as ns, Job, LinkId, Net};
 use crate::queue::Queue;
 use crate::scenario::{Scenario, Strategy};
 
@@ -130,10 +130,6 @@ pub struct Sim {
     events: u64,
     remaining: usize,
     dirty: Vec<u32>,
-}
-
-fn ns(secs: f64) -> u64 {
-    (secs.max(0.0) * 1e9).round() as u64
 }
 
 impl Sim {
@@ -590,6 +586,50 @@ impl Sim {
         node.gained.clear();
     }
 
+    /// Handles one scheduled event due at `at`.
+    fn handle(&mut self, at: u64, ev: Ev) {
+        match ev {
+            Ev::Join(id) => self.join(id),
+            Ev::Deliver {
+                to,
+                from,
+                index,
+                epoch,
+            } => self.deliver(to, from, index, epoch),
+            Ev::Fail {
+                to,
+                from,
+                index,
+                epoch,
+            } => {
+                let n = &mut self.nodes[to as usize];
+                if n.up && n.epoch == epoch {
+                    if let Some(s) = &mut n.swarm {
+                        s.handle_request_failed(Duration::from_nanos(self.now_ns), from, index);
+                        self.dirty.push(to);
+                    }
+                }
+            }
+            Ev::Timer(id) => {
+                let n = &mut self.nodes[id as usize];
+                if n.timer == Some(at) {
+                    n.timer = None;
+                    if let Some(s) = &mut n.swarm {
+                        s.handle_timeout(Duration::from_nanos(at));
+                        self.dirty.push(id);
+                    }
+                }
+            }
+            Ev::Notify(id) => self.notify(id, at),
+            Ev::Crash(id) => self.crash(id),
+            Ev::Sample => {
+                self.sample();
+                let next = self.now() + self.sc.sample_s;
+                self.push(next, Ev::Sample);
+            }
+        }
+    }
+
     fn deliver(&mut self, to: u32, from: u32, index: u32, epoch: u32) {
         let node = &self.nodes[to as usize];
         if !node.up || node.epoch != epoch || !self.nodes[from as usize].up {
@@ -638,68 +678,21 @@ impl Sim {
         let mut last_report = 0u64;
         loop {
             // The next event, or the next transfer to finish (events first on a tie).
-            let transfer = match (self.queue.peek_at(), self.net.next_finish()) {
+            let (at, transfer) = match (self.queue.peek_at(), self.net.next_finish()) {
                 (None, None) => break,
-                (Some(q), Some(f)) => f < q,
-                (q, _) => q.is_none(),
+                (Some(q), Some(f)) if f < q => (f, true),
+                (None, Some(f)) => (f, true),
+                (Some(q), _) => (q, false),
             };
-            let at = if transfer {
-                self.net.next_finish()
-            } else {
-                self.queue.peek_at()
-            }
-            .expect("one is due");
             if at > limit || self.remaining == 0 {
                 break;
             }
             self.now_ns = at;
             self.events += 1;
-            let ev = if transfer {
+            if transfer {
                 self.transfer_done();
-                None
-            } else {
-                self.queue.pop().map(|(_, ev)| ev)
-            };
-            match ev {
-                None => {}
-                Some(Ev::Join(id)) => self.join(id),
-                Some(Ev::Deliver {
-                    to,
-                    from,
-                    index,
-                    epoch,
-                }) => self.deliver(to, from, index, epoch),
-                Some(Ev::Fail {
-                    to,
-                    from,
-                    index,
-                    epoch,
-                }) => {
-                    let n = &mut self.nodes[to as usize];
-                    if n.up && n.epoch == epoch {
-                        if let Some(s) = &mut n.swarm {
-                            s.handle_request_failed(Duration::from_nanos(self.now_ns), from, index);
-                            self.dirty.push(to);
-                        }
-                    }
-                }
-                Some(Ev::Timer(id)) => {
-                    let n = &mut self.nodes[id as usize];
-                    if n.timer == Some(at) {
-                        n.timer = None;
-                        if let Some(s) = &mut n.swarm {
-                            s.handle_timeout(Duration::from_nanos(at));
-                            self.dirty.push(id);
-                        }
-                    }
-                }
-                Some(Ev::Notify(id)) => self.notify(id, at),
-                Some(Ev::Crash(id)) => self.crash(id),
-                Some(Ev::Sample) => {
-                    self.sample();
-                    let next = self.now() + self.sc.sample_s;
-                    self.push(next, Ev::Sample);
-                }
+            } else if let Some((_, ev)) = self.queue.pop() {
+                self.handle(at, ev);
             }
             self.drain();
             if self.events - last_report >= 200_000 {

@@ -35,6 +35,23 @@ impl<E> Default for Queue<E> {
 
 const D: usize = 4;
 
+/// In a `D`-ary heap of `n` entries, the child of `i` that is least by
+/// `less` (which compares two places), or `None` for a leaf.
+#[inline]
+fn least_child(n: usize, i: usize, less: impl Fn(usize, usize) -> bool) -> Option<usize> {
+    let first = D * i + 1;
+    if first >= n {
+        return None;
+    }
+    let mut min = first;
+    for c in first + 1..(first + D).min(n) {
+        if less(c, min) {
+            min = c;
+        }
+    }
+    Some(min)
+}
+
 impl<E> Queue<E> {
     pub fn push(&mut self, at: u64, ev: E) {
         self.seq += 1;
@@ -62,18 +79,7 @@ impl<E> Queue<E> {
         let top = self.heap.swap_remove(0);
         let n = self.heap.len();
         let mut i = 0;
-        loop {
-            let first = D * i + 1;
-            if first >= n {
-                break;
-            }
-            let last = (first + D).min(n);
-            let mut min = first;
-            for c in first + 1..last {
-                if self.heap[c].key() < self.heap[min].key() {
-                    min = c;
-                }
-            }
+        while let Some(min) = least_child(n, i, |a, b| self.heap[a].key() < self.heap[b].key()) {
             if self.heap[i].key() <= self.heap[min].key() {
                 break;
             }
@@ -177,18 +183,7 @@ impl Timers {
 
     fn down(&mut self, mut i: usize) {
         let n = self.heap.len();
-        loop {
-            let first = D * i + 1;
-            if first >= n {
-                break;
-            }
-            let last = (first + D).min(n);
-            let mut min = first;
-            for c in first + 1..last {
-                if self.heap[c] < self.heap[min] {
-                    min = c;
-                }
-            }
+        while let Some(min) = least_child(n, i, |a, b| self.heap[a] < self.heap[b]) {
             if self.heap[i] <= self.heap[min] {
                 break;
             }

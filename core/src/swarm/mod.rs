@@ -578,6 +578,15 @@ impl<P: PeerKey> Swarm<P> {
 
     // ---- internals ----
 
+    /// The connected peers of one class (site or elsewhere), sorted.
+    fn class(&self, local: bool) -> &[P] {
+        if local {
+            &self.local_peers
+        } else {
+            &self.remote_peers
+        }
+    }
+
     fn class_mut(&mut self, local: bool) -> &mut Vec<P> {
         if local {
             &mut self.local_peers

@@ -157,19 +157,13 @@ impl<P: PeerKey> Swarm<P> {
         if self.open_count == 0 || (local && !self.config.fetch_from_site) {
             return Vec::new();
         }
-        let open = self.open.words();
         if local {
-            let site = self.on_site.words();
-            return (0..open.len())
-                .map(|k| (k, open[k] & site[k]))
-                .filter(|&(_, m)| m != 0)
-                .collect();
+            let (open, site) = (self.open.words(), self.on_site.words());
+            return nonzero_words(open.len(), |k| open[k] & site[k]);
         }
         if !self.uplink_rules() {
-            return (0..open.len())
-                .map(|k| (k, open[k]))
-                .filter(|&(_, m)| m != 0)
-                .collect();
+            let open = self.open.words();
+            return nonzero_words(open.len(), |k| open[k]);
         }
         if !self.warm(now) {
             return Vec::new();
@@ -177,10 +171,9 @@ impl<P: PeerKey> Swarm<P> {
         self.split(now);
         let (open, site) = (self.open.words(), self.on_site.words());
         let allowed = self.split.as_ref().map(|s| s.allowed().words());
-        (0..open.len())
-            .map(|k| (k, open[k] & !site[k] & allowed.map_or(!0, |a| a[k])))
-            .filter(|&(_, m)| m != 0)
-            .collect()
+        nonzero_words(open.len(), |k| {
+            open[k] & !site[k] & allowed.map_or(!0, |a| a[k])
+        })
     }
 
     /// Picks the rarest chunk for `peer` among `mask` (still open) and,
@@ -247,12 +240,7 @@ impl<P: PeerKey> Swarm<P> {
                 if mask.is_empty() && !endgame {
                     continue;
                 }
-                let list = if *local {
-                    &self.local_peers
-                } else {
-                    &self.remote_peers
-                };
-                let n = list.len();
+                let n = self.class(*local).len();
                 for k in 0..n {
                     if self.in_flight >= self.config.total_in_flight {
                         return;
@@ -260,13 +248,8 @@ impl<P: PeerKey> Swarm<P> {
                     if !local && self.remote_in_flight >= remote_cap {
                         break;
                     }
-                    let list = if *local {
-                        &self.local_peers
-                    } else {
-                        &self.remote_peers
-                    };
                     let (start, step) = orders[c];
-                    let peer = list[(start + k * step) % n];
+                    let peer = self.class(*local)[(start + k * step) % n];
                     let Some(st) = self.peers.get(&peer) else {
                         continue;
                     };
@@ -284,6 +267,14 @@ impl<P: PeerKey> Swarm<P> {
             }
         }
     }
+}
+
+/// The words `k` of `0..words` where `mask(k)` is not zero, with it.
+fn nonzero_words(words: usize, mask: impl Fn(usize) -> u64) -> Mask {
+    (0..words)
+        .map(|k| (k, mask(k)))
+        .filter(|&(_, m)| m != 0)
+        .collect()
 }
 
 fn gcd(a: usize, b: usize) -> usize {
