@@ -7,11 +7,13 @@
 //! - [`chunk`]: content-defined chunking (FastCDC) and BLAKE3 chunk ids.
 //! - [`manifest`]: the release manifest, its canonical encoding, ed25519
 //!   signatures, the device's trust policy and [`manifest::verify`].
-//! - [`swarm`]: the chunk scheduler; [`wire`]: messages between peers.
+//! - [`swarm`]: the chunk scheduler; [`admission`]: which chunk requests a
+//!   server accepts; [`wire`]: messages between peers.
 //! - [`rollout`]: staged-rollout eligibility and signed rollout controls.
 //! - [`status`]: the signed status record each device publishes;
 //!   [`fleet`]: those records summed per release and rollout stage.
 
+pub mod admission;
 pub mod chunk;
 pub mod fleet;
 pub mod manifest;

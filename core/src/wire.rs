@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::manifest::ManifestId;
 use crate::swarm::{Bitfield, SiteId};
 
-/// Protocol name negotiated on every stream.
-pub const PROTOCOL: &str = "/pollen/1";
+/// Protocol name negotiated on every stream. Version 2 added roles
+/// (origin, uplink, gateway), `Role` notices, `Declined` and retry hints.
+pub const PROTOCOL: &str = "/pollen/2";
 /// Largest request frame: requests are small (a bitfield of 64 Ki chunks is 8 KiB).
 pub const MAX_REQUEST: usize = 256 * 1024;
 /// Largest response frame: one chunk (at most 16 MiB) or one manifest, plus framing.
@@ -27,6 +28,20 @@ pub struct Hello {
     pub site: Option<SiteId>,
     /// The newest verified release this node holds a manifest for.
     pub newest: Option<Announce>,
+    /// Its role ([`Role`]).
+    pub role: Role,
+}
+
+/// What a node is to the mesh (`core::swarm::PeerInfo` without the site).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Role {
+    /// A publisher's server: it holds every chunk of what it serves.
+    pub origin: bool,
+    /// It has a working connection across its uplink.
+    pub uplink: bool,
+    /// It is one of its site's gateways (fetches across the uplink for its
+    /// site, serves other sites).
+    pub gateway: bool,
 }
 
 /// A release a node can serve: enough to decide whether to fetch its manifest.
@@ -45,6 +60,8 @@ pub struct PeerRecord {
     /// Multiaddr bytes.
     pub addrs: Vec<serde_bytes::ByteBuf>,
     pub site: Option<SiteId>,
+    /// Its role as the responder last heard it.
+    pub role: Role,
 }
 
 /// Requests.
@@ -74,6 +91,8 @@ pub enum Request {
     Control(serde_bytes::ByteBuf),
     /// The newest rollout control the responder holds for a release.
     GetControl(ManifestId),
+    /// The sender's role changed.
+    Role(Role),
 }
 
 /// Responses.
@@ -88,8 +107,17 @@ pub enum Response {
     Peers(Vec<PeerRecord>),
     /// The responder does not have what was asked.
     NotFound,
-    /// The responder is overloaded; try elsewhere or later.
-    Busy,
+    /// The responder is full (or does not serve the requester's site): try
+    /// others now, and it again after `retry_ms`.
+    Busy {
+        retry_ms: u32,
+    },
+    /// The responder does not send this chunk now (it is on its way to the
+    /// requester's site, or has gone out to the fleet already): ask others
+    /// for it, or it again after `retry_ms`.
+    Declined {
+        retry_ms: u32,
+    },
     /// Signed rollout control bytes.
     Control(#[serde(with = "serde_bytes")] Vec<u8>),
 }
@@ -197,7 +225,13 @@ mod tests {
                     manifest: id,
                     release: 4,
                 }),
+                role: Role {
+                    origin: false,
+                    uplink: true,
+                    gateway: true,
+                },
             }),
+            Request::Role(Role::default()),
             Request::GetChunk {
                 manifest: id,
                 index: 7,
@@ -214,8 +248,13 @@ mod tests {
         for m in msgs {
             assert_eq!(Request::decode(&m.encode().expect("encode")), Ok(m));
         }
-        let resp = Response::Chunk(vec![1; 1000]);
-        assert_eq!(Response::decode(&resp.encode().expect("encode")), Ok(resp));
+        for resp in [
+            Response::Chunk(vec![1; 1000]),
+            Response::Busy { retry_ms: 1500 },
+            Response::Declined { retry_ms: 4000 },
+        ] {
+            assert_eq!(Response::decode(&resp.encode().expect("encode")), Ok(resp));
+        }
     }
 
     #[test]

@@ -158,7 +158,13 @@ impl Net {
                         self.swarms[&p].have().clone()
                     };
                     let s = self.swarms.get_mut(&node).expect("node");
-                    s.handle_peer_up(now, p, Some(site));
+                    let info = PeerInfo {
+                        site: Some(site),
+                        origin: p == SEEDER,
+                        uplink: true,
+                        gateway: true,
+                    };
+                    s.handle_peer_up(now, p, info);
                     s.handle_have_all(now, p, has);
                 }
             }
@@ -204,7 +210,7 @@ impl Net {
                 self.swarms
                     .get_mut(&node)
                     .expect("node")
-                    .handle_timeout(now);
+                    .handle_timeout(now, |_, _| 0);
             }
         }
         self.drain(node);
@@ -269,7 +275,10 @@ impl Net {
                 Action::Complete => {
                     self.finished.insert(node, now);
                 }
-                Action::Cancel { .. } | Action::Penalise { .. } | Action::Ban { .. } => {}
+                Action::Cancel { .. }
+                | Action::Penalise { .. }
+                | Action::Ban { .. }
+                | Action::Role { .. } => {}
             }
         }
         if let Some(t) = timeout {

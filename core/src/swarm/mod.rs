@@ -7,15 +7,19 @@
 //! randomness from the configured seed, so the node and the simulator run
 //! exactly this code and a simulation is reproducible.
 //!
-//! Policies (DESIGN.md §5): rarest-first with a seeded tie-break; bounded
-//! pipelining per peer and in total; end-game duplicates for the last
-//! chunks; site awareness (LAN peers first; a chunk crosses the uplink only
-//! when no site peer has it, fetched by the one site member that rendezvous
-//! hashing assigns, with a fallback after a grace period); an uplink byte
-//! budget; penalties and bans for peers that send chunks failing their hash.
+//! Policies (DESIGN.md §5): rarest-first with a seeded tie-break; a window
+//! per source sized from the rate it delivers, deadlines from that rate,
+//! and back-off with jitter after a refusal ([`flow`]); end-game duplicates
+//! for the last chunks; site awareness (LAN peers first; a chunk crosses
+//! the uplink only when no site peer has it, fetched by the one site member
+//! with an uplink connection that rendezvous hashing assigns, from a device
+//! of another site when one has it and from an origin only when none does);
+//! an uplink byte budget; penalties and bans for peers that send chunks
+//! failing their hash.
 
 mod bitfield;
 mod budget;
+mod flow;
 mod pass;
 mod rendezvous;
 mod split;
@@ -32,7 +36,9 @@ use crate::manifest::{ChunkRef, Manifest};
 
 pub use bitfield::{Bitfield, BitfieldLenError};
 pub use budget::TokenBucket;
+use flow::{Flow, FlowConfig};
 pub use rendezvous::{assignee, member_key, PeerKey};
+pub use split::keep_fetchers;
 use split::UplinkSplit;
 
 /// A site (one factory LAN behind one uplink), named by a hash of its name.
@@ -62,16 +68,81 @@ pub fn unique_chunks(manifest: &Manifest) -> Vec<ChunkRef> {
         .collect()
 }
 
+/// An origin that declined a chunk within this long is treated as the
+/// fleet's bottleneck (asked only for what no other site has).
+const ORIGIN_PRESSURE: Duration = Duration::from_secs(5);
+/// A `Busy` hint longer than this says the peer is the bottleneck (an
+/// unmeasured server hints a second; a saturated one, the time its queue
+/// takes to drain past its bound).
+const PRESSURE_HINT: Duration = Duration::from_secs(4);
+
+/// How a peer relates to this node, from what it announced: a site
+/// member, a device elsewhere, or a publisher's server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Class {
+    /// On this node's site (its LAN).
+    Local,
+    /// A gateway of another site (a device that serves other sites):
+    /// reached across both sites' uplinks.
+    Remote,
+    /// A publisher's server (seeder): holds every chunk, across the uplink.
+    Origin,
+    /// A device of another site that is not one of its gateways: with
+    /// site awareness, never asked for anything.
+    Bystander,
+}
+
+/// What a peer announced about itself when it connected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its site (`None`: it named none).
+    pub site: Option<SiteId>,
+    /// It is a publisher's server.
+    pub origin: bool,
+    /// It has a working connection across its uplink (meaningful for site
+    /// members: only those may become the site's gateways).
+    pub uplink: bool,
+    /// It is one of its site's gateways: it fetches across its uplink for
+    /// its site and serves other sites ([`Swarm::is_gateway`]).
+    pub gateway: bool,
+}
+
+impl PeerInfo {
+    /// Its class as seen from a node on `site`; with `gateways_only`
+    /// (site awareness), devices of other sites that are not gateways
+    /// are bystanders.
+    pub fn class(&self, site: Option<SiteId>, gateways_only: bool) -> Class {
+        if site.is_some() && self.site == site {
+            Class::Local
+        } else if self.origin {
+            Class::Origin
+        } else if gateways_only && !self.gateway {
+            Class::Bystander
+        } else {
+            Class::Remote
+        }
+    }
+}
+
 /// Scheduler settings. [`SwarmConfig::default`] is the node's default policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SwarmConfig {
     /// Seed for every random choice.
     pub seed: u64,
-    /// Requests in flight to one peer.
+    /// Requests in flight to one peer, at most (its window decides below that).
     pub per_peer_in_flight: usize,
     /// Requests in flight in total.
     pub total_in_flight: usize,
-    /// A request not answered by then is abandoned and retried elsewhere.
+    /// Requests in flight to a peer whose delivery rate is not measured yet.
+    pub initial_window: usize,
+    /// A peer's window holds this long of the rate it delivers (at least one chunk).
+    pub window_time: Duration,
+    /// A request's deadline: this many times the time the bytes in flight to
+    /// its peer take at the peer's rate, plus [`SwarmConfig::deadline_slack`].
+    /// A deadline passing while the peer still delivers is moved, not acted on.
+    pub deadline_margin: u32,
+    pub deadline_slack: Duration,
+    /// The deadline of a request to a peer whose rate is not measured yet.
     pub request_timeout: Duration,
     /// End-game starts when every lacking chunk is requested and at most this many remain.
     pub endgame_chunks: usize,
@@ -83,22 +154,34 @@ pub struct SwarmConfig {
     pub site_aware: bool,
     /// Fetch from peers on the same site. Off (`--no-lan`): only remote peers.
     pub fetch_from_site: bool,
-    /// Uplink budget in bytes per second for requests to remote peers.
+    /// With site awareness: fetch across the uplink from devices of other
+    /// sites too (each chunk still once per site), origins only for chunks
+    /// none of them has. Off: across the uplink from origins only.
+    pub cross_site: bool,
+    /// Uplink budget in bytes per second for requests across the uplink.
     pub uplink_rate: Option<u64>,
-    /// A site member assigned to fetch chunks across the uplink that announces
-    /// nothing new for this long is considered stalled: we fetch its chunks ourselves.
+    /// A site member assigned to fetch chunks across the uplink that
+    /// announces nothing new for this long, while the rest of the site
+    /// gained chunks, is considered stalled: we fetch its chunks ourselves.
     pub assignee_grace: Duration,
     /// With site awareness, no uplink request before this long after start,
     /// so the site's membership (and so the split of uplink work) settles first.
     pub remote_warmup: Duration,
     /// Chunks failing verification before a peer is banned.
     pub ban_after: u32,
-    /// How long to leave a peer alone after it answered `Busy`.
+    /// First back-off after a peer refused work without a hint (doubles per
+    /// refusal in a row; a hint is used as given). Jittered.
     pub busy_backoff: Duration,
     /// With site awareness: requests the whole site keeps in flight across
-    /// its uplink; each member takes its share (at least one). Deep queues
-    /// on a slow shared uplink only turn into timeouts and duplicates.
+    /// its uplink, shared by its fetchers. Deep queues on a slow shared
+    /// uplink only make every chunk arrive later.
     pub site_uplink_requests: usize,
+    /// With site awareness: the site's gateways, the members that fetch
+    /// across its uplink and serve other sites (chosen among those with an
+    /// uplink connection by a hash every member computes alike); the rest
+    /// use their site only. Few, so a slow uplink carries a few fast flows
+    /// each way rather than many slow ones.
+    pub site_fetchers: usize,
 }
 
 impl Default for SwarmConfig {
@@ -107,18 +190,37 @@ impl Default for SwarmConfig {
             seed: 0,
             per_peer_in_flight: 8,
             total_in_flight: 64,
+            initial_window: 2,
+            window_time: Duration::from_secs(1),
+            deadline_margin: 3,
+            deadline_slack: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
             endgame_chunks: 8,
             endgame_copies: 2,
             site: None,
             site_aware: true,
             fetch_from_site: true,
+            cross_site: true,
             uplink_rate: None,
             assignee_grace: Duration::from_secs(20),
             remote_warmup: Duration::from_secs(2),
             ban_after: 2,
             busy_backoff: Duration::from_millis(250),
-            site_uplink_requests: 16,
+            site_uplink_requests: 12,
+            site_fetchers: 6,
+        }
+    }
+}
+
+impl SwarmConfig {
+    fn flow(&self) -> FlowConfig {
+        FlowConfig {
+            initial_window: self.initial_window.max(1),
+            window_time: self.window_time,
+            margin: f64::from(self.deadline_margin.max(1)),
+            slack: self.deadline_slack,
+            initial_timeout: self.request_timeout,
+            backoff: self.busy_backoff,
         }
     }
 }
@@ -143,6 +245,9 @@ pub enum Action<P> {
     Ban { peer: P },
     /// Every chunk is held.
     Complete,
+    /// What this node tells its peers about itself changed (an uplink
+    /// connection came or went; it became a gateway or stopped being one).
+    Role { uplink: bool, gateway: bool },
 }
 
 /// Counters, for logs, metrics and the simulator's reports.
@@ -152,29 +257,62 @@ pub struct SwarmStats {
     pub chunks_verified: u64,
     pub chunks_rejected: u64,
     pub duplicates: u64,
+    /// Requests abandoned: no byte arrived for a whole deadline.
     pub timeouts: u64,
+    /// Requests refused (`Busy`) or failed.
     pub failures: u64,
+    /// Requests declined for that chunk (others have it).
+    pub declined: u64,
     /// Verified bytes from peers on this node's site.
     pub bytes_from_site: u64,
-    /// Verified bytes from peers elsewhere (across the uplink).
+    /// Verified bytes from peers elsewhere (across the uplink), origins included.
     pub bytes_from_remote: u64,
+    /// Of those, bytes from origins.
+    pub bytes_from_origin: u64,
+}
+
+/// A request in flight.
+#[derive(Clone, Copy, Debug)]
+struct Req {
+    index: u32,
+    len: u32,
+    /// Bytes of it received so far (progress reports).
+    received: u32,
+    deadline: Duration,
+    /// The peer's delivered bytes when the deadline was set: more by the
+    /// deadline means it is still delivering.
+    seen: u64,
 }
 
 #[derive(Debug)]
 struct PeerState {
-    local: bool,
+    class: Class,
     /// Its rendezvous key.
     key: u64,
     has: Bitfield,
-    /// (chunk, deadline) of each request in flight to it.
-    in_flight: Vec<(u32, Duration)>,
+    /// Requests in flight to it, oldest first.
+    in_flight: Vec<Req>,
+    flow: Flow,
     strikes: u32,
     /// Last time it connected or announced a chunk new to it.
     last_progress: Duration,
-    /// Not asked for anything before this (it said it was busy).
+    /// Not asked for anything before this (it refused work or timed out).
     busy_until: Duration,
     /// Marked stalled in the uplink split.
     stalled: bool,
+    /// A site member with a working uplink connection.
+    uplink: bool,
+    /// Chunks it declined to send, each until a time (it said others have them).
+    declined: Vec<(u32, Duration)>,
+    /// Last time it said it is the bottleneck: it declined a chunk (an
+    /// origin super-seeds then) or was busy for long.
+    declined_at: Option<Duration>,
+}
+
+impl PeerState {
+    fn local(&self) -> bool {
+        self.class == Class::Local
+    }
 }
 
 /// The scheduler for one release on one node.
@@ -185,6 +323,7 @@ struct PeerState {
 #[derive(Debug)]
 pub struct Swarm<P: PeerKey> {
     config: SwarmConfig,
+    flow_config: FlowConfig,
     me: P,
     me_key: u64,
     rng: ChaCha8Rng,
@@ -196,14 +335,18 @@ pub struct Swarm<P: PeerKey> {
     lacking: Vec<u32>,
     /// Per lacking chunk: its place in `lacking`.
     rank: Vec<u32>,
-    /// Per chunk: connected peers that have it. This and `local_avail`
-    /// are exact for the chunks this node lacks, the only ones they steer;
-    /// `handle_have` stops counting a chunk once it is held.
+    /// Per chunk: connected peers that have it. This, `local_avail` and
+    /// `remote_avail` are exact for the chunks this node lacks, the only
+    /// ones they steer; `handle_have` stops counting a chunk once it is held.
     availability: Vec<u32>,
     /// Per chunk: site peers that have it.
     local_avail: Vec<u32>,
     /// Chunks some site peer has.
     on_site: Bitfield,
+    /// Per chunk: devices of other sites that have it.
+    remote_avail: Vec<u32>,
+    /// Chunks some device of another site has.
+    on_remote: Bitfield,
     /// Lacking chunks with no request in flight, and how many.
     open: Bitfield,
     open_count: u32,
@@ -212,11 +355,18 @@ pub struct Swarm<P: PeerKey> {
     /// Every request in flight, by deadline.
     deadlines: BTreeSet<(Duration, u32, P)>,
     in_flight: usize,
+    /// Requests in flight across the uplink (to remote peers and origins).
     remote_in_flight: usize,
     /// Connected peers by class, each sorted; a pass starts each at a random place.
     local_peers: Vec<P>,
     remote_peers: Vec<P>,
+    origin_peers: Vec<P>,
+    bystanders: Vec<P>,
+    /// What this node last told its peers: (uplink, gateway).
+    role: (bool, bool),
     started: Duration,
+    /// Last time this node or a site peer gained a chunk.
+    site_gain: Duration,
     wakeups: BTreeSet<Duration>,
     peers: BTreeMap<P, PeerState>,
     banned: BTreeSet<P>,
@@ -271,6 +421,7 @@ impl<P: PeerKey> Swarm<P> {
             actions.push_back(Action::Complete);
         }
         Self {
+            flow_config: config.flow(),
             config,
             me_key: member_key(&me),
             me,
@@ -278,6 +429,8 @@ impl<P: PeerKey> Swarm<P> {
             availability: vec![0; n as usize],
             local_avail: vec![0; n as usize],
             on_site: Bitfield::new(n),
+            remote_avail: vec![0; n as usize],
+            on_remote: Bitfield::new(n),
             open,
             open_count,
             requested: vec![0; n as usize],
@@ -290,7 +443,11 @@ impl<P: PeerKey> Swarm<P> {
             remote_in_flight: 0,
             local_peers: Vec::new(),
             remote_peers: Vec::new(),
+            origin_peers: Vec::new(),
+            bystanders: Vec::new(),
+            role: (false, false),
             started: now,
+            site_gain: now,
             wakeups: BTreeSet::new(),
             peers: BTreeMap::new(),
             banned: BTreeSet::new(),
@@ -332,6 +489,85 @@ impl<P: PeerKey> Swarm<P> {
         self.in_flight
     }
 
+    /// Whether every site peer this node knows holds every chunk: the site
+    /// no longer needs this node (a one-shot `fetch` may leave).
+    pub fn site_complete(&self) -> bool {
+        self.local_peers
+            .iter()
+            .all(|p| self.peers.get(p).is_some_and(|st| st.has.is_full()))
+    }
+
+    /// Bytes requested from `peer` and not received yet.
+    pub fn in_flight_bytes(&self, peer: &P) -> u64 {
+        self.peers.get(peer).map_or(0, |st| st.flow.in_flight_bytes)
+    }
+
+    /// The bytes `peer`'s window allows now (`None`: its rate is not
+    /// measured yet, so [`SwarmConfig::initial_window`] requests).
+    pub fn window_bytes(&self, peer: &P) -> Option<u64> {
+        let max_chunk = self.chunks.iter().map(|c| u64::from(c.len)).max()?;
+        self.peers
+            .get(peer)?
+            .flow
+            .window_bytes(&self.flow_config, max_chunk)
+    }
+
+    /// The delivery rate measured from `peer`, bytes/s.
+    pub fn peer_rate(&self, peer: &P) -> Option<f64> {
+        self.peers.get(peer)?.flow.rate()
+    }
+
+    /// Whether this node has a source across the uplink (an origin, or with
+    /// cross-site sharing a device of another site): what it tells its site
+    /// peers as [`PeerInfo::uplink`].
+    pub fn has_uplink(&self) -> bool {
+        !self.origin_peers.is_empty() || (self.cross_site() && !self.remote_peers.is_empty())
+    }
+
+    /// Whether this node is one of its site's gateways: with site
+    /// awareness, one of the [`SwarmConfig::site_fetchers`] members with an
+    /// uplink connection that rank highest on a hash every member computes
+    /// alike. A gateway fetches across the uplink for its site and serves
+    /// other sites; other members use their site only. Without site
+    /// awareness every node is one.
+    pub fn is_gateway(&self) -> bool {
+        self.role.1
+    }
+
+    fn compute_gateway(&self) -> bool {
+        if !self.uplink_rules() {
+            return true;
+        }
+        if !self.has_uplink() {
+            return false;
+        }
+        let mut candidates: Vec<(P, u64)> = self
+            .local_peers
+            .iter()
+            .filter_map(|p| {
+                self.peers
+                    .get(p)
+                    .filter(|st| st.uplink)
+                    .map(|st| (*p, st.key))
+            })
+            .chain(std::iter::once((self.me, self.me_key)))
+            .collect();
+        keep_fetchers(&mut candidates, self.config.site_fetchers);
+        candidates.iter().any(|m| m.0 == self.me)
+    }
+
+    /// Recomputes the role; tells the driver if it changed.
+    fn refresh_role(&mut self) {
+        let role = (self.has_uplink(), self.compute_gateway());
+        if role != self.role {
+            self.role = role;
+            self.actions.push_back(Action::Role {
+                uplink: role.0,
+                gateway: role.1,
+            });
+        }
+    }
+
     /// Runs a full pass now (tests check it finds nothing the incremental
     /// pass of [`Swarm::handle_have`] missed).
     #[cfg(test)]
@@ -341,32 +577,42 @@ impl<P: PeerKey> Swarm<P> {
 
     // ---- inputs ----
 
-    /// A peer connected; `site` is the site it announced.
-    pub fn handle_peer_up(&mut self, now: Duration, peer: P, site: Option<SiteId>) {
+    /// A peer connected and said who it is, or announced a change (its
+    /// uplink connection, its gateway role).
+    pub fn handle_peer_up(&mut self, now: Duration, peer: P, info: PeerInfo) {
         if self.banned.contains(&peer) || peer == self.me {
             return;
         }
-        let local = self.config.site.is_some() && site == self.config.site;
-        match self.peers.get(&peer).map(|st| st.local) {
-            Some(was) if was == local => {}
-            Some(_) => self.reclassify(&peer, local),
+        let class = info.class(self.config.site, self.uplink_rules());
+        match self.peers.get(&peer).map(|st| (st.class, st.uplink)) {
+            Some((was, up)) if was == class => {
+                if class == Class::Local && up != info.uplink {
+                    self.set_uplink(&peer, info.uplink);
+                }
+            }
+            Some(_) => {
+                self.reclassify(&peer, class);
+                self.set_uplink(&peer, info.uplink);
+            }
             None => {
                 let state = PeerState {
-                    local,
+                    class,
                     key: member_key(&peer),
                     has: Bitfield::new(self.chunks.len() as u32),
                     in_flight: Vec::new(),
+                    flow: Flow::default(),
                     strikes: 0,
                     last_progress: now,
                     busy_until: Duration::ZERO,
                     stalled: false,
+                    uplink: info.uplink,
+                    declined: Vec::new(),
+                    declined_at: None,
                 };
                 self.peers.insert(peer, state);
-                self.class_mut(local).push(peer);
-                self.class_mut(local).sort_unstable();
-                if local {
-                    self.split = None;
-                }
+                self.class_mut(class).push(peer);
+                self.class_mut(class).sort_unstable();
+                self.membership_changed(class);
             }
         }
         self.schedule(now);
@@ -387,27 +633,19 @@ impl<P: PeerKey> Swarm<P> {
             return;
         };
         let old = std::mem::replace(&mut state.has, has);
-        let local = state.local;
+        let class = state.class;
         let (mut gained, mut lost) = (Vec::new(), Vec::new());
         for (k, (&new, &was)) in state.has.words().iter().zip(old.words()).enumerate() {
             gained.extend(bitfield::ones(k, new & !was));
             lost.extend(bitfield::ones(k, was & !new));
         }
         for &i in &gained {
-            self.availability[i as usize] += 1;
-            if local {
-                self.local_avail[i as usize] += 1;
-                self.on_site.set(i);
-            }
+            self.count_holder(i, class);
         }
         for i in lost {
-            self.availability[i as usize] = self.availability[i as usize].saturating_sub(1);
-            if local {
-                self.lose_local(i);
-            }
+            self.lose_holder(i, class);
         }
-        let progress = !gained.is_empty();
-        if progress {
+        if !gained.is_empty() {
             self.progressed(now, &peer);
         }
         self.schedule(now);
@@ -420,8 +658,14 @@ impl<P: PeerKey> Swarm<P> {
 
     /// A peer now has each chunk of `indices` (a batch of notices).
     pub fn handle_have_many(&mut self, now: Duration, peer: P, indices: &[u32]) {
-        // Done: nothing more to schedule, so nothing to track.
+        // Done: nothing more to schedule; only what peers hold is kept (for
+        // [`Swarm::site_complete`]).
         if self.complete {
+            if let Some(st) = self.peers.get_mut(&peer) {
+                for &i in indices {
+                    st.has.set(i);
+                }
+            }
             return;
         }
         let Some(state) = self.peers.get_mut(&peer) else {
@@ -429,12 +673,15 @@ impl<P: PeerKey> Swarm<P> {
         };
         let was_stalled = std::mem::take(&mut state.stalled);
         state.last_progress = now;
+        let class = state.class;
+        if class == Class::Local {
+            self.site_gain = self.site_gain.max(now);
+        }
         if was_stalled {
             if let Some(split) = &mut self.split {
                 split.set_stalled(&peer, false);
             }
         }
-        let local = state.local;
         // Counts cover only chunks this node lacks (the only ones they
         // steer), so a chunk held already needs no more than the progress.
         let mut fresh = std::mem::take(&mut self.fresh);
@@ -445,13 +692,10 @@ impl<P: PeerKey> Swarm<P> {
                 .filter(|&i| !self.have.get(i) && state.has.set(i)),
         );
         for &index in &fresh {
-            self.availability[index as usize] += 1;
-            if local {
-                self.local_avail[index as usize] += 1;
-                self.on_site.set(index);
-            }
+            self.count_holder(index, class);
             // Everything requestable before was requested (or a cap stopped
-            // it): only this chunk, from this peer, can be new.
+            // it): only this chunk, from this peer, can be new — and, for a
+            // chunk now on site or elsewhere, nothing from an origin.
             self.try_request(now, peer, index);
         }
         fresh.clear();
@@ -464,7 +708,7 @@ impl<P: PeerKey> Swarm<P> {
         if index as usize >= self.chunks.len() {
             return;
         }
-        let was_requested = self.finish_request(&peer, index);
+        let was_requested = self.finish_request(now, &peer, index, true);
         if !verified {
             self.stats.chunks_rejected += 1;
             self.strike(peer);
@@ -479,6 +723,7 @@ impl<P: PeerKey> Swarm<P> {
             }
         }
         self.have.set(index);
+        self.site_gain = self.site_gain.max(now);
         let pos = self.rank[index as usize] as usize;
         self.lacking.swap_remove(pos);
         if let Some(&moved) = self.lacking.get(pos) {
@@ -489,19 +734,23 @@ impl<P: PeerKey> Swarm<P> {
         }
         self.stats.chunks_verified += 1;
         let len = u64::from(self.chunks[index as usize].len);
-        match self.peers.get(&peer) {
-            Some(p) if p.local => self.stats.bytes_from_site += len,
+        match self.peers.get(&peer).map(|p| p.class) {
+            Some(Class::Local) => self.stats.bytes_from_site += len,
+            Some(Class::Origin) => {
+                self.stats.bytes_from_remote += len;
+                self.stats.bytes_from_origin += len;
+            }
             _ => self.stats.bytes_from_remote += len,
         }
         if self.requested[index as usize] > 0 {
             let others: Vec<P> = self
                 .peers
                 .iter()
-                .filter(|(_, st)| st.in_flight.iter().any(|&(i, _)| i == index))
+                .filter(|(_, st)| st.in_flight.iter().any(|r| r.index == index))
                 .map(|(p, _)| *p)
                 .collect();
             for other in others {
-                self.finish_request(&other, index);
+                self.finish_request(now, &other, index, false);
                 self.actions
                     .push_back(Action::Cancel { peer: other, index });
             }
@@ -517,46 +766,106 @@ impl<P: PeerKey> Swarm<P> {
     /// The peer does not have the chunk after all: do not ask it for this
     /// chunk again until it announces it anew.
     pub fn handle_request_failed(&mut self, now: Duration, peer: P, index: u32) {
-        if self.finish_request(&peer, index) {
+        if self.finish_request(now, &peer, index, false) {
             self.stats.failures += 1;
             if let Some(st) = self.peers.get_mut(&peer) {
                 if st.has.clear(index) {
-                    let local = st.local;
-                    self.availability[index as usize] =
-                        self.availability[index as usize].saturating_sub(1);
-                    if local {
-                        self.lose_local(index);
-                    }
+                    let class = st.class;
+                    self.lose_holder(index, class);
                 }
             }
         }
         self.schedule(now);
     }
 
-    /// The peer is overloaded or the request broke off: try elsewhere now,
-    /// and this peer again after [`SwarmConfig::busy_backoff`].
-    pub fn handle_request_busy(&mut self, now: Duration, peer: P, index: u32) {
-        if self.finish_request(&peer, index) {
+    /// The peer refused the request (it is overloaded, or the request broke
+    /// off): try elsewhere now, and this peer again after `retry_after` (its
+    /// hint) or a doubling back-off, with jitter either way.
+    pub fn handle_request_busy(
+        &mut self,
+        now: Duration,
+        peer: P,
+        index: u32,
+        retry_after: Option<Duration>,
+    ) {
+        if self.finish_request(now, &peer, index, false) {
             self.stats.failures += 1;
+            self.back_off(now, &peer, retry_after, false);
+            // An origin busy for long is the bottleneck.
+            if retry_after.is_some_and(|h| h > PRESSURE_HINT) {
+                self.pressed(now, &peer);
+            }
+        }
+        self.schedule(now);
+    }
+
+    /// The peer declined to send this chunk now (others have it, or it is on
+    /// its way to this site): ask others for it, and this peer again for it
+    /// only after `retry_after` (jittered). Other chunks it may still send.
+    pub fn handle_request_declined(
+        &mut self,
+        now: Duration,
+        peer: P,
+        index: u32,
+        retry_after: Duration,
+    ) {
+        if self.finish_request(now, &peer, index, false) {
+            self.stats.declined += 1;
+            let until = now + retry_after.mul_f64(1.0 + 0.5 * self.unit());
+            self.pressed(now, &peer);
             if let Some(st) = self.peers.get_mut(&peer) {
-                st.busy_until = now + self.config.busy_backoff;
-                self.wakeups.insert(st.busy_until);
+                st.declined.retain(|&(i, t)| i != index && t > now);
+                st.declined.push((index, until));
+                self.wakeups.insert(until);
             }
         }
         self.schedule(now);
     }
 
     /// Timers: request deadlines, grace periods, budget refills.
-    pub fn handle_timeout(&mut self, now: Duration) {
+    ///
+    /// `progress(peer, index)` tells how many bytes of that request have
+    /// arrived so far (0 if unknown): a request whose peer is still
+    /// delivering is given a new deadline rather than abandoned.
+    pub fn handle_timeout(&mut self, now: Duration, mut progress: impl FnMut(&P, u32) -> u64) {
         while let Some(&(deadline, index, peer)) = self.deadlines.first() {
             if deadline > now {
                 break;
             }
-            self.finish_request(&peer, index);
+            self.report_progress(now, &peer, &mut progress);
+            let Some(st) = self.peers.get_mut(&peer) else {
+                self.deadlines.pop_first();
+                continue;
+            };
+            let Some(pos) = st.in_flight.iter().position(|r| r.index == index) else {
+                self.deadlines.pop_first();
+                continue;
+            };
+            if st.flow.delivered() > st.in_flight[pos].seen {
+                // Still delivering: the deadline moves with what is left.
+                let ahead: u64 = st.in_flight[..=pos]
+                    .iter()
+                    .map(|r| u64::from(r.len - r.received.min(r.len)))
+                    .sum();
+                let r = &mut st.in_flight[pos];
+                r.deadline = st.flow.deadline(&self.flow_config, now, ahead);
+                r.seen = st.flow.delivered();
+                let moved = (r.deadline, index, peer);
+                self.deadlines.pop_first();
+                self.deadlines.insert(moved);
+                continue;
+            }
+            self.finish_request(now, &peer, index, false);
             self.stats.timeouts += 1;
+            self.back_off(now, &peer, None, true);
             self.actions.push_back(Action::Cancel { peer, index });
         }
         self.wakeups = self.wakeups.split_off(&(now + Duration::from_nanos(1)));
+        for st in self.peers.values_mut() {
+            if !st.declined.is_empty() {
+                st.declined.retain(|&(_, until)| until > now);
+            }
+        }
         self.refresh_stalled(now);
         self.schedule(now);
     }
@@ -578,20 +887,22 @@ impl<P: PeerKey> Swarm<P> {
 
     // ---- internals ----
 
-    /// The connected peers of one class (site or elsewhere), sorted.
-    fn class(&self, local: bool) -> &[P] {
-        if local {
-            &self.local_peers
-        } else {
-            &self.remote_peers
+    /// The connected peers of one class, sorted.
+    fn class(&self, class: Class) -> &[P] {
+        match class {
+            Class::Local => &self.local_peers,
+            Class::Remote => &self.remote_peers,
+            Class::Origin => &self.origin_peers,
+            Class::Bystander => &self.bystanders,
         }
     }
 
-    fn class_mut(&mut self, local: bool) -> &mut Vec<P> {
-        if local {
-            &mut self.local_peers
-        } else {
-            &mut self.remote_peers
+    fn class_mut(&mut self, class: Class) -> &mut Vec<P> {
+        match class {
+            Class::Local => &mut self.local_peers,
+            Class::Remote => &mut self.remote_peers,
+            Class::Origin => &mut self.origin_peers,
+            Class::Bystander => &mut self.bystanders,
         }
     }
 
@@ -600,12 +911,34 @@ impl<P: PeerKey> Swarm<P> {
         self.config.site_aware && self.config.site.is_some() && self.config.fetch_from_site
     }
 
+    /// With cross-site sharing: an origin said lately it is the fleet's
+    /// bottleneck (declined chunks, or was busy for long), so it is asked
+    /// only for chunks no other site has, and after other sites.
+    fn origins_pressed(&self, now: Duration) -> bool {
+        self.origin_peers.iter().any(|p| {
+            self.peers
+                .get(p)
+                .and_then(|st| st.declined_at)
+                .is_some_and(|t| now.saturating_sub(t) < ORIGIN_PRESSURE)
+        })
+    }
+
+    /// Devices of other sites are sources (under the site rules).
+    fn cross_site(&self) -> bool {
+        !self.uplink_rules() || self.config.cross_site
+    }
+
     /// This member's share of the site's uplink requests.
     fn remote_cap(&self) -> usize {
         if !self.config.site_aware || self.config.site.is_none() {
             return usize::MAX;
         }
-        let members = 1 + self.local_peers.len();
+        let candidates = 1 + self
+            .local_peers
+            .iter()
+            .filter(|p| self.peers.get(p).is_some_and(|st| st.uplink))
+            .count();
+        let members = candidates.min(self.config.site_fetchers.max(1));
         self.config.site_uplink_requests.div_ceil(members).max(1)
     }
 
@@ -615,12 +948,41 @@ impl<P: PeerKey> Swarm<P> {
             && self.open_count == 0
     }
 
-    /// A site peer no longer counts as holding `index`.
-    fn lose_local(&mut self, index: u32) {
-        let a = &mut self.local_avail[index as usize];
-        *a = a.saturating_sub(1);
-        if *a == 0 {
-            self.on_site.clear(index);
+    /// A peer of `class` holds `index` now.
+    fn count_holder(&mut self, index: u32, class: Class) {
+        let i = index as usize;
+        if class == Class::Bystander {
+            return;
+        }
+        self.availability[i] += 1;
+        match class {
+            Class::Local => {
+                self.local_avail[i] += 1;
+                self.on_site.set(index);
+            }
+            Class::Remote => {
+                self.remote_avail[i] += 1;
+                self.on_remote.set(index);
+            }
+            Class::Origin | Class::Bystander => {}
+        }
+    }
+
+    /// A peer of `class` no longer counts as holding `index`.
+    fn lose_holder(&mut self, index: u32, class: Class) {
+        let i = index as usize;
+        if class == Class::Bystander {
+            return;
+        }
+        self.availability[i] = self.availability[i].saturating_sub(1);
+        let (avail, set) = match class {
+            Class::Local => (&mut self.local_avail[i], &mut self.on_site),
+            Class::Remote => (&mut self.remote_avail[i], &mut self.on_remote),
+            Class::Origin | Class::Bystander => return,
+        };
+        *avail = avail.saturating_sub(1);
+        if *avail == 0 {
+            set.clear(index);
         }
     }
 
@@ -629,81 +991,159 @@ impl<P: PeerKey> Swarm<P> {
         if let Some(st) = self.peers.get_mut(peer) {
             st.last_progress = now;
             st.stalled = false;
+            if st.local() {
+                self.site_gain = self.site_gain.max(now);
+            }
         }
         if let Some(split) = &mut self.split {
             split.set_stalled(peer, false);
         }
     }
 
-    /// A known peer moved between site and elsewhere.
-    fn reclassify(&mut self, peer: &P, local: bool) {
+    fn set_uplink(&mut self, peer: &P, uplink: bool) {
+        if let Some(st) = self.peers.get_mut(peer) {
+            if st.uplink != uplink {
+                st.uplink = uplink;
+                if st.local() {
+                    self.split = None;
+                    self.refresh_role();
+                }
+            }
+        }
+    }
+
+    /// A known peer moved to another class.
+    fn reclassify(&mut self, peer: &P, class: Class) {
         let Some(st) = self.peers.get_mut(peer) else {
             return;
         };
-        st.local = local;
+        let old = std::mem::replace(&mut st.class, class);
         let n = st.in_flight.len();
         let ones: Vec<u32> = st.has.iter_ones().collect();
         for i in ones {
-            if local {
-                self.local_avail[i as usize] += 1;
-                self.on_site.set(i);
-            } else {
-                self.lose_local(i);
-            }
+            self.lose_holder(i, old);
+            self.count_holder(i, class);
         }
-        if local {
-            self.remote_in_flight -= n;
-        } else {
+        if old == Class::Local {
             self.remote_in_flight += n;
+        } else if class == Class::Local {
+            self.remote_in_flight -= n;
         }
-        self.class_mut(!local).retain(|p| p != peer);
-        self.class_mut(local).push(*peer);
-        self.class_mut(local).sort_unstable();
+        self.class_mut(old).retain(|p| p != peer);
+        self.class_mut(class).push(*peer);
+        self.class_mut(class).sort_unstable();
         self.split = None;
+        self.refresh_role();
     }
 
-    fn finish_request(&mut self, peer: &P, index: u32) -> bool {
+    /// Feeds `progress` for every request in flight to `peer`.
+    fn report_progress(
+        &mut self,
+        now: Duration,
+        peer: &P,
+        progress: &mut impl FnMut(&P, u32) -> u64,
+    ) {
+        let Some(st) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let mut more = 0u64;
+        for r in &mut st.in_flight {
+            let got = progress(peer, r.index).min(u64::from(r.len)) as u32;
+            if got > r.received {
+                more += u64::from(got - r.received);
+                r.received = got;
+            }
+        }
+        if more > 0 {
+            st.flow.received(now, more, false);
+        }
+    }
+
+    /// Ends the request for `index` to `peer`; `delivered` when its chunk
+    /// arrived. Returns whether there was one.
+    fn finish_request(&mut self, now: Duration, peer: &P, index: u32, delivered: bool) -> bool {
         let Some(st) = self.peers.get_mut(peer) else {
             return false;
         };
-        let Some(pos) = st.in_flight.iter().position(|&(i, _)| i == index) else {
+        let Some(pos) = st.in_flight.iter().position(|r| r.index == index) else {
             return false;
         };
-        let (_, deadline) = st.in_flight.swap_remove(pos);
-        if !st.local {
+        let r = st.in_flight.remove(pos);
+        let rest = u64::from(r.len - r.received.min(r.len));
+        if delivered {
+            st.flow.received(now, rest, true);
+        } else {
+            st.flow.ended(rest);
+        }
+        if !st.local() {
             self.remote_in_flight -= 1;
         }
-        self.deadlines.remove(&(deadline, index, *peer));
+        self.deadlines.remove(&(r.deadline, index, *peer));
         self.in_flight -= 1;
-        let r = &mut self.requested[index as usize];
-        *r -= 1;
-        if *r == 0 && !self.have.get(index) && self.open.set(index) {
+        let n = &mut self.requested[index as usize];
+        *n -= 1;
+        if *n == 0 && !self.have.get(index) && self.open.set(index) {
             self.open_count += 1;
         }
         true
+    }
+
+    /// `peer` said it is the bottleneck (declined a chunk, or is busy for
+    /// long): an origin is then asked after other sites for a while.
+    fn pressed(&mut self, now: Duration, peer: &P) {
+        if let Some(st) = self.peers.get_mut(peer) {
+            st.declined_at = Some(now);
+            if st.class == Class::Origin {
+                // Its pressure ends then: a full pass may ask it first again.
+                self.wakeups.insert(now + ORIGIN_PRESSURE);
+            }
+        }
+    }
+
+    /// A uniform draw in `[0, 1)` from the seeded generator.
+    fn unit(&mut self) -> f64 {
+        (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Leaves `peer` alone for a while (jittered), after a refusal or a timeout.
+    fn back_off(&mut self, now: Duration, peer: &P, hint: Option<Duration>, timeout: bool) {
+        let jitter = self.unit();
+        let Some(st) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let wait = st.flow.refused(&self.flow_config, hint, timeout);
+        st.busy_until = now + wait.mul_f64(1.0 + 0.5 * jitter);
+        self.wakeups.insert(st.busy_until);
     }
 
     fn drop_peer(&mut self, peer: &P) {
         let Some(st) = self.peers.get(peer) else {
             return;
         };
-        let local = st.local;
-        let flying: Vec<u32> = st.in_flight.iter().map(|&(i, _)| i).collect();
+        let class = st.class;
+        let flying: Vec<u32> = st.in_flight.iter().map(|r| r.index).collect();
         for index in flying {
-            self.finish_request(peer, index);
+            self.finish_request(Duration::ZERO, peer, index, false);
         }
         let Some(st) = self.peers.remove(peer) else {
             return;
         };
         for i in st.has.iter_ones() {
-            self.availability[i as usize] = self.availability[i as usize].saturating_sub(1);
-            if local {
-                self.lose_local(i);
-            }
+            self.lose_holder(i, class);
         }
-        self.class_mut(local).retain(|p| p != peer);
-        if local {
+        self.class_mut(class).retain(|p| p != peer);
+        self.membership_changed(class);
+    }
+
+    /// A peer of `class` came or went: a member joined or left, or our own
+    /// uplink may have come up or gone; the split is rebuilt if so.
+    fn membership_changed(&mut self, class: Class) {
+        let up = self.has_uplink();
+        if class == Class::Local || self.split.as_ref().is_some_and(|s| s.me_uplink() != up) {
             self.split = None;
+        }
+        if class != Class::Bystander {
+            self.refresh_role();
         }
     }
 

@@ -1,14 +1,15 @@
-//! The scheduling passes of [`Swarm`]: the full pass (LAN peers first, a
-//! seeded walk, rarest allowed chunk per peer over bitfield words), the
-//! incremental pass after a notice, and the site rules they apply (uplink
-//! warm-up, the rendezvous split, stalled members, end-game, the budget).
+//! The scheduling passes of [`Swarm`]: the full pass (LAN peers first, then
+//! devices of other sites, then origins; a seeded walk, rarest allowed chunk
+//! per peer over bitfield words), the incremental pass after a notice, and
+//! the rules they apply (uplink warm-up, the rendezvous split, stalled
+//! members, origins as the last resort, windows, end-game, the budget).
 
 use std::time::Duration;
 
 use rand_chacha::rand_core::RngCore;
 
 use super::split::UplinkSplit;
-use super::{bitfield, Action, PeerKey, Swarm};
+use super::{bitfield, Action, Class, PeerKey, Req, Swarm};
 
 /// Which chunks a class of peers may be asked for in one pass: the words
 /// of the chunk bitfields worth looking at, each with a mask.
@@ -31,20 +32,25 @@ impl<P: PeerKey> Swarm<P> {
             let others = self
                 .local_peers
                 .iter()
-                .filter_map(|p| self.peers.get(p).map(|st| (*p, st.key)));
+                .filter_map(|p| self.peers.get(p).map(|st| (*p, st.key, st.uplink)))
+                .filter(|m| m.2)
+                .map(|(p, key, _)| (p, key));
             self.split = Some(UplinkSplit::new(
                 &self.chunks,
                 (self.me, self.me_key),
+                self.has_uplink(),
                 others,
+                self.config.site_fetchers,
             ));
             self.refresh_stalled(now);
         }
         self.split.as_ref().expect("built above")
     }
 
-    /// Marks the site members that announced nothing new for the grace
-    /// period as stalled (their uplink chunks become anyone's), and wakes
-    /// up when the next one would stall.
+    /// Marks as stalled the site members that announced nothing new for
+    /// the grace period while the site went on gaining chunks (a member
+    /// that is alive announces what the site gains): their uplink chunks
+    /// become anyone's. Wakes up when the next one could stall.
     pub(super) fn refresh_stalled(&mut self, now: Duration) {
         if self.complete {
             return;
@@ -52,16 +58,20 @@ impl<P: PeerKey> Swarm<P> {
         let Some(split) = &mut self.split else {
             return;
         };
+        let grace = self.config.assignee_grace;
         let mut next: Option<Duration> = None;
         for p in &self.local_peers {
             let Some(st) = self.peers.get_mut(p) else {
                 continue;
             };
-            let at = st.last_progress + self.config.assignee_grace;
-            st.stalled = now >= at;
+            let at = st.last_progress + grace;
+            st.stalled = now >= at && self.site_gain >= at;
             split.set_stalled(p, st.stalled);
-            if now < at {
-                next = Some(next.map_or(at, |n| n.min(at)));
+            if !st.stalled {
+                // Not silent long enough yet, or the site is quiet too:
+                // look again then, or a grace period later.
+                let again = if now < at { at } else { now + grace };
+                next = Some(next.map_or(again, |n| n.min(again)));
             }
         }
         if let Some(at) = next {
@@ -70,20 +80,27 @@ impl<P: PeerKey> Swarm<P> {
     }
 
     /// Whether a peer of this class may be asked for `index` (site policy).
-    fn allowed(&mut self, now: Duration, local: bool, index: u32) -> bool {
-        if local {
+    fn allowed(&mut self, now: Duration, class: Class, index: u32) -> bool {
+        if class == Class::Local {
             return self.config.fetch_from_site;
         }
         if !self.uplink_rules() {
             return true;
         }
-        !self.on_site.get(index) && self.warm(now) && self.split(now).allowed().get(index)
+        let last_resort =
+            class == Class::Origin && self.config.cross_site && self.origins_pressed(now);
+        (class == Class::Origin || (class == Class::Remote && self.config.cross_site))
+            && !self.on_site.get(index)
+            && !(last_resort && self.on_remote.get(index))
+            && self.warm(now)
+            && self.split(now).allowed().get(index)
     }
 
     /// Whether end-game duplicates may go to a peer of this class.
     /// Uplink bytes are the scarce resource: never duplicate across it.
-    fn endgame_for(&self, local: bool) -> bool {
-        self.endgame() && (local || !self.config.site_aware || self.config.site.is_none())
+    fn endgame_for(&self, class: Class) -> bool {
+        self.endgame()
+            && (class == Class::Local || !self.config.site_aware || self.config.site.is_none())
     }
 
     /// The incremental pass after `peer` announced `index`.
@@ -94,28 +111,39 @@ impl<P: PeerKey> Swarm<P> {
         let Some(st) = self.peers.get(&peer) else {
             return;
         };
-        if st.in_flight.len() >= self.config.per_peer_in_flight
-            || st.busy_until > now
-            || st.in_flight.iter().any(|&(i, _)| i == index)
+        let len = u64::from(self.chunks[index as usize].len);
+        if !self.may_ask(now, &peer, len)
+            || st.in_flight.iter().any(|r| r.index == index)
+            || declined(&st.declined, index, now)
         {
             return;
         }
-        let local = st.local;
-        if !local && self.remote_in_flight >= self.remote_cap() {
+        let class = st.class;
+        if class != Class::Local && self.remote_in_flight >= self.remote_cap() {
             return;
         }
         let requestable = self.open.get(index)
-            || (self.endgame_for(local)
+            || (self.endgame_for(class)
                 && usize::from(self.requested[index as usize]) < self.config.endgame_copies);
-        if requestable && self.allowed(now, local, index) {
-            self.issue(now, peer, local, index);
+        if requestable && self.allowed(now, class, index) {
+            self.issue(now, peer, class, index);
         }
     }
 
+    /// Whether `peer` may be sent a request of `len` bytes now: not backing
+    /// off, under the per-peer cap, and within its window.
+    fn may_ask(&self, now: Duration, peer: &P, len: u64) -> bool {
+        self.peers.get(peer).is_some_and(|st| {
+            st.busy_until <= now
+                && st.in_flight.len() < self.config.per_peer_in_flight
+                && st.flow.admits(&self.flow_config, st.in_flight.len(), len)
+        })
+    }
+
     /// Sends the request unless the uplink budget says wait.
-    fn issue(&mut self, now: Duration, peer: P, local: bool, index: u32) -> bool {
+    fn issue(&mut self, now: Duration, peer: P, class: Class, index: u32) -> bool {
         let len = self.chunks[index as usize].len;
-        if !local {
+        if class != Class::Local {
             if let Some(budget) = &mut self.budget {
                 if !budget.try_take(now, u64::from(len)) {
                     let at = budget.ready_at(now, u64::from(len));
@@ -124,14 +152,23 @@ impl<P: PeerKey> Swarm<P> {
                 }
             }
         }
-        let deadline = now + self.config.request_timeout;
         let Some(st) = self.peers.get_mut(&peer) else {
             return false;
         };
-        st.in_flight.push((index, deadline));
+        st.flow.sent(now, u64::from(len));
+        let deadline = st
+            .flow
+            .deadline(&self.flow_config, now, st.flow.in_flight_bytes);
+        st.in_flight.push(Req {
+            index,
+            len,
+            received: 0,
+            deadline,
+            seen: st.flow.delivered(),
+        });
         self.deadlines.insert((deadline, index, peer));
         self.in_flight += 1;
-        if !local {
+        if class != Class::Local {
             self.remote_in_flight += 1;
         }
         let r = &mut self.requested[index as usize];
@@ -151,13 +188,17 @@ impl<P: PeerKey> Swarm<P> {
     }
 
     /// The chunks a peer of this class may be asked for in this pass
-    /// (end-game duplicates aside): open ones, and across the uplink only
-    /// those no site peer has and this node is to fetch.
-    fn mask(&mut self, now: Duration, local: bool) -> Mask {
-        if self.open_count == 0 || (local && !self.config.fetch_from_site) {
+    /// (end-game duplicates aside): open ones; across the uplink only those
+    /// no site peer has and this node is to fetch, and from an origin (with
+    /// cross-site sharing) only those no device of another site has.
+    fn mask(&mut self, now: Duration, class: Class) -> Mask {
+        if self.open_count == 0 {
             return Vec::new();
         }
-        if local {
+        if class == Class::Local {
+            if !self.config.fetch_from_site {
+                return Vec::new();
+            }
             let (open, site) = (self.open.words(), self.on_site.words());
             return nonzero_words(open.len(), |k| open[k] & site[k]);
         }
@@ -165,20 +206,33 @@ impl<P: PeerKey> Swarm<P> {
             let open = self.open.words();
             return nonzero_words(open.len(), |k| open[k]);
         }
-        if !self.warm(now) {
+        if class == Class::Bystander
+            || (class == Class::Remote && !self.config.cross_site)
+            || !self.warm(now)
+        {
             return Vec::new();
         }
         self.split(now);
-        let (open, site) = (self.open.words(), self.on_site.words());
+        let last_resort =
+            class == Class::Origin && self.config.cross_site && self.origins_pressed(now);
+        let (open, site, elsewhere) = (
+            self.open.words(),
+            self.on_site.words(),
+            self.on_remote.words(),
+        );
         let allowed = self.split.as_ref().map(|s| s.allowed().words());
         nonzero_words(open.len(), |k| {
-            open[k] & !site[k] & allowed.map_or(!0, |a| a[k])
+            let mut m = open[k] & !site[k] & allowed.map_or(!0, |a| a[k]);
+            if last_resort {
+                m &= !elsewhere[k];
+            }
+            m
         })
     }
 
     /// Picks the rarest chunk for `peer` among `mask` (still open) and,
     /// in end-game, the lacking chunks with room for another copy.
-    fn pick(&self, peer: &P, mask: &Mask, endgame: bool) -> Option<u32> {
+    fn pick(&self, now: Duration, peer: &P, mask: &Mask, endgame: bool) -> Option<u32> {
         let st = self.peers.get(peer)?;
         let has = st.has.words();
         let open = self.open.words();
@@ -186,6 +240,9 @@ impl<P: PeerKey> Swarm<P> {
         let mut best: Option<(u32, u32, u32)> = None;
         for &(k, m) in mask {
             for i in bitfield::ones(k, has[k] & m & open[k]) {
+                if !st.declined.is_empty() && declined(&st.declined, i, now) {
+                    continue;
+                }
                 best = Some(best.map_or(key(i), |b| b.min(key(i))));
             }
         }
@@ -193,7 +250,8 @@ impl<P: PeerKey> Swarm<P> {
             for &i in &self.lacking {
                 if st.has.get(i)
                     && usize::from(self.requested[i as usize]) < self.config.endgame_copies
-                    && !st.in_flight.iter().any(|&(j, _)| j == i)
+                    && !st.in_flight.iter().any(|r| r.index == i)
+                    && !declined(&st.declined, i, now)
                 {
                     best = Some(best.map_or(key(i), |b| b.min(key(i))));
                 }
@@ -217,9 +275,10 @@ impl<P: PeerKey> Swarm<P> {
         (start, step)
     }
 
-    /// A full pass: LAN peers first, then the rest, each class from a
-    /// seeded random place, one request per peer per round until the caps
-    /// are reached or nothing more can be asked.
+    /// A full pass: LAN peers first, then origins and devices of other sites
+    /// (origins last while they refuse work), each class from a seeded random
+    /// place, one request per peer per round until the caps are reached or
+    /// nothing more can be asked.
     pub(super) fn schedule(&mut self, now: Duration) {
         if self.complete || self.in_flight >= self.config.total_in_flight {
             return;
@@ -229,37 +288,52 @@ impl<P: PeerKey> Swarm<P> {
             return;
         }
         let remote_cap = self.remote_cap();
-        let classes = [
-            (true, self.mask(now, true), self.endgame_for(true)),
-            (false, self.mask(now, false), self.endgame_for(false)),
-        ];
-        let orders = [self.local_peers.len(), self.remote_peers.len()].map(|n| self.walk(n));
+        // Other sites are asked before origins only while origins refuse
+        // work (they are the bottleneck); otherwise origins come first, and
+        // sites' uplinks carry nothing for each other.
+        let order = if self.config.cross_site && !self.origins_pressed(now) {
+            [Class::Local, Class::Origin, Class::Remote]
+        } else {
+            [Class::Local, Class::Remote, Class::Origin]
+        };
+        let classes = order.map(|c| (c, self.mask(now, c), self.endgame_for(c)));
+        let orders = order.map(|c| {
+            let n = self.class(c).len();
+            self.walk(n)
+        });
+        let min_len = self
+            .chunks
+            .iter()
+            .map(|c| u64::from(c.len))
+            .min()
+            .unwrap_or(0);
         loop {
             let mut issued = false;
-            for (c, (local, mask, endgame)) in classes.iter().enumerate() {
+            for (c, (class, mask, endgame)) in classes.iter().enumerate() {
                 if mask.is_empty() && !endgame {
                     continue;
                 }
-                let n = self.class(*local).len();
+                let n = self.class(*class).len();
                 for k in 0..n {
                     if self.in_flight >= self.config.total_in_flight {
                         return;
                     }
-                    if !local && self.remote_in_flight >= remote_cap {
+                    if *class != Class::Local && self.remote_in_flight >= remote_cap {
                         break;
                     }
                     let (start, step) = orders[c];
-                    let peer = self.class(*local)[(start + k * step) % n];
-                    let Some(st) = self.peers.get(&peer) else {
-                        continue;
-                    };
-                    if st.in_flight.len() >= self.config.per_peer_in_flight || st.busy_until > now {
+                    let peer = self.class(*class)[(start + k * step) % n];
+                    if !self.may_ask(now, &peer, min_len) {
                         continue;
                     }
-                    let Some(index) = self.pick(&peer, mask, *endgame) else {
+                    let Some(index) = self.pick(now, &peer, mask, *endgame) else {
                         continue;
                     };
-                    issued |= self.issue(now, peer, *local, index);
+                    let len = u64::from(self.chunks[index as usize].len);
+                    if !self.may_ask(now, &peer, len) {
+                        continue;
+                    }
+                    issued |= self.issue(now, peer, *class, index);
                 }
             }
             if !issued {
@@ -267,6 +341,11 @@ impl<P: PeerKey> Swarm<P> {
             }
         }
     }
+}
+
+/// Whether `index` is in a peer's declined list and still due.
+fn declined(list: &[(u32, Duration)], index: u32, now: Duration) -> bool {
+    list.iter().any(|&(i, until)| i == index && until > now)
 }
 
 /// The words `k` of `0..words` where `mask(k)` is not zero, with it.

@@ -1,11 +1,28 @@
 //! The site's split of uplink work (DESIGN.md §5): rendezvous hashing over
-//! the site's members (this node and its connected site peers) names the one
-//! member that fetches each chunk across the uplink. This node may fetch its
-//! own chunks, and those of members that have stalled.
+//! the site's members with a working uplink connection (this node, if it has
+//! one, and its connected site peers that said so) names the one member
+//! that fetches each chunk across the uplink. This node may fetch its own
+//! chunks, and those of members that have stalled; without an uplink
+//! connection of its own, none.
 
-use super::rendezvous::{chunk_key, pick};
+use super::rendezvous::{chunk_key, pick, weight};
 use super::{Bitfield, PeerKey};
 use crate::manifest::ChunkRef;
+
+/// The key members are ranked on to pick a site's fetchers.
+const FETCHER_KEY: u64 = 0x706f_6c6c_656e_6674; // "pollenft"
+
+/// Keeps the `fetchers` members (with their rendezvous keys) that rank
+/// highest on [`FETCHER_KEY`]: every member computes the same set — the
+/// site's gateways — from the same membership. `members` ends sorted by
+/// member.
+pub fn keep_fetchers<P: Ord + Copy>(members: &mut Vec<(P, u64)>, fetchers: usize) {
+    if members.len() > fetchers.max(1) {
+        members.sort_by_key(|m| std::cmp::Reverse((weight(FETCHER_KEY, m.1), m.1)));
+        members.truncate(fetchers.max(1));
+    }
+    members.sort_by_key(|m| m.0);
+}
 
 #[derive(Debug)]
 pub(crate) struct UplinkSplit<P> {
@@ -19,28 +36,50 @@ pub(crate) struct UplinkSplit<P> {
     stalled: Vec<bool>,
     /// Chunks this node may fetch across the uplink.
     allowed: Bitfield,
+    /// This node has an uplink connection (else it fetches nothing across it).
+    me_uplink: bool,
 }
 
 impl<P: PeerKey> UplinkSplit<P> {
-    /// The split among `me` and `others` (each with its rendezvous key).
-    pub fn new(chunks: &[ChunkRef], me: (P, u64), others: impl Iterator<Item = (P, u64)>) -> Self {
-        let mut members: Vec<(P, u64)> = others.chain(std::iter::once(me)).collect();
+    /// The split among `me` (a candidate if `me_uplink`) and `others`
+    /// (each with its rendezvous key): the `fetchers` candidates that rank
+    /// highest on a fixed key become the members, so a site of any size
+    /// keeps a bounded number of requests across its downlink.
+    pub fn new(
+        chunks: &[ChunkRef],
+        me: (P, u64),
+        me_uplink: bool,
+        others: impl Iterator<Item = (P, u64)>,
+        fetchers: usize,
+    ) -> Self {
+        let mut members: Vec<(P, u64)> = others.chain(me_uplink.then_some(me)).collect();
         members.sort_by_key(|m| m.0);
         members.dedup_by(|a, b| a.0 == b.0);
-        let me = members.iter().position(|m| m.0 == me.0).unwrap_or(0);
+        keep_fetchers(&mut members, fetchers);
+        let me = members
+            .iter()
+            .position(|m| m.0 == me.0)
+            .unwrap_or(usize::MAX);
         let owner = chunks
             .iter()
-            .map(|c| pick(chunk_key(&c.id), &members).unwrap_or(me) as u32)
+            .map(|c| pick(chunk_key(&c.id), &members).map_or(u32::MAX, |k| k as u32))
             .collect();
+        let me_uplink = me_uplink && me < members.len();
         let mut split = Self {
             stalled: vec![false; members.len()],
             members,
             me,
             owner,
             allowed: Bitfield::new(chunks.len() as u32),
+            me_uplink,
         };
         split.rebuild();
         split
+    }
+
+    /// Whether this node was a candidate (had an uplink connection).
+    pub fn me_uplink(&self) -> bool {
+        self.me_uplink
     }
 
     pub fn allowed(&self) -> &Bitfield {
@@ -60,9 +99,11 @@ impl<P: PeerKey> UplinkSplit<P> {
 
     fn rebuild(&mut self) {
         let mut allowed = Bitfield::new(self.owner.len() as u32);
-        for (i, &o) in self.owner.iter().enumerate() {
-            if o as usize == self.me || self.stalled[o as usize] {
-                allowed.set(i as u32);
+        if self.me_uplink {
+            for (i, &o) in self.owner.iter().enumerate() {
+                if o as usize == self.me || self.stalled.get(o as usize) == Some(&true) {
+                    allowed.set(i as u32);
+                }
             }
         }
         self.allowed = allowed;
