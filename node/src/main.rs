@@ -74,6 +74,13 @@ struct MeshOpt {
     /// Fetch only from the --peer peers (the central baseline).
     #[arg(long)]
     no_lan: bool,
+    /// Never fetch from or serve devices of other sites (for fleets that
+    /// forbid site-to-site traffic): each site's copy comes from the seeder.
+    #[arg(long)]
+    no_cross_site: bool,
+    /// Connections to other sites' gateways a gateway keeps at most.
+    #[arg(long, default_value_t = 20)]
+    max_remote_peers: usize,
     /// Do not use mDNS (it multicasts on every interface).
     #[arg(long)]
     no_mdns: bool,
@@ -167,6 +174,11 @@ struct FetchOpt {
     /// Give up after this long, e.g. 10m.
     #[arg(long, default_value = "1h")]
     timeout: humantime::Duration,
+    /// After completing, keep serving the site until every site peer it
+    /// knows is complete too, or this long, so the site does not fetch its
+    /// chunks across the uplink again.
+    #[arg(long, default_value = "60s")]
+    linger: humantime::Duration,
     #[arg(long)]
     json: bool,
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use pollen_core::admission::AdmissionConfig;
 use pollen_core::manifest::SignedManifest;
 use pollen_node::api;
 use pollen_node::cli_support::Progress;
@@ -16,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::{FetchOpt, LifecycleOpt, MeshOpt};
 
-fn config(opt: &MeshOpt, mode: Mode) -> anyhow::Result<NodeConfig> {
+fn config(opt: &MeshOpt, mode: Mode, linger: Duration) -> anyhow::Result<NodeConfig> {
     anyhow::ensure!(!opt.channel.is_empty(), "--channel must not be empty");
     Ok(NodeConfig {
         channel: opt.channel.clone(),
@@ -27,6 +28,10 @@ fn config(opt: &MeshOpt, mode: Mode) -> anyhow::Result<NodeConfig> {
         site: opt.site.clone(),
         uplink_rate: opt.uplink_rate,
         no_lan: opt.no_lan,
+        cross_site: !opt.no_cross_site,
+        max_remote_peers: opt.max_remote_peers,
+        linger,
+        admission: AdmissionConfig::default(),
         mdns: !opt.no_mdns,
         mode,
         seed: opt.seed.unwrap_or_else(|| {
@@ -132,7 +137,7 @@ pub fn run(
     lifecycle: LifecycleOpt,
     out: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
-    let mut cfg = config(&opt, Mode::Run)?;
+    let mut cfg = config(&opt, Mode::Run, Duration::ZERO)?;
     cfg.lifecycle = Some(lifecycle.config(&opt.data, &opt.channel));
     let store = open_store(&opt)?;
     runtime()?.block_on(async move {
@@ -154,7 +159,7 @@ pub fn run(
 }
 
 pub fn fetch(opt: FetchOpt) -> anyhow::Result<()> {
-    let cfg = config(&opt.mesh, Mode::Fetch)?;
+    let cfg = config(&opt.mesh, Mode::Fetch, opt.linger.into())?;
     let store = open_store(&opt.mesh)?;
     let timeout: Duration = opt.timeout.into();
     let report = runtime()?.block_on({

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use pollen_core::admission::{AdmissionConfig, ORIGIN_SLOTS};
 use pollen_core::chunk::ChunkParams;
 use pollen_core::manifest::{verify, SignedManifest, VerifyContext};
 use pollen_node::cli_support::{init_tracing, one_line, Progress};
@@ -71,6 +72,18 @@ struct ServeOpt {
     /// Local endpoint (status, metrics, rollout controls); loopback only.
     #[arg(long, default_value = "127.0.0.1:0")]
     api: std::net::SocketAddr,
+    /// The fleet forbids site-to-site traffic: serve every site its own
+    /// copy (no super-seeding).
+    #[arg(long)]
+    no_cross_site: bool,
+    /// Chunk responses sent at once; more wait in a short queue, the rest
+    /// hear `Busy` with a retry hint.
+    #[arg(long, default_value_t = ORIGIN_SLOTS, value_parser = clap::value_parser!(u16).range(1..))]
+    upload_slots: u16,
+    /// Connections kept at most; past half of it, two per site (so every
+    /// site still reaches the seeder through its gateways).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(2..))]
+    max_connections: u32,
 }
 
 #[derive(Args, Debug)]
@@ -415,11 +428,23 @@ fn serve(o: ServeOpt) -> anyhow::Result<()> {
         site: o.site,
         uplink_rate: None,
         no_lan: false,
+        cross_site: !o.no_cross_site,
+        max_remote_peers: 0,
+        linger: std::time::Duration::ZERO,
+        admission: AdmissionConfig {
+            max_active: usize::from(o.upload_slots),
+            spread: !o.no_cross_site,
+            ..AdmissionConfig::origin()
+        },
         mdns: !o.no_mdns,
         mode: Mode::Seed,
         seed: 0,
-        max_peers: 256,
-        limits: pollen_node::net::Limits::default(),
+        max_peers: o.max_connections as usize,
+        limits: pollen_node::net::Limits {
+            max_established: o.max_connections,
+            max_pending_incoming: 128,
+            ..pollen_node::net::Limits::default()
+        },
         device_id: None,
         lifecycle: None,
         retry_interval: std::time::Duration::from_secs(60),

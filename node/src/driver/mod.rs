@@ -8,9 +8,10 @@ mod lifecycle;
 mod release;
 mod serve;
 mod status;
+mod uploads;
 mod writer;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,16 +21,18 @@ use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{identify, mdns, Multiaddr, PeerId};
+use pollen_core::admission::AdmissionConfig;
 use pollen_core::manifest::{
     verify, ManifestId, SecretKey, SignedManifest, TrustPolicy, VerifyContext,
 };
 use pollen_core::rollout::VerifiedControl;
-use pollen_core::swarm::{Action, SiteId, SwarmConfig};
-use pollen_core::wire::{Announce, Hello, PeerRecord, Request, Response};
+use pollen_core::swarm::{Action, PeerInfo as SchedPeer, SiteId, SwarmConfig};
+use pollen_core::wire::{Announce, Hello, PeerRecord, Request, Response, Role};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::api::{ApiCommand, Shared};
+use crate::net::protocol::{Counter, Outbound, Reply};
 use crate::net::{
     build_swarm, load_or_create_identity, Behaviour, BehaviourEvent, Limits, NetError,
 };
@@ -64,6 +67,16 @@ pub struct NodeConfig {
     pub uplink_rate: Option<u64>,
     /// Fetch only from the static peers (the central baseline).
     pub no_lan: bool,
+    /// Sites share with each other across their uplinks (each still gets
+    /// one copy); off: across the uplink from origins only.
+    pub cross_site: bool,
+    /// Connections to devices of other sites kept at most (as a gateway).
+    pub max_remote_peers: usize,
+    /// `fetch`: keep serving the site after completing until its site peers
+    /// are done too, or this long.
+    pub linger: Duration,
+    /// What this node accepts to upload ([`AdmissionConfig::origin`] on a seeder).
+    pub admission: AdmissionConfig,
     pub mdns: bool,
     pub mode: Mode,
     pub seed: u64,
@@ -155,7 +168,11 @@ enum Pending {
     Hello,
     Manifest,
     Have(ManifestId),
-    Chunk { manifest: ManifestId, index: u32 },
+    Chunk {
+        manifest: ManifestId,
+        index: u32,
+        progress: Counter,
+    },
     Peers,
     Notice,
     Control(ManifestId),
@@ -164,19 +181,22 @@ enum Pending {
 #[derive(Debug, Default)]
 struct PeerInfo {
     site: Option<SiteId>,
+    role: Role,
     hello: bool,
     /// Static peers are the only ones fetched from with `--no-lan`.
     is_static: bool,
     in_sched: bool,
     listen: Vec<Multiaddr>,
-    serving: usize,
+    /// A seeder turned it away (full): disconnected once the answer is out.
+    turn_away: bool,
 }
 
-/// Chunk responses being written to one peer at once; more get `Busy`.
-/// Above the scheduler's default pipeline depth, so honest peers never see it.
-const MAX_SERVING_PER_PEER: usize = 16;
 /// Gained-chunk notices are batched this often.
 const TICK: Duration = Duration::from_millis(200);
+/// Devices of other sites get gained-chunk notices every this many ticks.
+const REMOTE_NOTICE_TICKS: u32 = 5;
+/// A seeder that turned this node away is not dialed again sooner than this.
+const TURNED_AWAY: Duration = Duration::from_secs(60);
 
 /// The node: build with [`Driver::new`], then [`Driver::run`].
 pub struct Driver {
@@ -187,10 +207,20 @@ pub struct Driver {
     release: Option<Release>,
     peers: HashMap<PeerId, PeerInfo>,
     pending: HashMap<OutboundRequestId, (PeerId, Pending)>,
-    static_dials: HashSet<ConnectionId>,
-    /// Chunk responses being written, so their completions free a serving slot.
-    serving: HashSet<request_response::InboundRequestId>,
+    static_dials: HashMap<ConnectionId, Multiaddr>,
+    /// Static addresses whose peer turned this node away, until when.
+    turned_away: HashMap<Multiaddr, Instant>,
+    uploads: uploads::Uploads,
+    /// What this node last told its peers it is.
+    role: Role,
+    /// Chunk requests in flight: their received-byte counters.
+    chunk_progress: HashMap<(PeerId, u32), Counter>,
+    /// `fetch`: when to stop lingering for the site.
+    linger_until: Option<Instant>,
     gained: Vec<u32>,
+    /// Gained chunks not yet announced to devices of other sites.
+    gained_remote: Vec<u32>,
+    ticks: u32,
     start: Instant,
     heard_hello: bool,
     report: Report,
@@ -254,9 +284,18 @@ impl Driver {
             release: None,
             peers: HashMap::new(),
             pending: HashMap::new(),
-            static_dials: HashSet::new(),
-            serving: HashSet::new(),
+            static_dials: HashMap::new(),
+            turned_away: HashMap::new(),
+            uploads: uploads::Uploads::new(config.admission.clone(), site),
+            role: Role {
+                origin: config.mode == Mode::Seed,
+                ..Role::default()
+            },
+            chunk_progress: HashMap::new(),
+            linger_until: None,
             gained: Vec::new(),
+            gained_remote: Vec::new(),
+            ticks: 0,
             start: Instant::now(),
             heard_hello: false,
             report: Report {
@@ -314,7 +353,18 @@ impl Driver {
             seed: self.config.seed,
             site: self.site,
             uplink_rate: self.config.uplink_rate,
+            cross_site: self.config.cross_site,
             ..SwarmConfig::default()
+        }
+    }
+
+    /// What the scheduler needs to know of a peer.
+    fn sched_peer(info: &PeerInfo) -> SchedPeer {
+        SchedPeer {
+            site: info.site,
+            origin: info.role.origin,
+            uplink: info.role.uplink,
+            gateway: info.role.gateway,
         }
     }
 
@@ -396,9 +446,14 @@ impl Driver {
                 .and_then(|b| pollen_core::rollout::SignedControl::decode(&b).ok())
                 .map(VerifiedControl::assume_verified),
         };
+        self.uploads
+            .admission
+            .new_release(release.chunks.len() as u32);
         self.release = Some(release);
         self.control_asked = Some(Instant::now());
         self.gained.clear();
+        self.gained_remote.clear();
+        self.chunk_progress.clear();
         // Old requests are for the old release; their answers will be ignored.
         let peers: Vec<PeerId> = self
             .peers
@@ -437,12 +492,110 @@ impl Driver {
             channel: self.config.channel.clone(),
             site: self.site,
             newest: self.announce_of_current(),
+            role: self.role,
         }
     }
 
     fn send(&mut self, peer: PeerId, req: Request, what: Pending) {
-        let id = self.swarm.behaviour_mut().pollen.send_request(&peer, req);
+        let progress = match &what {
+            Pending::Chunk { progress, .. } => Some(progress.clone()),
+            _ => None,
+        };
+        let out = Outbound {
+            request: req,
+            progress,
+        };
+        let id = self.swarm.behaviour_mut().pollen.send_request(&peer, out);
         self.pending.insert(id, (peer, what));
+    }
+
+    fn respond(
+        &mut self,
+        channel: request_response::ResponseChannel<Reply>,
+        response: impl Into<Reply>,
+    ) {
+        // Err: the peer is gone; its stream's end is reported as a failure.
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .pollen
+            .send_response(channel, response.into());
+    }
+
+    /// This node's role changed: its peers hear of it, and it serves other
+    /// sites only as a gateway (or as a seeder, or without site awareness).
+    fn set_role(&mut self, uplink: bool, gateway: bool) {
+        let role = Role {
+            origin: self.role.origin,
+            uplink,
+            gateway,
+        };
+        if role == self.role {
+            return;
+        }
+        tracing::info!(uplink, gateway, "role changed");
+        self.role = role;
+        self.uploads
+            .admission
+            .set_serves_away(gateway || self.role.origin || self.site.is_none());
+        for p in self.hello_peer_ids() {
+            self.send(p, Request::Role(role), Pending::Notice);
+        }
+        if gateway {
+            self.find_gateways();
+        }
+    }
+
+    /// Without a release (so without a scheduler to say it), this node's
+    /// uplink is a connection to an origin: its site peers learn it before
+    /// a release starts, so their splits agree from the first request.
+    fn idle_role(&mut self) {
+        if self.release.is_some() || self.config.mode == Mode::Seed {
+            return;
+        }
+        let uplink = self.peers.values().any(|i| i.hello && i.role.origin);
+        self.set_role(uplink, false);
+    }
+
+    fn hello_peer_ids(&self) -> Vec<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(_, i)| i.hello)
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// Whether a peer of `site` and `role` is a device of another site.
+    fn other_site(&self, site: Option<SiteId>, role: Role) -> bool {
+        !role.origin && self.site.is_some() && site != self.site
+    }
+
+    /// Connections to devices of other sites.
+    fn remote_count(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|i| i.hello && self.other_site(i.site, i.role))
+            .count()
+    }
+
+    /// A gateway with room for more connections to other sites asks its
+    /// origins and site peers for peers (their answers name gateways).
+    fn find_gateways(&mut self) {
+        if !self.config.cross_site
+            || self.config.no_lan
+            || self.remote_count() >= self.config.max_remote_peers
+        {
+            return;
+        }
+        let ask: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, i)| i.hello && (i.role.origin || !self.other_site(i.site, i.role)))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in ask {
+            self.send(p, Request::GetPeers, Pending::Peers);
+        }
     }
 
     fn fetches_from(&self, info: &PeerInfo) -> bool {
@@ -457,9 +610,9 @@ impl Driver {
         if info.in_sched || !info.hello || !self.fetches_from(info) {
             return;
         }
-        let site = info.site;
+        let sched_peer = Self::sched_peer(info);
         if let Some(r) = &mut self.release {
-            r.sched.handle_peer_up(now, Peer(peer), site);
+            r.sched.handle_peer_up(now, Peer(peer), sched_peer);
             if let Some(info) = self.peers.get_mut(&peer) {
                 info.in_sched = true;
             }
@@ -467,25 +620,49 @@ impl Driver {
     }
 
     fn dial_static(&mut self) {
+        let now = Instant::now();
+        self.turned_away.retain(|_, until| *until > now);
         for addr in self.config.peers.clone() {
             let connected = match addr.iter().last() {
                 Some(Protocol::P2p(p)) => self.swarm.is_connected(&p),
                 _ => false,
             };
-            if connected {
+            if connected || self.turned_away.contains_key(&addr) {
                 continue;
             }
             let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
-            self.static_dials.insert(opts.connection_id());
+            self.static_dials.insert(opts.connection_id(), addr.clone());
             if let Err(e) = self.swarm.dial(opts) {
                 tracing::debug!(%addr, error = %e, "dial failed");
             }
         }
+        if self.role.gateway {
+            self.find_gateways();
+        }
     }
 
-    fn dial_discovered(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+    /// Dials a peer learned by mDNS or peer exchange. Devices of other
+    /// sites are dialed only with cross-site sharing, by gateways (or by a
+    /// node without an uplink connection of its own), and only gateways.
+    fn dial_discovered(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        known: Option<(Option<SiteId>, Role)>,
+    ) {
         if self.config.no_lan || peer == self.peer_id() || self.swarm.is_connected(&peer) {
             return;
+        }
+        if let Some((site, role)) = known {
+            if self.other_site(site, role) {
+                let wanted = self.config.cross_site
+                    && role.gateway
+                    && (self.role.gateway || !self.role.uplink)
+                    && self.remote_count() < self.config.max_remote_peers;
+                if !wanted {
+                    return;
+                }
+            }
         }
         if self.swarm.connected_peers().count() >= self.config.max_peers {
             return;
@@ -514,10 +691,7 @@ impl Driver {
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event)?,
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    let now = self.now();
-                    if let Some(r) = &mut self.release { r.sched.handle_timeout(now); }
-                }
+                _ = tokio::time::sleep_until(deadline.into()) => self.on_timer(),
                 _ = tick.tick() => self.on_tick(),
                 _ = redial.tick() => self.dial_static(),
                 Some(written) = self.writer.done.recv() => self.on_written(written)?,
@@ -529,15 +703,49 @@ impl Driver {
                 _ = &mut shutdown => break,
             }
             self.drain_actions()?;
-            if self.config.mode == Mode::Fetch
-                && self.heard_hello
-                && self.release.as_ref().is_some_and(|r| r.sched.is_complete())
-            {
+            if self.fetch_done() {
                 self.on_tick();
                 break;
             }
         }
         Ok(self.finish_report())
+    }
+
+    /// `fetch`: the release is complete and the site no longer needs this
+    /// node (every site peer it knows is complete too), or `--linger` ran out.
+    fn fetch_done(&mut self) -> bool {
+        if self.config.mode != Mode::Fetch || !self.heard_hello {
+            return false;
+        }
+        let Some(r) = &self.release else {
+            return false;
+        };
+        if !r.sched.is_complete() {
+            return false;
+        }
+        let until = *self
+            .linger_until
+            .get_or_insert_with(|| Instant::now() + self.config.linger);
+        let site_done = r.sched.site_complete();
+        if !site_done && Instant::now() < until {
+            return false;
+        }
+        tracing::info!(site_done, "leaving after completing");
+        true
+    }
+
+    /// A scheduler deadline: what each late request has received so far
+    /// decides whether it is still moving.
+    fn on_timer(&mut self) {
+        let now = self.now();
+        let progress = &self.chunk_progress;
+        if let Some(r) = &mut self.release {
+            r.sched.handle_timeout(now, |peer, index| {
+                progress
+                    .get(&(peer.0, index))
+                    .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
+            });
+        }
     }
 
     fn finish_report(&mut self) -> Report {
@@ -555,25 +763,37 @@ impl Driver {
 
     fn on_tick(&mut self) {
         self.tick_fleet();
-        if !self.gained.is_empty() {
-            if let Some(id) = self.release.as_ref().map(|r| r.id()) {
-                let indices = std::mem::take(&mut self.gained);
-                let peers: Vec<PeerId> = self
-                    .peers
-                    .iter()
-                    .filter(|(_, i)| i.hello)
-                    .map(|(p, _)| *p)
-                    .collect();
-                for p in peers {
-                    self.send(
-                        p,
-                        Request::Gained {
-                            manifest: id,
-                            indices: indices.clone(),
-                        },
-                        Pending::Notice,
-                    );
+        let now = self.now();
+        self.uploads.expire(now);
+        self.start_held();
+        self.ticks = self.ticks.wrapping_add(1);
+        if let Some(id) = self.release.as_ref().map(|r| r.id()) {
+            // Site peers and origins hear every tick; devices of other sites
+            // once a second (each notice is a stream across two uplinks).
+            let remote_due = self.ticks % REMOTE_NOTICE_TICKS == 0;
+            let indices = std::mem::take(&mut self.gained);
+            self.gained_remote.extend_from_slice(&indices);
+            let remote = if remote_due {
+                std::mem::take(&mut self.gained_remote)
+            } else {
+                Vec::new()
+            };
+            let peers: Vec<(PeerId, bool)> = self
+                .peers
+                .iter()
+                .filter(|(_, i)| i.hello)
+                .map(|(p, i)| (*p, self.other_site(i.site, i.role)))
+                .collect();
+            for (p, elsewhere) in peers {
+                let list = if elsewhere { &remote } else { &indices };
+                if list.is_empty() {
+                    continue;
                 }
+                let notice = Request::Gained {
+                    manifest: id,
+                    indices: list.clone(),
+                };
+                self.send(p, notice, Pending::Notice);
             }
         }
         if let Some(r) = &self.release {
@@ -602,8 +822,9 @@ impl Driver {
                 ..
             } => {
                 let info = self.peers.entry(peer_id).or_default();
-                if self.static_dials.remove(&connection_id) {
+                if let Some(addr) = self.static_dials.remove(&connection_id) {
                     info.is_static = true;
+                    info.listen.push(addr);
                 }
                 if num_established.get() == 1 {
                     tracing::debug!(peer = %peer_id, "connected");
@@ -618,7 +839,10 @@ impl Driver {
             } => {
                 tracing::debug!(peer = %peer_id, "disconnected");
                 self.peers.remove(&peer_id);
+                self.idle_role();
                 let now = self.now();
+                self.uploads.forget(now, &peer_id);
+                self.chunk_progress.retain(|(p, _), _| *p != peer_id);
                 if let Some(r) = &mut self.release {
                     r.sched.handle_peer_down(now, Peer(peer_id));
                 }
@@ -644,7 +868,7 @@ impl Driver {
                     by_peer.entry(peer).or_default().push(addr);
                 }
                 for (peer, addrs) in by_peer {
-                    self.dial_discovered(peer, addrs);
+                    self.dial_discovered(peer, addrs, None);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Pollen(event)) => self.on_pollen(event)?,
@@ -655,7 +879,7 @@ impl Driver {
 
     fn on_pollen(
         &mut self,
-        event: request_response::Event<Request, Response>,
+        event: request_response::Event<Outbound, Reply>,
     ) -> Result<(), DriverError> {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
@@ -663,26 +887,21 @@ impl Driver {
                     request_id,
                     request,
                     channel,
-                } => {
-                    let response = self.on_request(peer, request)?;
-                    if matches!(response, Response::Chunk(_)) {
-                        if let Some(info) = self.peers.get_mut(&peer) {
-                            info.serving += 1;
-                            self.serving.insert(request_id);
-                        }
+                } => match request.request {
+                    Request::GetChunk { manifest, index } => {
+                        self.on_get_chunk(peer, request_id, channel, manifest, index)
                     }
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .pollen
-                        .send_response(channel, response);
-                }
+                    other => {
+                        let response = self.on_request(peer, other)?;
+                        self.respond(channel, response);
+                    }
+                },
                 request_response::Message::Response {
                     request_id,
                     response,
                 } => {
                     if let Some((from, what)) = self.pending.remove(&request_id) {
-                        self.on_response(from, what, response)?;
+                        self.on_response(from, what, response.response)?;
                     }
                 }
             },
@@ -698,19 +917,27 @@ impl Driver {
             }
             request_response::Event::ResponseSent {
                 peer, request_id, ..
-            }
-            | request_response::Event::InboundFailure {
+            } => self.response_ended(peer, request_id, true),
+            request_response::Event::InboundFailure {
                 peer, request_id, ..
-            } => {
-                // Only chunk responses count against the per-peer serving limit.
-                if self.serving.remove(&request_id) {
-                    if let Some(info) = self.peers.get_mut(&peer) {
-                        info.serving = info.serving.saturating_sub(1);
-                    }
-                }
-            }
+            } => self.response_ended(peer, request_id, false),
         }
         Ok(())
+    }
+
+    /// A response was written out (`complete`), or its stream failed.
+    fn response_ended(
+        &mut self,
+        peer: PeerId,
+        id: request_response::InboundRequestId,
+        complete: bool,
+    ) {
+        let now = self.now();
+        self.uploads.ended(now, id, complete);
+        self.start_held();
+        if self.peers.get(&peer).is_some_and(|i| i.turn_away) {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
     }
 
     fn on_response(
@@ -721,11 +948,24 @@ impl Driver {
     ) -> Result<(), DriverError> {
         let now = self.now();
         match (what, response) {
+            (Pending::Hello, Response::Busy { retry_ms }) => {
+                // A full seeder turned us away: the site's gateways reach it.
+                tracing::info!(peer = %from, retry_ms, "turned away by a full peer");
+                let until =
+                    Instant::now() + TURNED_AWAY.max(Duration::from_millis(u64::from(retry_ms)));
+                if let Some(info) = self.peers.get(&from) {
+                    for addr in info.listen.iter().filter(|_| info.is_static) {
+                        self.turned_away.insert(addr.clone(), until);
+                    }
+                }
+                let _ = self.swarm.disconnect_peer_id(from);
+            }
             (Pending::Hello, Response::Hello(h)) => {
                 self.heard_hello = true;
                 let info = self.peers.entry(from).or_default();
                 info.hello = true;
                 info.site = h.site;
+                info.role = h.role;
                 self.add_to_sched(from);
                 if let Some(id) = self.release.as_ref().map(|r| r.id()) {
                     self.send(from, Request::GetHave(id), Pending::Have(id));
@@ -740,6 +980,7 @@ impl Driver {
                     self.send(from, Request::GetPeers, Pending::Peers);
                 }
                 self.greet_fleet(from);
+                self.idle_role();
             }
             (Pending::Manifest, Response::Manifest(bytes)) => self.on_manifest(from, &bytes)?,
             (Pending::Have(id), Response::Have(bits)) => {
@@ -752,17 +993,36 @@ impl Driver {
                     }
                 }
             }
-            (Pending::Chunk { manifest, index }, Response::Chunk(data)) => {
+            (
+                Pending::Chunk {
+                    manifest, index, ..
+                },
+                Response::Chunk(data),
+            ) => {
+                self.chunk_progress.remove(&(from, index));
                 self.on_chunk(from, manifest, index, data)?
             }
-            (Pending::Chunk { manifest, index }, other) => {
+            (
+                Pending::Chunk {
+                    manifest, index, ..
+                },
+                other,
+            ) => {
+                self.chunk_progress.remove(&(from, index));
                 if let Some(r) = &mut self.release {
                     if r.id() == manifest {
+                        let p = Peer(from);
+                        let ms = |m: u32| Duration::from_millis(u64::from(m));
                         match other {
-                            Response::NotFound => {
-                                r.sched.handle_request_failed(now, Peer(from), index)
+                            Response::NotFound => r.sched.handle_request_failed(now, p, index),
+                            Response::Declined { retry_ms } => {
+                                r.sched.handle_request_declined(now, p, index, ms(retry_ms))
                             }
-                            _ => r.sched.handle_request_busy(now, Peer(from), index),
+                            Response::Busy { retry_ms } => {
+                                r.sched
+                                    .handle_request_busy(now, p, index, Some(ms(retry_ms)))
+                            }
+                            _ => r.sched.handle_request_busy(now, p, index, None),
                         }
                     }
                 }
@@ -783,9 +1043,13 @@ impl Driver {
 
     fn on_failure(&mut self, peer: PeerId, what: Pending, error: OutboundFailure) {
         let now = self.now();
-        let Pending::Chunk { manifest, index } = what else {
+        let Pending::Chunk {
+            manifest, index, ..
+        } = what
+        else {
             return;
         };
+        self.chunk_progress.remove(&(peer, index));
         let Some(r) = &mut self.release else { return };
         if r.id() != manifest {
             return;
@@ -797,7 +1061,7 @@ impl Driver {
         if violation {
             r.sched.handle_chunk(now, Peer(peer), index, false);
         } else {
-            r.sched.handle_request_busy(now, Peer(peer), index);
+            r.sched.handle_request_busy(now, Peer(peer), index, None);
         }
     }
 
@@ -865,13 +1129,17 @@ impl Driver {
     fn on_written(&mut self, w: writer::Written) -> Result<(), DriverError> {
         let now = self.now();
         let ok = w.outcome.map_err(DriverError::Write)?;
-        let Some(r) = &mut self.release else {
-            return Ok(());
-        };
-        if r.id() != w.manifest {
+        if self.release.as_ref().is_none_or(|r| r.id() != w.manifest) {
             return Ok(());
         }
         if ok {
+            // The sender hears at once: that frees the upload slot that
+            // carried the chunk, and measures its delivery rate.
+            let ack = Request::Gained {
+                manifest: w.manifest,
+                indices: vec![w.index],
+            };
+            self.send(w.peer, ack, Pending::Notice);
             *self
                 .report
                 .bytes_from
@@ -881,12 +1149,15 @@ impl Driver {
         } else {
             tracing::warn!(peer = %w.peer, index = w.index, got = w.len, "chunk failed verification; not stored");
         }
-        r.sched.handle_chunk(now, Peer(w.peer), w.index, ok);
+        if let Some(r) = &mut self.release {
+            r.sched.handle_chunk(now, Peer(w.peer), w.index, ok);
+        }
         Ok(())
     }
 
     fn on_peers(&mut self, list: Vec<PeerRecord>) {
         for rec in list.into_iter().take(pollen_core::wire::MAX_PEER_RECORDS) {
+            let known = Some((rec.site, rec.role));
             let Ok(peer) = PeerId::from_bytes(&rec.peer) else {
                 continue;
             };
@@ -897,7 +1168,7 @@ impl Driver {
                 .filter_map(|a| Multiaddr::try_from(a.to_vec()).ok())
                 .collect();
             if !addrs.is_empty() {
-                self.dial_discovered(peer, addrs);
+                self.dial_discovered(peer, addrs, known);
             }
         }
     }
@@ -914,6 +1185,9 @@ impl Driver {
         for a in actions {
             match a {
                 Action::Request { peer, index, .. } => {
+                    let progress = Counter::default();
+                    self.chunk_progress
+                        .insert((peer.0, index), progress.clone());
                     self.send(
                         peer.0,
                         Request::GetChunk {
@@ -923,9 +1197,11 @@ impl Driver {
                         Pending::Chunk {
                             manifest: id,
                             index,
+                            progress,
                         },
                     );
                 }
+                Action::Role { uplink, gateway } => self.set_role(uplink, gateway),
                 Action::Have { index } => self.gained.push(index),
                 Action::Penalise { peer } => {
                     tracing::warn!(peer = %peer.0, "peer penalised for a bad chunk")

@@ -1,12 +1,24 @@
-//! Answering peers' requests. Every answer is bounded; chunks are re-hashed
-//! before they are served, so a corrupted disk never spreads.
+//! Answering peers' requests. Every answer is bounded; chunk requests go
+//! through admission control ([`super::uploads`]), and chunks are re-hashed
+//! before they are served, so a corrupted disk never spreads. A store error
+//! while serving is logged and answered `NotFound`: it never stops the node.
 
+use libp2p::request_response::{InboundRequestId, ResponseChannel};
 use libp2p::PeerId;
+use pollen_core::admission::{keep_connection, Start, Verdict};
+use pollen_core::manifest::ManifestId;
 use pollen_core::wire::{PeerRecord, Request, Response, MAX_ADDRS, MAX_PEER_RECORDS};
 use serde_bytes::ByteBuf;
 
-use super::{Driver, DriverError, MAX_SERVING_PER_PEER};
+use super::uploads::{Held, Sending};
+use super::{Driver, DriverError, Mode};
+use crate::net::protocol::{Counter, Reply};
 use crate::store::Store;
+
+/// Milliseconds in a retry hint, saturating.
+fn ms(d: std::time::Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
 
 impl Driver {
     pub(super) fn on_request(
@@ -17,12 +29,33 @@ impl Driver {
         let now = self.now();
         Ok(match request {
             Request::Hello(h) => {
+                if self.config.mode == Mode::Seed && !self.keeps(h.site) {
+                    // Full: a site's gateways reach us, the rest use their site.
+                    tracing::info!(%peer, "full: turning a peer away");
+                    if let Some(info) = self.peers.get_mut(&peer) {
+                        info.turn_away = true;
+                    }
+                    return Ok(Response::Busy { retry_ms: 60_000 });
+                }
                 let info = self.peers.entry(peer).or_default();
                 info.site = h.site;
+                info.role = h.role;
                 if h.channel == self.config.channel {
                     self.consider(peer, h.newest);
                 }
                 Response::Hello(self.hello())
+            }
+            Request::Role(role) => {
+                if let Some(info) = self.peers.get_mut(&peer) {
+                    info.role = role;
+                    if info.in_sched {
+                        let sched_peer = Self::sched_peer(info);
+                        if let Some(r) = &mut self.release {
+                            r.sched.handle_peer_up(now, super::Peer(peer), sched_peer);
+                        }
+                    }
+                }
+                Response::Ok
             }
             Request::Announce { channel, announce } => {
                 if channel == self.config.channel {
@@ -44,57 +77,17 @@ impl Driver {
                         let n = r.chunks.len() as u32;
                         let indices: Vec<u32> = indices.into_iter().filter(|&i| i < n).collect();
                         r.sched.handle_have_many(now, super::Peer(peer), &indices);
+                        // What we sent it has arrived: its slots are free,
+                        // and what it still waited for here it has now.
+                        for h in self.uploads.announced(now, &peer, &indices) {
+                            self.respond(h.channel, Response::Declined { retry_ms: 0 });
+                        }
+                        self.start_held();
                     }
                 }
                 Response::Ok
             }
-            Request::GetChunk { manifest, index } => {
-                let busy = self
-                    .peers
-                    .get(&peer)
-                    .is_some_and(|i| i.serving >= MAX_SERVING_PER_PEER);
-                let chunk = match &self.release {
-                    Some(r) if r.id() == manifest && r.sched.have().get(index) => {
-                        r.chunks.get(index as usize).copied()
-                    }
-                    _ => None,
-                };
-                match chunk {
-                    _ if busy => Response::Busy,
-                    None => Response::NotFound,
-                    Some(c) => match self.store.get_chunk(&c.id)? {
-                        Some(bytes) if c.id.matches(&bytes) => {
-                            self.report.bytes_served += bytes.len() as u64;
-                            self.report.chunks_served += 1;
-                            Response::Chunk(bytes)
-                        }
-                        Some(_) => {
-                            tracing::error!(chunk = %c.id, "stored chunk fails its hash; not serving it");
-                            Response::NotFound
-                        }
-                        None => Response::NotFound,
-                    },
-                }
-            }
-            Request::GetPeers => {
-                let records = self
-                    .peers
-                    .iter()
-                    .filter(|(p, i)| **p != peer && i.hello && !i.listen.is_empty())
-                    .take(MAX_PEER_RECORDS)
-                    .map(|(p, i)| PeerRecord {
-                        peer: p.to_bytes(),
-                        addrs: i
-                            .listen
-                            .iter()
-                            .take(MAX_ADDRS)
-                            .map(|a| ByteBuf::from(a.to_vec()))
-                            .collect(),
-                        site: i.site,
-                    })
-                    .collect();
-                Response::Peers(records)
-            }
+            Request::GetPeers => Response::Peers(self.peer_records(peer)),
             Request::Status(list) => {
                 self.on_status(peer, list)?;
                 Response::Ok
@@ -110,5 +103,168 @@ impl Driver {
             }
             _ => Response::NotFound,
         })
+    }
+
+    /// Whether a seeder keeps a new peer of `site` (see
+    /// [`keep_connection`]): counted over the peers that said hello.
+    fn keeps(&self, site: Option<pollen_core::swarm::SiteId>) -> bool {
+        let hello = self.peers.values().filter(|i| i.hello || i.site.is_some());
+        let (mut all, mut same) = (0u32, 0u32);
+        for i in hello {
+            all += 1;
+            if site.is_some() && i.site == site {
+                same += 1;
+            }
+        }
+        keep_connection(all, self.config.limits.max_established, same)
+    }
+
+    /// Peer exchange: peers this node knows, gateways of other sites first.
+    fn peer_records(&self, asker: PeerId) -> Vec<PeerRecord> {
+        let mut known: Vec<(&PeerId, &super::PeerInfo)> = self
+            .peers
+            .iter()
+            .filter(|(p, i)| **p != asker && i.hello && !i.listen.is_empty())
+            .collect();
+        known.sort_by_key(|(p, i)| (!i.role.gateway, **p));
+        known
+            .into_iter()
+            .take(MAX_PEER_RECORDS)
+            .map(|(p, i)| PeerRecord {
+                peer: p.to_bytes(),
+                addrs: i
+                    .listen
+                    .iter()
+                    .take(MAX_ADDRS)
+                    .map(|a| ByteBuf::from(a.to_vec()))
+                    .collect(),
+                site: i.site,
+                role: i.role,
+            })
+            .collect()
+    }
+
+    /// A chunk request: sent now, held for a slot, or refused.
+    pub(super) fn on_get_chunk(
+        &mut self,
+        peer: PeerId,
+        id: InboundRequestId,
+        channel: ResponseChannel<Reply>,
+        manifest: ManifestId,
+        index: u32,
+    ) {
+        let chunk = match &self.release {
+            Some(r) if r.id() == manifest && r.sched.have().get(index) => {
+                r.chunks.get(index as usize).copied()
+            }
+            _ => None,
+        };
+        let Some(chunk) = chunk else {
+            self.respond(channel, Response::NotFound);
+            return;
+        };
+        let site = self.peers.get(&peer).and_then(|i| i.site);
+        let now = self.now();
+        let verdict =
+            self.uploads
+                .admission
+                .offer(now, id, peer, site, index, u64::from(chunk.len));
+        tracing::debug!(%peer, index, ?verdict, "chunk request");
+        match verdict {
+            Verdict::Send => self.send_chunk(id, peer, manifest, index, channel),
+            Verdict::Wait => {
+                let held = Held {
+                    peer,
+                    manifest,
+                    index,
+                    channel,
+                };
+                self.uploads.held.insert(id, held);
+            }
+            Verdict::Busy { retry_after } => self.respond(
+                channel,
+                Response::Busy {
+                    retry_ms: ms(retry_after),
+                },
+            ),
+            Verdict::Declined { retry_after } => self.respond(
+                channel,
+                Response::Declined {
+                    retry_ms: ms(retry_after),
+                },
+            ),
+        }
+    }
+
+    /// Starts the held requests whose turn has come (or declines those
+    /// whose chunk went out to the fleet meanwhile).
+    pub(super) fn start_held(&mut self) {
+        let now = self.now();
+        while let Some(start) = self.uploads.admission.poll_start(now) {
+            match start {
+                Start::Send(id) => match self.uploads.held.remove(&id) {
+                    Some(h) => self.send_chunk(id, h.peer, h.manifest, h.index, h.channel),
+                    None => self.uploads.admission.finished(now, id, 0),
+                },
+                Start::Decline(id, hint) => {
+                    if let Some(h) = self.uploads.held.remove(&id) {
+                        let retry_ms = ms(hint);
+                        self.respond(h.channel, Response::Declined { retry_ms });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads, re-hashes and sends an admitted chunk (its slot is freed when
+    /// the response has been written, or its stream broke off).
+    fn send_chunk(
+        &mut self,
+        id: InboundRequestId,
+        peer: PeerId,
+        manifest: ManifestId,
+        index: u32,
+        channel: ResponseChannel<Reply>,
+    ) {
+        let now = self.now();
+        let chunk = match &self.release {
+            Some(r) if r.id() == manifest => r.chunks.get(index as usize).copied(),
+            _ => None,
+        };
+        let bytes = match chunk.map(|c| (c, self.store.get_chunk(&c.id))) {
+            Some((c, Ok(Some(bytes)))) if c.id.matches(&bytes) => Some(bytes),
+            Some((c, Ok(Some(_)))) => {
+                tracing::error!(chunk = %c.id, "stored chunk fails its hash; not serving it");
+                None
+            }
+            Some((c, Err(e))) => {
+                tracing::error!(chunk = %c.id, error = %e, "reading a chunk to serve failed");
+                None
+            }
+            _ => None,
+        };
+        let Some(bytes) = bytes else {
+            self.uploads.admission.finished(now, id, 0);
+            self.respond(channel, Response::NotFound);
+            return;
+        };
+        self.report.bytes_served += bytes.len() as u64;
+        self.report.chunks_served += 1;
+        let written = Counter::default();
+        let sending = Sending {
+            peer,
+            index,
+            len: bytes.len() as u64,
+            written: written.clone(),
+            done_at: None,
+        };
+        self.uploads.sending.insert(id, sending);
+        self.respond(
+            channel,
+            Reply {
+                response: Response::Chunk(bytes),
+                progress: Some(written),
+            },
+        );
     }
 }

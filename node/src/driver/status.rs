@@ -64,10 +64,14 @@ fn unix_ms() -> u64 {
 }
 
 impl Driver {
-    fn hello_peers(&self) -> Vec<PeerId> {
+    /// Peers status records and controls go to: every peer but devices of
+    /// other sites. Records travel towards the seeder through the site's
+    /// own members and its origin connections, so a record crosses a site's
+    /// uplink about once rather than once per cross-site connection.
+    fn fleet_peers(&self) -> Vec<PeerId> {
         self.peers
             .iter()
-            .filter(|(_, i)| i.hello)
+            .filter(|(_, i)| i.hello && !self.other_site(i.site, i.role))
             .map(|(p, _)| *p)
             .collect()
     }
@@ -118,7 +122,7 @@ impl Driver {
         self.publish_status(false);
         let outbox = self.fleet.take_outbox();
         if !outbox.is_empty() {
-            for p in self.hello_peers() {
+            for p in self.fleet_peers() {
                 self.send_records(p, &outbox);
             }
         }
@@ -131,9 +135,18 @@ impl Driver {
         }
     }
 
-    /// A peer finished its hello: give it every record and the current control.
+    /// A peer finished its hello: give it every record and the current
+    /// control (a device of another site gets the control only).
     pub(super) fn greet_fleet(&mut self, peer: PeerId) {
-        let all = self.fleet.all();
+        let elsewhere = self
+            .peers
+            .get(&peer)
+            .is_some_and(|i| self.other_site(i.site, i.role));
+        let all = if elsewhere {
+            Vec::new()
+        } else {
+            self.fleet.all()
+        };
         self.send_records(peer, &all);
         if let Some(c) = &self.control {
             let bytes = ByteBuf::from(c.to_bytes());
@@ -230,7 +243,7 @@ impl Driver {
         if self.release.as_ref().is_some_and(|r| r.id() == c.release) {
             self.control = Some(control);
         }
-        for p in self.hello_peers() {
+        for p in self.hello_peer_ids() {
             if Some(p) != from {
                 self.send(p, Request::Control(bytes.clone()), Pending::Notice);
             }
@@ -303,7 +316,7 @@ impl Driver {
             "device_id": self.device_id,
             "channel": self.config.channel,
             "site": self.config.site,
-            "peers": self.hello_peers().len(),
+            "peers": self.hello_peer_ids().len(),
             "release": release,
             "control": control,
             "phase": rec.map(|r| r.phase.as_str()),
@@ -373,7 +386,7 @@ impl Driver {
             "pollen_peers",
             "gauge",
             "Peers connected that completed the hello.",
-            &[("", self.hello_peers().len() as u64)],
+            &[("", self.hello_peer_ids().len() as u64)],
         );
         if let Some(r) = &self.release {
             metric(

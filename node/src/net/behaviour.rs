@@ -20,6 +20,9 @@ pub struct Limits {
     pub max_pending_incoming: u32,
     /// Concurrent inbound streams per connection (request-response).
     pub max_streams: usize,
+    /// A stream (request and its response) is reset after this long. Long:
+    /// the scheduler decides when a slow response is stalled, from its
+    /// progress, and a response cut off is bytes sent for nothing.
     pub request_timeout: Duration,
 }
 
@@ -30,7 +33,7 @@ impl Default for Limits {
             max_per_peer: 2,
             max_pending_incoming: 32,
             max_streams: 32,
-            request_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -91,7 +94,7 @@ pub fn build_swarm(
                 ping: ping::Behaviour::new(ping::Config::new()),
                 mdns: Toggle::from(mdns),
                 pollen: request_response::Behaviour::with_codec(
-                    Codec,
+                    Codec::default(),
                     [(STREAM_PROTOCOL, request_response::ProtocolSupport::Full)],
                     rr_config,
                 ),

@@ -1,8 +1,15 @@
-//! The `/pollen/1` request-response codec: one length-prefixed postcard
+//! The `/pollen/2` request-response codec: one length-prefixed postcard
 //! frame each way per stream. The length is checked against the cap before
 //! a byte of the body is read, so a peer cannot make us buffer more.
+//!
+//! A request going out may carry a counter the codec advances as the
+//! response's bytes arrive, and a response going out one it advances as its
+//! bytes are written: the scheduler tells a slow transfer from a stalled
+//! one by them, and a server measures the rate it really uploads at.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
@@ -11,11 +18,56 @@ use pollen_core::wire::{Request, Response, MAX_REQUEST, MAX_RESPONSE, PROTOCOL};
 /// The protocol as libp2p names it.
 pub const STREAM_PROTOCOL: StreamProtocol = StreamProtocol::new(PROTOCOL);
 
-/// Codec for [`Request`] / [`Response`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Codec;
+/// Bytes read or written between two counter updates.
+const PIECE: usize = 16 * 1024;
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+/// Bytes moved so far, shared between the codec and the driver.
+pub type Counter = Arc<AtomicU64>;
+
+/// A request, and (going out) the counter of its response's bytes received.
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    pub request: Request,
+    pub progress: Option<Counter>,
+}
+
+impl From<Request> for Outbound {
+    fn from(request: Request) -> Self {
+        Self {
+            request,
+            progress: None,
+        }
+    }
+}
+
+/// A response, and (going out) the counter of its bytes written.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub response: Response,
+    pub progress: Option<Counter>,
+}
+
+impl From<Response> for Reply {
+    fn from(response: Response) -> Self {
+        Self {
+            response,
+            progress: None,
+        }
+    }
+}
+
+/// Codec for [`Outbound`] / [`Reply`]. Each stream gets its own clone; the
+/// clone that wrote a request keeps its counter for reading the response.
+#[derive(Clone, Debug, Default)]
+pub struct Codec {
+    progress: Option<Counter>,
+}
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    max: usize,
+    progress: Option<&Counter>,
+) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -26,15 +78,29 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::
         ));
     }
     let mut buf = vec![0u8; len];
-    io.read_exact(&mut buf).await?;
+    for piece in buf.chunks_mut(PIECE) {
+        io.read_exact(piece).await?;
+        if let Some(p) = progress {
+            p.fetch_add(piece.len() as u64, Ordering::Relaxed);
+        }
+    }
     Ok(buf)
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
+async fn write_frame<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    bytes: &[u8],
+    progress: Option<&Counter>,
+) -> io::Result<()> {
     let len = u32::try_from(bytes.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
     io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(bytes).await?;
+    for piece in bytes.chunks(PIECE) {
+        io.write_all(piece).await?;
+        if let Some(p) = progress {
+            p.fetch_add(piece.len() as u64, Ordering::Relaxed);
+        }
+    }
     io.close().await
 }
 
@@ -44,44 +110,96 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 
 impl libp2p::request_response::Codec for Codec {
     type Protocol = StreamProtocol;
-    type Request = Request;
-    type Response = Response;
+    type Request = Outbound;
+    type Response = Reply;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Outbound>
     where
         T: AsyncRead + Unpin + Send,
     {
-        Request::decode(&read_frame(io, MAX_REQUEST).await?).map_err(invalid)
+        let frame = read_frame(io, MAX_REQUEST, None).await?;
+        Ok(Request::decode(&frame).map_err(invalid)?.into())
     }
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Reply>
     where
         T: AsyncRead + Unpin + Send,
     {
-        Response::decode(&read_frame(io, MAX_RESPONSE).await?).map_err(invalid)
+        let frame = read_frame(io, MAX_RESPONSE, self.progress.as_ref()).await?;
+        Ok(Response::decode(&frame).map_err(invalid)?.into())
     }
 
     async fn write_request<T>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        req: Request,
+        req: Outbound,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &req.encode().map_err(invalid)?).await
+        self.progress = req.progress;
+        write_frame(io, &req.request.encode().map_err(invalid)?, None).await
     }
 
     async fn write_response<T>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        res: Response,
+        res: Reply,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &res.encode().map_err(invalid)?).await
+        let bytes = res.response.encode().map_err(invalid)?;
+        write_frame(io, &bytes, res.progress.as_ref()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p::request_response::Codec as _;
+    use pollen_core::manifest::ManifestId;
+
+    #[test]
+    fn counters_follow_the_bytes_both_ways() {
+        futures::executor::block_on(async {
+            let sent: Counter = Counter::default();
+            let reply = Reply {
+                response: Response::Chunk(vec![7; 100_000]),
+                progress: Some(sent.clone()),
+            };
+            let mut wire = futures::io::Cursor::new(Vec::new());
+            let mut server = Codec::default();
+            server
+                .write_response(&STREAM_PROTOCOL, &mut wire, reply)
+                .await
+                .expect("write");
+            let frame = wire.into_inner();
+            assert_eq!(sent.load(Ordering::Relaxed) as usize, frame.len() - 4);
+
+            let got: Counter = Counter::default();
+            let mut client = Codec::default();
+            let mut sink = futures::io::Cursor::new(Vec::new());
+            let ask = Outbound {
+                request: Request::GetChunk {
+                    manifest: ManifestId([1; 32]),
+                    index: 3,
+                },
+                progress: Some(got.clone()),
+            };
+            client
+                .write_request(&STREAM_PROTOCOL, &mut sink, ask)
+                .await
+                .expect("write request");
+            let mut source = futures::io::Cursor::new(frame);
+            let back = client
+                .read_response(&STREAM_PROTOCOL, &mut source)
+                .await
+                .expect("read");
+            assert_eq!(back.response, Response::Chunk(vec![7; 100_000]));
+            assert_eq!(got.load(Ordering::Relaxed), sent.load(Ordering::Relaxed));
+        });
     }
 }

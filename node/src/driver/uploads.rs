@@ -1,0 +1,145 @@
+//! The driver's uploads: chunk requests from peers sent at once, held in a
+//! short queue until a slot frees, or refused (`Busy`, `Declined`), as
+//! `pollen_core::admission` decides.
+//!
+//! A response's slot is freed when its requester announces the chunk
+//! (`Gained`), not when its bytes were written: socket buffers take seconds
+//! of a slow link at once, so a server that counted written bytes would
+//! think itself idle while its link is the bottleneck. A requester that
+//! never announces it frees the slot after [`ACK_WAIT`].
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// A response written out but not yet announced by its requester frees its
+/// slot after this long anyway.
+pub(super) const ACK_WAIT: Duration = Duration::from_secs(30);
+
+use libp2p::request_response::{InboundRequestId, ResponseChannel};
+use libp2p::PeerId;
+use pollen_core::admission::{Admission, AdmissionConfig};
+use pollen_core::manifest::ManifestId;
+use pollen_core::swarm::SiteId;
+
+use crate::net::protocol::{Counter, Reply};
+
+/// A chunk request waiting for a slot.
+#[derive(Debug)]
+pub(super) struct Held {
+    pub peer: PeerId,
+    pub manifest: ManifestId,
+    pub index: u32,
+    pub channel: ResponseChannel<Reply>,
+}
+
+/// A response under way: its requester, chunk and length, its byte
+/// counter, and when its last byte was written.
+#[derive(Debug)]
+pub(super) struct Sending {
+    pub peer: PeerId,
+    pub index: u32,
+    pub len: u64,
+    pub written: Counter,
+    pub done_at: Option<Duration>,
+}
+
+/// Admission state, the held requests and the responses under way.
+#[derive(Debug)]
+pub(super) struct Uploads {
+    pub admission: Admission<InboundRequestId, PeerId>,
+    pub held: HashMap<InboundRequestId, Held>,
+    pub sending: HashMap<InboundRequestId, Sending>,
+}
+
+impl Uploads {
+    pub fn new(config: AdmissionConfig, site: Option<SiteId>) -> Self {
+        Self {
+            admission: Admission::new(config, site),
+            held: HashMap::new(),
+            sending: HashMap::new(),
+        }
+    }
+
+    /// A response's stream ended: written to the end (`complete`; its slot
+    /// waits for the requester's announcement), or broken off (freed with
+    /// what was written), or the request was answered without a chunk.
+    pub fn ended(&mut self, now: Duration, id: InboundRequestId, complete: bool) {
+        if let Some(s) = self.sending.get_mut(&id) {
+            if complete {
+                s.done_at = Some(now);
+                return;
+            }
+            let sent = s.written.load(Ordering::Relaxed);
+            self.sending.remove(&id);
+            self.admission.finished(now, id, sent);
+        } else if self.held.remove(&id).is_some() {
+            self.admission.finished(now, id, 0);
+        }
+    }
+
+    /// `peer` announced chunks: the responses that carried them to it are
+    /// delivered, and its held requests for them are moot (returned, to be
+    /// answered without the chunk).
+    pub fn announced(&mut self, now: Duration, peer: &PeerId, indices: &[u32]) -> Vec<Held> {
+        let mut moot = Vec::new();
+        for &index in indices {
+            for id in self.admission.waiting_for(peer, index) {
+                if let Some(h) = self.held.remove(&id) {
+                    moot.push(h);
+                }
+                self.admission.finished(now, id, 0);
+            }
+        }
+        let done: Vec<(InboundRequestId, u64)> = self
+            .sending
+            .iter()
+            .filter(|(_, s)| s.peer == *peer && indices.contains(&s.index))
+            .map(|(id, s)| (*id, s.len))
+            .collect();
+        for (id, len) in done {
+            self.sending.remove(&id);
+            self.admission.finished(now, id, len);
+        }
+        moot
+    }
+
+    /// Responses written long ago whose requester never announced them.
+    pub fn expire(&mut self, now: Duration) {
+        let stale: Vec<(InboundRequestId, u64)> = self
+            .sending
+            .iter()
+            .filter(|(_, s)| s.done_at.is_some_and(|t| now.saturating_sub(t) >= ACK_WAIT))
+            .map(|(id, s)| (*id, s.len))
+            .collect();
+        for (id, len) in stale {
+            self.sending.remove(&id);
+            self.admission.finished(now, id, len);
+        }
+    }
+
+    /// `peer` went away: its held requests will never be answered, and
+    /// what was under way to it is over.
+    pub fn forget(&mut self, now: Duration, peer: &PeerId) {
+        let gone: Vec<InboundRequestId> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.peer == *peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.held.remove(&id);
+            self.admission.finished(now, id, 0);
+        }
+        let gone: Vec<(InboundRequestId, u64)> = self
+            .sending
+            .iter()
+            .filter(|(_, s)| s.peer == *peer)
+            .map(|(id, s)| (*id, s.written.load(Ordering::Relaxed)))
+            .collect();
+        for (id, sent) in gone {
+            self.sending.remove(&id);
+            self.admission.finished(now, id, sent);
+        }
+    }
+}
