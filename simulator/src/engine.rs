@@ -8,8 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use pollen_core::admission::{
+    keep_connection, Admission, AdmissionConfig, AdmissionStats, Start, Verdict,
+};
 use pollen_core::manifest::{ChunkRef, ManifestId};
-use pollen_core::swarm::{Action, Bitfield, SiteId, Swarm, SwarmConfig};
+use pollen_core::swarm::{Action, Bitfield, PeerInfo, SiteId, Swarm, SwarmConfig, SwarmStats};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -19,12 +22,16 @@ use crate::scenario::{Scenario, Strategy};
 
 /// The seeder's node id.
 pub const SEEDER: u32 = 0;
-/// The node's libp2p request timeout (`net::Limits`): a response not
-/// complete by then has its stream reset. The scheduler's own, shorter
-/// timeout re-requests elsewhere but cannot stop the first transfer (the
-/// node ignores `Cancel`; request-response cannot cancel), as here.
-const STREAM_TIMEOUT: f64 = 60.0;
+/// The node's libp2p request timeout (`net::Limits::request_timeout`): a
+/// response not complete by then has its stream reset. The scheduler gives
+/// up on a request only when its peer delivered nothing for a whole
+/// deadline, but cannot stop the transfer it asked for (the node ignores
+/// `Cancel`; request-response cannot cancel), as here.
+const STREAM_TIMEOUT: f64 = 300.0;
 const MBIT: f64 = 1_000_000.0 / 8.0;
+/// How often gateways top up their connections to other sites' gateways
+/// (the node's redial interval).
+const MAINTAIN_S: f64 = 3.0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
@@ -41,11 +48,32 @@ enum Ev {
         index: u32,
         epoch: u32,
     },
+    /// The peer declined this chunk (a retry hint in ns).
+    Declined {
+        to: u32,
+        from: u32,
+        index: u32,
+        epoch: u32,
+        retry_ns: u64,
+    },
+    /// The peer answered `Busy` (a retry hint in ns), or the stream broke
+    /// off (no hint).
+    Busy {
+        to: u32,
+        from: u32,
+        index: u32,
+        epoch: u32,
+        retry_ns: Option<u64>,
+    },
     Timer(u32),
-    /// The node's tick: its gained-chunk notices go out.
-    Notify(u32),
+    /// The node's tick: its gained-chunk notices go out, to its site and
+    /// origins (`false`) or, less often, to devices of other sites (`true`).
+    Notify(u32, bool),
     Crash(u32),
     Sample,
+    /// Gateways top up their connections to other sites' gateways (as the
+    /// node does on its redial tick).
+    Maintain,
 }
 
 /// One simulated node's state and counters.
@@ -60,11 +88,19 @@ pub struct Node {
     joined: bool,
     epoch: u32,
     timer: Option<u64>,
-    /// Chunks gained since the last tick, and that tick's time.
-    gained: Vec<u32>,
-    notify_at: Option<u64>,
+    /// Chunks gained since the last notice, and that notice's time: to the
+    /// site and origins, and to devices of other sites.
+    gained: [Vec<u32>; 2],
+    notify_at: [Option<u64>; 2],
     up_link: LinkId,
     down_link: LinkId,
+    /// What it accepts to upload (`None`: the `central` seeder, an HTTP
+    /// server that sends every request at once).
+    admission: Option<Admission<u64, u32>>,
+    /// Connected to the seeder (its connection limit may refuse).
+    seeder_conn: bool,
+    /// What it last told its peers: (uplink connection, gateway).
+    role: (bool, bool),
     /// Seconds.
     pub start: f64,
     pub finish: Option<f64>,
@@ -72,7 +108,8 @@ pub struct Node {
     pub bytes_in_uplink: u64,
     pub bytes_out: u64,
     pub crashes: u32,
-    pub duplicates: u64,
+    /// The scheduler's counters, summed over the node's incarnations.
+    pub sched: SwarmStats,
     have_at_crash: Option<Bitfield>,
 }
 
@@ -96,11 +133,15 @@ pub struct Sample {
     pub site: u32,
     pub uplink_in_bytes: u64,
     pub done: u32,
+    /// Bytes the seeder has sent so far (all sites).
+    pub seeder_out_bytes: u64,
 }
 
 /// A finished (or stopped) run.
 #[derive(Debug)]
 pub struct Outcome {
+    /// The seeder's admission counters (`central`: none).
+    pub seeder_admission: Option<AdmissionStats>,
     pub nodes: Vec<Node>,
     pub sites: Vec<Site>,
     pub samples: Vec<Sample>,
@@ -130,6 +171,15 @@ pub struct Sim {
     events: u64,
     remaining: usize,
     dirty: Vec<u32>,
+    /// The seeder's connections, in all and per site.
+    seeder_conns: u32,
+    seeder_site_conns: Vec<u32>,
+    /// Requests held in a sender's queue, by admission token: (sender,
+    /// requester, response).
+    held: std::collections::HashMap<u64, (u32, u32, Job)>,
+    next_token: u64,
+    /// Devices that are their site's gateways now.
+    gateways: std::collections::BTreeSet<u32>,
 }
 
 impl Sim {
@@ -149,17 +199,30 @@ impl Sim {
             joined: true,
             epoch: 0,
             timer: None,
-            gained: Vec::new(),
-            notify_at: None,
+            gained: [Vec::new(), Vec::new()],
+            notify_at: [None, None],
             up_link: seeder_up,
             down_link: unlimited,
+            admission: (sc.strategy != Strategy::Central).then(|| {
+                // The publisher's seeder super-seeds when sites share.
+                let config = AdmissionConfig {
+                    spread: sc.sched.cross_site,
+                    max_active: sc.seeder.upload_slots,
+                    ..AdmissionConfig::origin()
+                };
+                let mut a = Admission::new(config, None);
+                a.new_release(chunks.len() as u32);
+                a
+            }),
+            seeder_conn: false,
+            role: (true, true),
             start: 0.0,
             finish: Some(0.0),
             bytes_in_lan: 0,
             bytes_in_uplink: 0,
             bytes_out: 0,
             crashes: 0,
-            duplicates: 0,
+            sched: SwarmStats::default(),
             have_at_crash: None,
         }];
         let mut sites = Vec::new();
@@ -185,17 +248,20 @@ impl Sim {
                         joined: false,
                         epoch: 0,
                         timer: None,
-                        gained: Vec::new(),
-                        notify_at: None,
+                        gained: [Vec::new(), Vec::new()],
+                        notify_at: [None, None],
                         up_link: net.add_link(group.lan_up_mbit * MBIT * factor),
                         down_link: net.add_link(group.lan_down_mbit * MBIT * factor),
+                        admission: None,
+                        seeder_conn: false,
+                        role: (false, false),
                         start: 0.0,
                         finish: None,
                         bytes_in_lan: 0,
                         bytes_in_uplink: 0,
                         bytes_out: 0,
                         crashes: 0,
-                        duplicates: 0,
+                        sched: SwarmStats::default(),
                         have_at_crash: None,
                     });
                     devices.push(id);
@@ -212,6 +278,7 @@ impl Sim {
             }
         }
         let remaining = nodes.len() - 1;
+        let site_count = sites.len();
         let mut sim = Self {
             seeder_latency: sc.seeder.latency_ms / 1000.0,
             chunks: chunks.into(),
@@ -228,6 +295,11 @@ impl Sim {
             events: 0,
             remaining,
             dirty: Vec::new(),
+            seeder_conns: 0,
+            seeder_site_conns: vec![0; site_count],
+            held: std::collections::HashMap::new(),
+            next_token: 0,
+            gateways: std::collections::BTreeSet::new(),
             sc,
         };
         sim.wire_peers();
@@ -243,8 +315,10 @@ impl Sim {
         self.queue.push(ns(at).max(self.now_ns), ev);
     }
 
-    /// Who talks to whom: the seeder always; `pollen` adds the device's
-    /// site (as mDNS finds it); `swarm` adds random devices anywhere (as a
+    /// Who talks to whom: the seeder (as its connection limit allows, at
+    /// join); `pollen` adds the device's site (as mDNS finds it) and, with
+    /// cross-site sharing, `remote_peers` random devices of other sites (as
+    /// peer exchange hands out); `swarm` adds random devices anywhere (as a
     /// tracker hands out); `central` nothing else. Links are symmetric.
     fn wire_peers(&mut self) {
         let n = self.nodes.len() as u32;
@@ -254,6 +328,8 @@ impl Sim {
         match self.sc.strategy {
             Strategy::Central => {}
             Strategy::Pollen => {
+                // Sites' gateways find each other when they become gateways
+                // (`connect_gateways`), as peer exchange hands them out.
                 for site in &self.sites {
                     for &a in &site.devices {
                         let others = site.devices.iter().copied().filter(|&b| b != a);
@@ -262,9 +338,10 @@ impl Sim {
                 }
             }
             Strategy::Swarm => {
-                let want = self.sc.sched.remote_peers.min(n.saturating_sub(2));
+                // A tracker's list: random devices anywhere.
                 let mut sets: Vec<std::collections::BTreeSet<u32>> =
                     vec![Default::default(); n as usize];
+                let want = self.sc.sched.remote_peers.min(n.saturating_sub(2));
                 for a in 1..n {
                     let mut tries = 0;
                     while (sets[a as usize].len() as u32) < want && tries < want * 20 {
@@ -280,6 +357,83 @@ impl Sim {
                     self.nodes[a].peers.extend(set);
                 }
             }
+        }
+    }
+
+    /// A device that became its site's gateway — or that the seeder turned
+    /// away — connects to `remote_peers` gateways of other sites (peer
+    /// exchange hands out peers with their roles; gateways keep connections
+    /// to gateways). Links are symmetric.
+    fn connect_gateways(&mut self, id: u32) {
+        if !self.sc.sched.cross_site || self.sc.strategy != Strategy::Pollen {
+            return;
+        }
+        let now = Duration::from_nanos(self.now_ns);
+        let own = self.nodes[id as usize].site;
+        let others: Vec<u32> = self
+            .gateways
+            .iter()
+            .copied()
+            .filter(|&g| self.nodes[g as usize].site != own && self.nodes[g as usize].up)
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        let have: usize = self.nodes[id as usize]
+            .peers
+            .iter()
+            .filter(|&&p| self.gateways.contains(&p) && self.nodes[p as usize].site != own)
+            .count();
+        let want = (self.sc.sched.remote_peers as usize).saturating_sub(have);
+        let mut tries = 0;
+        let mut added = 0;
+        while added < want.min(others.len()) && tries < want * 20 {
+            tries += 1;
+            let g = others[(self.rng.next_u64() % others.len() as u64) as usize];
+            if self.nodes[id as usize].peers.contains(&g) {
+                continue;
+            }
+            added += 1;
+            self.nodes[id as usize].peers.push(g);
+            self.nodes[g as usize].peers.push(id);
+            let (info_g, has_g) = (self.info(g), self.have_of(g));
+            let (info_me, has_me) = (self.info(id), self.have_of(id));
+            if let Some(s) = &mut self.nodes[id as usize].swarm {
+                s.handle_peer_up(now, g, info_g);
+                s.handle_have_all(now, g, has_g);
+            }
+            if let Some(s) = &mut self.nodes[g as usize].swarm {
+                s.handle_peer_up(now, id, info_me);
+                s.handle_have_all(now, id, has_me);
+                self.dirty.push(g);
+            }
+        }
+        self.dirty.push(id);
+    }
+
+    /// A device's role changed: its peers hear of it, its admission serves
+    /// other sites only as a gateway, and a new gateway finds others.
+    fn role_changed(&mut self, id: u32, uplink: bool, gateway: bool) {
+        let now = Duration::from_nanos(self.now_ns);
+        let node = &mut self.nodes[id as usize];
+        node.role = (uplink, gateway);
+        if let Some(a) = &mut node.admission {
+            a.set_serves_away(gateway || self.sc.strategy != Strategy::Pollen);
+        }
+        if gateway {
+            self.gateways.insert(id);
+        } else {
+            self.gateways.remove(&id);
+        }
+        let info = self.info(id);
+        for p in self.nodes[id as usize].peers.clone() {
+            if let Some(s) = &mut self.nodes[p as usize].swarm {
+                s.handle_peer_up(now, id, info);
+                self.dirty.push(p);
+            }
+        }
+        if gateway {
+            self.connect_gateways(id);
         }
     }
 
@@ -317,6 +471,9 @@ impl Sim {
             }
         }
         self.push(0.0, Ev::Sample);
+        if self.sc.strategy == Strategy::Pollen && self.sc.sched.cross_site {
+            self.push(MAINTAIN_S, Ev::Maintain);
+        }
     }
 
     fn latency(&self, a: u32, b: u32) -> f64 {
@@ -369,20 +526,60 @@ impl Sim {
         }
     }
 
+    /// What `node` tells a peer about itself.
+    fn info(&self, node: u32) -> PeerInfo {
+        let n = &self.nodes[node as usize];
+        PeerInfo {
+            site: Some(self.site_id(node)),
+            origin: node == SEEDER,
+            uplink: n.role.0,
+            gateway: n.role.1,
+        }
+    }
+
+    /// The device connects to the seeder, if the seeder keeps it.
+    fn connect_seeder(&mut self, id: u32) {
+        let site = self.nodes[id as usize].site.unwrap_or(0) as usize;
+        let keep = self.sc.strategy == Strategy::Central
+            || keep_connection(
+                self.seeder_conns,
+                self.sc.seeder.max_connections,
+                self.seeder_site_conns[site],
+            );
+        if keep {
+            self.seeder_conns += 1;
+            self.seeder_site_conns[site] += 1;
+        }
+        self.nodes[id as usize].seeder_conn = keep;
+    }
+
     fn join(&mut self, id: u32) {
         let now = Duration::from_nanos(self.now_ns);
         let strategy = self.sc.strategy;
+        self.connect_seeder(id);
         let node = &mut self.nodes[id as usize];
         node.up = true;
         node.joined = true;
         node.epoch += 1;
+        let own_site = self.requester_site(id);
+        let node = &mut self.nodes[id as usize];
+        let config = AdmissionConfig {
+            max_active: self.sc.sched.upload_slots,
+            ..AdmissionConfig::default()
+        };
+        let mut admission = Admission::new(config, own_site);
+        admission.set_serves_away(strategy != Strategy::Pollen);
+        node.admission = Some(admission);
+        node.role = (false, false);
         let have = node
             .have_at_crash
             .take()
             .unwrap_or_else(|| self.held_from_old.clone());
-        // Central HTTP is one download stream per device: a request or two
-        // ahead, and no scheduler timeouts (a slow server is just slow).
+        // Central HTTP is one download stream per device, kept full (two
+        // requests ahead) and never given up on: a slow server is just slow.
         let central = strategy == Strategy::Central;
+        let day = Duration::from_secs(86_400);
+        let defaults = SwarmConfig::default();
         let config = SwarmConfig {
             seed: self.sc.seed ^ (u64::from(id) << 20) ^ u64::from(node.epoch),
             per_peer_in_flight: if central {
@@ -395,31 +592,40 @@ impl Sim {
             } else {
                 self.sc.sched.total_in_flight
             },
+            window_time: if central { day } else { defaults.window_time },
             request_timeout: if central {
-                Duration::from_secs(86_400)
+                day
             } else {
-                SwarmConfig::default().request_timeout
+                defaults.request_timeout
             },
             site: (strategy == Strategy::Pollen)
                 .then(|| SiteId(u64::from(node.site.unwrap_or(0)) + 1)),
             site_aware: strategy == Strategy::Pollen,
-            ..SwarmConfig::default()
+            cross_site: self.sc.sched.cross_site,
+            site_fetchers: self.sc.sched.site_fetchers,
+            site_uplink_requests: self.sc.sched.site_uplink_requests,
+            ..defaults
         };
         let swarm = Swarm::new(config, id, self.chunks.clone(), have, now);
         self.nodes[id as usize].swarm = Some(swarm);
+        if !self.nodes[id as usize].seeder_conn {
+            // Turned away by the seeder: reach other sites through their gateways.
+            self.connect_gateways(id);
+        }
         let peers = self.nodes[id as usize].peers.clone();
+        let me = self.info(id);
         for p in peers {
-            if !self.nodes[p as usize].up {
+            if !self.nodes[p as usize].up || (p == SEEDER && !self.nodes[id as usize].seeder_conn) {
                 continue;
             }
-            let (site_p, has_p) = (self.site_id(p), self.have_of(p));
-            let (site_me, has_me) = (self.site_id(id), self.have_of(id));
+            let (info_p, has_p) = (self.info(p), self.have_of(p));
+            let has_me = self.have_of(id);
             if let Some(s) = &mut self.nodes[id as usize].swarm {
-                s.handle_peer_up(now, p, Some(site_p));
+                s.handle_peer_up(now, p, info_p);
                 s.handle_have_all(now, p, has_p);
             }
             if let Some(s) = &mut self.nodes[p as usize].swarm {
-                s.handle_peer_up(now, id, Some(site_me));
+                s.handle_peer_up(now, id, me);
                 s.handle_have_all(now, id, has_me);
                 self.dirty.push(p);
             }
@@ -436,13 +642,46 @@ impl Sim {
         node.up = false;
         node.crashes += 1;
         node.timer = None;
-        node.gained.clear();
-        node.notify_at = None;
+        node.gained = [Vec::new(), Vec::new()];
+        node.notify_at = [None, None];
         if let Some(s) = node.swarm.take() {
-            node.duplicates += s.stats().duplicates;
+            add_stats(&mut node.sched, s.stats());
             node.have_at_crash = Some(s.have().clone());
         }
+        node.admission = None;
+        node.role = (false, false);
+        self.gateways.remove(&id);
+        if std::mem::take(&mut node.seeder_conn) {
+            let site = node.site.unwrap_or(0) as usize;
+            self.seeder_conns -= 1;
+            self.seeder_site_conns[site] -= 1;
+        }
         self.net.drop_node(self.now(), id);
+        self.release_dropped();
+        // Requests it held die with it; requests it made wait no more.
+        let t = Duration::from_nanos(self.now_ns);
+        let mut gone: Vec<(u64, u32)> = self
+            .held
+            .iter()
+            .filter(|(_, (from, to, _))| *from == id || *to == id)
+            .map(|(&token, &(from, _, _))| (token, from))
+            .collect();
+        gone.sort_unstable();
+        let mut servers = Vec::new();
+        for (token, from) in gone {
+            self.held.remove(&token);
+            if from != id {
+                if let Some(a) = &mut self.nodes[from as usize].admission {
+                    a.finished(t, token, 0);
+                }
+                servers.push(from);
+            }
+        }
+        servers.sort_unstable();
+        servers.dedup();
+        for server in servers {
+            self.start_held(server);
+        }
         for p in self.nodes[id as usize].peers.clone() {
             if let Some(s) = &mut self.nodes[p as usize].swarm {
                 s.handle_peer_down(now, id);
@@ -481,45 +720,10 @@ impl Sim {
             match a {
                 Action::Request {
                     peer, index, len, ..
-                } => {
-                    let rtt = 2.0 * self.latency(peer, id);
-                    if self.nodes[peer as usize].up && self.holds(peer, index) {
-                        let path = self.path(peer, id);
-                        let job = Job {
-                            index,
-                            bytes: u64::from(len),
-                            epoch,
-                            deadline: now + STREAM_TIMEOUT,
-                        };
-                        self.net.enqueue(now, peer, id, || path, job);
-                    } else {
-                        self.push(
-                            now + rtt,
-                            Ev::Fail {
-                                to: id,
-                                from: peer,
-                                index,
-                                epoch,
-                            },
-                        );
-                    }
-                }
+                } => self.request(id, peer, index, u64::from(len), epoch),
                 Action::Have { index } => {
-                    let node = &mut self.nodes[id as usize];
-                    node.gained.push(index);
-                    let tick = ns(self.sc.sched.notify_ms / 1000.0);
-                    if tick == 0 {
-                        // Idealised: peers learn of a chunk the moment it lands.
-                        node.notify_at = Some(self.now_ns);
-                        self.notify(id, self.now_ns);
-                    } else if node.notify_at.is_none() {
-                        // The next tick of the node's clock (`driver::TICK`,
-                        // `notify_ms`), which started when it joined: chunks
-                        // gained since the last one go out in one notice.
-                        let start = ns(node.start);
-                        let at = start + (self.now_ns - start) / tick * tick + tick;
-                        node.notify_at = Some(at);
-                        self.queue.push(at, Ev::Notify(id));
+                    for far in [false, true] {
+                        self.gained(id, index, far);
                     }
                 }
                 Action::Complete => {
@@ -529,6 +733,7 @@ impl Sim {
                         self.remaining -= 1;
                     }
                 }
+                Action::Role { uplink, gateway } => self.role_changed(id, uplink, gateway),
                 _ => {}
             }
         }
@@ -542,6 +747,159 @@ impl Sim {
         }
     }
 
+    /// `id` asks `peer` for chunk `index`: the peer refuses at once if it
+    /// lacks it, answers `Busy` if its admission says so, or queues the
+    /// response on their connection.
+    fn request(&mut self, id: u32, peer: u32, index: u32, len: u64, epoch: u32) {
+        let now = self.now();
+        let back = now + 2.0 * self.latency(peer, id);
+        if !self.nodes[peer as usize].up || !self.holds(peer, index) {
+            self.push(
+                back,
+                Ev::Fail {
+                    to: id,
+                    from: peer,
+                    index,
+                    epoch,
+                },
+            );
+            return;
+        }
+        let site = self.requester_site(id);
+        let t = Duration::from_nanos(self.now_ns);
+        self.next_token += 1;
+        let token = self.next_token;
+        let verdict = match &mut self.nodes[peer as usize].admission {
+            Some(a) => a.offer(t, token, id, site, index, len),
+            None => Verdict::Send,
+        };
+        // Central HTTP over TCP: a download is slow, never cut off.
+        let reset = if self.sc.strategy == Strategy::Central {
+            f64::INFINITY
+        } else {
+            now + STREAM_TIMEOUT
+        };
+        let job = Job {
+            token,
+            index,
+            bytes: len,
+            epoch,
+            deadline: reset,
+        };
+        match verdict {
+            Verdict::Send => {
+                let path = self.path(peer, id);
+                self.net.enqueue(now, peer, id, || path, job);
+            }
+            Verdict::Wait => {
+                self.held.insert(token, (peer, id, job));
+            }
+            Verdict::Busy { retry_after } => self.push(
+                back,
+                Ev::Busy {
+                    to: id,
+                    from: peer,
+                    index,
+                    epoch,
+                    retry_ns: Some(retry_after.as_nanos() as u64),
+                },
+            ),
+            Verdict::Declined { retry_after } => self.push(
+                back,
+                Ev::Declined {
+                    to: id,
+                    from: peer,
+                    index,
+                    epoch,
+                    retry_ns: retry_after.as_nanos() as u64,
+                },
+            ),
+        }
+    }
+
+    /// Starts the requests `server` held whose turn has come (dropping
+    /// those whose requester went away meanwhile).
+    fn start_held(&mut self, server: u32) {
+        let t = Duration::from_nanos(self.now_ns);
+        let now = self.now();
+        loop {
+            let Some(a) = &mut self.nodes[server as usize].admission else {
+                return;
+            };
+            let Some(start) = a.poll_start(t) else {
+                return;
+            };
+            let (token, decline) = match start {
+                Start::Send(token) => (token, None),
+                Start::Decline(token, hint) => (token, Some(hint)),
+            };
+            let Some((from, to, job)) = self.held.remove(&token) else {
+                continue;
+            };
+            let n = &self.nodes[to as usize];
+            let alive = n.up && n.epoch == job.epoch;
+            if let Some(hint) = decline {
+                if alive {
+                    let back = now + self.latency(from, to);
+                    let ev = Ev::Declined {
+                        to,
+                        from,
+                        index: job.index,
+                        epoch: job.epoch,
+                        retry_ns: hint.as_nanos() as u64,
+                    };
+                    self.push(back, ev);
+                }
+            } else if alive {
+                let path = self.path(from, to);
+                self.net.enqueue(now, from, to, || path, job);
+            } else if let Some(a) = &mut self.nodes[server as usize].admission {
+                a.finished(t, token, 0);
+            }
+        }
+    }
+
+    /// The site a requester names to the peers it asks (site-aware only).
+    fn requester_site(&self, id: u32) -> Option<SiteId> {
+        (self.sc.strategy == Strategy::Pollen).then(|| self.site_id(id))
+    }
+
+    /// A response ended (`sent` of its bytes left): the sender's admission
+    /// starts the next one.
+    fn finished(&mut self, from: u32, job: &Job, sent: u64) {
+        let t = Duration::from_nanos(self.now_ns);
+        if let Some(a) = &mut self.nodes[from as usize].admission {
+            a.finished(t, job.token, sent);
+        }
+        self.start_held(from);
+    }
+
+    /// Responses the network dropped unsent (their streams were reset, or
+    /// an end went down): senders free their slots, live requesters hear
+    /// that the stream broke off.
+    fn release_dropped(&mut self) {
+        let dropped = std::mem::take(&mut self.net.dropped);
+        let now = self.now();
+        for (from, to, job) in &dropped {
+            self.finished(*from, job, 0);
+            let n = &self.nodes[*to as usize];
+            if n.up && n.epoch == job.epoch {
+                self.push(
+                    now,
+                    Ev::Busy {
+                        to: *to,
+                        from: *from,
+                        index: job.index,
+                        epoch: job.epoch,
+                        retry_ns: None,
+                    },
+                );
+            }
+        }
+        self.net.dropped = dropped;
+        self.net.dropped.clear();
+    }
+
     /// A transfer's last byte left: the chunk arrives one latency later,
     /// unless its stream was reset first.
     fn transfer_done(&mut self) {
@@ -549,9 +907,11 @@ impl Sim {
         let Some((from, to, job)) = self.net.complete(now) else {
             return;
         };
+        self.finished(from, &job, job.bytes);
+        self.release_dropped();
+        let (index, epoch) = (job.index, job.epoch);
         if job.deadline >= now {
             let at = now + self.latency(from, to);
-            let (index, epoch) = (job.index, job.epoch);
             self.push(
                 at,
                 Ev::Deliver {
@@ -561,20 +921,70 @@ impl Sim {
                     epoch,
                 },
             );
+        } else {
+            self.push(
+                now,
+                Ev::Busy {
+                    to,
+                    from,
+                    index,
+                    epoch,
+                    retry_ns: None,
+                },
+            );
         }
     }
 
-    /// A node's tick: its gained chunks are announced to its peers.
-    fn notify(&mut self, id: u32, at: u64) {
+    /// Notes a gained chunk for the node's next notice (`far`: the one to
+    /// devices of other sites, `sched.notify_remote_ms`, as the node's
+    /// driver sends every fifth tick).
+    fn gained(&mut self, id: u32, index: u32, far: bool) {
+        let period = if far {
+            if self.sc.strategy != Strategy::Pollen {
+                return;
+            }
+            self.sc.sched.notify_remote_ms
+        } else {
+            self.sc.sched.notify_ms
+        };
+        let k = usize::from(far);
         let node = &mut self.nodes[id as usize];
-        if node.notify_at != Some(at) {
+        node.gained[k].push(index);
+        let tick = ns(period / 1000.0);
+        if tick == 0 {
+            // Idealised: peers learn of a chunk the moment it lands.
+            node.notify_at[k] = Some(self.now_ns);
+            self.notify(id, self.now_ns, far);
+        } else if node.notify_at[k].is_none() {
+            // The next tick of the node's clock (`driver::TICK`), which
+            // started when it joined: chunks gained since the last notice
+            // go out in one.
+            let start = ns(node.start);
+            let at = start + (self.now_ns - start) / tick * tick + tick;
+            node.notify_at[k] = Some(at);
+            self.queue.push(at, Ev::Notify(id, far));
+        }
+    }
+
+    /// A node's notice: its gained chunks are announced to its site and
+    /// origins, or (`far`) to its peers on other sites.
+    fn notify(&mut self, id: u32, at: u64, far: bool) {
+        let k = usize::from(far);
+        let node = &mut self.nodes[id as usize];
+        if node.notify_at[k] != Some(at) {
             return;
         }
-        node.notify_at = None;
-        let gained = std::mem::take(&mut node.gained);
+        node.notify_at[k] = None;
+        let gained = std::mem::take(&mut node.gained[k]);
         let peers = std::mem::take(&mut node.peers);
         let now = Duration::from_nanos(at);
+        let pollen = self.sc.strategy == Strategy::Pollen;
+        let own = self.nodes[id as usize].site;
         for &p in &peers {
+            let elsewhere = pollen && p != SEEDER && self.nodes[p as usize].site != own;
+            if elsewhere != far {
+                continue;
+            }
             if let Some(s) = &mut self.nodes[p as usize].swarm {
                 s.handle_have_many(now, id, &gained);
                 self.dirty.push(p);
@@ -582,8 +992,8 @@ impl Sim {
         }
         let node = &mut self.nodes[id as usize];
         node.peers = peers;
-        node.gained = gained;
-        node.gained.clear();
+        node.gained[k] = gained;
+        node.gained[k].clear();
     }
 
     /// Handles one scheduled event due at `at`.
@@ -610,18 +1020,68 @@ impl Sim {
                     }
                 }
             }
+            Ev::Busy {
+                to,
+                from,
+                index,
+                epoch,
+                retry_ns,
+            } => {
+                let n = &mut self.nodes[to as usize];
+                if n.up && n.epoch == epoch {
+                    if let Some(s) = &mut n.swarm {
+                        let hint = retry_ns.map(Duration::from_nanos);
+                        s.handle_request_busy(Duration::from_nanos(at), from, index, hint);
+                        self.dirty.push(to);
+                    }
+                }
+            }
+            Ev::Declined {
+                to,
+                from,
+                index,
+                epoch,
+                retry_ns,
+            } => {
+                let n = &mut self.nodes[to as usize];
+                if n.up && n.epoch == epoch {
+                    if let Some(s) = &mut n.swarm {
+                        let hint = Duration::from_nanos(retry_ns);
+                        s.handle_request_declined(Duration::from_nanos(at), from, index, hint);
+                        self.dirty.push(to);
+                    }
+                }
+            }
             Ev::Timer(id) => {
+                let now = self.now();
                 let n = &mut self.nodes[id as usize];
                 if n.timer == Some(at) {
                     n.timer = None;
                     if let Some(s) = &mut n.swarm {
-                        s.handle_timeout(Duration::from_nanos(at));
+                        // As the node's driver does: what has arrived of each
+                        // request so far decides whether it is overdue.
+                        let net = &self.net;
+                        s.handle_timeout(Duration::from_nanos(at), |p, index| {
+                            net.progress(now, *p, id, index)
+                        });
                         self.dirty.push(id);
                     }
                 }
             }
-            Ev::Notify(id) => self.notify(id, at),
+            Ev::Notify(id, far) => self.notify(id, at, far),
             Ev::Crash(id) => self.crash(id),
+            Ev::Maintain => {
+                let keep: Vec<u32> = (1..self.nodes.len() as u32)
+                    .filter(|&d| {
+                        let n = &self.nodes[d as usize];
+                        n.up && (self.gateways.contains(&d) || !n.seeder_conn)
+                    })
+                    .collect();
+                for d in keep {
+                    self.connect_gateways(d);
+                }
+                self.push(self.now() + MAINTAIN_S, Ev::Maintain);
+            }
             Ev::Sample => {
                 self.sample();
                 let next = self.now() + self.sc.sample_s;
@@ -666,6 +1126,7 @@ impl Sim {
                 site: i as u32,
                 uplink_in_bytes: site.bytes_in,
                 done,
+                seeder_out_bytes: self.nodes[0].bytes_out,
             });
         }
     }
@@ -705,10 +1166,11 @@ impl Sim {
         let end = self.now();
         for n in &mut self.nodes {
             if let Some(s) = &n.swarm {
-                n.duplicates += s.stats().duplicates;
+                add_stats(&mut n.sched, s.stats());
             }
         }
         Outcome {
+            seeder_admission: self.nodes[0].admission.as_ref().map(|a| a.stats().clone()),
             nodes: self.nodes,
             sites: self.sites,
             samples: self.samples,
@@ -724,6 +1186,20 @@ impl Sim {
     pub fn seeder_link(&self) -> LinkId {
         self.seeder_up
     }
+}
+
+/// Adds one incarnation's scheduler counters to a node's.
+fn add_stats(total: &mut SwarmStats, s: &SwarmStats) {
+    total.requests += s.requests;
+    total.chunks_verified += s.chunks_verified;
+    total.chunks_rejected += s.chunks_rejected;
+    total.duplicates += s.duplicates;
+    total.timeouts += s.timeouts;
+    total.failures += s.failures;
+    total.declined += s.declined;
+    total.bytes_from_site += s.bytes_from_site;
+    total.bytes_from_remote += s.bytes_from_remote;
+    total.bytes_from_origin += s.bytes_from_origin;
 }
 
 /// A uniform draw in `[0, 1)`.

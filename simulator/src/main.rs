@@ -142,7 +142,7 @@ fn print_summary(s: &Summary, wall: Option<f64>) {
         t(s.completion_p50_s),
         t(s.completion_p90_s),
         t(s.completion_max_s),
-        s.kumar_ross_bound_s,
+        s.bound_s,
         s.ratio_to_bound.map_or("-".into(), |r| format!("{r:.2}"))
     );
     println!(
@@ -225,7 +225,7 @@ fn sweep(o: SweepOpt) -> anyhow::Result<()> {
     let results = results
         .into_inner()
         .map_err(|_| anyhow::anyhow!("a run panicked"))?;
-    let mut csv = String::from("run,strategy,devices,devices_done,completion_p50_s,completion_p90_s,completion_max_s,kumar_ross_bound_s,ratio_to_bound,uplink_multiple_max,uplink_multiple_mean,seeder_multiple,duplicate_chunks,events\n");
+    let mut csv = String::from("run,strategy,devices,devices_done,completion_p50_s,completion_p90_s,completion_max_s,bound_s,ratio_to_bound,uplink_multiple_max,uplink_multiple_mean,seeder_multiple,duplicate_chunks,events\n");
     let mut cdfs = Vec::new();
     let mut uplink = Vec::new();
     for ((name, _, _), r) in runs.iter().zip(results) {
@@ -239,7 +239,7 @@ fn sweep(o: SweepOpt) -> anyhow::Result<()> {
             f(s.completion_p50_s),
             f(s.completion_p90_s),
             f(s.completion_max_s),
-            s.kumar_ross_bound_s,
+            s.bound_s,
             f(s.ratio_to_bound),
             s.uplink_multiple_max,
             s.uplink_multiple_mean,

@@ -35,6 +35,8 @@ struct Link {
 /// One chunk response waiting on (or moving over) a connection.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Job {
+    /// The sender's admission token for it.
+    pub token: u64,
     pub index: u32,
     pub bytes: u64,
     /// Incarnation of the requester (a restarted node's old requests are void).
@@ -92,6 +94,9 @@ pub struct Net {
     scratch: Scratch,
     /// Per active connection: when its head job's last byte leaves.
     timers: Timers,
+    /// Jobs dropped unsent because their stream was reset while they
+    /// waited `(sender, requester, job)`; the engine drains it.
+    pub dropped: Vec<(u32, u32, Job)>,
 }
 
 /// Seconds to the engine's integer nanoseconds.
@@ -175,8 +180,9 @@ impl Net {
         };
         let (from, to) = (c.from, c.to);
         // Jobs whose streams were reset while they waited never move.
-        while c.queue.front().is_some_and(|j| j.deadline < now) {
+        while let Some(j) = c.queue.front().copied().filter(|j| j.deadline < now) {
             c.queue.pop_front();
+            self.dropped.push((from, to, j));
         }
         if let Some(next) = c.queue.front() {
             c.remaining = next.bytes as f64;
@@ -188,6 +194,22 @@ impl Net {
         let path = self.deactivate(id);
         self.recompute(now, path.links(), &[]);
         Some((from, to, job))
+    }
+
+    /// Bytes of the response for `index` from `from` to `to` that have
+    /// arrived by `now` (only the head of a connection moves).
+    pub fn progress(&self, now: f64, from: u32, to: u32, index: u32) -> u64 {
+        let Some(&id) = self.by_pair.get(&(from, to)) else {
+            return 0;
+        };
+        let c = &self.conns[id as usize];
+        match c.queue.front() {
+            Some(j) if c.active && j.index == index => {
+                let left = (c.remaining - c.rate * (now - c.last)).max(0.0);
+                (j.bytes as f64 - left).max(0.0) as u64
+            }
+            _ => 0,
+        }
     }
 
     fn deactivate(&mut self, id: ConnId) -> Path {
@@ -205,24 +227,25 @@ impl Net {
         path
     }
 
-    /// A node went down: its connections stop; returns the jobs that were
-    /// queued towards other nodes' requests `(requester, sender, job)`.
-    pub fn drop_node(&mut self, now: f64, node: u32) -> Vec<(u32, u32, Job)> {
+    /// A node went down: its connections stop; the jobs they carried go to
+    /// [`Net::dropped`]. Returns how many.
+    pub fn drop_node(&mut self, now: f64, node: u32) -> usize {
         let ids = self.by_node.get(&node).cloned().unwrap_or_default();
-        let mut lost = Vec::new();
+        let before = self.dropped.len();
         let mut touched = Vec::new();
         for id in ids {
             let c = &self.conns[id as usize];
             if !c.active {
                 continue;
             }
-            lost.extend(c.queue.iter().map(|j| (c.to, c.from, *j)));
+            let (from, to) = (c.from, c.to);
+            self.dropped.extend(c.queue.iter().map(|j| (from, to, *j)));
             touched.extend_from_slice(self.deactivate(id).links());
         }
         touched.sort_unstable();
         touched.dedup();
         self.recompute(now, &touched, &[]);
-        lost
+        self.dropped.len() - before
     }
 
     /// New rates for the connections `own` (just started) and the active
@@ -247,7 +270,9 @@ impl Net {
             let n = link.active.len();
             if n > REFINE_MAX {
                 let fair = link.cap / n as f64;
-                if (fair - link.share_seen).abs() <= BIG_LINK_SLACK * fair {
+                // Only a share that grew a little may be left alone: one that
+                // shrank would let the link carry more than its capacity.
+                if fair >= link.share_seen && fair - link.share_seen <= BIG_LINK_SLACK * fair {
                     continue;
                 }
                 link.share_seen = fair;
@@ -330,7 +355,8 @@ impl Net {
                 c.remaining = (c.remaining - c.rate * (now - c.last)).max(0.0);
             }
             c.last = now;
-            if (rate - c.rate).abs() <= RATE_SLACK * rate && c.rate > 0.0 {
+            // A connection may keep a rate a little under its new one, never over.
+            if c.rate > 0.0 && c.rate <= rate && rate - c.rate <= RATE_SLACK * rate {
                 continue;
             }
             self.updates += 1;
@@ -410,12 +436,12 @@ impl Scratch {
 /// Links with more connections than this keep plain fair shares (and do
 /// not pull their connections into a recomputation): bounded work per event.
 pub const REFINE_MAX: usize = 8;
-/// A connection keeps its rate while the recomputed one is within this
-/// (relative) of it: tiny ripples through progressive filling would
-/// otherwise re-time every finish event on the site.
+/// A connection keeps its rate while the recomputed one is at most this
+/// much (relative) above it: tiny ripples through progressive filling would
+/// otherwise re-time every finish event on the site. Never kept above it.
 pub const RATE_SLACK: f64 = 0.02;
-/// How far (relative) a big link's fair share may move before its
-/// connections' rates are recomputed.
+/// How far (relative) a big link's fair share may grow before its
+/// connections' rates are recomputed (a shrinking share always is).
 pub const BIG_LINK_SLACK: f64 = 0.05;
 /// Rounds of progressive filling per recomputation.
 pub const PASSES: usize = 3;
@@ -426,6 +452,7 @@ mod tests {
 
     fn job(bytes: u64) -> Job {
         Job {
+            token: 0,
             index: 0,
             bytes,
             epoch: 0,
@@ -463,8 +490,8 @@ mod tests {
         let (_, _, j) = net.complete(1.0).expect("first job");
         assert_eq!(j.bytes, 10);
         assert_eq!(net.next_finish(), Some(to_ns(3.0)));
-        let lost = net.drop_node(2.0, 2);
-        assert_eq!(lost.len(), 1);
+        assert_eq!(net.drop_node(2.0, 2), 1);
+        assert_eq!(net.dropped.len(), 1);
         assert_eq!(net.next_finish(), None);
     }
 }

@@ -11,12 +11,25 @@ use crate::scenario::Scenario;
 
 const MBIT: f64 = 1_000_000.0 / 8.0;
 
-/// The lower bound on the time to give every device the release (Kumar &
-/// Ross 2006), extended with the sites' downlinks: every byte a site lacks
-/// crosses its downlink. `max(F/u_s, F/d_min, max_site F/U_down,
-/// N·F/(u_s + Σ u_i))`, with `u_i` a device's upload capped by nothing
-/// (the bound assumes LAN uploads can serve any device).
-pub fn kumar_ross(sc: &Scenario, release_bytes: u64) -> f64 {
+/// Lower bounds on the time to give every device the release.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bounds {
+    /// Sites may serve each other across their uplinks (Pollen's default).
+    pub cross_site: f64,
+    /// Every site's copy comes from the seeder.
+    pub no_cross_site: f64,
+}
+
+/// The lower bounds (Kumar & Ross 2006, with sites): for a release of `F`
+/// bytes, seeder upload `u_s`, `S` sites with uplinks `U_up`/`U_down`, `N`
+/// devices with LAN upload `u_i` and slowest download `d_min`,
+///
+/// - with cross-site sharing: `max(F/u_s, F/d_min, max F/U_down,
+///   S·F/(u_s + Σ U_up), N·F/(u_s + Σ u_i))` — every site's copy crosses its
+///   downlink and is sent by the seeder or another site's uplink;
+/// - without: `max(F/u_s, F/d_min, max F/U_down, S·F/u_s, N·F/(u_s + Σ u_i))`
+///   — the seeder sends every site its copy.
+pub fn bounds(sc: &Scenario, release_bytes: u64) -> Bounds {
     let f = release_bytes as f64;
     let us = sc.seeder.upload_mbit * MBIT;
     let spread = 1.0 - sc.heterogeneity.lan_spread;
@@ -36,9 +49,30 @@ pub fn kumar_ross(sc: &Scenario, release_bytes: u64) -> f64 {
         .iter()
         .map(|s| s.lan_up_mbit * MBIT * f64::from(s.devices) * f64::from(s.count))
         .sum();
-    [f / us, f / d_min, site_down, n * f / (us + sum_up)]
+    let sites: f64 = sc.sites.iter().map(|s| f64::from(s.count)).sum();
+    let sum_uplink_up: f64 = sc
+        .sites
+        .iter()
+        .map(|s| s.uplink_up_mbit * MBIT * f64::from(s.count))
+        .sum();
+    let common = [f / us, f / d_min, site_down, n * f / (us + sum_up)]
         .into_iter()
-        .fold(0.0, f64::max)
+        .fold(0.0, f64::max);
+    Bounds {
+        cross_site: common.max(sites * f / (us + sum_uplink_up)),
+        no_cross_site: common.max(sites * f / us),
+    }
+}
+
+/// The bound a run is measured against: without cross-site sharing when the
+/// scenario turns it off for `pollen`, with it otherwise.
+pub fn bound_for(sc: &Scenario, release_bytes: u64) -> f64 {
+    let b = bounds(sc, release_bytes);
+    if sc.strategy == crate::Strategy::Pollen && !sc.sched.cross_site {
+        b.no_cross_site
+    } else {
+        b.cross_site
+    }
 }
 
 /// `summary.json`.
@@ -63,8 +97,24 @@ pub struct Summary {
     pub bytes_from_seeder: u64,
     pub seeder_multiple: f64,
     pub duplicate_chunks: u64,
-    pub kumar_ross_bound_s: f64,
-    /// `completion_max_s / kumar_ross_bound_s`.
+    /// Chunk requests sent, refused (`Busy` or not held) and abandoned
+    /// (no byte for a whole deadline), over all devices.
+    pub requests: u64,
+    pub requests_refused: u64,
+    pub requests_timed_out: u64,
+    /// Requests declined for that chunk (it had gone out already, or was on
+    /// its way to the requester's site).
+    pub requests_declined: u64,
+    /// Requests the seeder accepted, refused (`Busy`) and declined.
+    pub seeder_accepted: u64,
+    pub seeder_refused: u64,
+    pub seeder_declined: u64,
+    /// The lower bound the run is measured against ([`bound_for`]).
+    pub bound_s: f64,
+    /// Both bounds ([`bounds`]).
+    pub bound_cross_site_s: f64,
+    pub bound_no_cross_site_s: f64,
+    /// `completion_max_s / bound_s`.
     pub ratio_to_bound: Option<f64>,
     pub simulated_s: f64,
     pub events: u64,
@@ -89,7 +139,8 @@ pub fn summary(sc: &Scenario, o: &Outcome) -> Summary {
     done.sort_by(f64::total_cmp);
     let f = o.release_bytes.max(1) as f64;
     let per_site: Vec<f64> = o.sites.iter().map(|s| r6(s.bytes_in as f64 / f)).collect();
-    let bound = kumar_ross(sc, o.release_bytes);
+    let both = bounds(sc, o.release_bytes);
+    let bound = bound_for(sc, o.release_bytes);
     let max = done.last().copied();
     Summary {
         strategy: sc.strategy.name().into(),
@@ -108,8 +159,20 @@ pub fn summary(sc: &Scenario, o: &Outcome) -> Summary {
         uplink_multiple_per_site: per_site,
         bytes_from_seeder: o.nodes[0].bytes_out,
         seeder_multiple: r6(o.nodes[0].bytes_out as f64 / f),
-        duplicate_chunks: o.nodes.iter().map(|n| n.duplicates).sum(),
-        kumar_ross_bound_s: r6(bound),
+        duplicate_chunks: o.nodes.iter().map(|n| n.sched.duplicates).sum(),
+        requests: o.nodes.iter().map(|n| n.sched.requests).sum(),
+        requests_refused: o.nodes.iter().map(|n| n.sched.failures).sum(),
+        requests_timed_out: o.nodes.iter().map(|n| n.sched.timeouts).sum(),
+        seeder_accepted: o.seeder_admission.as_ref().map_or(0, |a| a.accepted),
+        seeder_refused: o.seeder_admission.as_ref().map_or(0, |a| a.refused),
+        seeder_declined: o
+            .seeder_admission
+            .as_ref()
+            .map_or(0, |a| a.declined_same_site + a.declined_spread),
+        requests_declined: o.nodes.iter().map(|n| n.sched.declined).sum(),
+        bound_s: r6(bound),
+        bound_cross_site_s: r6(both.cross_site),
+        bound_no_cross_site_s: r6(both.no_cross_site),
         ratio_to_bound: max.map(|m| r6(m / bound)),
         simulated_s: r6(o.end),
         events: o.events,
@@ -145,7 +208,7 @@ pub fn nodes_csv(o: &Outcome) -> String {
 /// (cumulative), the uplink's use over the last interval, devices done.
 pub fn timeline_csv(o: &Outcome, sc: &Scenario) -> String {
     let mut out = String::from(
-        "time_s,site,uplink_in_bytes,uplink_in_mbit_s,uplink_utilisation,devices_done\n",
+        "time_s,site,uplink_in_bytes,uplink_in_mbit_s,uplink_utilisation,devices_done,seeder_out_bytes\n",
     );
     let caps: Vec<f64> = sc
         .sites
@@ -165,13 +228,14 @@ pub fn timeline_csv(o: &Outcome, sc: &Scenario) -> String {
         let cap = caps.get(s.site as usize).copied().unwrap_or(1.0);
         let _ = writeln!(
             out,
-            "{:.6},{},{},{:.6},{:.6},{}",
+            "{:.6},{},{},{:.6},{:.6},{},{}",
             s.time,
             o.sites[s.site as usize].name,
             s.uplink_in_bytes,
             mbit,
             mbit / cap,
-            s.done
+            s.done,
+            s.seeder_out_bytes
         );
     }
     out

@@ -85,6 +85,22 @@ pub struct SeederSpec {
     /// One-way latency from the seeder to the internet, ms.
     #[serde(default = "twenty_ms")]
     pub latency_ms: f64,
+    /// Connections the seeder keeps (`pollen-seeder serve --max-connections`);
+    /// above half of it, two per site (`pollen_core::admission::keep_connection`).
+    /// Not applied to `central` (an HTTP server).
+    #[serde(default = "max_connections")]
+    pub max_connections: u32,
+    /// Responses it sends at once (`pollen-seeder serve --upload-slots`).
+    #[serde(default = "seeder_slots")]
+    pub upload_slots: usize,
+}
+
+fn seeder_slots() -> usize {
+    pollen_core::admission::AdmissionConfig::origin().max_active
+}
+
+fn max_connections() -> u32 {
+    512
 }
 
 /// Devices leaving and joining.
@@ -133,13 +149,32 @@ pub struct SchedSpec {
     pub per_peer_in_flight: usize,
     #[serde(default = "sixty_four")]
     pub total_in_flight: usize,
-    /// With `swarm`: remote (other-site) devices each device connects to.
+    /// Devices of other sites each device connects to (`swarm`: devices
+    /// anywhere; `pollen`: only with `cross_site`).
     #[serde(default = "twenty")]
     pub remote_peers: u32,
+    /// `pollen`: sites share with each other across their uplinks (the
+    /// node's default; `--no-cross-site` turns it off).
+    #[serde(default = "yes")]
+    pub cross_site: bool,
+    /// `pollen`: gateways per site, and the requests they keep in flight
+    /// across its downlink between them (the node's defaults).
+    #[serde(default = "site_fetchers")]
+    pub site_fetchers: usize,
+    #[serde(default = "site_uplink_requests")]
+    pub site_uplink_requests: usize,
+    /// Responses a device sends at once to other sites (its gateway's
+    /// upload slots; with `swarm`, to anyone).
+    #[serde(default = "upload_slots")]
+    pub upload_slots: usize,
     /// How often a device announces the chunks it gained (the node's tick);
     /// 0: at once, as each chunk lands (idealised information).
     #[serde(default = "two_hundred")]
     pub notify_ms: f64,
+    /// `pollen`: how often a device announces gained chunks to its peers on
+    /// other sites (the node's driver: every fifth tick).
+    #[serde(default = "thousand")]
+    pub notify_remote_ms: f64,
 }
 
 impl Default for SchedSpec {
@@ -148,13 +183,34 @@ impl Default for SchedSpec {
             per_peer_in_flight: 8,
             total_in_flight: 64,
             remote_peers: 20,
+            cross_site: true,
+            site_fetchers: site_fetchers(),
+            site_uplink_requests: site_uplink_requests(),
+            upload_slots: upload_slots(),
             notify_ms: 200.0,
+            notify_remote_ms: 1000.0,
         }
     }
 }
 
+fn yes() -> bool {
+    true
+}
+fn site_fetchers() -> usize {
+    pollen_core::swarm::SwarmConfig::default().site_fetchers
+}
+fn site_uplink_requests() -> usize {
+    pollen_core::swarm::SwarmConfig::default().site_uplink_requests
+}
+fn upload_slots() -> usize {
+    pollen_core::admission::AdmissionConfig::default().max_active
+}
+
 fn two_hundred() -> f64 {
     200.0
+}
+fn thousand() -> f64 {
+    1000.0
 }
 
 fn eight() -> usize {
@@ -288,8 +344,9 @@ impl Scenario {
         if !positive(self.sample_s) || !positive(self.time_limit_s) {
             return bad("sample_s and time_limit_s must be positive");
         }
-        if !(self.sched.notify_ms >= 0.0 && self.sched.notify_ms.is_finite()) {
-            return bad("sched.notify_ms must be >= 0");
+        let period = |x: f64| x >= 0.0 && x.is_finite();
+        if !period(self.sched.notify_ms) || !period(self.sched.notify_remote_ms) {
+            return bad("sched.notify_ms and sched.notify_remote_ms must be >= 0");
         }
         Ok(())
     }
@@ -322,6 +379,14 @@ fn set_param(table: &mut toml::Table, key: &str, raw: &str) -> Result<(), Scenar
     let mut i = 0;
     while i + 1 < parts.len() {
         let name = parts[i];
+        // A table the scenario left to its defaults is created.
+        if !cur.contains_key(name)
+            && parts
+                .get(i + 1)
+                .is_some_and(|p| p.parse::<usize>().is_err())
+        {
+            cur.insert(name.to_owned(), toml::Value::Table(toml::Table::new()));
+        }
         let entry = cur
             .get_mut(name)
             .ok_or_else(|| err(&format!("no table {name}")))?;
@@ -367,6 +432,8 @@ sample_s = 5.0             # timeline.csv sample interval
 [seeder]
 upload_mbit = 100.0
 latency_ms = 20.0          # seeder to the internet, one way
+max_connections = 512      # the seeder keeps this many; past half, two per site
+upload_slots = 64          # responses it sends at once at most (about 2 s of its rate); more wait, the rest hear Busy
 
 [[site]]                   # repeat [[site]] for different kinds of sites
 name = "plant"
@@ -397,8 +464,13 @@ lan_spread = 0.0           # each device's LAN rates scaled by U[1 - spread, 1 +
 [sched]
 per_peer_in_flight = 8     # the node's defaults
 total_in_flight = 64
-remote_peers = 20          # with strategy = "swarm": other-site devices each device connects to
+remote_peers = 20          # devices of other sites each device connects to (swarm: anywhere)
+cross_site = true          # pollen: sites serve each other across their uplinks (each still gets one copy)
+site_fetchers = 6          # pollen: gateways per site (fetch across the uplink, serve other sites)
+site_uplink_requests = 12  # pollen: requests a site keeps in flight across its downlink
+upload_slots = 1           # responses a gateway sends at once to other sites
 notify_ms = 200.0          # gained chunks are announced on the node's 200 ms tick (0: at once)
+notify_remote_ms = 1000.0  # pollen: ... and to devices of other sites once a second
 "#;
 
 #[cfg(test)]
