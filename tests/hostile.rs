@@ -10,7 +10,7 @@ use libp2p::swarm::SwarmEvent;
 use pollen_core::chunk::{chunks, ChunkParams};
 use pollen_core::manifest::SignedManifest;
 use pollen_core::swarm::{unique_chunks, Bitfield};
-use pollen_core::wire::{Announce, Hello, Request, Response};
+use pollen_core::wire::{Announce, Hello, Request, Response, Role};
 use pollen_e2e::{file_blake3, run_json, run_ok, s, Release};
 use pollen_node::net::{build_swarm, BehaviourEvent, Limits};
 
@@ -63,11 +63,15 @@ fn hostile_peer(lie: Lie, manifest: Vec<u8>, artifact: &std::path::Path) -> Stri
                             ..
                         },
                     )) => {
-                        let response = match request {
+                        let response = match request.request {
                             Request::Hello(_) => Response::Hello(Hello {
                                 channel: "stable".into(),
                                 site: None,
                                 newest: Some(announce),
+                                role: Role {
+                                    origin: true,
+                                    ..Role::default()
+                                },
                             }),
                             Request::GetManifest(_) => Response::Manifest(manifest.clone()),
                             Request::GetHave(_) => {
@@ -90,7 +94,7 @@ fn hostile_peer(lie: Lie, manifest: Vec<u8>, artifact: &std::path::Path) -> Stri
                         let _ = swarm
                             .behaviour_mut()
                             .pollen
-                            .send_response(channel, response);
+                            .send_response(channel, response.into());
                     }
                     _ => {}
                 }

@@ -112,7 +112,7 @@ fn flood(
                         }
                         if honest_codec.is_connected(&peer) {
                             for _ in 0..50 {
-                                honest_codec.behaviour_mut().pollen.send_request(&peer, Request::GetChunk { manifest, index: index % 64 });
+                                honest_codec.behaviour_mut().pollen.send_request(&peer, Request::GetChunk { manifest, index: index % 64 }.into());
                                 index += 1;
                                 sent.fetch_add(1, Ordering::Relaxed);
                             }

@@ -1,29 +1,16 @@
-//! Site tests in network namespaces (root only; skipped with a message
-//! otherwise): mDNS discovery with no `--peer` at all, and a factory site
-//! behind a rate-limited uplink, with and without the mesh.
+//! Site tests in network namespaces (root only; they fail without it):
+//! mDNS discovery with no `--peer` at all, and a factory site behind a
+//! rate-limited uplink, with and without the mesh.
 
 use std::time::{Duration, Instant};
 
-use pollen_e2e::netns::{exclusive, unavailable, Site};
+use pollen_e2e::netns::{exclusive, require, Site};
 use pollen_e2e::{file_blake3, s, Daemon, Release};
-
-fn skip() -> bool {
-    match unavailable() {
-        Some(why) => {
-            println!("SKIPPED: namespace test needs root and iproute2 ({why})");
-            eprintln!("SKIPPED: namespace test needs root and iproute2 ({why})");
-            true
-        }
-        None => false,
-    }
-}
 
 #[test]
 fn mdns_finds_peers_in_namespaces() {
     let _lock = exclusive();
-    if skip() {
-        return;
-    }
+    require();
     let site = Site::new(4);
     let r = Release::publish(8 << 20, 31);
     let _seeder = Daemon::spawn_in(
@@ -118,9 +105,7 @@ fn run_site(site: &Site, r: &Release, seeder: &str, tag: &str, extra: &[&str]) -
 #[test]
 fn factory_site_uplink_carries_one_copy() {
     let _lock = exclusive();
-    if skip() {
-        return;
-    }
+    require();
     let site = Site::new(6);
     site.limit_uplink("8mbit");
     let r = Release::publish(32 << 20, 32);

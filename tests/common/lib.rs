@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod fleet;
 pub mod netns;
 
 /// Directory holding the binaries of the profile the tests were built with.
@@ -196,6 +197,12 @@ impl Daemon {
         let out = child.stdout.take().expect("stdout");
         let err = child.stderr.take().expect("stderr");
         let tx2 = tx.clone();
+        // POLLEN_E2E_LOG_DIR: every daemon's stderr is also kept in a file
+        // there (for debugging a failing end-to-end test).
+        let mut log = std::env::var_os("POLLEN_E2E_LOG_DIR").and_then(|dir| {
+            let path = Path::new(&dir).join(format!("daemon-{}.log", child.id()));
+            std::fs::File::create(path).ok()
+        });
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
                 let _ = tx.send((true, line));
@@ -203,6 +210,9 @@ impl Daemon {
         });
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if let Some(f) = &mut log {
+                    let _ = writeln!(f, "{line}");
+                }
                 let _ = tx2.send((false, line));
             }
         });

@@ -44,6 +44,14 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
+/// Namespace tests need root and iproute2; CI runs as root. Without them
+/// a test fails, loudly, rather than passing having tested nothing.
+pub fn require() {
+    if let Some(why) = unavailable() {
+        panic!("this test needs network namespaces (root and iproute2): {why}");
+    }
+}
+
 /// Site tests take this lock: they share the kernel's namespace machinery
 /// and their timings mean more when they do not overlap.
 pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {

@@ -1,0 +1,272 @@
+//! A fleet of sites in network namespaces (root only; these fail without
+//! it): a seeder on the core router, several sites each behind its own
+//! shaped uplink, real `pollen-node` processes finding their site peers by
+//! mDNS and other sites' gateways by peer exchange. Bytes are counted on
+//! the veths.
+//!
+//! - Sites stay sites: with several sites sharing, each site's uplink
+//!   carries about one copy in.
+//! - One-shot `fetch` devices linger for their site: still one copy.
+//! - Release day behind a slow publisher link: every device completes near
+//!   the lower bound, the seeder sends about one copy in all, and the
+//!   simulator's prediction of the same set-up is within ±25 %.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use pollen_e2e::fleet::{Dir, Fleet};
+use pollen_e2e::netns::{exclusive, require};
+use pollen_e2e::{file_blake3, s, Daemon, Release};
+
+/// POLLEN_E2E_CAPTURE=FILE: headers of site 0's uplink traffic go there
+/// (tcpdump), for looking into what crosses it.
+fn capture(fleet: &Fleet) -> Option<std::process::Child> {
+    let file = std::env::var("POLLEN_E2E_CAPTURE").ok()?;
+    let (router, dev) = fleet.uplink_dev(0);
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", &router, "tcpdump", "-q", "-s", "128"])
+        .args(["-i", &dev, "-w", &file])
+        .spawn()
+        .expect("tcpdump");
+    Some(child)
+}
+
+/// Starts the seeder in its namespace; returns it and its address.
+fn seeder(fleet: &Fleet, r: &Release) -> (Daemon, String) {
+    let listen = format!("/ip4/{}/tcp/4000", fleet.seeder_ip());
+    let mut d = Daemon::spawn_in(
+        &fleet.seeder,
+        "pollen-seeder",
+        &[
+            "serve",
+            "--store",
+            s(&r.store),
+            "--channel",
+            "stable",
+            "--listen",
+            &listen,
+            "--no-mdns",
+        ],
+    );
+    let addr = d.listen_addr(&fleet.seeder_ip());
+    (d, addr)
+}
+
+/// Starts every device of every site (`run`, or `fetch` when `fetch`),
+/// each finding its site by mDNS and given only the seeder.
+fn devices(fleet: &Fleet, r: &Release, seeder: &str, fetch: bool) -> Vec<(Daemon, PathBuf)> {
+    let mut all = Vec::new();
+    for (i, (_, names)) in fleet.sites.iter().enumerate() {
+        for (j, ns) in names.iter().enumerate() {
+            let tag = format!("s{i}d{j}");
+            let out = r.dir.join(format!("{tag}.img"));
+            let data = r.dir.join(&tag);
+            let listen = format!("/ip4/{}/tcp/4100", fleet.device_ip(i, j));
+            let site = format!("site{i}");
+            let mut args = vec![
+                if fetch { "fetch" } else { "run" },
+                "--data",
+                s(&data),
+                "--trust",
+                &r.trust,
+                "--channel",
+                "stable",
+                "--site",
+                &site,
+                "--listen",
+                &listen,
+                "--peer",
+                seeder,
+                "--out",
+                s(&out),
+            ];
+            if fetch {
+                args.push("--json");
+            }
+            let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            all.push((Daemon::spawn_in(ns, "pollen-node", &refs), out));
+        }
+    }
+    all
+}
+
+/// Waits for every `run` device to complete; returns the last completion
+/// time after `start` and each device's verified bytes from across its
+/// uplink (its report). Checks every artifact.
+fn wait_all(
+    nodes: &mut [(Daemon, PathBuf)],
+    r: &Release,
+    start: Instant,
+    limit: Duration,
+) -> (f64, Vec<u64>) {
+    let mut last: f64 = 0.0;
+    let mut across = Vec::new();
+    for (k, (node, out)) in nodes.iter_mut().enumerate() {
+        let report = node
+            .wait_complete(limit.saturating_sub(start.elapsed()))
+            .unwrap_or_else(|| panic!("device {k} did not complete: {:?}", node.stderr));
+        last = last.max(start.elapsed().as_secs_f64());
+        across.push(report["bytes_from_remote"].as_u64().unwrap_or(0));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !out.exists() && Instant::now() < deadline {
+            node.wait_for(Duration::from_millis(100), |_, _| None::<()>);
+        }
+        assert_eq!(file_blake3(out), r.blake3, "device {k} artifact");
+    }
+    (last, across)
+}
+
+/// Per site: verified chunk bytes its devices fetched across its uplink,
+/// as a multiple of the release.
+fn chunks_across(across: &[u64], per_site: usize, size: u64) -> Vec<f64> {
+    across
+        .chunks(per_site)
+        .map(|s| s.iter().sum::<u64>() as f64 / size as f64)
+        .collect()
+}
+
+#[test]
+fn sites_share_and_each_uplink_carries_one_copy() {
+    let _lock = exclusive();
+    require();
+    let fleet = Fleet::new(3, 5);
+    fleet.limit_uplinks("20mbit");
+    let r = Release::publish(16 << 20, 61);
+    let _capture = capture(&fleet);
+    let (_seeder, addr) = seeder(&fleet, &r);
+    let start = Instant::now();
+    let mut nodes = devices(&fleet, &r, &addr, false);
+    let (secs, across) = wait_all(&mut nodes, &r, start, Duration::from_secs(300));
+    let f = r.size as f64;
+    let chunks = chunks_across(&across, 5, r.size);
+    println!(
+        "3 sites x 5 devices, 16 MiB, 20 Mbit/s uplinks, no seeder limit: all done in {secs:.1} s"
+    );
+    println!(
+        "  seeder sent {:.2} x F (wire bytes)",
+        fleet.seeder_tx() as f64 / f
+    );
+    for (i, (_, names)) in fleet.sites.iter().enumerate() {
+        let retrans: u64 = names
+            .iter()
+            .map(|ns| pollen_e2e::fleet::tcp_retransmits(ns))
+            .sum();
+        let (inb, out) = (fleet.uplink(i, Dir::In), fleet.uplink(i, Dir::Out));
+        println!(
+            "  site{i}: chunks across the uplink {:.3} x F; wire in {:.3} x F, out {:.3} x F; {retrans} TCP segments retransmitted",
+            chunks[i],
+            inb as f64 / f,
+            out as f64 / f
+        );
+        // Each chunk crosses the site's uplink once.
+        assert!(
+            chunks[i] <= 1.05,
+            "site{i} fetched {:.3} x F across its uplink",
+            chunks[i]
+        );
+        // On the wire: TCP/IP, Noise and yamux framing, notices, and the
+        // acknowledgments of what the site serves others.
+        assert!(
+            (inb as f64) <= 1.25 * f,
+            "site{i}'s uplink carried {:.3} x F in",
+            inb as f64 / f
+        );
+    }
+}
+
+#[test]
+fn one_shot_fetch_devices_leave_nothing_to_fetch_again() {
+    let _lock = exclusive();
+    require();
+    let fleet = Fleet::new(1, 5);
+    fleet.limit_uplinks("20mbit");
+    let r = Release::publish(16 << 20, 62);
+    let (_seeder, addr) = seeder(&fleet, &r);
+    let mut nodes = devices(&fleet, &r, &addr, true);
+    let mut from_uplink = 0u64;
+    for (k, (node, out)) in nodes.iter_mut().enumerate() {
+        let report = node
+            .wait_for(Duration::from_secs(300), |is_out, l| {
+                (is_out && l.contains("bytes_from_remote")).then(|| l.to_owned())
+            })
+            .unwrap_or_default();
+        if let Some(n) = report
+            .split(':')
+            .nth(1)
+            .and_then(|v| v.trim().trim_end_matches(',').parse::<u64>().ok())
+        {
+            from_uplink += n;
+        }
+        let status = node.child.wait().expect("fetch exits");
+        assert!(status.success(), "fetch {k} failed: {:?}", node.stderr);
+        assert_eq!(file_blake3(out), r.blake3, "fetch {k} artifact");
+    }
+    let f = r.size as f64;
+    let inb = fleet.uplink(0, Dir::In) as f64;
+    println!(
+        "one site of 5 one-shot fetch devices, 16 MiB: uplink in {:.3} x F; chunks from across it {:.3} x F",
+        inb / f,
+        from_uplink as f64 / f
+    );
+    assert!(inb <= 1.05 * f, "the uplink carried {:.3} x F", inb / f);
+}
+
+#[test]
+fn flash_crowd_behind_a_slow_seeder_completes_near_the_bound() {
+    let _lock = exclusive();
+    require();
+    let (sites, per_site) = (5, 3);
+    let fleet = Fleet::new(sites, per_site);
+    fleet.limit_seeder("2mbit");
+    fleet.limit_uplinks("20mbit");
+    let r = Release::publish(16 << 20, 63);
+    let _capture = capture(&fleet);
+    let (_seeder, addr) = seeder(&fleet, &r);
+    let start = Instant::now();
+    let mut nodes = devices(&fleet, &r, &addr, false);
+    let (secs, across) = wait_all(&mut nodes, &r, start, Duration::from_secs(600));
+    let f = r.size as f64;
+    let chunks = chunks_across(&across, per_site, r.size);
+
+    // The simulator on the same set-up, and the bound it reports.
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../simulator/examples/flash-5x3.toml"),
+    )
+    .expect("scenario");
+    let sc = pollen_sim::Scenario::from_toml(&text).expect("scenario parses");
+    let o = pollen_sim::simulate(&sc, std::path::Path::new("."), |_, _| {}).expect("simulates");
+    let sim = pollen_sim::report::summary(&sc, &o);
+    let bound = sim.bound_s;
+    let sim_done = sim.completion_max_s.expect("the simulation completes");
+
+    let seeder = fleet.seeder_tx() as f64 / f;
+    let ins: Vec<f64> = (0..sites)
+        .map(|i| fleet.uplink(i, Dir::In) as f64 / f)
+        .collect();
+    println!("flash crowd: seeder 2 Mbit/s, {sites} sites x {per_site} devices, 20 Mbit/s uplinks, 16 MiB");
+    println!(
+        "  real: all done in {secs:.1} s = {:.2} x the bound {bound:.1} s",
+        secs / bound
+    );
+    println!("  real: seeder sent {seeder:.2} x F (wire); site uplinks in {ins:.3?} x F (wire), chunks across them {chunks:.3?} x F");
+    println!(
+        "  simulated: {sim_done:.1} s ({:+.0} %), seeder {:.2} x F",
+        (sim_done / secs - 1.0) * 100.0,
+        sim.seeder_multiple
+    );
+    assert!(
+        secs <= 1.5 * bound,
+        "{secs:.1} s is over 1.5 x the bound {bound:.1} s"
+    );
+    assert!(seeder <= 1.5, "the seeder sent {seeder:.2} x F");
+    for (i, (x, c)) in ins.iter().zip(&chunks).enumerate() {
+        assert!(*c <= 1.05, "site{i} fetched {c:.3} x F across its uplink");
+        assert!(*x <= 1.3, "site{i}'s uplink carried {x:.3} x F in");
+    }
+    assert!(
+        (sim_done / secs - 1.0).abs() <= 0.25,
+        "simulated {sim_done:.1} s vs measured {secs:.1} s"
+    );
+}
