@@ -12,7 +12,9 @@ use pollen_core::admission::{
     keep_connection, Admission, AdmissionConfig, AdmissionStats, Start, Verdict,
 };
 use pollen_core::manifest::{ChunkRef, ManifestId};
-use pollen_core::swarm::{Action, Bitfield, PeerInfo, SiteId, Swarm, SwarmConfig, SwarmStats};
+use pollen_core::swarm::{
+    Action, Bitfield, PeerInfo, SiteId, Swarm, SwarmConfig, SwarmStats, WindowMode,
+};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -604,6 +606,10 @@ impl Sim {
             cross_site: self.sc.sched.cross_site,
             site_fetchers: self.sc.sched.site_fetchers,
             site_uplink_requests: self.sc.sched.site_uplink_requests,
+            window_mode: match self.sc.sched.window {
+                crate::scenario::Window::Rate => WindowMode::Rate,
+                crate::scenario::Window::Aimd => WindowMode::Aimd,
+            },
             ..defaults
         };
         let swarm = Swarm::new(config, id, self.chunks.clone(), have, now);

@@ -175,6 +175,20 @@ pub struct SchedSpec {
     /// other sites (the node's driver: every fifth tick).
     #[serde(default = "thousand")]
     pub notify_remote_ms: f64,
+    /// How a device sizes what it keeps in flight to one source: `rate`
+    /// (from what it delivers; the node's policy) or `aimd` (loss-driven,
+    /// for comparison).
+    #[serde(default)]
+    pub window: Window,
+}
+
+/// [`SchedSpec::window`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Window {
+    #[default]
+    Rate,
+    Aimd,
 }
 
 impl Default for SchedSpec {
@@ -189,6 +203,7 @@ impl Default for SchedSpec {
             upload_slots: upload_slots(),
             notify_ms: 200.0,
             notify_remote_ms: 1000.0,
+            window: Window::Rate,
         }
     }
 }
@@ -471,6 +486,7 @@ site_uplink_requests = 12  # pollen: requests a site keeps in flight across its 
 upload_slots = 1           # responses a gateway sends at once to other sites
 notify_ms = 200.0          # gained chunks are announced on the node's 200 ms tick (0: at once)
 notify_remote_ms = 1000.0  # pollen: ... and to devices of other sites once a second
+window = "rate"            # per-source window: rate (from what a source delivers; the node's) | aimd (loss-driven, for comparison)
 "#;
 
 #[cfg(test)]

@@ -20,9 +20,23 @@ const GAIN: f64 = 0.25;
 /// Longest back-off after repeated refusals, whatever the hint.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// How a source's window is sized.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WindowMode {
+    /// From the rate the source delivers (the default).
+    #[default]
+    Rate,
+    /// Loss-driven AIMD in requests, as TCP Reno: one more request per
+    /// window of completed chunks, halved on a refusal or a timeout. Kept
+    /// for the simulator's comparison.
+    Aimd,
+}
+
 /// The knobs of [`Flow`], from [`super::SwarmConfig`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct FlowConfig {
+    pub mode: WindowMode,
     /// Requests in flight to a source whose rate is not known yet.
     pub initial_window: usize,
     /// The window holds this much of the source's delivery rate.
@@ -50,6 +64,8 @@ pub(crate) struct Flow {
     pub in_flight_bytes: u64,
     /// Refusals and timeouts in a row.
     strikes: u32,
+    /// [`WindowMode::Aimd`]'s window in requests (0: not started).
+    cwnd: f64,
 }
 
 impl Flow {
@@ -66,6 +82,9 @@ impl Flow {
 
     /// The window in bytes (`None`: the rate is unknown, count requests).
     pub fn window_bytes(&self, cfg: &FlowConfig, chunk: u64) -> Option<u64> {
+        if cfg.mode == WindowMode::Aimd {
+            return None;
+        }
         self.rate
             .map(|r| ((r * cfg.window_time.as_secs_f64()) as u64).max(chunk))
     }
@@ -77,7 +96,16 @@ impl Flow {
         }
         match self.window_bytes(cfg, len) {
             Some(w) => self.in_flight_bytes + len <= w,
+            None if cfg.mode == WindowMode::Aimd => (requests as f64) < self.cwnd(cfg).floor(),
             None => requests < cfg.initial_window,
+        }
+    }
+
+    fn cwnd(&self, cfg: &FlowConfig) -> f64 {
+        if self.cwnd > 0.0 {
+            self.cwnd
+        } else {
+            cfg.initial_window as f64
         }
     }
 
@@ -98,11 +126,13 @@ impl Flow {
     }
 
     /// `bytes` more arrived; `done` when they completed a chunk.
-    pub fn received(&mut self, now: Duration, bytes: u64, done: bool) {
+    pub fn received(&mut self, cfg: &FlowConfig, now: Duration, bytes: u64, done: bool) {
         self.delivered += bytes;
         self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
         if done {
             self.strikes = 0;
+            let w = self.cwnd(cfg);
+            self.cwnd = w + 1.0 / w;
         }
         if let Some((t0, d0)) = self.mark {
             let dt = now.saturating_sub(t0);
@@ -136,6 +166,7 @@ impl Flow {
     /// alone (before jitter). The rate estimate halves on a timeout.
     pub fn refused(&mut self, cfg: &FlowConfig, hint: Option<Duration>, timeout: bool) -> Duration {
         self.strikes = self.strikes.saturating_add(1);
+        self.cwnd = (self.cwnd(cfg) / 2.0).max(1.0);
         if timeout {
             self.rate = self.rate.map(|r| r / 2.0);
         }
@@ -150,6 +181,7 @@ mod tests {
 
     fn cfg() -> FlowConfig {
         FlowConfig {
+            mode: WindowMode::Rate,
             initial_window: 2,
             window_time: Duration::from_secs(1),
             margin: 3.0,
@@ -172,8 +204,8 @@ mod tests {
         f.sent(MS(0), 1000);
         f.sent(MS(0), 1000);
         // 2000 bytes in 1 s: 2000 B/s, a 2000-byte window.
-        f.received(MS(500), 1000, true);
-        f.received(MS(1000), 1000, true);
+        f.received(&c, MS(500), 1000, true);
+        f.received(&c, MS(1000), 1000, true);
         let r = f.rate().expect("measured");
         assert!((1900.0..2100.0).contains(&r), "{r}");
         assert_eq!(f.window_bytes(&c, 1000), Some(r as u64));
@@ -189,9 +221,33 @@ mod tests {
         let mut f = Flow::default();
         assert_eq!(f.deadline(&c, MS(0), 1000), Duration::from_secs(30));
         f.sent(MS(0), 1000);
-        f.received(MS(1000), 1000, true);
+        f.received(&c, MS(1000), 1000, true);
         // 1000 B/s: 4000 bytes ahead take 4 s; ×3 + 2 s.
         assert_eq!(f.deadline(&c, MS(1000), 4000), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn aimd_adds_one_per_window_and_halves_on_refusal() {
+        let c = FlowConfig {
+            mode: WindowMode::Aimd,
+            ..cfg()
+        };
+        let mut f = Flow::default();
+        assert_eq!(f.window_bytes(&c, 1000), None, "counted in requests");
+        assert!(f.admits(&c, 1, 1000) && !f.admits(&c, 2, 1000));
+        // Two chunks complete: 2 + 1/2 + 1/2.5 = 2.9, then a third: 3.24.
+        for t in 1..=3 {
+            f.sent(MS(t), 1000);
+            f.received(&c, MS(t + 1), 1000, true);
+        }
+        assert!(f.admits(&c, 2, 1000) && !f.admits(&c, 3, 1000));
+        f.refused(&c, None, false);
+        assert!(
+            f.admits(&c, 0, 1000) && !f.admits(&c, 1, 1000),
+            "halved to 1.6"
+        );
+        f.refused(&c, None, true);
+        assert!(!f.admits(&c, 1, 1000), "never below one");
     }
 
     #[test]
@@ -202,7 +258,7 @@ mod tests {
         assert_eq!(f.refused(&c, None, false), MS(500));
         assert_eq!(f.refused(&c, Some(MS(3000)), false), MS(3000));
         f.sent(MS(0), 10);
-        f.received(MS(10), 10, true);
+        f.received(&c, MS(10), 10, true);
         assert_eq!(
             f.refused(&c, None, false),
             MS(250),

@@ -36,6 +36,7 @@ use crate::manifest::{ChunkRef, Manifest};
 
 pub use bitfield::{Bitfield, BitfieldLenError};
 pub use budget::TokenBucket;
+pub use flow::WindowMode;
 use flow::{Flow, FlowConfig};
 pub use rendezvous::{assignee, member_key, PeerKey};
 pub use split::keep_fetchers;
@@ -133,6 +134,8 @@ pub struct SwarmConfig {
     pub per_peer_in_flight: usize,
     /// Requests in flight in total.
     pub total_in_flight: usize,
+    /// How a peer's window is sized (the node uses [`WindowMode::Rate`]).
+    pub window_mode: WindowMode,
     /// Requests in flight to a peer whose delivery rate is not measured yet.
     pub initial_window: usize,
     /// A peer's window holds this long of the rate it delivers (at least one chunk).
@@ -190,6 +193,7 @@ impl Default for SwarmConfig {
             seed: 0,
             per_peer_in_flight: 8,
             total_in_flight: 64,
+            window_mode: WindowMode::Rate,
             initial_window: 2,
             window_time: Duration::from_secs(1),
             deadline_margin: 3,
@@ -215,6 +219,7 @@ impl Default for SwarmConfig {
 impl SwarmConfig {
     fn flow(&self) -> FlowConfig {
         FlowConfig {
+            mode: self.window_mode,
             initial_window: self.initial_window.max(1),
             window_time: self.window_time,
             margin: f64::from(self.deadline_margin.max(1)),
@@ -1055,7 +1060,7 @@ impl<P: PeerKey> Swarm<P> {
             }
         }
         if more > 0 {
-            st.flow.received(now, more, false);
+            st.flow.received(&self.flow_config, now, more, false);
         }
     }
 
@@ -1071,7 +1076,7 @@ impl<P: PeerKey> Swarm<P> {
         let r = st.in_flight.remove(pos);
         let rest = u64::from(r.len - r.received.min(r.len));
         if delivered {
-            st.flow.received(now, rest, true);
+            st.flow.received(&self.flow_config, now, rest, true);
         } else {
             st.flow.ended(rest);
         }
