@@ -59,6 +59,11 @@ const SITE_HINT: Duration = Duration::from_secs(1);
 const MEASURED: u64 = 8;
 /// A chunk declined for [`Spread`] is not asked for again sooner than this.
 const MIN_SPREAD_HINT: Duration = Duration::from_secs(1);
+/// A freed slot goes to the oldest waiting request of a peer with fewer
+/// responses than this under way, if there is one: a peer that never
+/// acknowledges what it got (its slots are held until the caller gives up
+/// waiting) cannot keep everyone else waiting behind its queue.
+const PEER_ACTIVE: usize = 2;
 
 /// Settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,6 +199,8 @@ pub struct Admission<T, P> {
     waiting_away: VecDeque<T>,
     entries: BTreeMap<T, Entry<P>>,
     per_peer: BTreeMap<P, usize>,
+    /// Per peer: its responses under way (being sent, or awaiting the end).
+    active_per_peer: BTreeMap<P, usize>,
     /// (site, chunk) pairs queued or being sent across the uplink.
     to_site: BTreeMap<(SiteId, u32), u32>,
     /// Per requesting site: its responses under way and the rate they are
@@ -219,6 +226,7 @@ impl<T: Ord + Copy, P: Ord + Copy> Admission<T, P> {
             waiting_away: VecDeque::new(),
             entries: BTreeMap::new(),
             per_peer: BTreeMap::new(),
+            active_per_peer: BTreeMap::new(),
             to_site: BTreeMap::new(),
             sites: BTreeMap::new(),
             spread: None,
@@ -379,6 +387,7 @@ impl<T: Ord + Copy, P: Ord + Copy> Admission<T, P> {
         }
         self.stats.accepted += 1;
         if idle {
+            *self.active_per_peer.entry(peer).or_default() += 1;
             self.start(now, which, site, index, len);
             Verdict::Send
         } else {
@@ -471,6 +480,23 @@ impl<T: Ord + Copy, P: Ord + Copy> Admission<T, P> {
         want.max(1)
     }
 
+    /// Where in `which`'s queue the next request to start is: the oldest
+    /// of a peer with fewer than [`PEER_ACTIVE`] under way, else the oldest.
+    fn next_waiting(&self, which: Which) -> usize {
+        let queue = match which {
+            Which::Site => &self.waiting_lan,
+            Which::Away => &self.waiting_away,
+        };
+        queue
+            .iter()
+            .position(|t| {
+                self.entries.get(t).is_some_and(|e| {
+                    self.active_per_peer.get(&e.peer).copied().unwrap_or(0) < PEER_ACTIVE
+                })
+            })
+            .unwrap_or(0)
+    }
+
     fn waiting_len(&self, which: Which) -> usize {
         match which {
             Which::Site => self.waiting_lan.len(),
@@ -483,7 +509,8 @@ impl<T: Ord + Copy, P: Ord + Copy> Admission<T, P> {
     pub fn poll_start(&mut self, now: Duration) -> Option<Start<T>> {
         for which in [Which::Site, Which::Away] {
             while self.lane(which).active < self.slots(which, now) {
-                let Some(token) = self.waiting(which).pop_front() else {
+                let pos = self.next_waiting(which);
+                let Some(token) = self.waiting(which).remove(pos) else {
                     break;
                 };
                 let Some(e) = self.entries.get(&token).copied() else {
@@ -502,6 +529,7 @@ impl<T: Ord + Copy, P: Ord + Copy> Admission<T, P> {
                 if let Some(e) = self.entries.get_mut(&token) {
                     e.active = true;
                 }
+                *self.active_per_peer.entry(e.peer).or_default() += 1;
                 self.start(now, which, e.site, e.index, e.len);
                 return Some(Start::Send(token));
             }
@@ -551,6 +579,14 @@ impl<T: Ord + Copy, P: Ord + Copy> Admission<T, P> {
             *n -= 1;
             if *n == 0 {
                 self.per_peer.remove(&e.peer);
+            }
+        }
+        if e.active {
+            if let Some(n) = self.active_per_peer.get_mut(&e.peer) {
+                *n -= 1;
+                if *n == 0 {
+                    self.active_per_peer.remove(&e.peer);
+                }
             }
         }
         if let (Which::Away, Some(s)) = (e.lane, e.site) {

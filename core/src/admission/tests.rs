@@ -279,3 +279,38 @@ fn unsited_servers_and_requesters_share_the_site_lane() {
     assert_eq!(a.offer(MS(0), 4, 4, Some(SiteId(2)), 4, MIB), Verdict::Send);
     assert_eq!(a.offer(MS(0), 5, 5, None, 5, MIB), Verdict::Wait);
 }
+
+#[test]
+fn a_peer_that_holds_its_slots_does_not_starve_the_others() {
+    let mut a = server(AdmissionConfig {
+        max_active_site: 4,
+        initial_waiting: 16,
+        ..cfg()
+    });
+    let site = Some(SiteId(99));
+    // Peer 1 takes every slot and queues more; peer 2 queues behind it.
+    for t in 0..4 {
+        assert_eq!(a.offer(MS(0), t, 1, site, t, MIB), Verdict::Send);
+    }
+    for t in 4..8 {
+        assert_eq!(a.offer(MS(0), t, 1, site, t, MIB), Verdict::Wait);
+    }
+    assert_eq!(a.offer(MS(0), 20, 2, site, 20, MIB), Verdict::Wait);
+    assert_eq!(a.offer(MS(0), 21, 2, site, 21, MIB), Verdict::Wait);
+    assert_eq!(a.offer(MS(0), 22, 2, site, 22, MIB), Verdict::Wait);
+    // Peer 1 never finishes what it got; one of its slots is given up.
+    a.finished(MS(30_000), 0, 0);
+    assert_eq!(
+        a.poll_start(MS(30_000)),
+        Some(Start::Send(20)),
+        "peer 2 first"
+    );
+    a.finished(MS(30_000), 1, 0);
+    assert_eq!(a.poll_start(MS(30_000)), Some(Start::Send(21)));
+    // Peer 2 has two under way: the next slot goes back to the queue's order.
+    a.finished(MS(30_000), 2, 0);
+    assert_eq!(a.poll_start(MS(30_000)), Some(Start::Send(4)));
+    // Peer 2's answered chunk frees a slot that goes to peer 2 again.
+    a.finished(MS(30_100), 20, MIB);
+    assert_eq!(a.poll_start(MS(30_100)), Some(Start::Send(22)));
+}

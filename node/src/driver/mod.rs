@@ -764,7 +764,11 @@ impl Driver {
     fn on_tick(&mut self) {
         self.tick_fleet();
         let now = self.now();
-        self.uploads.expire(now);
+        for h in self.uploads.expire(now) {
+            tracing::debug!(peer = %h.peer, index = h.index, "held request of a shunned peer refused");
+            let retry_ms = serve::ms(uploads::SHUN_FOR);
+            self.respond(h.channel, Response::Busy { retry_ms });
+        }
         self.start_held();
         self.ticks = self.ticks.wrapping_add(1);
         if let Some(id) = self.release.as_ref().map(|r| r.id()) {

@@ -16,7 +16,7 @@ use crate::net::protocol::{Counter, Reply};
 use crate::store::Store;
 
 /// Milliseconds in a retry hint, saturating.
-fn ms(d: std::time::Duration) -> u32 {
+pub(super) fn ms(d: std::time::Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
@@ -165,6 +165,12 @@ impl Driver {
         };
         let site = self.peers.get(&peer).and_then(|i| i.site);
         let now = self.now();
+        if let Some(left) = self.uploads.shunned(now, &peer) {
+            // It let responses go unannounced: nothing for it for a while.
+            tracing::debug!(%peer, index, "chunk request of a shunned peer");
+            self.respond(channel, Response::Busy { retry_ms: ms(left) });
+            return;
+        }
         let verdict =
             self.uploads
                 .admission

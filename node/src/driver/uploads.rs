@@ -6,7 +6,10 @@
 //! (`Gained`), not when its bytes were written: socket buffers take seconds
 //! of a slow link at once, so a server that counted written bytes would
 //! think itself idle while its link is the bottleneck. A requester that
-//! never announces it frees the slot after [`ACK_WAIT`].
+//! never announces it frees the slot after [`ACK_WAIT`]; one that lets
+//! [`SHUN_AFTER`] responses expire so is served nothing for [`SHUN_FOR`]
+//! (its held requests are answered `Busy`), so a peer that floods requests
+//! and never acknowledges cannot hold every slot.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -15,6 +18,10 @@ use std::time::Duration;
 /// A response written out but not yet announced by its requester frees its
 /// slot after this long anyway.
 pub(super) const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Responses a peer let expire unannounced before it is shunned...
+const SHUN_AFTER: u32 = 2;
+/// ... for this long.
+pub(super) const SHUN_FOR: Duration = Duration::from_secs(300);
 
 use libp2p::request_response::{InboundRequestId, ResponseChannel};
 use libp2p::PeerId;
@@ -50,6 +57,9 @@ pub(super) struct Uploads {
     pub admission: Admission<InboundRequestId, PeerId>,
     pub held: HashMap<InboundRequestId, Held>,
     pub sending: HashMap<InboundRequestId, Sending>,
+    /// Per peer: responses it let expire unannounced since it last
+    /// announced one, and when the last expired.
+    unacked: HashMap<PeerId, (u32, Duration)>,
 }
 
 impl Uploads {
@@ -58,7 +68,15 @@ impl Uploads {
             admission: Admission::new(config, site),
             held: HashMap::new(),
             sending: HashMap::new(),
+            unacked: HashMap::new(),
         }
+    }
+
+    /// How long `peer` is still served nothing (`None`: it is served).
+    pub fn shunned(&self, now: Duration, peer: &PeerId) -> Option<Duration> {
+        let &(count, last) = self.unacked.get(peer)?;
+        let left = (last + SHUN_FOR).saturating_sub(now);
+        (count >= SHUN_AFTER && !left.is_zero()).then_some(left)
     }
 
     /// A response's stream ended: written to the end (`complete`; its slot
@@ -97,6 +115,9 @@ impl Uploads {
             .filter(|(_, s)| s.peer == *peer && indices.contains(&s.index))
             .map(|(id, s)| (*id, s.len))
             .collect();
+        if !done.is_empty() {
+            self.unacked.remove(peer);
+        }
         for (id, len) in done {
             self.sending.remove(&id);
             self.admission.finished(now, id, len);
@@ -105,17 +126,37 @@ impl Uploads {
     }
 
     /// Responses written long ago whose requester never announced them.
-    pub fn expire(&mut self, now: Duration) {
-        let stale: Vec<(InboundRequestId, u64)> = self
+    /// Returns the held requests of the peers this shuns, to be answered
+    /// `Busy`.
+    pub fn expire(&mut self, now: Duration) -> Vec<Held> {
+        let stale: Vec<(InboundRequestId, PeerId, u64)> = self
             .sending
             .iter()
             .filter(|(_, s)| s.done_at.is_some_and(|t| now.saturating_sub(t) >= ACK_WAIT))
-            .map(|(id, s)| (*id, s.len))
+            .map(|(id, s)| (*id, s.peer, s.len))
             .collect();
-        for (id, len) in stale {
+        for (id, peer, len) in stale {
             self.sending.remove(&id);
             self.admission.finished(now, id, len);
+            let e = self.unacked.entry(peer).or_insert((0, now));
+            *e = (e.0 + 1, now);
         }
+        self.unacked
+            .retain(|_, (_, last)| now.saturating_sub(*last) < SHUN_FOR);
+        let shunned: Vec<InboundRequestId> = self
+            .held
+            .iter()
+            .filter(|(_, h)| self.shunned(now, &h.peer).is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        let mut out = Vec::new();
+        for id in shunned {
+            if let Some(h) = self.held.remove(&id) {
+                self.admission.finished(now, id, 0);
+                out.push(h);
+            }
+        }
+        out
     }
 
     /// `peer` went away: its held requests will never be answered, and
