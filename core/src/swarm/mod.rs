@@ -19,6 +19,7 @@
 
 mod bitfield;
 mod budget;
+mod declines;
 mod flow;
 mod pass;
 mod rendezvous;
@@ -308,7 +309,7 @@ struct PeerState {
     /// A site member with a working uplink connection.
     uplink: bool,
     /// Chunks it declined to send, each until a time (it said others have them).
-    declined: Vec<(u32, Duration)>,
+    declined: declines::Declines,
     /// Last time it said it is the bottleneck: it declined a chunk (an
     /// origin super-seeds then) or was busy for long.
     declined_at: Option<Duration>,
@@ -382,6 +383,9 @@ pub struct Swarm<P: PeerKey> {
     /// Who fetches which chunk across the uplink: built when first needed
     /// after the site's membership changed.
     split: Option<UplinkSplit<P>>,
+    /// Site members reporting an uplink, counted when first needed after a
+    /// change (read for every announced chunk).
+    local_uplinks: std::cell::Cell<Option<usize>>,
     /// Scratch for `handle_have_many`.
     fresh: Vec<u32>,
 }
@@ -461,6 +465,7 @@ impl<P: PeerKey> Swarm<P> {
             stats: SwarmStats::default(),
             complete,
             split: None,
+            local_uplinks: std::cell::Cell::new(None),
             fresh: Vec::new(),
         }
     }
@@ -611,7 +616,7 @@ impl<P: PeerKey> Swarm<P> {
                     busy_until: Duration::ZERO,
                     stalled: false,
                     uplink: info.uplink,
-                    declined: Vec::new(),
+                    declined: declines::Declines::default(),
                     declined_at: None,
                 };
                 self.peers.insert(peer, state);
@@ -818,9 +823,10 @@ impl<P: PeerKey> Swarm<P> {
             self.stats.declined += 1;
             let until = now + retry_after.mul_f64(1.0 + 0.5 * self.unit());
             self.pressed(now, &peer);
+            let n_chunks = self.chunks.len() as u32;
             if let Some(st) = self.peers.get_mut(&peer) {
-                st.declined.retain(|&(i, t)| i != index && t > now);
-                st.declined.push((index, until));
+                st.declined.expire(now);
+                st.declined.add(index, until, n_chunks);
                 self.wakeups.insert(until);
             }
         }
@@ -867,9 +873,7 @@ impl<P: PeerKey> Swarm<P> {
         }
         self.wakeups = self.wakeups.split_off(&(now + Duration::from_nanos(1)));
         for st in self.peers.values_mut() {
-            if !st.declined.is_empty() {
-                st.declined.retain(|&(_, until)| until > now);
-            }
+            st.declined.expire(now);
         }
         self.refresh_stalled(now);
         self.schedule(now);
@@ -938,11 +942,16 @@ impl<P: PeerKey> Swarm<P> {
         if !self.config.site_aware || self.config.site.is_none() {
             return usize::MAX;
         }
-        let candidates = 1 + self
-            .local_peers
-            .iter()
-            .filter(|p| self.peers.get(p).is_some_and(|st| st.uplink))
-            .count();
+        let uplinks = self.local_uplinks.get().unwrap_or_else(|| {
+            let n = self
+                .local_peers
+                .iter()
+                .filter(|p| self.peers.get(p).is_some_and(|st| st.uplink))
+                .count();
+            self.local_uplinks.set(Some(n));
+            n
+        });
+        let candidates = 1 + uplinks;
         let members = candidates.min(self.config.site_fetchers.max(1));
         self.config.site_uplink_requests.div_ceil(members).max(1)
     }
@@ -1009,6 +1018,7 @@ impl<P: PeerKey> Swarm<P> {
         if let Some(st) = self.peers.get_mut(peer) {
             if st.uplink != uplink {
                 st.uplink = uplink;
+                self.local_uplinks.set(None);
                 if st.local() {
                     self.split = None;
                     self.refresh_role();
@@ -1038,6 +1048,7 @@ impl<P: PeerKey> Swarm<P> {
         self.class_mut(class).push(*peer);
         self.class_mut(class).sort_unstable();
         self.split = None;
+        self.local_uplinks.set(None);
         self.refresh_role();
     }
 
@@ -1143,6 +1154,7 @@ impl<P: PeerKey> Swarm<P> {
     /// A peer of `class` came or went: a member joined or left, or our own
     /// uplink may have come up or gone; the split is rebuilt if so.
     fn membership_changed(&mut self, class: Class) {
+        self.local_uplinks.set(None);
         let up = self.has_uplink();
         if class == Class::Local || self.split.as_ref().is_some_and(|s| s.me_uplink() != up) {
             self.split = None;

@@ -114,7 +114,7 @@ impl<P: PeerKey> Swarm<P> {
         let len = u64::from(self.chunks[index as usize].len);
         if !self.may_ask(now, &peer, len)
             || st.in_flight.iter().any(|r| r.index == index)
-            || declined(&st.declined, index, now)
+            || st.declined.contains(index)
         {
             return;
         }
@@ -232,17 +232,16 @@ impl<P: PeerKey> Swarm<P> {
 
     /// Picks the rarest chunk for `peer` among `mask` (still open) and,
     /// in end-game, the lacking chunks with room for another copy.
-    fn pick(&self, now: Duration, peer: &P, mask: &Mask, endgame: bool) -> Option<u32> {
+    fn pick(&self, peer: &P, mask: &Mask, endgame: bool) -> Option<u32> {
         let st = self.peers.get(peer)?;
         let has = st.has.words();
         let open = self.open.words();
         let key = |i: u32| (self.availability[i as usize], self.rank[i as usize], i);
         let mut best: Option<(u32, u32, u32)> = None;
+        let declined = st.declined.words();
         for &(k, m) in mask {
-            for i in bitfield::ones(k, has[k] & m & open[k]) {
-                if !st.declined.is_empty() && declined(&st.declined, i, now) {
-                    continue;
-                }
+            let skip = declined.map_or(0, |d| d[k]);
+            for i in bitfield::ones(k, has[k] & m & open[k] & !skip) {
                 best = Some(best.map_or(key(i), |b| b.min(key(i))));
             }
         }
@@ -251,7 +250,7 @@ impl<P: PeerKey> Swarm<P> {
                 if st.has.get(i)
                     && usize::from(self.requested[i as usize]) < self.config.endgame_copies
                     && !st.in_flight.iter().any(|r| r.index == i)
-                    && !declined(&st.declined, i, now)
+                    && !st.declined.contains(i)
                 {
                     best = Some(best.map_or(key(i), |b| b.min(key(i))));
                 }
@@ -326,7 +325,7 @@ impl<P: PeerKey> Swarm<P> {
                     if !self.may_ask(now, &peer, min_len) {
                         continue;
                     }
-                    let Some(index) = self.pick(now, &peer, mask, *endgame) else {
+                    let Some(index) = self.pick(&peer, mask, *endgame) else {
                         continue;
                     };
                     let len = u64::from(self.chunks[index as usize].len);
@@ -341,11 +340,6 @@ impl<P: PeerKey> Swarm<P> {
             }
         }
     }
-}
-
-/// Whether `index` is in a peer's declined list and still due.
-fn declined(list: &[(u32, Duration)], index: u32, now: Duration) -> bool {
-    list.iter().any(|&(i, until)| i == index && until > now)
 }
 
 /// The words `k` of `0..words` where `mask(k)` is not zero, with it.
