@@ -334,6 +334,9 @@ pub struct Swarm<P: PeerKey> {
     me_key: u64,
     rng: ChaCha8Rng,
     chunks: Arc<[ChunkRef]>,
+    /// The shortest chunk's length (a peer whose window cannot take it is
+    /// skipped without picking a chunk for it).
+    min_len: u64,
     have: Bitfield,
     /// The chunks still lacking, first in a seeded random order; a chunk
     /// gained is swapped out for the last one, so the order keeps moving
@@ -443,6 +446,7 @@ impl<P: PeerKey> Swarm<P> {
             open,
             open_count,
             requested: vec![0; n as usize],
+            min_len: chunks.iter().map(|c| u64::from(c.len)).min().unwrap_or(0),
             chunks,
             have,
             lacking,

@@ -300,12 +300,7 @@ impl<P: PeerKey> Swarm<P> {
             let n = self.class(c).len();
             self.walk(n)
         });
-        let min_len = self
-            .chunks
-            .iter()
-            .map(|c| u64::from(c.len))
-            .min()
-            .unwrap_or(0);
+        let min_len = self.min_len;
         loop {
             let mut issued = false;
             for (c, (class, mask, endgame)) in classes.iter().enumerate() {
