@@ -301,6 +301,10 @@ impl<P: PeerKey> Swarm<P> {
             self.walk(n)
         });
         let min_len = self.min_len;
+        // Within one pass nothing a peer could be asked for is added and
+        // no room frees up, so a peer that could take no chunk, or had
+        // nothing to offer, is not looked at again.
+        let mut passed = order.map(|c| vec![false; self.class(c).len()]);
         loop {
             let mut issued = false;
             for (c, (class, mask, endgame)) in classes.iter().enumerate() {
@@ -316,11 +320,17 @@ impl<P: PeerKey> Swarm<P> {
                         break;
                     }
                     let (start, step) = orders[c];
-                    let peer = self.class(*class)[(start + k * step) % n];
+                    let at = (start + k * step) % n;
+                    if passed[c][at] {
+                        continue;
+                    }
+                    let peer = self.class(*class)[at];
                     if !self.may_ask(now, &peer, min_len) {
+                        passed[c][at] = true;
                         continue;
                     }
                     let Some(index) = self.pick(&peer, mask, *endgame) else {
+                        passed[c][at] = true;
                         continue;
                     };
                     let len = u64::from(self.chunks[index as usize].len);
