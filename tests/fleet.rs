@@ -31,27 +31,6 @@ fn capture(fleet: &Fleet) -> Option<std::process::Child> {
     Some(child)
 }
 
-/// Starts the seeder in its namespace; returns it and its address.
-fn seeder(fleet: &Fleet, r: &Release) -> (Daemon, String) {
-    let listen = format!("/ip4/{}/tcp/4000", fleet.seeder_ip());
-    let mut d = Daemon::spawn_in(
-        &fleet.seeder,
-        "pollen-seeder",
-        &[
-            "serve",
-            "--store",
-            s(&r.store),
-            "--channel",
-            "stable",
-            "--listen",
-            &listen,
-            "--no-mdns",
-        ],
-    );
-    let addr = d.listen_addr(&fleet.seeder_ip());
-    (d, addr)
-}
-
 /// Starts every device of every site (`run`, or `fetch` when `fetch`),
 /// each finding its site by mDNS and given only the seeder.
 fn devices(fleet: &Fleet, r: &Release, seeder: &str, fetch: bool) -> Vec<(Daemon, PathBuf)> {
@@ -134,7 +113,7 @@ fn sites_share_and_each_uplink_carries_one_copy() {
     fleet.limit_uplinks("20mbit");
     let r = Release::publish(16 << 20, 61);
     let _capture = capture(&fleet);
-    let (_seeder, addr) = seeder(&fleet, &r);
+    let (_seeder, addr) = r.serve_in(&fleet.seeder, &fleet.seeder_ip());
     let start = Instant::now();
     let mut nodes = devices(&fleet, &r, &addr, false);
     let (secs, across) = wait_all(&mut nodes, &r, start, Duration::from_secs(300));
@@ -182,7 +161,7 @@ fn one_shot_fetch_devices_leave_nothing_to_fetch_again() {
     let fleet = Fleet::new(1, 5);
     fleet.limit_uplinks("20mbit");
     let r = Release::publish(16 << 20, 62);
-    let (_seeder, addr) = seeder(&fleet, &r);
+    let (_seeder, addr) = r.serve_in(&fleet.seeder, &fleet.seeder_ip());
     let mut nodes = devices(&fleet, &r, &addr, true);
     let mut from_uplink = 0u64;
     for (k, (node, out)) in nodes.iter_mut().enumerate() {
@@ -222,7 +201,7 @@ fn flash_crowd_behind_a_slow_seeder_completes_near_the_bound() {
     fleet.limit_uplinks("20mbit");
     let r = Release::publish(16 << 20, 63);
     let _capture = capture(&fleet);
-    let (_seeder, addr) = seeder(&fleet, &r);
+    let (_seeder, addr) = r.serve_in(&fleet.seeder, &fleet.seeder_ip());
     let start = Instant::now();
     let mut nodes = devices(&fleet, &r, &addr, false);
     let (secs, across) = wait_all(&mut nodes, &r, start, Duration::from_secs(600));

@@ -109,22 +109,7 @@ fn factory_site_uplink_carries_one_copy() {
     let site = Site::new(6);
     site.limit_uplink("8mbit");
     let r = Release::publish(32 << 20, 32);
-    let listen = format!("/ip4/{}/tcp/4000", site.cloud_ip());
-    let mut seeder = Daemon::spawn_in(
-        &site.cloud,
-        "pollen-seeder",
-        &[
-            "serve",
-            "--store",
-            s(&r.store),
-            "--channel",
-            "stable",
-            "--listen",
-            &listen,
-            "--no-mdns",
-        ],
-    );
-    let seeder_addr = seeder.listen_addr(&site.cloud_ip());
+    let (_seeder, seeder_addr) = r.serve_in(&site.cloud, &site.cloud_ip());
 
     let (mesh_bytes, mesh_secs) = run_site(&site, &r, &seeder_addr, "mesh", &[]);
     let (solo_bytes, solo_secs) =

@@ -398,19 +398,25 @@ impl Sim {
             added += 1;
             self.nodes[id as usize].peers.push(g);
             self.nodes[g as usize].peers.push(id);
-            let (info_g, has_g) = (self.info(g), self.have_of(g));
-            let (info_me, has_me) = (self.info(id), self.have_of(id));
-            if let Some(s) = &mut self.nodes[id as usize].swarm {
-                s.handle_peer_up(now, g, info_g);
-                s.handle_have_all(now, g, has_g);
-            }
-            if let Some(s) = &mut self.nodes[g as usize].swarm {
-                s.handle_peer_up(now, id, info_me);
-                s.handle_have_all(now, id, has_me);
-                self.dirty.push(g);
-            }
+            self.introduce(now, id, g);
         }
         self.dirty.push(id);
+    }
+
+    /// `a` and `b` (connected) tell each other's schedulers who they are
+    /// and what they hold.
+    fn introduce(&mut self, now: Duration, a: u32, b: u32) {
+        let (info_a, has_a) = (self.info(a), self.have_of(a));
+        let (info_b, has_b) = (self.info(b), self.have_of(b));
+        if let Some(s) = &mut self.nodes[a as usize].swarm {
+            s.handle_peer_up(now, b, info_b);
+            s.handle_have_all(now, b, has_b);
+        }
+        if let Some(s) = &mut self.nodes[b as usize].swarm {
+            s.handle_peer_up(now, a, info_a);
+            s.handle_have_all(now, a, has_a);
+            self.dirty.push(b);
+        }
     }
 
     /// A device's role changed: its peers hear of it, its admission serves
@@ -619,22 +625,11 @@ impl Sim {
             self.connect_gateways(id);
         }
         let peers = self.nodes[id as usize].peers.clone();
-        let me = self.info(id);
         for p in peers {
             if !self.nodes[p as usize].up || (p == SEEDER && !self.nodes[id as usize].seeder_conn) {
                 continue;
             }
-            let (info_p, has_p) = (self.info(p), self.have_of(p));
-            let has_me = self.have_of(id);
-            if let Some(s) = &mut self.nodes[id as usize].swarm {
-                s.handle_peer_up(now, p, info_p);
-                s.handle_have_all(now, p, has_p);
-            }
-            if let Some(s) = &mut self.nodes[p as usize].swarm {
-                s.handle_peer_up(now, id, me);
-                s.handle_have_all(now, id, has_me);
-                self.dirty.push(p);
-            }
+            self.introduce(now, id, p);
         }
         self.dirty.push(id);
     }

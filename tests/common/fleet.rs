@@ -8,7 +8,7 @@
 
 use std::process::Command;
 
-use crate::netns::sh;
+use crate::netns::{delete_namespaces, link_counter, sh};
 
 /// The topology. Addresses: seeder 10.B.1.2 (core 10.B.1.1); site i uplink
 /// 10.B.(10+i).2 (core .1); site i LAN 10.B.(100+i).0/24, router .254,
@@ -137,22 +137,10 @@ impl Fleet {
         (self.sites[i].0.clone(), format!("{}u{i}a", self.prefix))
     }
 
-    fn counter(ns: &str, dev: &str, what: &str) -> u64 {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, "cat"])
-            .arg(format!("/sys/class/net/{dev}/statistics/{what}"))
-            .output()
-            .expect("read a counter");
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("counter {dev}/{what} in {ns}"))
-    }
-
     /// Bytes the seeder has sent onto its link (wire bytes: TCP/IP,
     /// Noise and yamux framing included).
     pub fn seeder_tx(&self) -> u64 {
-        Self::counter(&self.seeder, &format!("{}sa", self.prefix), "tx_bytes")
+        link_counter(&self.seeder, &format!("{}sa", self.prefix), "tx_bytes")
     }
 
     /// Bytes that crossed site `i`'s uplink into the site (`In`) or out of it.
@@ -161,22 +149,11 @@ impl Fleet {
             Dir::In => "rx_bytes",
             Dir::Out => "tx_bytes",
         };
-        Self::counter(&self.sites[i].0, &format!("{}u{i}a", self.prefix), what)
+        link_counter(&self.sites[i].0, &format!("{}u{i}a", self.prefix), what)
     }
 
     fn cleanup(&self) {
-        let list = Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        for ns in list
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.starts_with(&self.prefix))
-        {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
+        delete_namespaces(&self.prefix);
     }
 }
 

@@ -369,6 +369,28 @@ impl Release {
         let addr = seeder.loopback_addr();
         (seeder, addr)
     }
+
+    /// Serves the release from namespace `ns` on `ip` port 4000 (mDNS
+    /// off); returns the seeder and its address.
+    pub fn serve_in(&self, ns: &str, ip: &str) -> (Daemon, String) {
+        let listen = format!("/ip4/{ip}/tcp/4000");
+        let mut seeder = Daemon::spawn_in(
+            ns,
+            "pollen-seeder",
+            &[
+                "serve",
+                "--store",
+                s(&self.store),
+                "--channel",
+                "stable",
+                "--listen",
+                &listen,
+                "--no-mdns",
+            ],
+        );
+        let addr = seeder.listen_addr(ip);
+        (seeder, addr)
+    }
 }
 
 /// Calls `check` until it returns a value, every 200 ms, for at most

@@ -151,36 +151,41 @@ impl Site {
 
     /// Bytes that came into the site over the uplink so far.
     pub fn uplink_rx_bytes(&self) -> u64 {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.router,
-                "cat",
-                &format!("/sys/class/net/{}u1/statistics/rx_bytes", self.prefix),
-            ])
-            .output()
-            .expect("read counter");
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("rx_bytes")
+        link_counter(&self.router, &format!("{}u1", self.prefix), "rx_bytes")
     }
 
     fn cleanup(&self) {
-        let list = Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        for ns in list
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.starts_with(&self.prefix))
-        {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
+        delete_namespaces(&self.prefix);
     }
+}
+
+/// Deletes every network namespace whose name starts with `prefix`.
+pub fn delete_namespaces(prefix: &str) {
+    let list = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for ns in list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+    {
+        let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    }
+}
+
+/// A link counter (`rx_bytes`, `tx_bytes`, ...) of device `dev` in namespace `ns`.
+pub fn link_counter(ns: &str, dev: &str, what: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "cat"])
+        .arg(format!("/sys/class/net/{dev}/statistics/{what}"))
+        .output()
+        .expect("read a counter");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("counter {dev}/{what} in {ns}"))
 }
 
 impl Drop for Site {
