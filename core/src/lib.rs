@@ -7,7 +7,9 @@
 //! - [`chunk`]: content-defined chunking (FastCDC) and BLAKE3 chunk ids.
 //! - [`manifest`]: the release manifest, its canonical encoding, ed25519
 //!   signatures, the device's trust policy and [`manifest::verify`].
-//! - [`swarm`]: the chunk scheduler; [`admission`]: which chunk requests a
+//! - [`swarm`]: the chunk scheduler; [`node`]: one node's decisions around
+//!   it (presets, notices, roles), driven alike by the node and the
+//!   simulator; [`admission`]: which chunk requests a
 //!   server accepts; [`wire`]: messages between peers.
 //! - [`rollout`]: staged-rollout eligibility and signed rollout controls.
 //! - [`status`]: the signed status record each device publishes;
@@ -15,8 +17,10 @@
 
 pub mod admission;
 pub mod chunk;
+mod encode;
 pub mod fleet;
 pub mod manifest;
+pub mod node;
 pub mod rollout;
 pub mod status;
 pub mod swarm;

@@ -133,15 +133,15 @@ impl SignedStatus {
                 text.truncate(cut);
             }
         }
-        let body = postcard::to_stdvec(&record).unwrap_or_default();
+        let body = crate::encode::canonical(&[], &record);
         let signature = key.sign_digest(&blake3::derive_key(SIGNING_CONTEXT, &body));
         let public = key.public();
-        let bytes = postcard::to_stdvec(&Wire {
+        let wire = Wire {
             body,
             key: *public.as_bytes(),
             signature: signature.to_bytes().to_vec(),
-        })
-        .unwrap_or_default();
+        };
+        let bytes = crate::encode::canonical(&[], &wire);
         Self {
             record,
             key: public,

@@ -7,16 +7,12 @@ use pollen_core::rollout::{SignedControl, VerifiedControl};
 
 use crate::store::{Store, StoreError};
 
-fn key(release: &ManifestId) -> String {
-    format!("control/{}", release.to_hex())
-}
-
 /// The stored control bytes for `release`, if any.
 pub fn load_bytes<S: Store + ?Sized>(
     store: &S,
     release: &ManifestId,
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    store.get_state(&key(release))
+    store.get_state(&crate::store::keys::control(release))
 }
 
 /// The stored control for `release`, verified again against `policy`
@@ -41,6 +37,6 @@ pub fn save_if_newer<S: Store + ?Sized>(
     if held.is_some_and(|seq| seq >= c.seq) {
         return Ok(false);
     }
-    store.put_state(&key(&c.release), &control.to_bytes())?;
+    store.put_state(&crate::store::keys::control(&c.release), &control.to_bytes())?;
     Ok(true)
 }

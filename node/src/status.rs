@@ -83,14 +83,14 @@ fn from_store(data: &Path) -> anyhow::Result<serde_json::Value> {
         dir.display()
     );
     let store = RocksStore::open_read_only(&dir)?;
-    let records = store.state_with_prefix("update/")?;
+    let records = store.state_with_prefix(pollen_node::store::keys::UPDATE_PREFIX)?;
     let Some((key, bytes)) = records.first() else {
         return Ok(serde_json::json!({"running": false, "phase": "idle"}));
     };
     let r: Record = serde_json::from_slice(bytes).context("lifecycle record")?;
     Ok(serde_json::json!({
         "running": false,
-        "channel": key.trim_start_matches("update/"),
+        "channel": key.trim_start_matches(pollen_node::store::keys::UPDATE_PREFIX),
         "phase": r.phase.as_str(),
         "installed": r.installed.as_ref().map(|t| t.view()),
         "target": r.target.as_ref().map(|t| t.view()),

@@ -166,7 +166,7 @@ pub fn status(o: StatusOpt) -> anyhow::Result<()> {
     let store = open_ro(&o.store)?;
     let now = pollen_node::unix_now();
     let mut records: Vec<StatusRecord> = Vec::new();
-    for (key, bytes) in store.state_with_prefix(pollen_node::driver::STATUS_PREFIX)? {
+    for (key, bytes) in store.state_with_prefix(pollen_node::store::keys::STATUS_PREFIX)? {
         match SignedStatus::decode(&bytes) {
             Ok(s) => records.push(s.record().clone()),
             Err(e) => tracing::warn!(%key, error = %e, "stored status record refused"),

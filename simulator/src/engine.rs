@@ -11,10 +11,12 @@ use std::time::Duration;
 use pollen_core::admission::{
     keep_connection, Admission, AdmissionConfig, AdmissionStats, Start, Verdict,
 };
-use pollen_core::manifest::{ChunkRef, ManifestId};
+use pollen_core::manifest::{ChunkRef, ManifestId, Rollout, RolloutStage};
+use pollen_core::node::{Node as Machine, NodeConfig, Output, Preset, STREAM_TIMEOUT};
 use pollen_core::swarm::{
-    Action, Bitfield, PeerInfo, SiteId, Swarm, SwarmConfig, SwarmStats, WindowMode,
+    Bitfield, PeerInfo, Receipt, SiteId, SwarmConfig, SwarmStats, WindowMode,
 };
+use pollen_core::wire::Role;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -24,12 +26,6 @@ use crate::scenario::{Scenario, Strategy};
 
 /// The seeder's node id.
 pub const SEEDER: u32 = 0;
-/// The node's libp2p request timeout (`net::Limits::request_timeout`): a
-/// response not complete by then has its stream reset. The scheduler gives
-/// up on a request only when its peer delivered nothing for a whole
-/// deadline, but cannot stop the transfer it asked for (the node ignores
-/// `Cancel`; request-response cannot cancel), as here.
-const STREAM_TIMEOUT: f64 = 300.0;
 const MBIT: f64 = 1_000_000.0 / 8.0;
 /// How often gateways top up their connections to other sites' gateways
 /// (the node's redial interval).
@@ -67,10 +63,9 @@ enum Ev {
         epoch: u32,
         retry_ns: Option<u64>,
     },
+    /// A node's deadline ([`Machine::poll_timeout`]): scheduler deadlines
+    /// and batched gained-chunk notices.
     Timer(u32),
-    /// The node's tick: its gained-chunk notices go out, to its site and
-    /// origins (`false`) or, less often, to devices of other sites (`true`).
-    Notify(u32, bool),
     Crash(u32),
     Sample,
     /// Gateways top up their connections to other sites' gateways (as the
@@ -84,16 +79,14 @@ pub struct Node {
     /// Site index (`None`: the seeder, on the internet).
     pub site: Option<u32>,
     pub name: String,
-    swarm: Option<Swarm<u32>>,
+    /// The node's logic (`pollen_core::node`, the code the node ships),
+    /// while it is up.
+    machine: Option<Machine<u32>>,
     peers: Vec<u32>,
     up: bool,
     joined: bool,
     epoch: u32,
     timer: Option<u64>,
-    /// Chunks gained since the last notice, and that notice's time: to the
-    /// site and origins, and to devices of other sites.
-    gained: [Vec<u32>; 2],
-    notify_at: [Option<u64>; 2],
     up_link: LinkId,
     down_link: LinkId,
     /// What it accepts to upload (`None`: the `central` seeder, an HTTP
@@ -101,8 +94,6 @@ pub struct Node {
     admission: Option<Admission<u64, u32>>,
     /// Connected to the seeder (its connection limit may refuse).
     seeder_conn: bool,
-    /// What it last told its peers: (uplink connection, gateway).
-    role: (bool, bool),
     /// Seconds.
     pub start: f64,
     pub finish: Option<f64>,
@@ -195,14 +186,12 @@ impl Sim {
         let mut nodes = vec![Node {
             site: None,
             name: "seeder".into(),
-            swarm: None,
+            machine: None,
             peers: Vec::new(),
             up: true,
             joined: true,
             epoch: 0,
             timer: None,
-            gained: [Vec::new(), Vec::new()],
-            notify_at: [None, None],
             up_link: seeder_up,
             down_link: unlimited,
             admission: (sc.strategy != Strategy::Central).then(|| {
@@ -217,7 +206,6 @@ impl Sim {
                 a
             }),
             seeder_conn: false,
-            role: (true, true),
             start: 0.0,
             finish: Some(0.0),
             bytes_in_lan: 0,
@@ -244,19 +232,16 @@ impl Sim {
                     nodes.push(Node {
                         site: Some(site),
                         name: format!("{name}/{d}"),
-                        swarm: None,
+                        machine: None,
                         peers: Vec::new(),
                         up: false,
                         joined: false,
                         epoch: 0,
                         timer: None,
-                        gained: [Vec::new(), Vec::new()],
-                        notify_at: [None, None],
                         up_link: net.add_link(group.lan_up_mbit * MBIT * factor),
                         down_link: net.add_link(group.lan_down_mbit * MBIT * factor),
                         admission: None,
                         seeder_conn: false,
-                        role: (false, false),
                         start: 0.0,
                         finish: None,
                         bytes_in_lan: 0,
@@ -408,45 +393,38 @@ impl Sim {
     fn introduce(&mut self, now: Duration, a: u32, b: u32) {
         let (info_a, has_a) = (self.info(a), self.have_of(a));
         let (info_b, has_b) = (self.info(b), self.have_of(b));
-        if let Some(s) = &mut self.nodes[a as usize].swarm {
-            s.handle_peer_up(now, b, info_b);
-            s.handle_have_all(now, b, has_b);
+        // Every device names the seeder as its static peer.
+        if let Some(m) = &mut self.nodes[a as usize].machine {
+            m.handle_peer_up(now, b, info_b, b == SEEDER);
+            m.handle_have_all(now, b, has_b);
         }
-        if let Some(s) = &mut self.nodes[b as usize].swarm {
-            s.handle_peer_up(now, a, info_a);
-            s.handle_have_all(now, a, has_a);
+        if let Some(m) = &mut self.nodes[b as usize].machine {
+            m.handle_peer_up(now, a, info_a, a == SEEDER);
+            m.handle_have_all(now, a, has_a);
             self.dirty.push(b);
         }
     }
 
-    /// A device's role changed: its peers hear of it, its admission serves
-    /// other sites only as a gateway, and a new gateway finds others.
-    fn role_changed(&mut self, id: u32, uplink: bool, gateway: bool) {
-        let now = Duration::from_nanos(self.now_ns);
+    /// A device's role changed: its admission serves other sites only as
+    /// a gateway, and a new gateway finds others (its peers hear of it
+    /// through [`Output::Role`]).
+    fn role_changed(&mut self, id: u32, role: Role) {
         let node = &mut self.nodes[id as usize];
-        node.role = (uplink, gateway);
         if let Some(a) = &mut node.admission {
-            a.set_serves_away(gateway || self.sc.strategy != Strategy::Pollen);
+            a.set_serves_away(role.gateway || self.sc.strategy != Strategy::Pollen);
         }
-        if gateway {
+        if role.gateway {
             self.gateways.insert(id);
+            self.connect_gateways(id);
         } else {
             self.gateways.remove(&id);
-        }
-        let info = self.info(id);
-        for p in self.nodes[id as usize].peers.clone() {
-            if let Some(s) = &mut self.nodes[p as usize].swarm {
-                s.handle_peer_up(now, id, info);
-                self.dirty.push(p);
-            }
-        }
-        if gateway {
-            self.connect_gateways(id);
         }
     }
 
     fn schedule_starts(&mut self) {
         let release = ManifestId(*blake3::hash(&self.sc.seed.to_le_bytes()).as_bytes());
+        // The scenario's stages as a rollout: a device starts with the
+        // first stage whose share covers its bucket (`core::rollout`).
         let mut stages: Vec<(u16, f64)> = self
             .sc
             .stages
@@ -454,15 +432,23 @@ impl Sim {
             .map(|s| ((s.share_percent * 100.0).round() as u16, s.start_s))
             .collect();
         stages.sort_by_key(|s| s.0);
+        let rollout = Rollout {
+            stages: stages
+                .iter()
+                .map(|&(share, _)| RolloutStage {
+                    share,
+                    start_at: None,
+                })
+                .collect(),
+            max_failures: None,
+        };
         for id in 1..self.nodes.len() as u32 {
             let start = if stages.is_empty() {
                 0.0
             } else {
                 let bucket = pollen_core::rollout::bucket(&self.nodes[id as usize].name, &release);
-                stages
-                    .iter()
-                    .find(|(share, _)| bucket < *share)
-                    .map_or(f64::INFINITY, |(_, t)| *t)
+                pollen_core::rollout::stage_of(&rollout, bucket)
+                    .map_or(f64::INFINITY, |i| stages[i].1)
             };
             if start.is_finite() {
                 self.nodes[id as usize].start = start;
@@ -521,27 +507,41 @@ impl Sim {
     fn holds(&self, node: u32, index: u32) -> bool {
         node == SEEDER
             || self.nodes[node as usize]
-                .swarm
+                .machine
                 .as_ref()
-                .is_some_and(|s| s.have().get(index))
+                .and_then(|m| m.have())
+                .is_some_and(|h| h.get(index))
     }
 
     fn have_of(&self, node: u32) -> Bitfield {
-        match &self.nodes[node as usize].swarm {
+        match self.nodes[node as usize]
+            .machine
+            .as_ref()
+            .and_then(|m| m.have())
+        {
             _ if node == SEEDER => Bitfield::full(self.chunks.len() as u32),
-            Some(s) => s.have().clone(),
+            Some(h) => h.clone(),
             None => Bitfield::new(self.chunks.len() as u32),
         }
     }
 
-    /// What `node` tells a peer about itself.
+    /// What `node` tells a peer about itself (the seeder: an origin that
+    /// serves every site).
     fn info(&self, node: u32) -> PeerInfo {
-        let n = &self.nodes[node as usize];
+        let role = match &self.nodes[node as usize].machine {
+            _ if node == SEEDER => Role {
+                origin: true,
+                uplink: true,
+                gateway: true,
+            },
+            Some(m) => m.role(),
+            None => Role::default(),
+        };
         PeerInfo {
             site: Some(self.site_id(node)),
-            origin: node == SEEDER,
-            uplink: n.role.0,
-            gateway: n.role.1,
+            origin: role.origin,
+            uplink: role.uplink,
+            gateway: role.gateway,
         }
     }
 
@@ -578,48 +578,39 @@ impl Sim {
         let mut admission = Admission::new(config, own_site);
         admission.set_serves_away(strategy != Strategy::Pollen);
         node.admission = Some(admission);
-        node.role = (false, false);
         let have = node
             .have_at_crash
             .take()
             .unwrap_or_else(|| self.held_from_old.clone());
-        // Central HTTP is one download stream per device, kept full (two
-        // requests ahead) and never given up on: a slow server is just slow.
-        let central = strategy == Strategy::Central;
-        let day = Duration::from_secs(86_400);
-        let defaults = SwarmConfig::default();
-        let config = SwarmConfig {
-            seed: self.sc.seed ^ (u64::from(id) << 20) ^ u64::from(node.epoch),
-            per_peer_in_flight: if central {
-                2
-            } else {
-                self.sc.sched.per_peer_in_flight
+        let preset = match strategy {
+            Strategy::Pollen => Preset::Device {
+                cross_site: self.sc.sched.cross_site,
             },
-            total_in_flight: if central {
-                2
-            } else {
-                self.sc.sched.total_in_flight
-            },
-            window_time: if central { day } else { defaults.window_time },
-            request_timeout: if central {
-                day
-            } else {
-                defaults.request_timeout
-            },
-            site: (strategy == Strategy::Pollen)
-                .then(|| SiteId(u64::from(node.site.unwrap_or(0)) + 1)),
-            site_aware: strategy == Strategy::Pollen,
-            cross_site: self.sc.sched.cross_site,
-            site_fetchers: self.sc.sched.site_fetchers,
-            site_uplink_requests: self.sc.sched.site_uplink_requests,
-            window_mode: match self.sc.sched.window {
-                crate::scenario::Window::Rate => WindowMode::Rate,
-                crate::scenario::Window::Aimd => WindowMode::Aimd,
-            },
-            ..defaults
+            Strategy::Swarm => Preset::Flat,
+            Strategy::Central => Preset::Central,
         };
-        let swarm = Swarm::new(config, id, self.chunks.clone(), have, now);
-        self.nodes[id as usize].swarm = Some(swarm);
+        let site =
+            (strategy == Strategy::Pollen).then(|| SiteId(u64::from(node.site.unwrap_or(0)) + 1));
+        let config = NodeConfig {
+            swarm: SwarmConfig {
+                seed: self.sc.seed ^ (u64::from(id) << 20) ^ u64::from(node.epoch),
+                per_peer_in_flight: self.sc.sched.per_peer_in_flight,
+                total_in_flight: self.sc.sched.total_in_flight,
+                site_fetchers: self.sc.sched.site_fetchers,
+                site_uplink_requests: self.sc.sched.site_uplink_requests,
+                window_mode: match self.sc.sched.window {
+                    crate::scenario::Window::Rate => WindowMode::Rate,
+                    crate::scenario::Window::Aimd => WindowMode::Aimd,
+                },
+                ..SwarmConfig::default()
+            },
+            notice_every: Duration::from_secs_f64(self.sc.sched.notify_ms / 1000.0),
+            remote_notice_every: Duration::from_secs_f64(self.sc.sched.notify_remote_ms / 1000.0),
+            ..NodeConfig::new(preset, site)
+        };
+        let mut machine = Machine::new(config, id, now);
+        machine.take_release(now, self.chunks.clone(), have);
+        self.nodes[id as usize].machine = Some(machine);
         if !self.nodes[id as usize].seeder_conn {
             // Turned away by the seeder: reach other sites through their gateways.
             self.connect_gateways(id);
@@ -643,14 +634,13 @@ impl Sim {
         node.up = false;
         node.crashes += 1;
         node.timer = None;
-        node.gained = [Vec::new(), Vec::new()];
-        node.notify_at = [None, None];
-        if let Some(s) = node.swarm.take() {
-            add_stats(&mut node.sched, s.stats());
-            node.have_at_crash = Some(s.have().clone());
+        if let Some(m) = node.machine.take() {
+            if let (Some(stats), Some(have)) = (m.stats(), m.have()) {
+                add_stats(&mut node.sched, stats);
+                node.have_at_crash = Some(have.clone());
+            }
         }
         node.admission = None;
-        node.role = (false, false);
         self.gateways.remove(&id);
         if std::mem::take(&mut node.seeder_conn) {
             let site = node.site.unwrap_or(0) as usize;
@@ -684,8 +674,8 @@ impl Sim {
             self.start_held(server);
         }
         for p in self.nodes[id as usize].peers.clone() {
-            if let Some(s) = &mut self.nodes[p as usize].swarm {
-                s.handle_peer_down(now, id);
+            if let Some(m) = &mut self.nodes[p as usize].machine {
+                m.handle_peer_down(now, id);
                 self.dirty.push(p);
             }
         }
@@ -706,36 +696,43 @@ impl Sim {
 
     fn drain_one(&mut self, id: u32) {
         let now = self.now();
-        let mut actions = Vec::new();
-        let timeout = {
-            let Some(s) = &mut self.nodes[id as usize].swarm else {
-                return;
-            };
-            while let Some(a) = s.poll_action() {
-                actions.push(a);
-            }
-            s.poll_timeout()
+        let t = Duration::from_nanos(self.now_ns);
+        let Some(m) = &mut self.nodes[id as usize].machine else {
+            return;
         };
+        let outputs: Vec<Output<u32>> = std::iter::from_fn(|| m.poll_output()).collect();
+        let timeout = m.poll_timeout();
         let epoch = self.nodes[id as usize].epoch;
-        for a in actions {
-            match a {
-                Action::Request {
-                    peer, index, len, ..
-                } => self.request(id, peer, index, u64::from(len), epoch),
-                Action::Have { index } => {
-                    for far in [false, true] {
-                        self.gained(id, index, far);
+        for out in outputs {
+            match out {
+                Output::Request { peer, index, len } => {
+                    self.request(id, peer, index, u64::from(len), epoch)
+                }
+                // Notices arrive as they are sent (the seeder runs no
+                // scheduler and needs none).
+                Output::Gained { peer, indices } => {
+                    if let Some(m) = &mut self.nodes[peer as usize].machine {
+                        m.handle_gained(t, id, &indices);
+                        self.dirty.push(peer);
                     }
                 }
-                Action::Complete => {
+                Output::Role { peer, role } => {
+                    if let Some(m) = &mut self.nodes[peer as usize].machine {
+                        m.handle_peer_role(t, id, role);
+                        self.dirty.push(peer);
+                    }
+                }
+                Output::RoleChanged(role) => self.role_changed(id, role),
+                Output::Complete => {
                     let n = &mut self.nodes[id as usize];
                     if n.finish.is_none() {
                         n.finish = Some(now);
                         self.remaining -= 1;
                     }
                 }
-                Action::Role { uplink, gateway } => self.role_changed(id, uplink, gateway),
-                _ => {}
+                // The sender's slot frees when the transfer ends, and it
+                // learns of the chunk from the next notice.
+                Output::Ack { .. } | Output::Penalise { .. } | Output::Ban { .. } => {}
             }
         }
         if let Some(t) = timeout {
@@ -778,7 +775,7 @@ impl Sim {
         let reset = if self.sc.strategy == Strategy::Central {
             f64::INFINITY
         } else {
-            now + STREAM_TIMEOUT
+            now + STREAM_TIMEOUT.as_secs_f64()
         };
         let job = Job {
             token,
@@ -936,67 +933,6 @@ impl Sim {
         }
     }
 
-    /// Notes a gained chunk for the node's next notice (`far`: the one to
-    /// devices of other sites, `sched.notify_remote_ms`, as the node's
-    /// driver sends every fifth tick).
-    fn gained(&mut self, id: u32, index: u32, far: bool) {
-        let period = if far {
-            if self.sc.strategy != Strategy::Pollen {
-                return;
-            }
-            self.sc.sched.notify_remote_ms
-        } else {
-            self.sc.sched.notify_ms
-        };
-        let k = usize::from(far);
-        let node = &mut self.nodes[id as usize];
-        node.gained[k].push(index);
-        let tick = ns(period / 1000.0);
-        if tick == 0 {
-            // Idealised: peers learn of a chunk the moment it lands.
-            node.notify_at[k] = Some(self.now_ns);
-            self.notify(id, self.now_ns, far);
-        } else if node.notify_at[k].is_none() {
-            // The next tick of the node's clock (`driver::TICK`), which
-            // started when it joined: chunks gained since the last notice
-            // go out in one.
-            let start = ns(node.start);
-            let at = start + (self.now_ns - start) / tick * tick + tick;
-            node.notify_at[k] = Some(at);
-            self.queue.push(at, Ev::Notify(id, far));
-        }
-    }
-
-    /// A node's notice: its gained chunks are announced to its site and
-    /// origins, or (`far`) to its peers on other sites.
-    fn notify(&mut self, id: u32, at: u64, far: bool) {
-        let k = usize::from(far);
-        let node = &mut self.nodes[id as usize];
-        if node.notify_at[k] != Some(at) {
-            return;
-        }
-        node.notify_at[k] = None;
-        let gained = std::mem::take(&mut node.gained[k]);
-        let peers = std::mem::take(&mut node.peers);
-        let now = Duration::from_nanos(at);
-        let pollen = self.sc.strategy == Strategy::Pollen;
-        let own = self.nodes[id as usize].site;
-        for &p in &peers {
-            let elsewhere = pollen && p != SEEDER && self.nodes[p as usize].site != own;
-            if elsewhere != far {
-                continue;
-            }
-            if let Some(s) = &mut self.nodes[p as usize].swarm {
-                s.handle_have_many(now, id, &gained);
-                self.dirty.push(p);
-            }
-        }
-        let node = &mut self.nodes[id as usize];
-        node.peers = peers;
-        node.gained[k] = gained;
-        node.gained[k].clear();
-    }
-
     /// Handles one scheduled event due at `at`.
     fn handle(&mut self, at: u64, ev: Ev) {
         match ev {
@@ -1015,8 +951,8 @@ impl Sim {
             } => {
                 let n = &mut self.nodes[to as usize];
                 if n.up && n.epoch == epoch {
-                    if let Some(s) = &mut n.swarm {
-                        s.handle_request_failed(Duration::from_nanos(self.now_ns), from, index);
+                    if let Some(m) = &mut n.machine {
+                        m.handle_request_failed(Duration::from_nanos(self.now_ns), from, index);
                         self.dirty.push(to);
                     }
                 }
@@ -1030,9 +966,9 @@ impl Sim {
             } => {
                 let n = &mut self.nodes[to as usize];
                 if n.up && n.epoch == epoch {
-                    if let Some(s) = &mut n.swarm {
+                    if let Some(m) = &mut n.machine {
                         let hint = retry_ns.map(Duration::from_nanos);
-                        s.handle_request_busy(Duration::from_nanos(at), from, index, hint);
+                        m.handle_request_busy(Duration::from_nanos(at), from, index, hint);
                         self.dirty.push(to);
                     }
                 }
@@ -1046,9 +982,9 @@ impl Sim {
             } => {
                 let n = &mut self.nodes[to as usize];
                 if n.up && n.epoch == epoch {
-                    if let Some(s) = &mut n.swarm {
+                    if let Some(m) = &mut n.machine {
                         let hint = Duration::from_nanos(retry_ns);
-                        s.handle_request_declined(Duration::from_nanos(at), from, index, hint);
+                        m.handle_request_declined(Duration::from_nanos(at), from, index, hint);
                         self.dirty.push(to);
                     }
                 }
@@ -1058,18 +994,17 @@ impl Sim {
                 let n = &mut self.nodes[id as usize];
                 if n.timer == Some(at) {
                     n.timer = None;
-                    if let Some(s) = &mut n.swarm {
+                    if let Some(m) = &mut n.machine {
                         // As the node's driver does: what has arrived of each
                         // request so far decides whether it is overdue.
                         let net = &self.net;
-                        s.handle_timeout(Duration::from_nanos(at), |p, index| {
+                        m.handle_timeout(Duration::from_nanos(at), |p, index| {
                             net.progress(now, *p, id, index)
                         });
                         self.dirty.push(id);
                     }
                 }
             }
-            Ev::Notify(id, far) => self.notify(id, at, far),
             Ev::Crash(id) => self.crash(id),
             Ev::Maintain => {
                 let keep: Vec<u32> = (1..self.nodes.len() as u32)
@@ -1108,8 +1043,13 @@ impl Sim {
         } else {
             n.bytes_in_lan += len;
         }
-        if let Some(s) = &mut n.swarm {
-            s.handle_chunk(Duration::from_nanos(self.now_ns), from, index, true);
+        if let Some(m) = &mut n.machine {
+            m.handle_chunk(
+                Duration::from_nanos(self.now_ns),
+                from,
+                index,
+                Receipt::Verified,
+            );
         }
         self.dirty.push(to);
     }
@@ -1166,8 +1106,8 @@ impl Sim {
         progress(total - self.remaining, total);
         let end = self.now();
         for n in &mut self.nodes {
-            if let Some(s) = &n.swarm {
-                add_stats(&mut n.sched, s.stats());
+            if let Some(stats) = n.machine.as_ref().and_then(|m| m.stats()) {
+                add_stats(&mut n.sched, stats);
             }
         }
         Outcome {

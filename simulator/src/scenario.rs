@@ -167,13 +167,14 @@ pub struct SchedSpec {
     /// upload slots; with `swarm`, to anyone).
     #[serde(default = "upload_slots")]
     pub upload_slots: usize,
-    /// How often a device announces the chunks it gained (the node's tick);
-    /// 0: at once, as each chunk lands (idealised information).
-    #[serde(default = "two_hundred")]
+    /// How often a device announces the chunks it gained
+    /// (`pollen_core::node::NOTICE_EVERY`, as the node); 0: at once, as
+    /// each chunk lands (idealised information).
+    #[serde(default = "notify_ms")]
     pub notify_ms: f64,
     /// `pollen`: how often a device announces gained chunks to its peers on
-    /// other sites (the node's driver: every fifth tick).
-    #[serde(default = "thousand")]
+    /// other sites (`pollen_core::node::REMOTE_NOTICE_EVERY`, as the node).
+    #[serde(default = "notify_remote_ms")]
     pub notify_remote_ms: f64,
     /// How a device sizes what it keeps in flight to one source: `rate`
     /// (from what it delivers; the node's policy) or `aimd` (loss-driven,
@@ -201,8 +202,8 @@ impl Default for SchedSpec {
             site_fetchers: site_fetchers(),
             site_uplink_requests: site_uplink_requests(),
             upload_slots: upload_slots(),
-            notify_ms: 200.0,
-            notify_remote_ms: 1000.0,
+            notify_ms: notify_ms(),
+            notify_remote_ms: notify_remote_ms(),
             window: Window::Rate,
         }
     }
@@ -221,11 +222,11 @@ fn upload_slots() -> usize {
     pollen_core::admission::AdmissionConfig::default().max_active
 }
 
-fn two_hundred() -> f64 {
-    200.0
+fn notify_ms() -> f64 {
+    pollen_core::node::NOTICE_EVERY.as_secs_f64() * 1000.0
 }
-fn thousand() -> f64 {
-    1000.0
+fn notify_remote_ms() -> f64 {
+    pollen_core::node::REMOTE_NOTICE_EVERY.as_secs_f64() * 1000.0
 }
 
 fn eight() -> usize {

@@ -152,10 +152,7 @@ pub enum DecodeError {
 impl Manifest {
     /// Canonical body bytes: the format version, then postcard.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![FORMAT_VERSION];
-        // Serialising plain owned data into a Vec cannot fail.
-        out.extend(postcard::to_stdvec(self).unwrap_or_default());
-        out
+        crate::encode::canonical(&[FORMAT_VERSION], self)
     }
 
     /// Parses body bytes, refusing non-canonical encodings and invalid fields.

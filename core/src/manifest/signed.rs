@@ -115,9 +115,7 @@ pub(crate) fn seal_envelope(body: &[u8], signatures: &[Signature]) -> Vec<u8> {
             })
             .collect(),
     };
-    let mut out = vec![ENVELOPE_VERSION];
-    out.extend(postcard::to_stdvec(&envelope).unwrap_or_default());
-    out
+    crate::encode::canonical(&[ENVELOPE_VERSION], &envelope)
 }
 
 impl SignedManifest {

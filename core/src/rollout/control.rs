@@ -80,8 +80,7 @@ pub struct SignedControl {
 
 impl SignedControl {
     pub fn sign(control: RolloutControl, keys: &[&SecretKey]) -> Self {
-        let mut body = vec![CONTROL_FORMAT];
-        body.extend(postcard::to_stdvec(&control).unwrap_or_default());
+        let body = crate::encode::canonical(&[CONTROL_FORMAT], &control);
         let signatures = sign_body(SIGNING_CONTEXT, &body, keys);
         Self {
             body,

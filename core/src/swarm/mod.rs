@@ -126,6 +126,29 @@ impl PeerInfo {
     }
 }
 
+/// Whom a node fetches from, and under which site rules: the one setting
+/// behind every site predicate of the scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SwarmPolicy {
+    /// Pollen's (needs [`SwarmConfig::site`]; without one it is [`SwarmPolicy::Flat`]):
+    /// LAN peers first, each chunk across the uplink once per site. With
+    /// `cross_site`, also from gateways of other sites (origins only for
+    /// chunks none of them has); without, across the uplink from origins only.
+    Sites { cross_site: bool },
+    /// A plain swarm: every peer alike, whatever its site.
+    Flat,
+    /// The central baseline (`--no-lan`): never from a site peer; every
+    /// other peer alike.
+    NoLan,
+}
+
+impl Default for SwarmPolicy {
+    fn default() -> Self {
+        Self::Sites { cross_site: true }
+    }
+}
+
 /// Scheduler settings. [`SwarmConfig::default`] is the node's default policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SwarmConfig {
@@ -154,14 +177,8 @@ pub struct SwarmConfig {
     pub endgame_copies: usize,
     /// This node's site; `None` treats every peer alike.
     pub site: Option<SiteId>,
-    /// Site awareness (Pollen's policy). Off: a plain swarm that fetches from anyone.
-    pub site_aware: bool,
-    /// Fetch from peers on the same site. Off (`--no-lan`): only remote peers.
-    pub fetch_from_site: bool,
-    /// With site awareness: fetch across the uplink from devices of other
-    /// sites too (each chunk still once per site), origins only for chunks
-    /// none of them has. Off: across the uplink from origins only.
-    pub cross_site: bool,
+    /// Whom chunks are fetched from, and under which site rules.
+    pub policy: SwarmPolicy,
     /// Uplink budget in bytes per second for requests across the uplink.
     pub uplink_rate: Option<u64>,
     /// A site member assigned to fetch chunks across the uplink that
@@ -203,9 +220,7 @@ impl Default for SwarmConfig {
             endgame_chunks: 8,
             endgame_copies: 2,
             site: None,
-            site_aware: true,
-            fetch_from_site: true,
-            cross_site: true,
+            policy: SwarmPolicy::default(),
             uplink_rate: None,
             assignee_grace: Duration::from_secs(20),
             remote_warmup: Duration::from_secs(2),
@@ -254,6 +269,16 @@ pub enum Action<P> {
     /// What this node tells its peers about itself changed (an uplink
     /// connection came or went; it became a gateway or stopped being one).
     Role { uplink: bool, gateway: bool },
+}
+
+/// What checking a received chunk against its id found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Receipt {
+    /// Its length and BLAKE3 match: stored.
+    Verified,
+    /// It does not match (or broke the protocol): not stored, and the
+    /// sender is penalised.
+    Rejected,
 }
 
 /// Counters, for logs, metrics and the simulator's reports.
@@ -535,7 +560,8 @@ impl<P: PeerKey> Swarm<P> {
     /// cross-site sharing a device of another site): what it tells its site
     /// peers as [`PeerInfo::uplink`].
     pub fn has_uplink(&self) -> bool {
-        !self.origin_peers.is_empty() || (self.cross_site() && !self.remote_peers.is_empty())
+        !self.origin_peers.is_empty()
+            || (self.shares_across_sites() && !self.remote_peers.is_empty())
     }
 
     /// Whether this node is one of its site's gateways: with site
@@ -716,14 +742,14 @@ impl<P: PeerKey> Swarm<P> {
         self.fresh = fresh;
     }
 
-    /// A requested chunk arrived; `verified` says whether its BLAKE3 matched.
-    /// The caller stores it only when verified.
-    pub fn handle_chunk(&mut self, now: Duration, peer: P, index: u32, verified: bool) {
+    /// A requested chunk arrived and was checked against its id. The
+    /// caller stores it only when [`Receipt::Verified`].
+    pub fn handle_chunk(&mut self, now: Duration, peer: P, index: u32, receipt: Receipt) {
         if index as usize >= self.chunks.len() {
             return;
         }
         let was_requested = self.finish_request(now, &peer, index, true);
-        if !verified {
+        if receipt == Receipt::Rejected {
             self.stats.chunks_rejected += 1;
             self.strike(peer);
             self.schedule(now);
@@ -921,7 +947,18 @@ impl<P: PeerKey> Swarm<P> {
 
     /// Site-aware rules for requests across the uplink apply.
     fn uplink_rules(&self) -> bool {
-        self.config.site_aware && self.config.site.is_some() && self.config.fetch_from_site
+        matches!(self.config.policy, SwarmPolicy::Sites { .. }) && self.config.site.is_some()
+    }
+
+    /// Site peers are sources.
+    fn fetch_from_site(&self) -> bool {
+        self.config.policy != SwarmPolicy::NoLan
+    }
+
+    /// Devices of other sites are sources (under the site rules; without
+    /// them every peer is).
+    fn shares_across_sites(&self) -> bool {
+        !matches!(self.config.policy, SwarmPolicy::Sites { cross_site: false })
     }
 
     /// With cross-site sharing: an origin said lately it is the fleet's
@@ -936,14 +973,9 @@ impl<P: PeerKey> Swarm<P> {
         })
     }
 
-    /// Devices of other sites are sources (under the site rules).
-    fn cross_site(&self) -> bool {
-        !self.uplink_rules() || self.config.cross_site
-    }
-
     /// This member's share of the site's uplink requests.
     fn remote_cap(&self) -> usize {
-        if !self.config.site_aware || self.config.site.is_none() {
+        if !self.uplink_rules() {
             return usize::MAX;
         }
         let uplinks = self.local_uplinks.get().unwrap_or_else(|| {
@@ -1183,7 +1215,5 @@ impl<P: PeerKey> Swarm<P> {
     }
 }
 
-#[cfg(test)]
-mod harness;
 #[cfg(test)]
 mod tests;

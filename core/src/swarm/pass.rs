@@ -82,14 +82,14 @@ impl<P: PeerKey> Swarm<P> {
     /// Whether a peer of this class may be asked for `index` (site policy).
     fn allowed(&mut self, now: Duration, class: Class, index: u32) -> bool {
         if class == Class::Local {
-            return self.config.fetch_from_site;
+            return self.fetch_from_site();
         }
         if !self.uplink_rules() {
             return true;
         }
         let last_resort =
-            class == Class::Origin && self.config.cross_site && self.origins_pressed(now);
-        (class == Class::Origin || (class == Class::Remote && self.config.cross_site))
+            class == Class::Origin && self.shares_across_sites() && self.origins_pressed(now);
+        (class == Class::Origin || (class == Class::Remote && self.shares_across_sites()))
             && !self.on_site.get(index)
             && !(last_resort && self.on_remote.get(index))
             && self.warm(now)
@@ -99,8 +99,7 @@ impl<P: PeerKey> Swarm<P> {
     /// Whether end-game duplicates may go to a peer of this class.
     /// Uplink bytes are the scarce resource: never duplicate across it.
     fn endgame_for(&self, class: Class) -> bool {
-        self.endgame()
-            && (class == Class::Local || !self.config.site_aware || self.config.site.is_none())
+        self.endgame() && (class == Class::Local || !self.uplink_rules())
     }
 
     /// The incremental pass after `peer` announced `index`.
@@ -196,7 +195,7 @@ impl<P: PeerKey> Swarm<P> {
             return Vec::new();
         }
         if class == Class::Local {
-            if !self.config.fetch_from_site {
+            if !self.fetch_from_site() {
                 return Vec::new();
             }
             let (open, site) = (self.open.words(), self.on_site.words());
@@ -207,14 +206,14 @@ impl<P: PeerKey> Swarm<P> {
             return nonzero_words(open.len(), |k| open[k]);
         }
         if class == Class::Bystander
-            || (class == Class::Remote && !self.config.cross_site)
+            || (class == Class::Remote && !self.shares_across_sites())
             || !self.warm(now)
         {
             return Vec::new();
         }
         self.split(now);
         let last_resort =
-            class == Class::Origin && self.config.cross_site && self.origins_pressed(now);
+            class == Class::Origin && self.shares_across_sites() && self.origins_pressed(now);
         let (open, site, elsewhere) = (
             self.open.words(),
             self.on_site.words(),
@@ -290,7 +289,7 @@ impl<P: PeerKey> Swarm<P> {
         // Other sites are asked before origins only while origins refuse
         // work (they are the bottleneck); otherwise origins come first, and
         // sites' uplinks carry nothing for each other.
-        let order = if self.config.cross_site && !self.origins_pressed(now) {
+        let order = if self.shares_across_sites() && !self.origins_pressed(now) {
             [Class::Local, Class::Origin, Class::Remote]
         } else {
             [Class::Local, Class::Remote, Class::Origin]

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::harness::{Net, NodeSpec, SEEDER};
 use super::*;
+use crate::node::harness::{Net, NodeSpec, SEEDER};
 
 const MIN: Duration = Duration::from_secs(600);
 
@@ -53,7 +53,7 @@ fn site_of_six_pulls_each_chunk_across_the_uplink_once() {
 fn plain_swarm_pulls_more_than_once() {
     let cfg = |id| SwarmConfig {
         seed: u64::from(id),
-        site_aware: false,
+        policy: SwarmPolicy::Flat,
         ..SwarmConfig::default()
     };
     let mut net = Net::new(64, 256 * 1024, &specs(&[1; 6]), cfg);
@@ -70,7 +70,7 @@ fn plain_swarm_pulls_more_than_once() {
 fn no_lan_fetches_everything_from_the_seeder() {
     let cfg = |id| SwarmConfig {
         seed: u64::from(id),
-        fetch_from_site: false,
+        policy: SwarmPolicy::NoLan,
         ..SwarmConfig::default()
     };
     let mut net = Net::new(16, 100_000, &specs(&[1; 4]), cfg);
@@ -87,9 +87,9 @@ fn same_seed_same_run() {
         (
             net.finished.clone(),
             net.uplink_in.clone(),
-            net.swarms
-                .values()
-                .map(|s| s.stats().clone())
+            net.nodes
+                .keys()
+                .map(|&id| net.swarm(id).stats().clone())
                 .collect::<Vec<_>>(),
         )
     };
@@ -107,10 +107,11 @@ fn corrupt_peer_is_banned_and_download_completes() {
     net.run(MIN);
     for id in 1..=4 {
         assert!(net.finished.contains_key(&id), "node {id} finished");
-        assert!(net.swarms[&id].is_banned(&5) || net.swarms[&id].stats().chunks_rejected == 0);
+        let s = net.swarm(id);
+        assert!(s.is_banned(&5) || s.stats().chunks_rejected == 0);
     }
     assert!(
-        net.swarms.values().take(4).any(|s| s.is_banned(&5)),
+        (1..=4).any(|id| net.swarm(id).is_banned(&5)),
         "someone met the liar and banned it"
     );
     assert_eq!(net.stored_corrupt, 0);
@@ -179,7 +180,7 @@ fn pipelining_is_bounded_and_endgame_duplicates() {
             break;
         };
         requests.remove(0);
-        s.handle_chunk(t, peer, index, true);
+        s.handle_chunk(t, peer, index, Receipt::Verified);
         t += Duration::from_millis(1);
         while let Some(a) = s.poll_action() {
             if let Action::Request { peer, index, .. } = a {
@@ -222,7 +223,7 @@ fn rarest_chunk_is_requested_first() {
         })
         .expect("a request");
     assert_ne!(index, 2);
-    s.handle_chunk(Duration::from_millis(1), peer, index, true);
+    s.handle_chunk(Duration::from_millis(1), peer, index, Receipt::Verified);
     let first = std::iter::from_fn(|| s.poll_action()).find_map(|a| match a {
         Action::Request { index, .. } => Some(index),
         _ => None,
@@ -368,7 +369,7 @@ proptest! {
                 }
                 2 if !flying.is_empty() => {
                     let (p, i) = flying.remove(index as usize % flying.len());
-                    s.handle_chunk(t, p, i, true);
+                    s.handle_chunk(t, p, i, Receipt::Verified);
                 }
                 _ => s.handle_peer_down(t, peer),
             }
@@ -465,7 +466,7 @@ proptest! {
                         0 => s.handle_request_busy(now, 1, index, Some(Duration::from_millis(700))),
                         1 => s.handle_request_busy(now, 1, index, None),
                         2 => s.handle_request_declined(now, 1, index, Duration::from_secs(2)),
-                        _ => s.handle_chunk(now, 1, index, true),
+                        _ => s.handle_chunk(now, 1, index, Receipt::Verified),
                     }
                     continue;
                 }

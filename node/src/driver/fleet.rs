@@ -25,14 +25,6 @@ pub(crate) struct Fleet {
     last_own: Option<StatusRecord>,
 }
 
-/// Prefix of the state keys under which the seeder stores records.
-pub const STATE_PREFIX: &str = "status/";
-
-/// Key under which the seeder stores a device's record.
-pub fn state_key(device: &KeyId) -> String {
-    format!("{STATE_PREFIX}{device}")
-}
-
 impl Fleet {
     pub fn new(key: SecretKey) -> Self {
         Self {

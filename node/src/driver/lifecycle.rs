@@ -115,11 +115,13 @@ impl Lifecycle {
         }
     }
 
-    /// Offers the current release to the updater when the rollout lets
-    /// this device install it; otherwise records why it waits.
+    /// Offers the current release (`complete`: all its chunks held) to the
+    /// updater when the rollout lets this device install it; otherwise
+    /// records why it waits.
     pub fn tick(
         &mut self,
         release: &Release,
+        complete: bool,
         device_id: &str,
         control: Option<&RolloutControl>,
         unix_now: u64,
@@ -140,7 +142,7 @@ impl Lifecycle {
         }
         let rref = release_ref(&release.manifest);
         let on_target = r.target.as_ref().is_some_and(|t| t.release.manifest == id);
-        if !release.sched.is_complete() {
+        if !complete {
             if !(on_target && r.phase == Phase::Downloading) {
                 let _ = self.tx.try_send(Command::Downloading(rref));
             }

@@ -25,8 +25,9 @@ use pollen_core::admission::AdmissionConfig;
 use pollen_core::manifest::{
     verify, ManifestId, SecretKey, SignedManifest, TrustPolicy, VerifyContext,
 };
+use pollen_core::node::{Node, NodeConfig as LogicConfig, Output, Preset};
 use pollen_core::rollout::VerifiedControl;
-use pollen_core::swarm::{Action, PeerInfo as SchedPeer, SiteId, SwarmConfig};
+use pollen_core::swarm::{PeerInfo as SchedPeer, Receipt, SiteId, Swarm, SwarmConfig};
 use pollen_core::wire::{Announce, Hello, PeerRecord, Request, Response, Role};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -40,7 +41,6 @@ use crate::store::{self, RocksStore, Store, StoreError};
 use crate::update::{UpdateConfig, UpdateError};
 use status::{recv_api, recv_progress};
 
-pub use fleet::{state_key as status_state_key, STATE_PREFIX as STATUS_PREFIX};
 pub use release::{Peer, Release};
 
 /// What the node is for.
@@ -183,18 +183,15 @@ struct PeerInfo {
     site: Option<SiteId>,
     role: Role,
     hello: bool,
-    /// Static peers are the only ones fetched from with `--no-lan`.
+    /// Named by `--peer` (the only ones fetched from with `--no-lan`).
     is_static: bool,
-    in_sched: bool,
     listen: Vec<Multiaddr>,
     /// A seeder turned it away (full): disconnected once the answer is out.
     turn_away: bool,
 }
 
-/// Gained-chunk notices are batched this often.
+/// Housekeeping (held uploads, fleet status, progress events) runs this often.
 const TICK: Duration = Duration::from_millis(200);
-/// Devices of other sites get gained-chunk notices every this many ticks.
-const REMOTE_NOTICE_TICKS: u32 = 5;
 /// A seeder that turned this node away is not dialed again sooner than this.
 const TURNED_AWAY: Duration = Duration::from_secs(60);
 
@@ -205,22 +202,19 @@ pub struct Driver {
     config: NodeConfig,
     site: Option<SiteId>,
     release: Option<Release>,
+    /// What the node decides (`pollen_core::node`): the scheduler of the
+    /// current release, notices, roles.
+    node: Node<Peer>,
     peers: HashMap<PeerId, PeerInfo>,
     pending: HashMap<OutboundRequestId, (PeerId, Pending)>,
     static_dials: HashMap<ConnectionId, Multiaddr>,
     /// Static addresses whose peer turned this node away, until when.
     turned_away: HashMap<Multiaddr, Instant>,
     uploads: uploads::Uploads,
-    /// What this node last told its peers it is.
-    role: Role,
     /// Chunk requests in flight: their received-byte counters.
     chunk_progress: HashMap<(PeerId, u32), Counter>,
     /// `fetch`: when to stop lingering for the site.
     linger_until: Option<Instant>,
-    gained: Vec<u32>,
-    /// Gained chunks not yet announced to devices of other sites.
-    gained_remote: Vec<u32>,
-    ticks: u32,
     start: Instant,
     heard_hello: bool,
     report: Report,
@@ -269,6 +263,22 @@ impl Driver {
         let site = config.site.as_deref().map(SiteId::from_name);
         let peer_id = *swarm.local_peer_id();
         let writer = writer::Writer::spawn(store.clone())?;
+        let preset = match config.mode {
+            Mode::Seed => Preset::Seeder,
+            _ if config.no_lan => Preset::Central,
+            _ => Preset::Device {
+                cross_site: config.cross_site,
+            },
+        };
+        let node_config = LogicConfig {
+            swarm: SwarmConfig {
+                seed: config.seed,
+                uplink_rate: config.uplink_rate,
+                ..SwarmConfig::default()
+            },
+            ..LogicConfig::new(preset, site)
+        };
+        let node = Node::new(node_config, Peer(peer_id), Duration::ZERO);
         let lifecycle = match &config.lifecycle {
             Some(c) => Some(lifecycle::Lifecycle::spawn(
                 store.clone(),
@@ -282,20 +292,14 @@ impl Driver {
             store,
             site,
             release: None,
+            node,
             peers: HashMap::new(),
             pending: HashMap::new(),
             static_dials: HashMap::new(),
             turned_away: HashMap::new(),
             uploads: uploads::Uploads::new(config.admission.clone(), site),
-            role: Role {
-                origin: config.mode == Mode::Seed,
-                ..Role::default()
-            },
             chunk_progress: HashMap::new(),
             linger_until: None,
-            gained: Vec::new(),
-            gained_remote: Vec::new(),
-            ticks: 0,
             start: Instant::now(),
             heard_hello: false,
             report: Report {
@@ -348,14 +352,9 @@ impl Driver {
         }
     }
 
-    fn sched_config(&self) -> SwarmConfig {
-        SwarmConfig {
-            seed: self.config.seed,
-            site: self.site,
-            uplink_rate: self.config.uplink_rate,
-            cross_site: self.config.cross_site,
-            ..SwarmConfig::default()
-        }
+    /// The current release's scheduler.
+    fn sched(&self) -> Option<&Swarm<Peer>> {
+        self.release.as_ref().and(self.node.swarm())
     }
 
     /// What the scheduler needs to know of a peer.
@@ -420,14 +419,9 @@ impl Driver {
         &mut self,
         manifest: pollen_core::manifest::VerifiedManifest,
     ) -> Result<(), StoreError> {
-        let me = Peer(self.peer_id());
-        let release = Release::new(
-            self.store.as_ref(),
-            manifest,
-            self.sched_config(),
-            me,
-            self.now(),
-        )?;
+        let (release, have) = Release::new(self.store.as_ref(), manifest)?;
+        let now = self.now();
+        self.node.take_release(now, release.chunks.clone(), have);
         let id = release.id();
         tracing::info!(manifest = %id, release = release.release(), chunks = release.chunks.len(), held = release.held_at_start, "taking up release");
         self.emit(NodeEvent::NewRelease {
@@ -451,8 +445,6 @@ impl Driver {
             .new_release(release.chunks.len() as u32);
         self.release = Some(release);
         self.control_asked = Some(Instant::now());
-        self.gained.clear();
-        self.gained_remote.clear();
         self.chunk_progress.clear();
         // Old requests are for the old release; their answers will be ignored.
         let peers: Vec<PeerId> = self
@@ -462,10 +454,6 @@ impl Driver {
             .map(|(p, _)| *p)
             .collect();
         for p in peers {
-            if let Some(info) = self.peers.get_mut(&p) {
-                info.in_sched = false;
-            }
-            self.add_to_sched(p);
             self.send(p, Request::GetHave(id), Pending::Have(id));
             self.send(p, Request::GetControl(id), Pending::Control(id));
             self.send(
@@ -492,7 +480,7 @@ impl Driver {
             channel: self.config.channel.clone(),
             site: self.site,
             newest: self.announce_of_current(),
-            role: self.role,
+            role: self.node.role(),
         }
     }
 
@@ -522,39 +510,17 @@ impl Driver {
             .send_response(channel, response.into());
     }
 
-    /// This node's role changed: its peers hear of it, and it serves other
-    /// sites only as a gateway (or as a seeder, or without site awareness).
-    fn set_role(&mut self, uplink: bool, gateway: bool) {
-        let role = Role {
-            origin: self.role.origin,
-            uplink,
-            gateway,
-        };
-        if role == self.role {
-            return;
-        }
-        tracing::info!(uplink, gateway, "role changed");
-        self.role = role;
+    /// This node's role changed (its peers hear of it through
+    /// [`Output::Role`]): it serves other sites only as a gateway (or as a
+    /// seeder, or without a site), and a new gateway looks for others.
+    fn role_changed(&mut self, role: Role) {
+        tracing::info!(uplink = role.uplink, gateway = role.gateway, "role changed");
         self.uploads
             .admission
-            .set_serves_away(gateway || self.role.origin || self.site.is_none());
-        for p in self.hello_peer_ids() {
-            self.send(p, Request::Role(role), Pending::Notice);
-        }
-        if gateway {
+            .set_serves_away(role.gateway || role.origin || self.site.is_none());
+        if role.gateway {
             self.find_gateways();
         }
-    }
-
-    /// Without a release (so without a scheduler to say it), this node's
-    /// uplink is a connection to an origin: its site peers learn it before
-    /// a release starts, so their splits agree from the first request.
-    fn idle_role(&mut self) {
-        if self.release.is_some() || self.config.mode == Mode::Seed {
-            return;
-        }
-        let uplink = self.peers.values().any(|i| i.hello && i.role.origin);
-        self.set_role(uplink, false);
     }
 
     fn hello_peer_ids(&self) -> Vec<PeerId> {
@@ -567,15 +533,16 @@ impl Driver {
 
     /// Whether a peer of `site` and `role` is a device of another site.
     fn other_site(&self, site: Option<SiteId>, role: Role) -> bool {
-        !role.origin && self.site.is_some() && site != self.site
+        self.node.elsewhere(&SchedPeer {
+            site,
+            origin: role.origin,
+            ..SchedPeer::default()
+        })
     }
 
     /// Connections to devices of other sites.
     fn remote_count(&self) -> usize {
-        self.peers
-            .values()
-            .filter(|i| i.hello && self.other_site(i.site, i.role))
-            .count()
+        self.node.remote_count()
     }
 
     /// A gateway with room for more connections to other sites asks its
@@ -598,24 +565,13 @@ impl Driver {
         }
     }
 
-    fn fetches_from(&self, info: &PeerInfo) -> bool {
-        self.config.mode != Mode::Seed && (!self.config.no_lan || info.is_static)
-    }
-
-    fn add_to_sched(&mut self, peer: PeerId) {
+    /// A peer greeted this node: the node logic learns who it is.
+    fn greeted(&mut self, peer: PeerId) {
         let now = self.now();
-        let Some(info) = self.peers.get(&peer) else {
-            return;
-        };
-        if info.in_sched || !info.hello || !self.fetches_from(info) {
-            return;
-        }
-        let sched_peer = Self::sched_peer(info);
-        if let Some(r) = &mut self.release {
-            r.sched.handle_peer_up(now, Peer(peer), sched_peer);
-            if let Some(info) = self.peers.get_mut(&peer) {
-                info.in_sched = true;
-            }
+        if let Some(info) = self.peers.get(&peer).filter(|i| i.hello) {
+            let sched_peer = Self::sched_peer(info);
+            self.node
+                .handle_peer_up(now, Peer(peer), sched_peer, info.is_static);
         }
     }
 
@@ -636,7 +592,7 @@ impl Driver {
                 tracing::debug!(%addr, error = %e, "dial failed");
             }
         }
-        if self.role.gateway {
+        if self.node.role().gateway {
             self.find_gateways();
         }
     }
@@ -657,7 +613,7 @@ impl Driver {
             if self.other_site(site, role) {
                 let wanted = self.config.cross_site
                     && role.gateway
-                    && (self.role.gateway || !self.role.uplink)
+                    && (self.node.role().gateway || !self.node.role().uplink)
                     && self.remote_count() < self.config.max_remote_peers;
                 if !wanted {
                     return;
@@ -684,9 +640,8 @@ impl Driver {
         let mut redial = tokio::time::interval(Duration::from_secs(3));
         loop {
             let deadline = self
-                .release
-                .as_ref()
-                .and_then(|r| r.sched.poll_timeout())
+                .node
+                .poll_timeout()
                 .map(|d| self.start + d)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
@@ -717,16 +672,13 @@ impl Driver {
         if self.config.mode != Mode::Fetch || !self.heard_hello {
             return false;
         }
-        let Some(r) = &self.release else {
-            return false;
-        };
-        if !r.sched.is_complete() {
+        if !self.sched().is_some_and(|r| r.is_complete()) {
             return false;
         }
         let until = *self
             .linger_until
             .get_or_insert_with(|| Instant::now() + self.config.linger);
-        let site_done = r.sched.site_complete();
+        let site_done = self.sched().is_some_and(|r| r.site_complete());
         if !site_done && Instant::now() < until {
             return false;
         }
@@ -734,29 +686,27 @@ impl Driver {
         true
     }
 
-    /// A scheduler deadline: what each late request has received so far
-    /// decides whether it is still moving.
+    /// The node logic's deadline: notices due go out, and what each late
+    /// request has received so far decides whether it is still moving.
     fn on_timer(&mut self) {
         let now = self.now();
         let progress = &self.chunk_progress;
-        if let Some(r) = &mut self.release {
-            r.sched.handle_timeout(now, |peer, index| {
-                progress
-                    .get(&(peer.0, index))
-                    .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
-            });
-        }
+        self.node.handle_timeout(now, |peer, index| {
+            progress
+                .get(&(peer.0, index))
+                .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
+        });
     }
 
     fn finish_report(&mut self) -> Report {
-        if let Some(r) = &self.release {
-            let s = r.sched.stats();
+        if let Some(r) = self.release.as_ref().and(self.node.swarm()) {
+            let s = r.stats();
             self.report.chunks_fetched = s.chunks_verified;
             self.report.chunks_rejected = s.chunks_rejected;
             self.report.duplicate_chunks = s.duplicates;
             self.report.bytes_from_site = s.bytes_from_site;
             self.report.bytes_from_remote = s.bytes_from_remote;
-            self.report.complete = r.sched.is_complete();
+            self.report.complete = r.is_complete();
         }
         self.report.clone()
     }
@@ -770,38 +720,8 @@ impl Driver {
             self.respond(h.channel, Response::Busy { retry_ms });
         }
         self.start_held();
-        self.ticks = self.ticks.wrapping_add(1);
-        if let Some(id) = self.release.as_ref().map(|r| r.id()) {
-            // Site peers and origins hear every tick; devices of other sites
-            // once a second (each notice is a stream across two uplinks).
-            let remote_due = self.ticks % REMOTE_NOTICE_TICKS == 0;
-            let indices = std::mem::take(&mut self.gained);
-            self.gained_remote.extend_from_slice(&indices);
-            let remote = if remote_due {
-                std::mem::take(&mut self.gained_remote)
-            } else {
-                Vec::new()
-            };
-            let peers: Vec<(PeerId, bool)> = self
-                .peers
-                .iter()
-                .filter(|(_, i)| i.hello)
-                .map(|(p, i)| (*p, self.other_site(i.site, i.role)))
-                .collect();
-            for (p, elsewhere) in peers {
-                let list = if elsewhere { &remote } else { &indices };
-                if list.is_empty() {
-                    continue;
-                }
-                let notice = Request::Gained {
-                    manifest: id,
-                    indices: list.clone(),
-                };
-                self.send(p, notice, Pending::Notice);
-            }
-        }
         if let Some(r) = &self.release {
-            let held = r.sched.have().count();
+            let held = self.node.have().map_or(0, |h| h.count());
             if held != self.last_progress {
                 self.last_progress = held;
                 self.emit(NodeEvent::Progress {
@@ -843,13 +763,10 @@ impl Driver {
             } => {
                 tracing::debug!(peer = %peer_id, "disconnected");
                 self.peers.remove(&peer_id);
-                self.idle_role();
                 let now = self.now();
                 self.uploads.forget(now, &peer_id);
                 self.chunk_progress.retain(|(p, _), _| *p != peer_id);
-                if let Some(r) = &mut self.release {
-                    r.sched.handle_peer_down(now, Peer(peer_id));
-                }
+                self.node.handle_peer_down(now, Peer(peer_id));
             }
             SwarmEvent::OutgoingConnectionError { connection_id, .. } => {
                 self.static_dials.remove(&connection_id);
@@ -970,7 +887,7 @@ impl Driver {
                 info.hello = true;
                 info.site = h.site;
                 info.role = h.role;
-                self.add_to_sched(from);
+                self.greeted(from);
                 if let Some(id) = self.release.as_ref().map(|r| r.id()) {
                     self.send(from, Request::GetHave(id), Pending::Have(id));
                     if self.control_asked.is_some() {
@@ -984,14 +901,13 @@ impl Driver {
                     self.send(from, Request::GetPeers, Pending::Peers);
                 }
                 self.greet_fleet(from);
-                self.idle_role();
             }
             (Pending::Manifest, Response::Manifest(bytes)) => self.on_manifest(from, &bytes)?,
             (Pending::Have(id), Response::Have(bits)) => {
-                if let Some(r) = &mut self.release {
+                if let Some(r) = &self.release {
                     if r.id() == id {
                         match bits.checked(r.chunks.len() as u32) {
-                            Ok(bits) => r.sched.handle_have_all(now, Peer(from), bits),
+                            Ok(bits) => self.node.handle_have_all(now, Peer(from), bits),
                             Err(e) => tracing::debug!(peer = %from, error = %e, "bad has-set"),
                         }
                     }
@@ -1013,21 +929,18 @@ impl Driver {
                 other,
             ) => {
                 self.chunk_progress.remove(&(from, index));
-                if let Some(r) = &mut self.release {
-                    if r.id() == manifest {
-                        let p = Peer(from);
-                        let ms = |m: u32| Duration::from_millis(u64::from(m));
-                        match other {
-                            Response::NotFound => r.sched.handle_request_failed(now, p, index),
-                            Response::Declined { retry_ms } => {
-                                r.sched.handle_request_declined(now, p, index, ms(retry_ms))
-                            }
-                            Response::Busy { retry_ms } => {
-                                r.sched
-                                    .handle_request_busy(now, p, index, Some(ms(retry_ms)))
-                            }
-                            _ => r.sched.handle_request_busy(now, p, index, None),
+                if self.release.as_ref().is_some_and(|r| r.id() == manifest) {
+                    let (p, n) = (Peer(from), &mut self.node);
+                    let ms = |m: u32| Duration::from_millis(u64::from(m));
+                    match other {
+                        Response::NotFound => n.handle_request_failed(now, p, index),
+                        Response::Declined { retry_ms } => {
+                            n.handle_request_declined(now, p, index, ms(retry_ms))
                         }
+                        Response::Busy { retry_ms } => {
+                            n.handle_request_busy(now, p, index, Some(ms(retry_ms)))
+                        }
+                        _ => n.handle_request_busy(now, p, index, None),
                     }
                 }
             }
@@ -1054,8 +967,7 @@ impl Driver {
             return;
         };
         self.chunk_progress.remove(&(peer, index));
-        let Some(r) = &mut self.release else { return };
-        if r.id() != manifest {
+        if self.release.as_ref().is_none_or(|r| r.id() != manifest) {
             return;
         }
         // A frame over the cap or undecodable is a protocol violation, not bad luck.
@@ -1063,9 +975,10 @@ impl Driver {
             matches!(&error, OutboundFailure::Io(e) if e.kind() == std::io::ErrorKind::InvalidData);
         tracing::debug!(%peer, index, error = %error, violation, "chunk request failed");
         if violation {
-            r.sched.handle_chunk(now, Peer(peer), index, false);
+            self.node
+                .handle_chunk(now, Peer(peer), index, Receipt::Rejected);
         } else {
-            r.sched.handle_request_busy(now, Peer(peer), index, None);
+            self.node.handle_request_busy(now, Peer(peer), index, None);
         }
     }
 
@@ -1137,13 +1050,6 @@ impl Driver {
             return Ok(());
         }
         if ok {
-            // The sender hears at once: that frees the upload slot that
-            // carried the chunk, and measures its delivery rate.
-            let ack = Request::Gained {
-                manifest: w.manifest,
-                indices: vec![w.index],
-            };
-            self.send(w.peer, ack, Pending::Notice);
             *self
                 .report
                 .bytes_from
@@ -1153,9 +1059,12 @@ impl Driver {
         } else {
             tracing::warn!(peer = %w.peer, index = w.index, got = w.len, "chunk failed verification; not stored");
         }
-        if let Some(r) = &mut self.release {
-            r.sched.handle_chunk(now, Peer(w.peer), w.index, ok);
-        }
+        let receipt = if ok {
+            Receipt::Verified
+        } else {
+            Receipt::Rejected
+        };
+        self.node.handle_chunk(now, Peer(w.peer), w.index, receipt);
         Ok(())
     }
 
@@ -1177,18 +1086,19 @@ impl Driver {
         }
     }
 
+    /// Carries out what the node logic decided.
     fn drain_actions(&mut self) -> Result<(), DriverError> {
-        let Some(r) = &mut self.release else {
-            return Ok(());
-        };
-        let id = r.id();
-        let mut actions = Vec::new();
-        while let Some(a) = r.sched.poll_action() {
-            actions.push(a);
-        }
-        for a in actions {
-            match a {
-                Action::Request { peer, index, .. } => {
+        while let Some(out) = self.node.poll_output() {
+            let Some(id) = self.release.as_ref().map(|r| r.id()) else {
+                if let Output::RoleChanged(role) = out {
+                    self.role_changed(role);
+                } else if let Output::Role { peer, role } = out {
+                    self.send(peer.0, Request::Role(role), Pending::Notice);
+                }
+                continue;
+            };
+            match out {
+                Output::Request { peer, index, .. } => {
                     let progress = Counter::default();
                     self.chunk_progress
                         .insert((peer.0, index), progress.clone());
@@ -1205,19 +1115,37 @@ impl Driver {
                         },
                     );
                 }
-                Action::Role { uplink, gateway } => self.set_role(uplink, gateway),
-                Action::Have { index } => self.gained.push(index),
-                Action::Penalise { peer } => {
+                Output::Gained { peer, indices } => {
+                    let notice = Request::Gained {
+                        manifest: id,
+                        indices: indices.to_vec(),
+                    };
+                    self.send(peer.0, notice, Pending::Notice);
+                }
+                // The sender hears at once: that frees the upload slot that
+                // carried the chunk, and measures its delivery rate.
+                Output::Ack { peer, index } => {
+                    let ack = Request::Gained {
+                        manifest: id,
+                        indices: vec![index],
+                    };
+                    self.send(peer.0, ack, Pending::Notice);
+                }
+                Output::Role { peer, role } => {
+                    self.send(peer.0, Request::Role(role), Pending::Notice)
+                }
+                Output::RoleChanged(role) => self.role_changed(role),
+                Output::Penalise { peer } => {
                     tracing::warn!(peer = %peer.0, "peer penalised for a bad chunk")
                 }
-                Action::Ban { peer } => {
+                Output::Ban { peer } => {
                     tracing::warn!(peer = %peer.0, "peer banned after repeated bad chunks");
                     self.swarm.behaviour_mut().blocked.block_peer(peer.0);
                     let _ = self.swarm.disconnect_peer_id(peer.0);
                     self.report.banned.push(peer.0.to_string());
                     self.emit(NodeEvent::Banned(peer.0));
                 }
-                Action::Complete => {
+                Output::Complete => {
                     tracing::info!(manifest = %id, "release complete");
                     self.report.seconds_to_complete = Some(self.start.elapsed().as_secs_f64());
                     let report = Box::new(self.finish_report());
@@ -1226,8 +1154,6 @@ impl Driver {
                         report,
                     });
                 }
-                // Request-response cannot cancel a request in flight; a late answer is a harmless duplicate.
-                Action::Cancel { .. } => {}
             }
         }
         Ok(())

@@ -1,11 +1,11 @@
-//! The release a node is working on: its verified manifest, the unique
-//! chunk list and the scheduler instance for it.
+//! The release a node is working on: its verified manifest and unique
+//! chunk list (its scheduler lives in the node logic, `pollen_core::node`).
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use libp2p::PeerId;
 use pollen_core::manifest::{ChunkRef, ManifestId, VerifiedManifest};
-use pollen_core::swarm::{unique_chunks, Bitfield, PeerKey, Swarm, SwarmConfig};
+use pollen_core::swarm::{unique_chunks, Bitfield, PeerKey};
 
 use crate::store::{Store, StoreError};
 
@@ -19,24 +19,21 @@ impl PeerKey for Peer {
     }
 }
 
-/// The current release and its scheduler.
+/// The current release.
 #[derive(Debug)]
 pub struct Release {
     pub manifest: VerifiedManifest,
-    pub chunks: Vec<ChunkRef>,
-    pub sched: Swarm<Peer>,
+    pub chunks: Arc<[ChunkRef]>,
     /// Chunks already held when this release was taken up (resume, or shared with an older one).
     pub held_at_start: u32,
 }
 
 impl Release {
+    /// The release of `manifest`, and which of its chunks `store` holds.
     pub fn new<S: Store + ?Sized>(
         store: &S,
         manifest: VerifiedManifest,
-        config: SwarmConfig,
-        me: Peer,
-        now: Duration,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<(Self, Bitfield), StoreError> {
         let chunks = unique_chunks(manifest.manifest());
         let mut have = Bitfield::new(chunks.len() as u32);
         for (i, c) in chunks.iter().enumerate() {
@@ -45,13 +42,12 @@ impl Release {
             }
         }
         let held_at_start = have.count();
-        let sched = Swarm::new(config, me, chunks.clone(), have, now);
-        Ok(Self {
+        let release = Self {
             manifest,
-            chunks,
-            sched,
+            chunks: chunks.into(),
             held_at_start,
-        })
+        };
+        Ok((release, have))
     }
 
     pub fn id(&self) -> ManifestId {

@@ -48,12 +48,7 @@ impl Driver {
             Request::Role(role) => {
                 if let Some(info) = self.peers.get_mut(&peer) {
                     info.role = role;
-                    if info.in_sched {
-                        let sched_peer = Self::sched_peer(info);
-                        if let Some(r) = &mut self.release {
-                            r.sched.handle_peer_up(now, super::Peer(peer), sched_peer);
-                        }
-                    }
+                    self.node.handle_peer_role(now, super::Peer(peer), role);
                 }
                 Response::Ok
             }
@@ -67,16 +62,16 @@ impl Driver {
                 Some(bytes) => Response::Manifest(bytes),
                 None => Response::NotFound,
             },
-            Request::GetHave(id) => match &self.release {
-                Some(r) if r.id() == id => Response::Have(r.sched.have().clone()),
+            Request::GetHave(id) => match (&self.release, self.node.have()) {
+                (Some(r), Some(have)) if r.id() == id => Response::Have(have.clone()),
                 _ => Response::NotFound,
             },
             Request::Gained { manifest, indices } => {
-                if let Some(r) = &mut self.release {
+                if let Some(r) = &self.release {
                     if r.id() == manifest {
                         let n = r.chunks.len() as u32;
                         let indices: Vec<u32> = indices.into_iter().filter(|&i| i < n).collect();
-                        r.sched.handle_have_many(now, super::Peer(peer), &indices);
+                        self.node.handle_gained(now, super::Peer(peer), &indices);
                         // What we sent it has arrived: its slots are free,
                         // and what it still waited for here it has now.
                         for h in self.uploads.announced(now, &peer, &indices) {
@@ -154,7 +149,7 @@ impl Driver {
         index: u32,
     ) {
         let chunk = match &self.release {
-            Some(r) if r.id() == manifest && r.sched.have().get(index) => {
+            Some(r) if r.id() == manifest && self.node.have().is_some_and(|h| h.get(index)) => {
                 r.chunks.get(index as usize).copied()
             }
             _ => None,

@@ -17,7 +17,8 @@ use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
 use super::lifecycle::{Lifecycle, Progress};
-use super::{fleet, Driver, DriverError, Mode, Pending};
+use super::{Driver, DriverError, Mode, Pending};
+use crate::store::keys;
 use crate::api::{ApiCommand, Shared};
 use crate::net::NetError;
 use crate::store::Store;
@@ -117,7 +118,8 @@ impl Driver {
             .is_none_or(|asked| asked.elapsed() >= CONTROL_WAIT);
         if let (Some(l), Some(r), true) = (&mut self.lifecycle, &self.release, answered) {
             let control = self.control.as_ref().map(|c| c.control());
-            l.tick(r, &self.device_id, control, crate::unix_now());
+            let complete = self.node.is_complete();
+            l.tick(r, complete, &self.device_id, control, crate::unix_now());
         }
         self.publish_status(false);
         let outbox = self.fleet.take_outbox();
@@ -156,7 +158,7 @@ impl Driver {
 
     /// Loads the records a seeder stored before it restarted.
     pub(super) fn load_fleet(&mut self) -> Result<(), DriverError> {
-        for (_, bytes) in self.store.state_with_prefix(fleet::STATE_PREFIX)? {
+        for (_, bytes) in self.store.state_with_prefix(keys::STATUS_PREFIX)? {
             if let Err(e) = self.fleet.receive(&bytes) {
                 tracing::warn!(error = %e, "a stored status record no longer decodes");
             }
@@ -179,7 +181,7 @@ impl Driver {
                     any = true;
                     if self.config.mode == Mode::Seed {
                         self.store
-                            .put_state(&fleet::state_key(&s.key_id()), s.to_bytes())?;
+                            .put_state(&keys::status(&s.key_id()), s.to_bytes())?;
                     }
                     tracing::debug!(%peer, device = %s.record().device, phase = %s.record().phase, "status record");
                 }
@@ -292,15 +294,15 @@ impl Driver {
 
     fn status_json(&self) -> serde_json::Value {
         let rec = self.lifecycle.as_ref().map(|l| &l.record);
-        let release = self.release.as_ref().map(|r| {
-            let s = r.sched.stats();
+        let release = self.release.as_ref().zip(self.sched()).map(|(r, sched)| {
+            let s = sched.stats();
             serde_json::json!({
                 "manifest": r.id().to_hex(),
                 "release": r.release(),
                 "version": r.manifest.manifest().version,
                 "chunks_total": r.chunks.len(),
-                "chunks_held": r.sched.have().count(),
-                "complete": r.sched.is_complete(),
+                "chunks_held": sched.have().count(),
+                "complete": sched.is_complete(),
                 "bytes_from_site": s.bytes_from_site,
                 "bytes_from_remote": s.bytes_from_remote,
                 "chunks_verified": s.chunks_verified,
@@ -347,7 +349,7 @@ impl Driver {
                 let _ = writeln!(m, "{name}{labels} {v}");
             }
         };
-        let stats = self.release.as_ref().map(|r| r.sched.stats().clone());
+        let stats = self.sched().map(|s| s.stats().clone());
         let s = stats.unwrap_or_default();
         metric(
             "pollen_bytes_received_total",
@@ -394,7 +396,7 @@ impl Driver {
                 "gauge",
                 "Chunks of the current release: held and total.",
                 &[
-                    ("{state=\"held\"}", u64::from(r.sched.have().count())),
+                    ("{state=\"held\"}", u64::from(self.node.have().map_or(0, |h| h.count()))),
                     ("{state=\"total\"}", r.chunks.len() as u64),
                 ],
             );

@@ -33,7 +33,7 @@ impl Default for Limits {
             max_per_peer: 2,
             max_pending_incoming: 32,
             max_streams: 32,
-            request_timeout: Duration::from_secs(300),
+            request_timeout: pollen_core::node::STREAM_TIMEOUT,
         }
     }
 }

@@ -30,11 +30,10 @@ pub enum NetError {
     Store(#[from] StoreError),
 }
 
-const IDENTITY_KEY: &str = "identity/ed25519";
 
 /// The node's libp2p identity, kept in its store so its peer id survives restarts.
 pub fn load_or_create_identity<S: Store + ?Sized>(store: &S) -> Result<Keypair, NetError> {
-    if let Some(bytes) = store.get_state(IDENTITY_KEY)? {
+    if let Some(bytes) = store.get_state(crate::store::keys::IDENTITY)? {
         return Keypair::from_protobuf_encoding(&bytes)
             .map_err(|e| NetError::Identity(e.to_string()));
     }
@@ -42,6 +41,6 @@ pub fn load_or_create_identity<S: Store + ?Sized>(store: &S) -> Result<Keypair, 
     let bytes = key
         .to_protobuf_encoding()
         .map_err(|e| NetError::Identity(e.to_string()))?;
-    store.put_state(IDENTITY_KEY, &bytes)?;
+    store.put_state(crate::store::keys::IDENTITY, &bytes)?;
     Ok(key)
 }

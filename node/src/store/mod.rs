@@ -5,6 +5,7 @@
 //! simulator. Every chunk is checked against its id *before* it is written,
 //! and writes are idempotent. Helpers shared by both live in [`ops`].
 
+pub mod keys;
 mod memory;
 mod ops;
 mod rocks;
@@ -92,21 +93,9 @@ pub(crate) fn check_chunk(id: &ChunkId, bytes: &[u8]) -> Result<(), StoreError> 
     }
 }
 
-/// Node-state keys, in one place.
-pub mod state {
-    /// The lowest acceptable release number for a channel (raised on install).
-    pub fn floor_key(channel: &str) -> String {
-        format!("floor/{channel}")
-    }
-    /// The manifest id of the release installed on a channel.
-    pub fn installed_key(channel: &str) -> String {
-        format!("installed/{channel}")
-    }
-}
-
 /// Reads the release floor of `channel` (0 when none was recorded).
 pub fn floor<S: Store + ?Sized>(store: &S, channel: &str) -> Result<u64, StoreError> {
-    match store.get_state(&state::floor_key(channel))? {
+    match store.get_state(&keys::floor(channel))? {
         None => Ok(0),
         Some(v) => {
             let bytes: [u8; 8] = v.as_slice().try_into().map_err(|_| {
@@ -124,7 +113,7 @@ pub fn raise_floor<S: Store + ?Sized>(
     release: u64,
 ) -> Result<u64, StoreError> {
     let new = floor(store, channel)?.max(release);
-    store.put_state(&state::floor_key(channel), &new.to_be_bytes())?;
+    store.put_state(&keys::floor(channel), &new.to_be_bytes())?;
     Ok(new)
 }
 

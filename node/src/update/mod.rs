@@ -142,14 +142,9 @@ pub enum Outcome {
     Retry,
 }
 
-/// The state key of a channel's lifecycle record.
-pub fn record_key(channel: &str) -> String {
-    format!("update/{channel}")
-}
-
 /// Reads a channel's lifecycle record (the default when none was written).
 pub fn load_record<S: Store + ?Sized>(store: &S, channel: &str) -> Result<Record, UpdateError> {
-    match store.get_state(&record_key(channel))? {
+    match store.get_state(&store::keys::update_record(channel))? {
         None => Ok(Record::default()),
         Some(bytes) => serde_json::from_slice(&bytes)
             .map_err(|e| UpdateError::Corrupt(format!("lifecycle record: {e}"))),
@@ -214,7 +209,7 @@ impl Updater {
         let bytes = serde_json::to_vec(&self.record)
             .map_err(|e| UpdateError::Corrupt(format!("encoding the record: {e}")))?;
         self.store
-            .put_state(&record_key(&self.config.channel), &bytes)?;
+            .put_state(&store::keys::update_record(&self.config.channel), &bytes)?;
         tracing::info!(
             phase = %self.record.phase,
             release = self.record.target.as_ref().map(|t| t.release.release),
@@ -455,7 +450,7 @@ impl Updater {
         if let Some(i) = &self.record.installed {
             store::raise_floor(self.store.as_ref(), &self.config.channel, i.release.release)?;
             self.store.put_state(
-                &store::state::installed_key(&self.config.channel),
+                &store::keys::installed(&self.config.channel),
                 &i.release.manifest.0,
             )?;
             if self.slots.active()? != i.slot {

@@ -1,23 +1,49 @@
-//! A deterministic in-memory network of N nodes running real [`Swarm`]s —
-//! quinn-proto's `Pair`, grown to a mesh. No contention model: each transfer
-//! takes latency + length / link rate. Node 0 is the seeder (holds
-//! everything, runs no scheduler) on its own site.
+//! A deterministic in-memory network of N real [`Node`]s — quinn-proto's
+//! `Pair`, grown to a mesh. No contention model: each transfer takes
+//! latency + length / link rate. Node 0 is the seeder (holds everything,
+//! runs no scheduler) on its own site, every node's configured peer.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
 use crate::chunk::ChunkId;
+use crate::swarm::{Swarm, SwarmPolicy};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
-    Up { node: u32 },
-    Deliver { to: u32, from: u32, index: u32 },
-    Fail { to: u32, from: u32, index: u32 },
-    Have { to: u32, from: u32, index: u32 },
-    Timer { node: u32 },
-    Crash { node: u32 },
+    Up {
+        node: u32,
+    },
+    Deliver {
+        to: u32,
+        from: u32,
+        index: u32,
+    },
+    Fail {
+        to: u32,
+        from: u32,
+        index: u32,
+    },
+    Have {
+        to: u32,
+        from: u32,
+        indices: Arc<[u32]>,
+    },
+    Role {
+        to: u32,
+        from: u32,
+        uplink: bool,
+        gateway: bool,
+    },
+    Timer {
+        node: u32,
+    },
+    Crash {
+        node: u32,
+    },
 }
 
 pub(crate) struct NodeSpec {
@@ -28,7 +54,7 @@ pub(crate) struct NodeSpec {
 pub(crate) struct Net {
     pub now: Duration,
     pub chunks: Vec<ChunkRef>,
-    pub swarms: BTreeMap<u32, Swarm<u32>>,
+    pub nodes: BTreeMap<u32, Node<u32>>,
     pub sites: BTreeMap<u32, u32>,
     pub corrupt: BTreeSet<u32>,
     pub dead: BTreeSet<u32>,
@@ -65,7 +91,7 @@ impl Net {
         let mut net = Net {
             now: Duration::ZERO,
             chunks: chunks.clone(),
-            swarms: BTreeMap::new(),
+            nodes: BTreeMap::new(),
             sites: BTreeMap::from([(SEEDER, SEEDER_SITE)]),
             corrupt: BTreeSet::new(),
             dead: BTreeSet::new(),
@@ -86,19 +112,30 @@ impl Net {
             if spec.corrupt {
                 net.corrupt.insert(id);
             }
-            let mut cfg = config(id);
-            cfg.site = Some(SiteId(u64::from(spec.site)));
+            let swarm = config(id);
+            let preset = match swarm.policy {
+                SwarmPolicy::Sites { cross_site } => Preset::Device { cross_site },
+                SwarmPolicy::NoLan => Preset::Central,
+                _ => Preset::Flat,
+            };
+            let site = Some(SiteId(u64::from(spec.site)));
+            // Each gained chunk is announced at once (one latency later).
+            let config = NodeConfig {
+                swarm,
+                notice_every: Duration::ZERO,
+                remote_notice_every: Duration::ZERO,
+                ..NodeConfig::new(preset, site)
+            };
             let have = if spec.corrupt {
                 Bitfield::full(chunk_count)
             } else {
                 Bitfield::new(chunk_count)
             };
-            net.swarms.insert(
-                id,
-                Swarm::new(cfg, id, chunks.clone(), have, Duration::ZERO),
-            );
+            let mut node = Node::new(config, id, Duration::ZERO);
+            node.take_release(Duration::ZERO, chunks.clone(), have);
+            net.nodes.insert(id, node);
         }
-        for id in net.swarms.keys().copied().collect::<Vec<_>>() {
+        for id in net.nodes.keys().copied().collect::<Vec<_>>() {
             net.push(Duration::ZERO, Event::Up { node: id });
         }
         net
@@ -113,8 +150,18 @@ impl Net {
         self.push(at, Event::Crash { node });
     }
 
+    /// A node's scheduler.
+    pub fn swarm(&self, node: u32) -> &Swarm<u32> {
+        self.nodes[&node].swarm().expect("every node has a release")
+    }
+
     fn holds(&self, node: u32, index: u32) -> bool {
-        node == SEEDER || self.swarms.get(&node).is_some_and(|s| s.have().get(index))
+        node == SEEDER
+            || self
+                .nodes
+                .get(&node)
+                .and_then(|n| n.have())
+                .is_some_and(|h| h.get(index))
     }
 
     fn transfer_time(&self, from: u32, to: u32, len: u32) -> Duration {
@@ -141,7 +188,10 @@ impl Net {
         let now = self.now;
         let node = match &event {
             Event::Up { node } | Event::Timer { node } | Event::Crash { node } => *node,
-            Event::Deliver { to, .. } | Event::Fail { to, .. } | Event::Have { to, .. } => *to,
+            Event::Deliver { to, .. }
+            | Event::Fail { to, .. }
+            | Event::Have { to, .. }
+            | Event::Role { to, .. } => *to,
         };
         if self.dead.contains(&node) {
             return;
@@ -152,28 +202,34 @@ impl Net {
                 let peers: Vec<u32> = self.sites.keys().copied().filter(|&p| p != node).collect();
                 for p in peers {
                     let site = SiteId(u64::from(self.sites[&p]));
-                    let has = if p == SEEDER {
-                        Bitfield::full(self.chunks.len() as u32)
+                    let (has, role) = if p == SEEDER {
+                        (Bitfield::full(self.chunks.len() as u32), Role::default())
                     } else {
-                        self.swarms[&p].have().clone()
+                        let n = &self.nodes[&p];
+                        (
+                            n.have()
+                                .cloned()
+                                .unwrap_or_else(|| Bitfield::new(self.chunks.len() as u32)),
+                            n.role(),
+                        )
                     };
-                    let s = self.swarms.get_mut(&node).expect("node");
                     let info = PeerInfo {
                         site: Some(site),
                         origin: p == SEEDER,
-                        uplink: true,
-                        gateway: true,
+                        uplink: role.uplink,
+                        gateway: role.gateway,
                     };
-                    s.handle_peer_up(now, p, info);
-                    s.handle_have_all(now, p, has);
+                    let n = self.nodes.get_mut(&node).expect("node");
+                    n.handle_peer_up(now, p, info, p == SEEDER);
+                    n.handle_have_all(now, p, has);
                 }
             }
             Event::Crash { node } => {
                 self.dead.insert(node);
-                let others: Vec<u32> = self.swarms.keys().copied().filter(|&p| p != node).collect();
+                let others: Vec<u32> = self.nodes.keys().copied().filter(|&p| p != node).collect();
                 for p in others {
-                    if let Some(s) = self.swarms.get_mut(&p) {
-                        s.handle_peer_down(now, node);
+                    if let Some(n) = self.nodes.get_mut(&p) {
+                        n.handle_peer_down(now, node);
                     }
                 }
             }
@@ -186,28 +242,50 @@ impl Net {
                     *self.uplink_in.entry(self.sites[&to]).or_default() +=
                         u64::from(self.chunks[index as usize].len);
                 }
-                let s = self.swarms.get_mut(&to).expect("node");
-                let had = s.have().get(index);
-                s.handle_chunk(now, from, index, ok);
-                if !ok && !had && s.have().get(index) {
+                let n = self.nodes.get_mut(&to).expect("node");
+                let held = |n: &Node<u32>| n.have().is_some_and(|h| h.get(index));
+                let had = held(n);
+                let receipt = if ok {
+                    Receipt::Verified
+                } else {
+                    Receipt::Rejected
+                };
+                n.handle_chunk(now, from, index, receipt);
+                if !ok && !had && held(n) {
                     self.stored_corrupt += 1;
                 }
             }
             Event::Fail { to, from, index } => {
-                self.swarms
+                self.nodes
                     .get_mut(&to)
                     .expect("node")
                     .handle_request_failed(now, from, index);
             }
-            Event::Have { to, from, index } => {
-                self.swarms
+            Event::Have { to, from, indices } => {
+                self.nodes
                     .get_mut(&to)
                     .expect("node")
-                    .handle_have(now, from, index);
+                    .handle_gained(now, from, &indices);
+            }
+            Event::Role {
+                to,
+                from,
+                uplink,
+                gateway,
+            } => {
+                let role = Role {
+                    origin: false,
+                    uplink,
+                    gateway,
+                };
+                self.nodes
+                    .get_mut(&to)
+                    .expect("node")
+                    .handle_peer_role(now, from, role);
             }
             Event::Timer { node } => {
                 self.timers.remove(&node);
-                self.swarms
+                self.nodes
                     .get_mut(&node)
                     .expect("node")
                     .handle_timeout(now, |_, _| 0);
@@ -218,29 +296,26 @@ impl Net {
 
     fn drain(&mut self, node: u32) {
         let now = self.now;
-        let Some(swarm) = self.swarms.get_mut(&node) else {
+        let Some(n) = self.nodes.get_mut(&node) else {
             return;
         };
-        let mut actions = Vec::new();
-        while let Some(a) = swarm.poll_action() {
-            actions.push(a);
-        }
-        self.max_in_flight_seen = self.max_in_flight_seen.max(swarm.in_flight());
-        let timeout = swarm.poll_timeout();
-        for a in actions {
-            match a {
-                Action::Request {
-                    peer, index, len, ..
-                } => {
+        let outputs: Vec<Output<u32>> = std::iter::from_fn(|| n.poll_output()).collect();
+        let in_flight = n.swarm().map_or(0, |s| s.in_flight());
+        self.max_in_flight_seen = self.max_in_flight_seen.max(in_flight);
+        let timeout = n.poll_timeout();
+        for out in outputs {
+            match out {
+                Output::Request { peer, index, len } => {
                     if self.dead.contains(&peer) {
                         continue; // the requester's timeout handles it
                     }
                     if self.holds(peer, index) || self.corrupt.contains(&peer) {
                         let at = now + self.transfer_time(peer, node, len);
+                        let to = node;
                         self.push(
                             at,
                             Event::Deliver {
-                                to: node,
+                                to,
                                 from: peer,
                                 index,
                             },
@@ -257,28 +332,39 @@ impl Net {
                         );
                     }
                 }
-                Action::Have { index } => {
+                Output::Gained { peer, indices } if peer != SEEDER => {
                     let at = now + self.latency;
-                    let peers: Vec<u32> =
-                        self.swarms.keys().copied().filter(|&p| p != node).collect();
-                    for p in peers {
-                        self.push(
-                            at,
-                            Event::Have {
-                                to: p,
-                                from: node,
-                                index,
-                            },
-                        );
+                    self.push(
+                        at,
+                        Event::Have {
+                            to: peer,
+                            from: node,
+                            indices,
+                        },
+                    );
+                }
+                // Every node is connected to every other: a new role reaches
+                // all of them (the node's per-peer `Role` notices, and the
+                // greeting a later peer gets, together).
+                Output::RoleChanged(role) => {
+                    let at = now + self.latency;
+                    let others: Vec<u32> =
+                        self.nodes.keys().copied().filter(|&p| p != node).collect();
+                    for to in others {
+                        let (uplink, gateway) = (role.uplink, role.gateway);
+                        let ev = Event::Role {
+                            to,
+                            from: node,
+                            uplink,
+                            gateway,
+                        };
+                        self.push(at, ev);
                     }
                 }
-                Action::Complete => {
+                Output::Complete => {
                     self.finished.insert(node, now);
                 }
-                Action::Cancel { .. }
-                | Action::Penalise { .. }
-                | Action::Ban { .. }
-                | Action::Role { .. } => {}
+                _ => {}
             }
         }
         if let Some(t) = timeout {

@@ -1,0 +1,433 @@
+//! One node's decisions around the swarm scheduler: the release it works
+//! on, whom it fetches from (its [`Preset`]), which peers hear its batched
+//! gained-chunk notices and when, what role it announces, and which peer
+//! gets which message.
+//!
+//! Sans-IO like [`crate::swarm`]: every input takes `now`; outputs are
+//! queued [`Output`]s drained with [`Node::poll_output`], and the next
+//! deadline is [`Node::poll_timeout`]. The node's tokio driver, the
+//! simulator and core's in-memory harness all drive this one type, so none
+//! of them keeps its own copy of this layer or of its constants.
+
+#[cfg(test)]
+pub(crate) mod harness;
+mod notices;
+mod preset;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::manifest::ChunkRef;
+use crate::swarm::{
+    Action, Bitfield, PeerInfo, PeerKey, Receipt, SiteId, Swarm, SwarmConfig, SwarmStats,
+};
+use crate::wire::Role;
+
+use notices::{Lane, Notices};
+pub use preset::Preset;
+
+/// A response not complete by then has its stream reset (the node's
+/// libp2p request timeout; the simulator models the same).
+pub const STREAM_TIMEOUT: Duration = Duration::from_secs(300);
+/// Gained-chunk notices to site peers and origins go out this often.
+pub const NOTICE_EVERY: Duration = Duration::from_millis(200);
+/// Gained-chunk notices to devices of other sites go out this often (each
+/// notice is a stream across two uplinks).
+pub const REMOTE_NOTICE_EVERY: Duration = Duration::from_secs(1);
+
+/// A node's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub preset: Preset,
+    /// The node's site (`None`: it names none, and treats every peer alike).
+    pub site: Option<SiteId>,
+    /// Scheduler settings; the preset sets the policy (and its own limits)
+    /// over them, and [`NodeConfig::site`] replaces their site.
+    pub swarm: SwarmConfig,
+    /// Batching of gained-chunk notices (zero: each chunk at once).
+    pub notice_every: Duration,
+    pub remote_notice_every: Duration,
+}
+
+impl NodeConfig {
+    pub fn new(preset: Preset, site: Option<SiteId>) -> Self {
+        Self {
+            preset,
+            site,
+            swarm: SwarmConfig::default(),
+            notice_every: NOTICE_EVERY,
+            remote_notice_every: REMOTE_NOTICE_EVERY,
+        }
+    }
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output<P> {
+    /// Ask `peer` for chunk `index` of the current release.
+    Request { peer: P, index: u32, len: u32 },
+    /// Tell `peer` which chunks this node gained since its last notice.
+    Gained { peer: P, indices: Arc<[u32]> },
+    /// Tell `peer` that the chunk it sent arrived and verified: its upload
+    /// slot is free, and it learns its delivery rate.
+    Ack { peer: P, index: u32 },
+    /// Tell `peer` this node's new role.
+    Role { peer: P, role: Role },
+    /// This node's role changed (what it serves other sites follows it;
+    /// a new gateway looks for other sites' gateways).
+    RoleChanged(Role),
+    /// `peer` sent a chunk that failed verification.
+    Penalise { peer: P },
+    /// Disconnect `peer` and refuse it from now on.
+    Ban { peer: P },
+    /// Every chunk of the current release is held.
+    Complete,
+}
+
+/// A peer that greeted this node.
+#[derive(Clone, Copy, Debug)]
+struct Contact {
+    info: PeerInfo,
+    /// Named in the node's configuration (a static peer).
+    configured: bool,
+    /// In the current release's scheduler.
+    source: bool,
+}
+
+/// One node: see the module documentation.
+#[derive(Debug)]
+pub struct Node<P: PeerKey> {
+    config: NodeConfig,
+    me: P,
+    started: Duration,
+    peers: BTreeMap<P, Contact>,
+    swarm: Option<Swarm<P>>,
+    role: Role,
+    notices: Notices,
+    out: VecDeque<Output<P>>,
+}
+
+impl<P: PeerKey> Node<P> {
+    pub fn new(config: NodeConfig, me: P, now: Duration) -> Self {
+        let notices = Notices::new(now, config.notice_every, config.remote_notice_every);
+        Self {
+            role: Role {
+                origin: config.preset == Preset::Seeder,
+                ..Role::default()
+            },
+            config,
+            me,
+            started: now,
+            peers: BTreeMap::new(),
+            swarm: None,
+            notices,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// Takes up a release: `chunks` (see [`crate::swarm::unique_chunks`]),
+    /// of which `have` are held. Work on the previous one stops; every
+    /// greeted peer it fetches from becomes a source.
+    pub fn take_release(
+        &mut self,
+        now: Duration,
+        chunks: impl Into<Arc<[ChunkRef]>>,
+        have: Bitfield,
+    ) {
+        let mut config = self.config.preset.swarm_config(&self.config.swarm);
+        config.site = self.config.site;
+        self.swarm = Some(Swarm::new(config, self.me, chunks, have, now));
+        self.notices.clear();
+        let peers: Vec<P> = self.peers.keys().copied().collect();
+        for p in peers {
+            if let Some(c) = self.peers.get_mut(&p) {
+                c.source = false;
+            }
+            self.add_source(now, p);
+        }
+        self.pump(now);
+    }
+
+    /// A peer greeted this node (or told it a new role): `configured` if
+    /// it is one of the node's static peers.
+    pub fn handle_peer_up(&mut self, now: Duration, peer: P, info: PeerInfo, configured: bool) {
+        let contact = self.peers.entry(peer).or_insert(Contact {
+            info,
+            configured,
+            source: false,
+        });
+        contact.info = info;
+        contact.configured |= configured;
+        if contact.source {
+            if let Some(s) = &mut self.swarm {
+                s.handle_peer_up(now, peer, info);
+            }
+        } else {
+            self.add_source(now, peer);
+        }
+        self.idle_role();
+        self.pump(now);
+    }
+
+    /// A greeted peer's new role (ignored for peers that did not greet).
+    pub fn handle_peer_role(&mut self, now: Duration, peer: P, role: Role) {
+        let Some(c) = self.peers.get(&peer) else {
+            return;
+        };
+        let info = PeerInfo {
+            origin: role.origin,
+            uplink: role.uplink,
+            gateway: role.gateway,
+            ..c.info
+        };
+        let configured = c.configured;
+        self.handle_peer_up(now, peer, info, configured);
+    }
+
+    pub fn handle_peer_down(&mut self, now: Duration, peer: P) {
+        if self.peers.remove(&peer).is_none() {
+            return;
+        }
+        if let Some(s) = &mut self.swarm {
+            s.handle_peer_down(now, peer);
+        }
+        self.idle_role();
+        self.pump(now);
+    }
+
+    /// A peer's whole has-set for the current release.
+    pub fn handle_have_all(&mut self, now: Duration, peer: P, has: Bitfield) {
+        if let Some(s) = &mut self.swarm {
+            s.handle_have_all(now, peer, has);
+        }
+        self.pump(now);
+    }
+
+    /// A peer's notice (or acknowledgement) of chunks it gained; indices
+    /// outside the release are ignored.
+    pub fn handle_gained(&mut self, now: Duration, peer: P, indices: &[u32]) {
+        if let Some(s) = &mut self.swarm {
+            let n = s.chunks().len() as u32;
+            if indices.iter().all(|&i| i < n) {
+                s.handle_have_many(now, peer, indices);
+            } else {
+                let valid: Vec<u32> = indices.iter().copied().filter(|&i| i < n).collect();
+                s.handle_have_many(now, peer, &valid);
+            }
+        }
+        self.pump(now);
+    }
+
+    /// A requested chunk arrived and was checked against its id.
+    pub fn handle_chunk(&mut self, now: Duration, peer: P, index: u32, receipt: Receipt) {
+        if let Some(s) = &mut self.swarm {
+            let before = s.stats().chunks_verified;
+            s.handle_chunk(now, peer, index, receipt);
+            if receipt == Receipt::Verified && s.stats().chunks_verified > before {
+                self.out.push_back(Output::Ack { peer, index });
+            }
+        }
+        self.pump(now);
+    }
+
+    /// The peer does not have the chunk after all.
+    pub fn handle_request_failed(&mut self, now: Duration, peer: P, index: u32) {
+        if let Some(s) = &mut self.swarm {
+            s.handle_request_failed(now, peer, index);
+        }
+        self.pump(now);
+    }
+
+    /// The peer refused work (`retry`: its hint), or the stream broke off.
+    pub fn handle_request_busy(
+        &mut self,
+        now: Duration,
+        peer: P,
+        index: u32,
+        retry: Option<Duration>,
+    ) {
+        if let Some(s) = &mut self.swarm {
+            s.handle_request_busy(now, peer, index, retry);
+        }
+        self.pump(now);
+    }
+
+    /// The peer declined this chunk (others have it).
+    pub fn handle_request_declined(&mut self, now: Duration, peer: P, index: u32, retry: Duration) {
+        if let Some(s) = &mut self.swarm {
+            s.handle_request_declined(now, peer, index, retry);
+        }
+        self.pump(now);
+    }
+
+    /// The deadline from [`Node::poll_timeout`] passed: notices due go out,
+    /// and the scheduler's deadlines are checked, `progress(peer, index)`
+    /// saying how many bytes of each late request have arrived.
+    pub fn handle_timeout(&mut self, now: Duration, progress: impl FnMut(&P, u32) -> u64) {
+        if let Some(s) = &mut self.swarm {
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now, progress);
+            }
+        }
+        for lane in [Lane::Site, Lane::Away] {
+            if self.notices.due(lane).is_some_and(|t| t <= now) {
+                self.flush(lane);
+            }
+        }
+        self.pump(now);
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output<P>> {
+        self.out.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let sched = self.swarm.as_ref().and_then(|s| s.poll_timeout());
+        [
+            sched,
+            self.notices.due(Lane::Site),
+            self.notices.due(Lane::Away),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The current release's scheduler.
+    pub fn swarm(&self) -> Option<&Swarm<P>> {
+        self.swarm.as_ref()
+    }
+
+    pub fn have(&self) -> Option<&Bitfield> {
+        self.swarm.as_ref().map(|s| s.have())
+    }
+
+    pub fn stats(&self) -> Option<&SwarmStats> {
+        self.swarm.as_ref().map(|s| s.stats())
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.swarm.as_ref().is_some_and(|s| s.is_complete())
+    }
+
+    /// What this node tells its peers it is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// When the node started (its notice clock counts from here).
+    pub fn started(&self) -> Duration {
+        self.started
+    }
+
+    /// Whether a peer that announced `info` is a device of another site.
+    pub fn elsewhere(&self, info: &PeerInfo) -> bool {
+        !info.origin && self.config.site.is_some() && info.site != self.config.site
+    }
+
+    /// Greeted peers that are devices of other sites.
+    pub fn remote_count(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|c| self.elsewhere(&c.info))
+            .count()
+    }
+
+    fn add_source(&mut self, now: Duration, peer: P) {
+        let Some(c) = self.peers.get(&peer) else {
+            return;
+        };
+        if c.source || !self.config.preset.fetches_from(c.configured) {
+            return;
+        }
+        let info = c.info;
+        if let Some(s) = &mut self.swarm {
+            s.handle_peer_up(now, peer, info);
+            if let Some(c) = self.peers.get_mut(&peer) {
+                c.source = true;
+            }
+        }
+    }
+
+    /// Without a release (so without a scheduler to say it), a device's
+    /// uplink is a connection to an origin: its site peers learn it before
+    /// a release starts, so their splits agree from the first request.
+    fn idle_role(&mut self) {
+        if self.swarm.is_some() || self.config.preset == Preset::Seeder {
+            return;
+        }
+        let uplink = self.peers.values().any(|c| c.info.origin);
+        self.set_role(uplink, false);
+    }
+
+    fn set_role(&mut self, uplink: bool, gateway: bool) {
+        let role = Role {
+            origin: self.role.origin,
+            uplink,
+            gateway,
+        };
+        if role == self.role {
+            return;
+        }
+        self.role = role;
+        self.out.push_back(Output::RoleChanged(role));
+        for &peer in self.peers.keys() {
+            self.out.push_back(Output::Role { peer, role });
+        }
+    }
+
+    /// Turns the scheduler's actions into outputs.
+    fn pump(&mut self, now: Duration) {
+        loop {
+            let Some(action) = self.swarm.as_mut().and_then(|s| s.poll_action()) else {
+                return;
+            };
+            match action {
+                Action::Request {
+                    peer, index, len, ..
+                } => self.out.push_back(Output::Request { peer, index, len }),
+                Action::Have { index } => {
+                    // Without a site, no peer is elsewhere: one lane.
+                    let lanes = if self.config.site.is_some() { 2 } else { 1 };
+                    for lane in [Lane::Site, Lane::Away].into_iter().take(lanes) {
+                        if self.notices.push(now, lane, index) {
+                            self.flush(lane);
+                        }
+                    }
+                }
+                Action::Role { uplink, gateway } => self.set_role(uplink, gateway),
+                Action::Penalise { peer } => self.out.push_back(Output::Penalise { peer }),
+                Action::Ban { peer } => self.out.push_back(Output::Ban { peer }),
+                Action::Complete => self.out.push_back(Output::Complete),
+                // Neither request-response nor the simulator can take back
+                // a request in flight: a late answer is a harmless duplicate.
+                Action::Cancel { .. } => {}
+            }
+        }
+    }
+
+    /// Sends a lane's gained chunks: site peers and origins, or devices of
+    /// other sites.
+    fn flush(&mut self, lane: Lane) {
+        let Some(indices) = self.notices.take(lane) else {
+            return;
+        };
+        for (&peer, c) in &self.peers {
+            let away = self.elsewhere(&c.info);
+            if away == (lane == Lane::Away) {
+                self.out.push_back(Output::Gained {
+                    peer,
+                    indices: indices.clone(),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The node layer on its own: who hears which notice and when, acks,
+//! presets, roles.
+
+use std::time::Duration;
+
+use super::*;
+use crate::chunk::ChunkId;
+
+const MS: Duration = Duration::from_millis(1);
+const SITE: SiteId = SiteId(1);
+
+fn chunks(n: u32) -> Vec<ChunkRef> {
+    (0..n)
+        .map(|i| ChunkRef {
+            id: ChunkId::of(&i.to_le_bytes()),
+            len: 1000,
+        })
+        .collect()
+}
+
+fn info(site: u64, origin: bool) -> PeerInfo {
+    PeerInfo {
+        site: Some(SiteId(site)),
+        origin,
+        uplink: false,
+        gateway: false,
+    }
+}
+
+fn drain(n: &mut Node<u32>) -> Vec<Output<u32>> {
+    std::iter::from_fn(|| n.poll_output()).collect()
+}
+
+fn requests(out: &[Output<u32>]) -> Vec<(u32, u32)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Request { peer, index, .. } => Some((*peer, *index)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Node 0 on site 1 with a site peer 1, an origin 2 and a device 3 of site 2.
+fn device() -> Node<u32> {
+    let mut n = Node::new(
+        NodeConfig::new(Preset::Device { cross_site: true }, Some(SITE)),
+        0,
+        Duration::ZERO,
+    );
+    n.take_release(Duration::ZERO, chunks(4), Bitfield::new(4));
+    n.handle_peer_up(Duration::ZERO, 1, info(1, false), false);
+    n.handle_peer_up(Duration::ZERO, 2, info(99, true), true);
+    n.handle_peer_up(Duration::ZERO, 3, info(2, false), false);
+    n
+}
+
+#[test]
+fn a_verified_chunk_is_acked_to_its_sender_and_noticed_by_lane() {
+    let mut n = device();
+    n.handle_have_all(MS, 1, Bitfield::full(4));
+    let asked = requests(&drain(&mut n));
+    let &(peer, index) = asked.first().expect("a request to the site peer");
+    assert_eq!(peer, 1);
+    n.handle_chunk(30 * MS, 1, index, Receipt::Verified);
+    let out = drain(&mut n);
+    assert!(out.contains(&Output::Ack { peer: 1, index }));
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Gained { .. })),
+        "batched"
+    );
+    assert_eq!(n.poll_timeout(), Some(200 * MS));
+    n.handle_timeout(200 * MS, |_, _| 0);
+    let told: Vec<u32> = drain(&mut n)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Gained { peer, indices } => {
+                assert_eq!(&*indices, &[index]);
+                Some(peer)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, vec![1, 2], "site peer and origin on the 200 ms tick");
+    n.handle_timeout(1000 * MS, |_, _| 0);
+    let away: Vec<u32> = drain(&mut n)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Gained { peer, .. } => Some(peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(away, vec![3], "the other site's device on the 1 s tick");
+}
+
+#[test]
+fn a_rejected_chunk_is_not_acked() {
+    let mut n = device();
+    n.handle_have_all(MS, 1, Bitfield::full(4));
+    let (_, index) = requests(&drain(&mut n))[0];
+    n.handle_chunk(30 * MS, 1, index, Receipt::Rejected);
+    let out = drain(&mut n);
+    assert!(!out.iter().any(|o| matches!(o, Output::Ack { .. })));
+    assert!(out.contains(&Output::Penalise { peer: 1 }));
+}
+
+#[test]
+fn central_fetches_only_from_configured_peers() {
+    let mut n = Node::new(
+        NodeConfig::new(Preset::Central, Some(SITE)),
+        0,
+        Duration::ZERO,
+    );
+    n.take_release(Duration::ZERO, chunks(8), Bitfield::new(8));
+    n.handle_peer_up(Duration::ZERO, 1, info(1, false), false);
+    n.handle_have_all(Duration::ZERO, 1, Bitfield::full(8));
+    assert!(
+        requests(&drain(&mut n)).is_empty(),
+        "a site peer is no source"
+    );
+    n.handle_peer_up(MS, 2, info(99, true), true);
+    n.handle_have_all(MS, 2, Bitfield::full(8));
+    let asked = requests(&drain(&mut n));
+    assert_eq!(asked.len(), 2, "two requests ahead: {asked:?}");
+    assert!(asked.iter().all(|&(p, _)| p == 2));
+}
+
+#[test]
+fn a_seeder_fetches_nothing_and_says_it_is_an_origin() {
+    let mut n = Node::new(NodeConfig::new(Preset::Seeder, None), 0, Duration::ZERO);
+    n.take_release(Duration::ZERO, chunks(4), Bitfield::new(4));
+    n.handle_peer_up(Duration::ZERO, 1, info(1, false), false);
+    n.handle_have_all(Duration::ZERO, 1, Bitfield::full(4));
+    assert!(requests(&drain(&mut n)).is_empty());
+    assert!(n.role().origin);
+}
+
+#[test]
+fn without_a_release_the_uplink_role_follows_origin_connections() {
+    let mut n: Node<u32> = Node::new(
+        NodeConfig::new(Preset::Device { cross_site: true }, Some(SITE)),
+        0,
+        Duration::ZERO,
+    );
+    n.handle_peer_up(Duration::ZERO, 1, info(1, false), false);
+    assert!(drain(&mut n).is_empty());
+    n.handle_peer_up(MS, 2, info(99, true), true);
+    let out = drain(&mut n);
+    let role = Role {
+        origin: false,
+        uplink: true,
+        gateway: false,
+    };
+    assert!(out.contains(&Output::RoleChanged(role)));
+    assert!(out.contains(&Output::Role { peer: 1, role }));
+    assert!(out.contains(&Output::Role { peer: 2, role }));
+    n.handle_peer_down(2 * MS, 2);
+    assert!(drain(&mut n).contains(&Output::RoleChanged(Role::default())));
+}
+
+#[test]
+fn out_of_range_notices_are_ignored() {
+    let mut n = device();
+    n.handle_gained(MS, 1, &[2, 4_000_000]);
+    let asked = requests(&drain(&mut n));
+    assert_eq!(asked, vec![(1, 2)]);
+}
