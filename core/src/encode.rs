@@ -38,7 +38,10 @@ mod tests {
         };
         let bytes = canonical(&[7], &v);
         assert_eq!(bytes[0], 7);
-        assert_eq!(&bytes[1..], postcard::to_stdvec(&v).expect("plain").as_slice());
+        assert_eq!(
+            &bytes[1..],
+            postcard::to_stdvec(&v).expect("plain").as_slice()
+        );
         assert!(canonical(&[], &v).len() > 4);
     }
 }

@@ -129,11 +129,40 @@ pub enum WireError {
     #[error("message of {len} bytes is over the {max}-byte cap")]
     TooLarge { len: usize, max: usize },
     #[error("malformed message: {0}")]
-    Malformed(String),
+    Malformed(#[from] postcard::Error),
+    #[error("{0} bytes follow the message")]
+    TrailingBytes(usize),
+    #[error("a message carries more {0} than allowed")]
+    OverLimit(Limited),
+}
+
+/// What a message may carry only so much of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limited {
+    /// Chunk indices in a notice.
+    Indices,
+    /// Status records, or bytes in one.
+    StatusRecords,
+    /// Bytes of a rollout control.
+    ControlBytes,
+    /// Peer records, or addresses in one.
+    PeerRecords,
+}
+
+impl std::fmt::Display for Limited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Limited::Indices => "chunk indices",
+            Limited::StatusRecords => "status records (or bytes in one)",
+            Limited::ControlBytes => "rollout control bytes",
+            Limited::PeerRecords => "peer records (or addresses in one)",
+        })
+    }
 }
 
 fn encode<T: Serialize>(msg: &T, max: usize) -> Result<Vec<u8>, WireError> {
-    let bytes = postcard::to_stdvec(msg).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let bytes = postcard::to_stdvec(msg)?;
     if bytes.len() > max {
         return Err(WireError::TooLarge {
             len: bytes.len(),
@@ -150,13 +179,9 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], max: usize) -> Result<T, Wire
             max,
         });
     }
-    let (msg, rest) =
-        postcard::take_from_bytes(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let (msg, rest) = postcard::take_from_bytes(bytes)?;
     if !rest.is_empty() {
-        return Err(WireError::Malformed(format!(
-            "{} trailing bytes",
-            rest.len()
-        )));
+        return Err(WireError::TrailingBytes(rest.len()));
     }
     Ok(msg)
 }
@@ -169,7 +194,7 @@ impl Request {
         let req: Self = decode(bytes, MAX_REQUEST)?;
         match &req {
             Request::Gained { indices, .. } if indices.len() > MAX_REQUEST / 4 => {
-                Err(WireError::Malformed("too many indices".into()))
+                Err(WireError::OverLimit(Limited::Indices))
             }
             Request::Status(list)
                 if list.len() > MAX_STATUS_RECORDS
@@ -177,12 +202,10 @@ impl Request {
                         .iter()
                         .any(|r| r.len() > crate::status::MAX_STATUS_BYTES) =>
             {
-                Err(WireError::Malformed(
-                    "too many or too large status records".into(),
-                ))
+                Err(WireError::OverLimit(Limited::StatusRecords))
             }
             Request::Control(c) if c.len() > crate::rollout::MAX_CONTROL_BYTES => {
-                Err(WireError::Malformed("rollout control too large".into()))
+                Err(WireError::OverLimit(Limited::ControlBytes))
             }
             _ => Ok(req),
         }
@@ -200,9 +223,7 @@ impl Response {
                 if list.len() > MAX_PEER_RECORDS
                     || list.iter().any(|p| p.addrs.len() > MAX_ADDRS) =>
             {
-                Err(WireError::Malformed(
-                    "too many peer records or addresses".into(),
-                ))
+                Err(WireError::OverLimit(Limited::PeerRecords))
             }
             _ => Ok(resp),
         }

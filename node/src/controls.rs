@@ -37,6 +37,9 @@ pub fn save_if_newer<S: Store + ?Sized>(
     if held.is_some_and(|seq| seq >= c.seq) {
         return Ok(false);
     }
-    store.put_state(&crate::store::keys::control(&c.release), &control.to_bytes())?;
+    store.put_state(
+        &crate::store::keys::control(&c.release),
+        &control.to_bytes(),
+    )?;
     Ok(true)
 }

@@ -23,6 +23,7 @@
 
 mod connections;
 mod lane;
+mod shun;
 mod spread;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -31,6 +32,7 @@ use std::time::Duration;
 use crate::swarm::SiteId;
 pub use connections::{keep_connection, PER_SITE_WHEN_FULL};
 use lane::Lane;
+pub use shun::{Shun, SHUN_AFTER, SHUN_FOR};
 pub use spread::Spread;
 
 /// An origin's lane keeps about this long of its measured delivery under way.

@@ -221,12 +221,13 @@ impl<P: PeerKey> Node<P> {
         self.pump(now);
     }
 
-    /// A requested chunk arrived and was checked against its id.
+    /// A requested chunk arrived and was checked against its id. Every
+    /// verified one is acknowledged, duplicates too: the sender's upload
+    /// slot waits for it (and a sender shuns peers that never acknowledge).
     pub fn handle_chunk(&mut self, now: Duration, peer: P, index: u32, receipt: Receipt) {
         if let Some(s) = &mut self.swarm {
-            let before = s.stats().chunks_verified;
             s.handle_chunk(now, peer, index, receipt);
-            if receipt == Receipt::Verified && s.stats().chunks_verified > before {
+            if receipt == Receipt::Verified {
                 self.out.push_back(Output::Ack { peer, index });
             }
         }

@@ -93,6 +93,17 @@ fn a_verified_chunk_is_acked_to_its_sender_and_noticed_by_lane() {
 }
 
 #[test]
+fn a_duplicate_is_acked_too() {
+    let mut n = device();
+    n.handle_have_all(MS, 1, Bitfield::full(4));
+    let (_, index) = requests(&drain(&mut n))[0];
+    n.handle_chunk(30 * MS, 1, index, Receipt::Verified);
+    drain(&mut n);
+    n.handle_chunk(40 * MS, 2, index, Receipt::Verified);
+    assert!(drain(&mut n).contains(&Output::Ack { peer: 2, index }));
+}
+
+#[test]
 fn a_rejected_chunk_is_not_acked() {
     let mut n = device();
     n.handle_have_all(MS, 1, Bitfield::full(4));

@@ -18,9 +18,9 @@ use tokio::sync::mpsc;
 
 use super::lifecycle::{Lifecycle, Progress};
 use super::{Driver, DriverError, Mode, Pending};
-use crate::store::keys;
 use crate::api::{ApiCommand, Shared};
 use crate::net::NetError;
+use crate::store::keys;
 use crate::store::Store;
 
 /// The device's status-signing key: its mesh identity's ed25519 key.
@@ -396,7 +396,10 @@ impl Driver {
                 "gauge",
                 "Chunks of the current release: held and total.",
                 &[
-                    ("{state=\"held\"}", u64::from(self.node.have().map_or(0, |h| h.count()))),
+                    (
+                        "{state=\"held\"}",
+                        u64::from(self.node.have().map_or(0, |h| h.count())),
+                    ),
                     ("{state=\"total\"}", r.chunks.len() as u64),
                 ],
             );

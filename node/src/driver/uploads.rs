@@ -6,10 +6,8 @@
 //! (`Gained`), not when its bytes were written: socket buffers take seconds
 //! of a slow link at once, so a server that counted written bytes would
 //! think itself idle while its link is the bottleneck. A requester that
-//! never announces it frees the slot after [`ACK_WAIT`]; one that lets
-//! [`SHUN_AFTER`] responses expire so is served nothing for [`SHUN_FOR`]
-//! (its held requests are answered `Busy`), so a peer that floods requests
-//! and never acknowledges cannot hold every slot.
+//! never announces it frees the slot after [`ACK_WAIT`]; one that does so
+//! too often is shunned ([`Shun`]: its held requests are answered `Busy`).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -18,14 +16,10 @@ use std::time::Duration;
 /// A response written out but not yet announced by its requester frees its
 /// slot after this long anyway.
 pub(super) const ACK_WAIT: Duration = Duration::from_secs(30);
-/// Responses a peer let expire unannounced before it is shunned...
-const SHUN_AFTER: u32 = 2;
-/// ... for this long.
-pub(super) const SHUN_FOR: Duration = Duration::from_secs(300);
-
 use libp2p::request_response::{InboundRequestId, ResponseChannel};
 use libp2p::PeerId;
-use pollen_core::admission::{Admission, AdmissionConfig};
+pub(super) use pollen_core::admission::SHUN_FOR;
+use pollen_core::admission::{Admission, AdmissionConfig, Shun};
 use pollen_core::manifest::ManifestId;
 use pollen_core::swarm::SiteId;
 
@@ -57,9 +51,8 @@ pub(super) struct Uploads {
     pub admission: Admission<InboundRequestId, PeerId>,
     pub held: HashMap<InboundRequestId, Held>,
     pub sending: HashMap<InboundRequestId, Sending>,
-    /// Per peer: responses it let expire unannounced since it last
-    /// announced one, and when the last expired.
-    unacked: HashMap<PeerId, (u32, Duration)>,
+    /// Peers that let responses expire unannounced.
+    shun: Shun<PeerId>,
 }
 
 impl Uploads {
@@ -68,15 +61,13 @@ impl Uploads {
             admission: Admission::new(config, site),
             held: HashMap::new(),
             sending: HashMap::new(),
-            unacked: HashMap::new(),
+            shun: Shun::default(),
         }
     }
 
     /// How long `peer` is still served nothing (`None`: it is served).
     pub fn shunned(&self, now: Duration, peer: &PeerId) -> Option<Duration> {
-        let &(count, last) = self.unacked.get(peer)?;
-        let left = (last + SHUN_FOR).saturating_sub(now);
-        (count >= SHUN_AFTER && !left.is_zero()).then_some(left)
+        self.shun.shunned(now, peer)
     }
 
     /// A response's stream ended: written to the end (`complete`; its slot
@@ -116,7 +107,7 @@ impl Uploads {
             .map(|(id, s)| (*id, s.len))
             .collect();
         if !done.is_empty() {
-            self.unacked.remove(peer);
+            self.shun.acked(peer);
         }
         for (id, len) in done {
             self.sending.remove(&id);
@@ -138,11 +129,9 @@ impl Uploads {
         for (id, peer, len) in stale {
             self.sending.remove(&id);
             self.admission.finished(now, id, len);
-            let e = self.unacked.entry(peer).or_insert((0, now));
-            *e = (e.0 + 1, now);
+            self.shun.expired(now, peer);
         }
-        self.unacked
-            .retain(|_, (_, last)| now.saturating_sub(*last) < SHUN_FOR);
+        self.shun.prune(now);
         let shunned: Vec<InboundRequestId> = self
             .held
             .iter()

@@ -30,7 +30,6 @@ pub enum NetError {
     Store(#[from] StoreError),
 }
 
-
 /// The node's libp2p identity, kept in its store so its peer id survives restarts.
 pub fn load_or_create_identity<S: Store + ?Sized>(store: &S) -> Result<Keypair, NetError> {
     if let Some(bytes) = store.get_state(crate::store::keys::IDENTITY)? {
