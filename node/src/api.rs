@@ -17,6 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 
+mod render;
+pub use render::{ReleaseView, View};
+
 /// Largest request accepted (headers and body).
 const MAX_REQUEST: usize = 16 * 1024;
 /// Connections served at once.

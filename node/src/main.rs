@@ -228,7 +228,7 @@ struct CheckOpt {
 }
 
 mod mesh;
-mod status;
+mod status_cmd;
 
 fn main() -> ExitCode {
     init_tracing();
@@ -238,7 +238,7 @@ fn main() -> ExitCode {
         Command::Check(opt) => run_check(opt),
         Command::Run(opt) => mesh::run(opt.mesh, opt.lifecycle, opt.out),
         Command::Fetch(opt) => mesh::fetch(opt),
-        Command::Status(opt) => status::show(&opt.data, opt.json),
+        Command::Status(opt) => status_cmd::show(&opt.data, opt.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

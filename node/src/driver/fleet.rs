@@ -5,10 +5,16 @@
 //! them in its store for `pollen-seeder status`.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
+use libp2p::PeerId;
 use pollen_core::manifest::{KeyId, SecretKey};
 use pollen_core::status::{SignedStatus, StatusError, StatusRecord};
+use pollen_core::wire::{Request, MAX_STATUS_RECORDS};
 use serde_bytes::ByteBuf;
+
+use super::{Driver, DriverError, Mode, Pending};
+use crate::store::{keys, Store};
 
 /// Devices remembered at most; records of further devices are dropped.
 pub(crate) const MAX_DEVICES: usize = 20_000;
@@ -87,6 +93,150 @@ impl Fleet {
 
     pub fn records(&self) -> impl Iterator<Item = &StatusRecord> {
         self.records.values().map(|s| s.record())
+    }
+}
+
+/// How long a release waits for a peer to answer `GetControl` before it
+/// may be installed anyway (a device with no peers left).
+const CONTROL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+// The driver's side: publishing this node's record, relaying others'.
+impl Driver {
+    /// Peers status records and controls go to: every peer but devices of
+    /// other sites. Records travel towards the seeder through the site's
+    /// own members and its origin connections, so a record crosses a site's
+    /// uplink about once rather than once per cross-site connection.
+    fn fleet_peers(&self) -> Vec<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(_, i)| i.hello && !self.other_site(i.site, i.role))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// This node's record from its lifecycle, if it installs releases.
+    fn own_record(&self) -> Option<StatusRecord> {
+        let l = self.lifecycle.as_ref()?;
+        let r = &l.record;
+        Some(StatusRecord {
+            device: self.device_id.clone(),
+            site: self.config.site.clone(),
+            hardware: self.config.hardware.clone(),
+            channel: self.config.channel.clone(),
+            installed: r.installed.as_ref().map(|t| t.release.clone()),
+            target: r.target.as_ref().map(|t| t.release.clone()),
+            phase: r.phase,
+            note: r.note.clone(),
+            last_error: r.last_error.clone(),
+            attempts: r.attempts,
+            seq: 0,
+        })
+    }
+
+    /// Publishes this node's record when it changed, or when `status_interval` passed.
+    pub(super) fn publish_status(&mut self, force: bool) {
+        let Some(record) = self.own_record() else {
+            return;
+        };
+        let due = self
+            .last_status
+            .is_none_or(|t| t.elapsed() >= self.config.status_interval);
+        if force || due || self.fleet.changed(&record) {
+            self.last_status = Some(Instant::now());
+            self.fleet.publish(record, unix_ms());
+        }
+    }
+
+    /// Every tick: the lifecycle's rollout decision, status records to pass
+    /// on, and the local endpoint's snapshot.
+    pub(super) fn tick_fleet(&mut self) {
+        let answered = self
+            .control_asked
+            .is_none_or(|asked| asked.elapsed() >= CONTROL_WAIT);
+        if let (Some(l), Some(r), true) = (&mut self.lifecycle, &self.release, answered) {
+            let control = self.control.as_ref().map(|c| c.control());
+            let complete = self.node.is_complete();
+            l.tick(r, complete, &self.device_id, control, crate::unix_now());
+        }
+        self.publish_status(false);
+        let outbox = self.fleet.take_outbox();
+        if !outbox.is_empty() {
+            for p in self.fleet_peers() {
+                self.send_records(p, &outbox);
+            }
+        }
+        self.update_snapshot();
+    }
+
+    fn send_records(&mut self, peer: PeerId, records: &[ByteBuf]) {
+        for batch in records.chunks(MAX_STATUS_RECORDS) {
+            self.send(peer, Request::Status(batch.to_vec()), Pending::Notice);
+        }
+    }
+
+    /// A peer finished its hello: give it every record and the current
+    /// control (a device of another site gets the control only).
+    pub(super) fn greet_fleet(&mut self, peer: PeerId) {
+        let elsewhere = self
+            .peers
+            .get(&peer)
+            .is_some_and(|i| self.other_site(i.site, i.role));
+        let all = if elsewhere {
+            Vec::new()
+        } else {
+            self.fleet.all()
+        };
+        self.send_records(peer, &all);
+        if let Some(c) = &self.control {
+            let bytes = ByteBuf::from(c.to_bytes());
+            self.send(peer, Request::Control(bytes), Pending::Notice);
+        }
+    }
+
+    /// Loads the records a seeder stored before it restarted.
+    pub(super) fn load_fleet(&mut self) -> Result<(), DriverError> {
+        for (_, bytes) in self.store.state_with_prefix(keys::STATUS_PREFIX)? {
+            if let Err(e) = self.fleet.receive(&bytes) {
+                tracing::warn!(error = %e, "a stored status record no longer decodes");
+            }
+        }
+        // Loaded, not new: nothing to pass on.
+        self.fleet.take_outbox();
+        Ok(())
+    }
+
+    /// Status records from a peer.
+    pub(super) fn on_status(
+        &mut self,
+        peer: PeerId,
+        list: Vec<ByteBuf>,
+    ) -> Result<(), DriverError> {
+        let mut any = false;
+        for bytes in list.iter().take(MAX_STATUS_RECORDS) {
+            match self.fleet.receive(bytes) {
+                Ok(Some(s)) => {
+                    any = true;
+                    if self.config.mode == Mode::Seed {
+                        self.store
+                            .put_state(&keys::status(&s.key_id()), s.to_bytes())?;
+                    }
+                    tracing::debug!(%peer, device = %s.record().device, phase = %s.record().phase, "status record");
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(%peer, error = %e, "refused a status record"),
+            }
+        }
+        if any && self.config.mode == Mode::Seed {
+            self.check_auto_halt()?;
+        }
+        Ok(())
     }
 }
 

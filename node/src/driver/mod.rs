@@ -3,11 +3,12 @@
 //! into [`pollen_core::swarm::Swarm`] and executes the actions it returns;
 //! everything it decides about chunks, the scheduler decided.
 
+mod control;
 mod fleet;
 mod lifecycle;
+mod local;
 mod release;
 mod serve;
-mod status;
 mod uploads;
 mod writer;
 
@@ -39,7 +40,7 @@ use crate::net::{
 };
 use crate::store::{self, RocksStore, Store, StoreError};
 use crate::update::{UpdateConfig, UpdateError};
-use status::{recv_api, recv_progress};
+use local::{recv_api, recv_progress};
 
 pub use release::{Peer, Release};
 
@@ -250,7 +251,7 @@ impl Driver {
         events: Option<mpsc::Sender<NodeEvent>>,
     ) -> Result<Self, DriverError> {
         let key = load_or_create_identity(store.as_ref())?;
-        let device_key = status::device_key(&key)?;
+        let device_key = local::device_key(&key)?;
         let mut swarm = build_swarm(key, config.mdns && !config.no_lan, &config.limits)?;
         for addr in &config.listen {
             swarm

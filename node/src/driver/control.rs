@@ -1,0 +1,112 @@
+//! Rollout controls in the driver: verifying those from peers and the
+//! local endpoint, keeping the newest per release and passing it on, and a
+//! seeder's automatic halt when a stage's failure rate passes the
+//! manifest's threshold.
+
+use libp2p::PeerId;
+use pollen_core::fleet::{over_threshold, stage_counts};
+use pollen_core::rollout::{RolloutControl, SignedControl, VerifiedControl};
+use pollen_core::wire::Request;
+use serde_bytes::ByteBuf;
+
+use super::{Driver, DriverError, Pending};
+use crate::api::ApiCommand;
+
+impl Driver {
+    /// A rollout control from a peer (devices verify it; a seeder relays only its own).
+    pub(super) fn on_control(&mut self, peer: PeerId, bytes: &[u8]) -> Result<(), DriverError> {
+        let Some(policy) = &self.config.trust else {
+            return Ok(());
+        };
+        match VerifiedControl::from_bytes(bytes, policy) {
+            Ok(c) => self.adopt_control(c, Some(peer))?,
+            Err(e) => tracing::warn!(%peer, error = %e, "refused a rollout control"),
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_api(&mut self, cmd: ApiCommand) -> Result<(), DriverError> {
+        match cmd {
+            ApiCommand::Control(bytes) => {
+                let control = match (&self.config.trust, SignedControl::decode(&bytes)) {
+                    (_, Err(e)) => {
+                        tracing::warn!(error = %e, "refused a local rollout control");
+                        return Ok(());
+                    }
+                    (Some(policy), Ok(s)) => match s.verify(policy) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "refused a local rollout control");
+                            return Ok(());
+                        }
+                    },
+                    // The publisher's own seeder: devices judge what it relays.
+                    (None, Ok(s)) => VerifiedControl::assume_verified(s),
+                };
+                self.adopt_control(control, None)
+            }
+        }
+    }
+
+    /// Keeps `control` if it is the newest of its release and passes it on.
+    fn adopt_control(
+        &mut self,
+        control: VerifiedControl,
+        from: Option<PeerId>,
+    ) -> Result<(), DriverError> {
+        if !crate::controls::save_if_newer(self.store.as_ref(), &control)? {
+            return Ok(());
+        }
+        let c = control.control();
+        tracing::info!(release = %c.release, seq = c.seq, halted = c.halted, promoted = ?c.promoted, "rollout control");
+        let bytes = ByteBuf::from(control.to_bytes());
+        if self.release.as_ref().is_some_and(|r| r.id() == c.release) {
+            self.control = Some(control);
+        }
+        for p in self.hello_peer_ids() {
+            if Some(p) != from {
+                self.send(p, Request::Control(bytes.clone()), Pending::Notice);
+            }
+        }
+        Ok(())
+    }
+
+    /// On a seeder with the publisher key: halts the current release when
+    /// a stage's failure rate passes the manifest's `max_failures`.
+    pub(super) fn check_auto_halt(&mut self) -> Result<(), DriverError> {
+        let (Some(key), Some(r)) = (&self.config.publisher_key, &self.release) else {
+            return Ok(());
+        };
+        let rollout = &r.manifest.manifest().rollout;
+        let Some(max) = rollout.max_failures else {
+            return Ok(());
+        };
+        if self.control.as_ref().is_some_and(|c| c.control().halted) {
+            return Ok(());
+        }
+        let id = r.id();
+        let stages = stage_counts(&id, rollout, self.fleet.records());
+        let Some(stage) = over_threshold(&stages, max) else {
+            return Ok(());
+        };
+        let base = self
+            .control
+            .as_ref()
+            .map(|c| c.control().clone())
+            .unwrap_or_else(|| RolloutControl::initial(&self.config.channel, id));
+        let halt = RolloutControl {
+            halted: true,
+            ..base.next(crate::unix_now())
+        };
+        tracing::warn!(
+            release = %id,
+            stage,
+            failed = stages[stage].failed + stages[stage].rolled_back,
+            seen = stages[stage].seen,
+            max_failures_bp = max,
+            "failure rate over the threshold: halting the rollout"
+        );
+        let signed = SignedControl::sign(halt, &[key.as_ref()]);
+        self.adopt_control(VerifiedControl::assume_verified(signed), None)
+    }
+}
