@@ -34,6 +34,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::api::{ApiCommand, Shared};
+use crate::net::exchange::KnownPeer;
 use crate::net::protocol::{Counter, Outbound, Reply};
 use crate::net::{
     build_swarm, load_or_create_identity, Behaviour, BehaviourEvent, Limits, NetError,
@@ -1070,19 +1071,10 @@ impl Driver {
     }
 
     fn on_peers(&mut self, list: Vec<PeerRecord>) {
-        for rec in list.into_iter().take(pollen_core::wire::MAX_PEER_RECORDS) {
-            let known = Some((rec.site, rec.role));
-            let Ok(peer) = PeerId::from_bytes(&rec.peer) else {
-                continue;
-            };
-            let addrs: Vec<Multiaddr> = rec
-                .addrs
-                .iter()
-                .take(pollen_core::wire::MAX_ADDRS)
-                .filter_map(|a| Multiaddr::try_from(a.to_vec()).ok())
-                .collect();
-            if !addrs.is_empty() {
-                self.dial_discovered(peer, addrs, known);
+        for rec in list.iter().take(pollen_core::wire::MAX_PEER_RECORDS) {
+            match KnownPeer::try_from(rec) {
+                Ok(k) => self.dial_discovered(k.peer, k.addrs, Some((k.site, k.role))),
+                Err(e) => tracing::debug!(error = %e, "peer record ignored"),
             }
         }
     }

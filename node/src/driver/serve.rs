@@ -8,10 +8,10 @@ use libp2p::PeerId;
 use pollen_core::admission::{keep_connection, Start, Verdict};
 use pollen_core::manifest::ManifestId;
 use pollen_core::wire::{PeerRecord, Request, Response, MAX_ADDRS, MAX_PEER_RECORDS};
-use serde_bytes::ByteBuf;
 
 use super::uploads::{Held, Sending};
 use super::{Driver, DriverError, Mode};
+use crate::net::exchange::KnownPeer;
 use crate::net::protocol::{Counter, Reply};
 use crate::store::Store;
 
@@ -125,16 +125,13 @@ impl Driver {
         known
             .into_iter()
             .take(MAX_PEER_RECORDS)
-            .map(|(p, i)| PeerRecord {
-                peer: p.to_bytes(),
-                addrs: i
-                    .listen
-                    .iter()
-                    .take(MAX_ADDRS)
-                    .map(|a| ByteBuf::from(a.to_vec()))
-                    .collect(),
-                site: i.site,
-                role: i.role,
+            .map(|(p, i)| {
+                PeerRecord::from(&KnownPeer {
+                    peer: *p,
+                    addrs: i.listen.iter().take(MAX_ADDRS).cloned().collect(),
+                    site: i.site,
+                    role: i.role,
+                })
             })
             .collect()
     }

@@ -8,6 +8,7 @@
 //! [`crate::driver`].
 
 pub mod behaviour;
+pub mod exchange;
 pub mod protocol;
 
 pub use behaviour::{build_swarm, Behaviour, BehaviourEvent, Limits};
