@@ -42,6 +42,7 @@ fn config(opt: &MeshOpt, mode: Mode, linger: Duration) -> anyhow::Result<NodeCon
         }),
         max_peers: opt.max_peers,
         limits: Limits::default(),
+        transport: pollen_node::net::Transport::Network,
         device_id: opt.device_id.clone(),
         lifecycle: None,
         retry_interval: opt.retry_interval.into(),
@@ -115,6 +116,8 @@ async fn watch(
                 }
             }
             NodeEvent::Banned(peer) => eprintln!("{label}: banned {peer} (bad chunks)"),
+            // Logged by the driver (warn), with the reason.
+            NodeEvent::ManifestRefused(_) => {}
         }
     }
 }

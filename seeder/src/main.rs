@@ -445,6 +445,7 @@ fn serve(o: ServeOpt) -> anyhow::Result<()> {
             max_pending_incoming: 128,
             ..pollen_node::net::Limits::default()
         },
+        transport: pollen_node::net::Transport::Network,
         device_id: None,
         lifecycle: None,
         retry_interval: std::time::Duration::from_secs(60),

@@ -37,7 +37,7 @@ use crate::api::{ApiCommand, Shared};
 use crate::net::exchange::KnownPeer;
 use crate::net::protocol::{Counter, Outbound, Reply};
 use crate::net::{
-    build_swarm, load_or_create_identity, Behaviour, BehaviourEvent, Limits, NetError,
+    build_swarm, load_or_create_identity, Behaviour, BehaviourEvent, Limits, NetError, Transport,
 };
 use crate::store::{self, RocksStore, Store, StoreError};
 use crate::update::{UpdateConfig, UpdateError};
@@ -85,6 +85,8 @@ pub struct NodeConfig {
     /// Stop dialing discovered peers past this many connections.
     pub max_peers: usize,
     pub limits: Limits,
+    /// TCP and QUIC, or (tests) the in-process memory transport.
+    pub transport: Transport,
     /// The id rollout buckets are computed from (default: the peer id).
     pub device_id: Option<String>,
     /// Install releases through this lifecycle (`run` on a device); `None`
@@ -136,6 +138,8 @@ pub enum NodeEvent {
         report: Box<Report>,
     },
     Banned(PeerId),
+    /// A manifest from this peer failed verification (not stored).
+    ManifestRefused(PeerId),
 }
 
 /// Counters for the final report and the logs.
@@ -253,7 +257,8 @@ impl Driver {
     ) -> Result<Self, DriverError> {
         let key = load_or_create_identity(store.as_ref())?;
         let device_key = local::device_key(&key)?;
-        let mut swarm = build_swarm(key, config.mdns && !config.no_lan, &config.limits)?;
+        let use_mdns = config.mdns && !config.no_lan;
+        let mut swarm = build_swarm(key, use_mdns, &config.limits, config.transport)?;
         for addr in &config.listen {
             swarm
                 .listen_on(addr.clone())
@@ -1014,7 +1019,8 @@ impl Driver {
             }
             Err(e) => {
                 self.report.manifests_refused += 1;
-                tracing::warn!(peer = %from, error = %e, "refused a manifest")
+                tracing::warn!(peer = %from, error = %e, "refused a manifest");
+                self.emit(NodeEvent::ManifestRefused(from));
             }
         }
         Ok(())
@@ -1152,3 +1158,6 @@ impl Driver {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

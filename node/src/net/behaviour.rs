@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use libp2p::core::transport::MemoryTransport;
+use libp2p::core::{upgrade, Transport as _};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
@@ -38,6 +40,17 @@ impl Default for Limits {
     }
 }
 
+/// How a node reaches its peers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP (Noise, Yamux) and QUIC: the real thing.
+    #[default]
+    Network,
+    /// libp2p's in-process memory transport (Noise, Yamux), listening on
+    /// `/memory/N`: nodes of one process, for tests of the driver.
+    Memory,
+}
+
 /// Everything a Pollen node speaks.
 #[allow(missing_debug_implementations)] // the derive cannot see its members
 #[derive(NetworkBehaviour)]
@@ -50,58 +63,85 @@ pub struct Behaviour {
     pub pollen: request_response::Behaviour<Codec>,
 }
 
-/// Builds the libp2p swarm: TCP + Noise + Yamux and QUIC, over tokio.
+/// Builds the libp2p swarm over tokio: TCP + Noise + Yamux and QUIC, or
+/// the in-process memory transport.
 pub fn build_swarm(
     keypair: identity::Keypair,
     use_mdns: bool,
     limits: &Limits,
+    transport: Transport,
 ) -> Result<libp2p::Swarm<Behaviour>, NetError> {
     let limits = limits.clone();
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| NetError::Transport(e.to_string()))?
-        .with_quic()
-        .with_behaviour(|key| {
-            let peer_id = key.public().to_peer_id();
-            let mdns = if use_mdns {
-                Some(mdns::tokio::Behaviour::new(
-                    mdns::Config::default(),
-                    peer_id,
-                )?)
-            } else {
-                None
-            };
-            let rr_config = request_response::Config::default()
-                .with_request_timeout(limits.request_timeout)
-                .with_max_concurrent_streams(limits.max_streams);
-            Ok(Behaviour {
-                limits: connection_limits::Behaviour::new(
-                    connection_limits::ConnectionLimits::default()
-                        .with_max_established(Some(limits.max_established))
-                        .with_max_established_per_peer(Some(limits.max_per_peer))
-                        .with_max_pending_incoming(Some(limits.max_pending_incoming)),
-                ),
-                blocked: allow_block_list::Behaviour::default(),
-                identify: identify::Behaviour::new(identify::Config::new(
-                    "/pollen/id/1".into(),
-                    key.public(),
-                )),
-                ping: ping::Behaviour::new(ping::Config::new()),
-                mdns: Toggle::from(mdns),
-                pollen: request_response::Behaviour::with_codec(
-                    Codec::default(),
-                    [(STREAM_PROTOCOL, request_response::ProtocolSupport::Full)],
-                    rr_config,
-                ),
+    let make = move |key: &identity::Keypair| behaviour(key, use_mdns, &limits);
+    let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(300));
+    let builder = libp2p::SwarmBuilder::with_existing_identity(keypair).with_tokio();
+    let swarm = match transport {
+        Transport::Network => builder
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| NetError::Transport(e.to_string()))?
+            .with_quic()
+            .with_behaviour(make)
+            .map_err(|e| NetError::Transport(e.to_string()))?
+            .with_swarm_config(idle)
+            .build(),
+        Transport::Memory => builder
+            .with_other_transport(|key| {
+                let noise = noise::Config::new(key)
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+                Ok(MemoryTransport::default()
+                    .upgrade(upgrade::Version::V1)
+                    .authenticate(noise)
+                    .multiplex(yamux::Config::default()))
             })
-        })
-        .map_err(|e| NetError::Transport(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
-        .build();
+            .map_err(|e| NetError::Transport(e.to_string()))?
+            .with_behaviour(make)
+            .map_err(|e| NetError::Transport(e.to_string()))?
+            .with_swarm_config(idle)
+            .build(),
+    };
     Ok(swarm)
+}
+
+/// The behaviour of a node with `key`.
+fn behaviour(
+    key: &identity::Keypair,
+    use_mdns: bool,
+    limits: &Limits,
+) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+    let peer_id = key.public().to_peer_id();
+    let mdns = if use_mdns {
+        Some(mdns::tokio::Behaviour::new(
+            mdns::Config::default(),
+            peer_id,
+        )?)
+    } else {
+        None
+    };
+    let rr_config = request_response::Config::default()
+        .with_request_timeout(limits.request_timeout)
+        .with_max_concurrent_streams(limits.max_streams);
+    Ok(Behaviour {
+        limits: connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(limits.max_established))
+                .with_max_established_per_peer(Some(limits.max_per_peer))
+                .with_max_pending_incoming(Some(limits.max_pending_incoming)),
+        ),
+        blocked: allow_block_list::Behaviour::default(),
+        identify: identify::Behaviour::new(identify::Config::new(
+            "/pollen/id/1".into(),
+            key.public(),
+        )),
+        ping: ping::Behaviour::new(ping::Config::new()),
+        mdns: Toggle::from(mdns),
+        pollen: request_response::Behaviour::with_codec(
+            Codec::default(),
+            [(STREAM_PROTOCOL, request_response::ProtocolSupport::Full)],
+            rr_config,
+        ),
+    })
 }

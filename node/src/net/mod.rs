@@ -11,7 +11,7 @@ pub mod behaviour;
 pub mod exchange;
 pub mod protocol;
 
-pub use behaviour::{build_swarm, Behaviour, BehaviourEvent, Limits};
+pub use behaviour::{build_swarm, Behaviour, BehaviourEvent, Limits, Transport};
 
 use libp2p::identity::Keypair;
 

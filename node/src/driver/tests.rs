@@ -1,0 +1,152 @@
+//! The driver on an in-process pair of nodes: a seeder and a device over
+//! libp2p's memory transport, each with a real store in a temporary
+//! directory, in one tokio runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pollen_core::admission::AdmissionConfig;
+use pollen_core::manifest::{verify, SecretKey, SignedManifest, TrustPolicy, VerifyContext};
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+use crate::store::tests::{artifact, manifest_for};
+use crate::store::{reassemble_to, RocksStore, Store};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn config(mode: Mode, trust: Option<TrustPolicy>, peers: Vec<Multiaddr>) -> NodeConfig {
+    NodeConfig {
+        channel: "stable".into(),
+        trust,
+        hardware: None,
+        listen: vec!["/memory/0".parse().expect("addr")],
+        peers,
+        site: Some("hall".into()),
+        uplink_rate: None,
+        no_lan: false,
+        cross_site: true,
+        max_remote_peers: 4,
+        linger: Duration::ZERO,
+        admission: if mode == Mode::Seed {
+            AdmissionConfig::origin()
+        } else {
+            AdmissionConfig::default()
+        },
+        mdns: false,
+        mode,
+        seed: 7,
+        max_peers: 16,
+        limits: Limits::default(),
+        transport: Transport::Memory,
+        device_id: None,
+        lifecycle: None,
+        retry_interval: Duration::from_secs(60),
+        status_interval: Duration::from_secs(30),
+        publisher_key: None,
+    }
+}
+
+/// A store holding a signed release of `data`, and the key that signed it.
+fn seeded_store(dir: &std::path::Path, data: &[u8]) -> (Arc<RocksStore>, SecretKey) {
+    let store = Arc::new(RocksStore::open(dir).expect("open"));
+    let (m, chunks) = manifest_for(data);
+    for c in &chunks {
+        store.put_chunk(&c.id, &c.data).expect("put chunk");
+    }
+    let key = SecretKey::from_bytes(&[9; 32]);
+    let bytes = SignedManifest::sign(m, &[&key]).encode();
+    let policy = TrustPolicy::single(key.public());
+    let v = verify(&bytes, &policy, &VerifyContext::default()).expect("verify");
+    store.put_manifest(&v).expect("put manifest");
+    (store, key)
+}
+
+/// Starts a seeder; returns its address and the sender that stops it.
+async fn start_seeder(store: Arc<RocksStore>) -> (Multiaddr, oneshot::Sender<()>) {
+    let (tx, mut events) = mpsc::channel(64);
+    let driver = Driver::new(store, config(Mode::Seed, None, vec![]), Some(tx)).expect("seeder");
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(driver.run(async {
+        let _ = stopped.await;
+    }));
+    let addr = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match events.recv().await {
+                Some(NodeEvent::Listening(a)) => return a,
+                Some(_) => {}
+                None => panic!("the seeder stopped before listening"),
+            }
+        }
+    })
+    .await
+    .expect("the seeder listens");
+    (addr, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_fetches_a_release_from_a_seeder_in_process() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = artifact(600_000);
+    let (seeder_store, key) = seeded_store(&tmp.path().join("seeder"), &data);
+    let (addr, stop) = start_seeder(seeder_store).await;
+
+    let store = Arc::new(RocksStore::open(&tmp.path().join("device")).expect("open"));
+    let trust = Some(TrustPolicy::single(key.public()));
+    let device =
+        Driver::new(store.clone(), config(Mode::Fetch, trust, vec![addr]), None).expect("device");
+    let report = tokio::time::timeout(DEADLINE, device.run(std::future::pending()))
+        .await
+        .expect("the fetch completes in time")
+        .expect("the driver runs");
+    let _ = stop.send(());
+
+    assert!(report.complete, "{report:?}");
+    assert_eq!(u64::from(report.chunks_total), report.chunks_fetched);
+    assert_eq!(report.chunks_rejected, 0);
+    assert_eq!(report.manifests_refused, 0);
+    let id = store.manifest_ids().expect("ids")[0];
+    let bytes = store.get_manifest(&id).expect("get").expect("held");
+    let m = SignedManifest::decode(&bytes).expect("decode");
+    let mut out = Vec::new();
+    reassemble_to(store.as_ref(), m.manifest(), &mut out).expect("reassemble");
+    assert_eq!(out, data, "the device holds the release byte for byte");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_refuses_a_release_signed_by_a_key_it_does_not_trust() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (seeder_store, _) = seeded_store(&tmp.path().join("seeder"), &artifact(100_000));
+    let (addr, stop) = start_seeder(seeder_store).await;
+
+    let store = Arc::new(RocksStore::open(&tmp.path().join("device")).expect("open"));
+    let other = SecretKey::from_bytes(&[1; 32]).public();
+    let config = config(Mode::Fetch, Some(TrustPolicy::single(other)), vec![addr]);
+    let (tx, mut events) = mpsc::channel(64);
+    let device = Driver::new(store.clone(), config, Some(tx)).expect("device");
+    let (quit, quitted) = oneshot::channel::<()>();
+    let run = tokio::spawn(device.run(async {
+        let _ = quitted.await;
+    }));
+    // The device greets the seeder, asks for its manifest and refuses it.
+    let mut took_up = false;
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            match events.recv().await {
+                Some(NodeEvent::ManifestRefused(_)) => return,
+                Some(NodeEvent::NewRelease { .. }) => took_up = true,
+                Some(_) => {}
+                None => panic!("the device stopped"),
+            }
+        }
+    })
+    .await
+    .expect("the device refuses the manifest in time");
+    let _ = quit.send(());
+    let report = run.await.expect("join").expect("the driver runs");
+    let _ = stop.send(());
+    assert!(!took_up, "an untrusted release was taken up");
+    assert!(report.manifests_refused >= 1, "{report:?}");
+    assert!(store.manifest_ids().expect("ids").is_empty());
+    assert!(store.chunk_ids().expect("ids").is_empty());
+}
