@@ -40,6 +40,7 @@ fn hostile_peer(lie: Lie, manifest: Vec<u8>, artifact: &std::path::Path) -> Stri
                 libp2p::identity::Keypair::generate_ed25519(),
                 false,
                 &Limits::default(),
+                pollen_node::net::Transport::Network,
             )
             .expect("swarm");
             swarm

@@ -84,7 +84,13 @@ fn flood(
             .build()
             .expect("runtime");
         rt.block_on(async move {
-            let mut honest_codec = build_swarm(libp2p::identity::Keypair::generate_ed25519(), false, &Limits::default()).expect("swarm");
+            let mut honest_codec = build_swarm(
+                libp2p::identity::Keypair::generate_ed25519(),
+                false,
+                &Limits::default(),
+                pollen_node::net::Transport::Network,
+            )
+            .expect("swarm");
             let mut evil = libp2p::SwarmBuilder::with_new_identity()
                 .with_tokio()
                 .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
