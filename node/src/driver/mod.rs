@@ -22,6 +22,7 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{identify, mdns, Multiaddr, PeerId};
 use pollen_core::admission::AdmissionConfig;
+use pollen_core::chunk::ChunkIndex;
 use pollen_core::manifest::{
     verify, ManifestId, SecretKey, SignedManifest, TrustPolicy, VerifyContext,
 };
@@ -1110,51 +1111,67 @@ impl Driver {
         from: PeerId,
         manifest: ManifestId,
         index: u32,
-        data: Vec<u8>,
+        data: bytes::Bytes,
     ) -> Result<(), DriverError> {
         let Some(r) = &self.release else {
             return Ok(());
         };
-        if r.id() != manifest || index as usize >= r.chunks.len() {
+        if r.id() != manifest {
             return Ok(());
         }
-        let chunk = r.chunks[index as usize];
-        self.writer.submit(writer::Job {
+        // The one check of the index against the release (peer input).
+        let Some(index) = ChunkIndex::new(index, r.chunks.len()) else {
+            return Ok(());
+        };
+        let job = writer::Job {
             peer: from,
             manifest,
             index,
-            chunk,
+            chunk: r.chunks[index.as_usize()],
             data,
-        });
+        };
+        // Backpressure: while the writer has the most chunks out, their
+        // results are taken first (one store write at most), none dropped.
+        if let Some(w) = self.writer.wait_for_room() {
+            self.on_written(w)?;
+        }
+        if let Err(w) = self.writer.submit(job) {
+            self.on_written(*w)?;
+        }
         Ok(())
     }
 
     /// A chunk came back from the writer: checked, and stored if it was good.
     fn on_written(&mut self, w: writer::Written) -> Result<(), DriverError> {
         let now = self.now();
-        let ok = w.outcome.map_err(DriverError::Write)?;
+        let outcome = w.outcome.map_err(|e| DriverError::Write(e.to_string()))?;
         if self.release.as_ref().is_none_or(|r| r.id() != w.manifest) {
             return Ok(());
         }
-        if ok {
-            // The sender hears at once: that frees the upload slot that
-            // carried the chunk, and measures its delivery rate.
-            let ack = Request::Gained {
-                manifest: w.manifest,
-                indices: vec![w.index],
-            };
-            self.send(w.peer, ack, Pending::Notice);
-            *self
-                .report
-                .bytes_from
-                .entry(w.peer.to_string())
-                .or_default() += w.len as u64;
-            tracing::debug!(peer = %w.peer, index = w.index, "verified");
-        } else {
-            tracing::warn!(peer = %w.peer, index = w.index, got = w.len, "chunk failed verification; not stored");
-        }
+        let ok = match outcome {
+            writer::Outcome::Stored(_) => {
+                // The sender hears at once: that frees the upload slot that
+                // carried the chunk, and measures its delivery rate.
+                let ack = Request::Gained {
+                    manifest: w.manifest,
+                    indices: vec![w.index.get()],
+                };
+                self.send(w.peer, ack, Pending::Notice);
+                *self
+                    .report
+                    .bytes_from
+                    .entry(w.peer.to_string())
+                    .or_default() += w.len as u64;
+                tracing::debug!(peer = %w.peer, index = %w.index, "verified");
+                true
+            }
+            writer::Outcome::Rejected(reason) => {
+                tracing::warn!(peer = %w.peer, index = %w.index, %reason, "chunk failed verification; not stored");
+                false
+            }
+        };
         if let Some(r) = &mut self.release {
-            r.sched.handle_chunk(now, Peer(w.peer), w.index, ok);
+            r.sched.handle_chunk(now, Peer(w.peer), w.index.get(), ok);
         }
         Ok(())
     }

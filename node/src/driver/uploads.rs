@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A response written out but not yet announced by its requester frees its
@@ -29,7 +30,19 @@ use pollen_core::admission::{Admission, AdmissionConfig};
 use pollen_core::manifest::ManifestId;
 use pollen_core::swarm::SiteId;
 
+use super::serve::reader::{ReadError, Reader};
 use crate::net::protocol::{Counter, Reply};
+use crate::store::{RocksStore, Store};
+
+/// Why an admitted chunk cannot be read now.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(super) enum ReaderError {
+    #[error("starting the chunk readers: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
 
 /// A chunk request waiting for a slot.
 #[derive(Debug)]
@@ -57,6 +70,8 @@ pub(super) struct Uploads {
     pub admission: Admission<InboundRequestId, PeerId>,
     pub held: HashMap<InboundRequestId, Held>,
     pub sending: HashMap<InboundRequestId, Sending>,
+    /// The threads that read chunks to serve, started with the first.
+    reader: Option<Reader>,
     /// Per peer: responses it let expire unannounced since it last
     /// announced one, and when the last expired.
     unacked: HashMap<PeerId, (u32, Duration)>,
@@ -68,8 +83,20 @@ impl Uploads {
             admission: Admission::new(config, site),
             held: HashMap::new(),
             sending: HashMap::new(),
+            reader: None,
             unacked: HashMap::new(),
         }
+    }
+
+    /// The chunk readers on `store`, started on first use.
+    pub fn reader(&mut self, store: &Arc<RocksStore>) -> Result<&Reader, ReaderError> {
+        if self.reader.is_none() {
+            let store: Arc<dyn Store> = store.clone();
+            self.reader = Some(Reader::spawn(store).map_err(ReaderError::Spawn)?);
+        }
+        self.reader
+            .as_ref()
+            .ok_or(ReaderError::Read(ReadError::Gone))
     }
 
     /// How long `peer` is still served nothing (`None`: it is served).
