@@ -68,6 +68,28 @@ fn db_options() -> Options {
     opts
 }
 
+/// True when files in `dir` can be written with `O_DIRECT` (not on tmpfs,
+/// for one): tried once, with a file created and removed at once.
+#[cfg(target_os = "linux")]
+fn direct_io_works(dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let probe = dir.join(".pollen-direct-io-probe");
+    let ok = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(nix::fcntl::OFlag::O_DIRECT.bits())
+        .open(&probe)
+        .is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
+#[cfg(not(target_os = "linux"))]
+fn direct_io_works(_: &Path) -> bool {
+    false
+}
+
 fn cf_options(name: &str) -> Options {
     let mut opts = Options::default();
     if name == CF_CHUNKS {
@@ -86,11 +108,21 @@ impl RocksStore {
         let cfs = ALL_CFS
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n)));
-        let db = DB::open_cf_descriptors(&db_options(), path, cfs).map_err(|source| {
-            StoreError::Open {
-                path: path.display().to_string(),
-                source,
-            }
+        let mut opts = db_options();
+        std::fs::create_dir_all(path).map_err(|source| StoreError::Io {
+            context: format!("creating {}", path.display()),
+            source,
+        })?;
+        if direct_io_works(path) {
+            // Flushes write chunk bytes straight to the disk: through the
+            // page cache they cost a kernel copy per byte (the largest CPU
+            // item of a fetch, measured in BENCHMARKS.md) and push out
+            // what a small device keeps cached. Reads stay buffered.
+            opts.set_use_direct_io_for_flush_and_compaction(true);
+        }
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
         })?;
         Ok(Self {
             db,
