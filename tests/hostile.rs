@@ -26,7 +26,7 @@ fn hostile_peer(lie: Lie, manifest: Vec<u8>, artifact: &std::path::Path) -> Stri
     let data = std::fs::read(artifact).expect("artifact");
     let by_id: std::collections::HashMap<_, _> = chunks(&data[..], ChunkParams::DEFAULT)
         .map(|c| c.expect("chunk"))
-        .map(|c| (c.id, c.data))
+        .map(|c| (c.id(), c.data().to_vec()))
         .collect();
     let list = unique_chunks(signed.manifest());
     let (tx, rx) = std::sync::mpsc::channel();
@@ -87,7 +87,7 @@ fn hostile_peer(lie: Lie, manifest: Vec<u8>, artifact: &std::path::Path) -> Stri
                                     }
                                     Lie::Oversize => bytes.extend_from_slice(&[0u8; 64 * 1024]),
                                 }
-                                Response::Chunk(bytes)
+                                Response::Chunk(bytes.into())
                             }
                             Request::GetPeers => Response::Peers(Vec::new()),
                             _ => Response::Ok,

@@ -367,8 +367,8 @@ fn crafted_store(
     let store_dir = r.dir.join(name);
     let store = RocksStore::open(&store_dir).expect("store");
     for c in &m.chunks {
-        let data = src.get_chunk(&c.id).expect("chunk").expect("present");
-        store.put_chunk(&c.id, &data).expect("put");
+        let chunk = src.read_chunk(c).expect("chunk").expect("present");
+        store.put_chunk(chunk).expect("put");
     }
     let bytes = SignedManifest::sign(m, &[&key]).encode();
     let signed = SignedManifest::decode(&bytes).expect("decode");

@@ -45,10 +45,10 @@ impl Fixture {
         let mut refs = Vec::new();
         for c in chunks(&data[..], params) {
             let c = c.expect("chunk");
-            std::fs::write(chunk_dir.join(c.id.to_hex()), &c.data).expect("write chunk");
+            std::fs::write(chunk_dir.join(c.id().to_hex()), c.data()).expect("write chunk");
             refs.push(ChunkRef {
-                id: c.id,
-                len: c.data.len() as u32,
+                id: c.id(),
+                len: c.data().len() as u32,
             });
         }
         let now = pollen_node::unix_now();
@@ -349,8 +349,8 @@ fn threat7_mix_and_match() {
         chunks: new
             .iter()
             .map(|c| ChunkRef {
-                id: c.id,
-                len: c.data.len() as u32,
+                id: c.id(),
+                len: c.data().len() as u32,
             })
             .collect(),
         ..f.release(8)
@@ -361,18 +361,18 @@ fn threat7_mix_and_match() {
     let impostor_bytes =
         std::fs::read(f.dir.join("chunks").join(impostor.id.to_hex())).expect("read");
     for c in &new {
-        std::fs::write(mixed.join(c.id.to_hex()), &c.data).expect("write");
+        std::fs::write(mixed.join(c.id().to_hex()), c.data()).expect("write");
     }
     let target = new
         .iter()
-        .find(|c| c.data.len() == impostor_bytes.len())
-        .map(|c| c.id);
-    let victim = target.unwrap_or(new[0].id);
+        .find(|c| c.data().len() == impostor_bytes.len())
+        .map(|c| c.id());
+    let victim = target.unwrap_or(new[0].id());
     let mut forged = impostor_bytes.clone();
     forged.resize(
         new.iter()
-            .find(|c| c.id == victim)
-            .map(|c| c.data.len())
+            .find(|c| c.id() == victim)
+            .map(|c| c.data().len())
             .unwrap_or(0),
         0,
     );

@@ -7,8 +7,11 @@ use std::fmt;
 use std::io::Read;
 use std::str::FromStr;
 
+use bytes::Bytes;
 use fastcdc::v2020::{Normalization, StreamCDC};
 use serde::{Deserialize, Serialize};
+
+use crate::manifest::ChunkRef;
 
 /// BLAKE3 hash of a chunk's bytes: the chunk's name everywhere in Pollen.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -119,20 +122,166 @@ impl Default for ChunkParams {
     }
 }
 
-/// One chunk cut from an artifact.
+/// Bytes known to be the chunk they are named by: BLAKE3 of the bytes is
+/// the id. Made once, by checking bytes against an id (and the length a
+/// manifest gives) with [`VerifiedChunk::check`] / [`VerifiedChunk::check_id`],
+/// or by [`chunks`], which computed the id from the bytes. Whoever holds one
+/// need not hash again (a store takes only these). The bytes sit in a
+/// reference-counted buffer: cloning or handing them on copies nothing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifiedChunk {
+    id: ChunkId,
+    bytes: Bytes,
+}
+
+/// Why bytes are not the chunk they were meant to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejected {
+    #[error("chunk {id} should be {expected} bytes, got {got}")]
+    WrongLength {
+        id: ChunkId,
+        expected: u32,
+        got: usize,
+    },
+    #[error("chunk {id}: its {got} bytes hash to {actual}")]
+    WrongHash {
+        id: ChunkId,
+        actual: ChunkId,
+        got: usize,
+    },
+}
+
+impl VerifiedChunk {
+    /// Checks `bytes` against a manifest's entry: its length first (no
+    /// hashing for a wrong-sized answer), then BLAKE3.
+    pub fn check(chunk: &ChunkRef, bytes: impl Into<Bytes>) -> Result<Self, Rejected> {
+        let bytes = bytes.into();
+        if bytes.len() != chunk.len as usize {
+            return Err(Rejected::WrongLength {
+                id: chunk.id,
+                expected: chunk.len,
+                got: bytes.len(),
+            });
+        }
+        Self::check_id(chunk.id, bytes)
+    }
+
+    /// Checks `bytes` against `id` alone (BLAKE3, once).
+    pub fn check_id(id: ChunkId, bytes: impl Into<Bytes>) -> Result<Self, Rejected> {
+        let bytes = bytes.into();
+        let actual = blake3::hash(&bytes);
+        // blake3::Hash compares in constant time.
+        if actual == blake3::Hash::from_bytes(id.0) {
+            Ok(Self { id, bytes })
+        } else {
+            Err(Rejected::WrongHash {
+                id,
+                actual: ChunkId(*actual.as_bytes()),
+                got: bytes.len(),
+            })
+        }
+    }
+
+    pub fn id(&self) -> ChunkId {
+        self.id
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The manifest entry for this chunk. `None` only for a chunk over
+    /// 4 GiB, which no valid [`ChunkParams`] cuts.
+    pub fn chunk_ref(&self) -> Option<ChunkRef> {
+        Some(ChunkRef {
+            id: self.id,
+            len: u32::try_from(self.bytes.len()).ok()?,
+        })
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+}
+
+impl fmt::Debug for VerifiedChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedChunk")
+            .field("id", &self.id)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// An index into a release's list of unique chunks, checked once against
+/// the list's length ([`ChunkIndex::new`]); code that takes one need not
+/// check it again for that release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChunkIndex(u32);
+
+impl ChunkIndex {
+    /// `index` if it is below `count`.
+    pub fn new(index: u32, count: usize) -> Option<Self> {
+        ((index as usize) < count).then_some(Self(index))
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    pub fn as_usize(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for ChunkIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// One chunk cut from an artifact: where it starts, and its bytes with the
+/// id computed from them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Chunk {
-    pub id: ChunkId,
-    pub offset: u64,
-    pub data: Vec<u8>,
+    offset: u64,
+    chunk: VerifiedChunk,
+}
+
+impl Chunk {
+    pub fn id(&self) -> ChunkId {
+        self.chunk.id
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.chunk.bytes
+    }
+
+    /// The chunk, for a store: its id was computed from these bytes.
+    pub fn into_verified(self) -> VerifiedChunk {
+        self.chunk
+    }
 }
 
 impl fmt::Debug for Chunk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Chunk")
-            .field("id", &self.id)
+            .field("id", &self.chunk.id)
             .field("offset", &self.offset)
-            .field("len", &self.data.len())
+            .field("len", &self.chunk.bytes.len())
             .finish()
     }
 }
@@ -152,9 +301,11 @@ pub fn chunks<R: Read>(
     )
     .map(|r| match r {
         Ok(c) => Ok(Chunk {
-            id: ChunkId::of(&c.data),
             offset: c.offset,
-            data: c.data,
+            chunk: VerifiedChunk {
+                id: ChunkId::of(&c.data),
+                bytes: Bytes::from(c.data),
+            },
         }),
         Err(e) => Err(ChunkError::Io(e.into())),
     })
@@ -206,10 +357,55 @@ mod tests {
         let a = pseudo_random(1 << 20, 7);
         let mut b = a.clone();
         b.splice(100_000..100_000, [1u8, 2, 3]);
-        let ia: std::collections::HashSet<_> = cut(&a, small()).into_iter().map(|c| c.id).collect();
+        let ia: std::collections::HashSet<_> = cut(&a, small()).iter().map(Chunk::id).collect();
         let cb = cut(&b, small());
-        let shared = cb.iter().filter(|c| ia.contains(&c.id)).count();
+        let shared = cb.iter().filter(|c| ia.contains(&c.id())).count();
         assert!(shared + 3 >= cb.len(), "shared {shared} of {}", cb.len());
+    }
+
+    #[test]
+    fn verified_chunk_takes_only_the_right_bytes() {
+        let data = pseudo_random(5000, 3);
+        let good = ChunkRef {
+            id: ChunkId::of(&data),
+            len: 5000,
+        };
+        let v = VerifiedChunk::check(&good, data.clone()).expect("right bytes");
+        assert_eq!(
+            (v.id(), v.len(), v.chunk_ref()),
+            (good.id, 5000, Some(good))
+        );
+        assert_eq!(v.bytes().as_ref(), &data[..]);
+
+        let short = VerifiedChunk::check(&good, data[..4999].to_vec());
+        assert!(matches!(
+            short,
+            Err(Rejected::WrongLength {
+                expected: 5000,
+                got: 4999,
+                ..
+            })
+        ));
+        let mut flipped = data.clone();
+        flipped[10] ^= 1;
+        let actual = ChunkId::of(&flipped);
+        assert_eq!(
+            VerifiedChunk::check(&good, flipped.clone()),
+            Err(Rejected::WrongHash {
+                id: good.id,
+                actual,
+                got: 5000
+            })
+        );
+        assert!(VerifiedChunk::check_id(good.id, flipped).is_err());
+        assert!(VerifiedChunk::check_id(good.id, data).is_ok());
+    }
+
+    #[test]
+    fn chunk_index_is_checked_once() {
+        assert_eq!(ChunkIndex::new(3, 4).map(ChunkIndex::get), Some(3));
+        assert_eq!(ChunkIndex::new(4, 4), None);
+        assert_eq!(ChunkIndex::new(0, 0), None);
     }
 
     proptest! {
@@ -224,14 +420,14 @@ mod tests {
             prop_assert_eq!(&first, &second);
             let mut pos = 0u64;
             for (i, c) in first.iter().enumerate() {
-                prop_assert_eq!(c.offset, pos);
-                prop_assert!(c.id.matches(&c.data));
-                prop_assert!(c.data.len() <= p.max as usize);
+                prop_assert_eq!(c.offset(), pos);
+                prop_assert!(c.id().matches(c.data()));
+                prop_assert!(c.data().len() <= p.max as usize);
                 if i + 1 < first.len() {
-                    prop_assert!(c.data.len() >= p.min as usize);
+                    prop_assert!(c.data().len() >= p.min as usize);
                 }
-                prop_assert_eq!(&c.data[..], &data[pos as usize..pos as usize + c.data.len()]);
-                pos += c.data.len() as u64;
+                prop_assert_eq!(c.data(), &data[pos as usize..pos as usize + c.data().len()]);
+                pos += c.data().len() as u64;
             }
             prop_assert_eq!(pos as usize, data.len());
         }

@@ -103,7 +103,10 @@ pub enum Response {
     Ok,
     Manifest(#[serde(with = "serde_bytes")] Vec<u8>),
     Have(Bitfield),
-    Chunk(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Chunk bytes (encoded exactly as a `serde_bytes` byte string; held in
+    /// a shared buffer so that neither side copies them to frame them, see
+    /// [`chunk_header`]).
+    Chunk(bytes::Bytes),
     Peers(Vec<PeerRecord>),
     /// The responder does not have what was asked.
     NotFound,
@@ -134,6 +137,8 @@ pub enum WireError {
     TrailingBytes(usize),
     #[error("a message carries more {0} than allowed")]
     OverLimit(Limited),
+    #[error("a chunk frame's length is not a canonical varint of at most 32 bits")]
+    BadChunkLength,
 }
 
 /// What a message may carry only so much of.
@@ -184,6 +189,61 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], max: usize) -> Result<T, Wire
         return Err(WireError::TrailingBytes(rest.len()));
     }
     Ok(msg)
+}
+
+/// Postcard's tag of [`Response::Chunk`] (its variant index).
+pub const CHUNK_TAG: u8 = 4;
+/// Longest [`chunk_header`]: the tag and a varint of up to 5 bytes (a `u32`).
+pub const CHUNK_HEADER_MAX: usize = 6;
+
+/// The bytes postcard puts before a chunk's payload in an encoded
+/// [`Response::Chunk`] of `len` bytes (tag, then the length as a varint),
+/// and how many of them there are. A codec writes these, then the payload
+/// from its own buffer: the same bytes as `encode`, without copying the
+/// payload into a new one. `None` for a payload over `u32::MAX` bytes.
+pub fn chunk_header(len: usize) -> Option<([u8; CHUNK_HEADER_MAX], usize)> {
+    let mut left = u32::try_from(len).ok()?;
+    let mut out = [0u8; CHUNK_HEADER_MAX];
+    out[0] = CHUNK_TAG;
+    let mut n = 1;
+    loop {
+        let low = (left & 0x7f) as u8;
+        left >>= 7;
+        if left == 0 {
+            out[n] = low;
+            return Some((out, n + 1));
+        }
+        out[n] = low | 0x80;
+        n += 1;
+    }
+}
+
+/// Decodes the varint length of a chunk payload from the bytes after
+/// [`CHUNK_TAG`], fed one at a time: `Ok(Some(len))` when complete,
+/// `Ok(None)` when more bytes are needed. At most 5 bytes, canonical only.
+#[derive(Debug, Default)]
+pub struct ChunkLen {
+    value: u32,
+    shift: u32,
+}
+
+impl ChunkLen {
+    pub fn push(&mut self, byte: u8) -> Result<Option<usize>, WireError> {
+        let bad = || WireError::BadChunkLength;
+        if self.shift > 28 || (self.shift == 28 && byte > 0x0f) {
+            return Err(bad());
+        }
+        self.value |= u32::from(byte & 0x7f) << self.shift;
+        if byte & 0x80 != 0 {
+            self.shift += 7;
+            return Ok(None);
+        }
+        if byte == 0 && self.shift > 0 {
+            // A trailing zero group: not how postcard writes it.
+            return Err(bad());
+        }
+        Ok(Some(self.value as usize))
+    }
 }
 
 impl Request {
@@ -270,7 +330,7 @@ mod tests {
             assert_eq!(Request::decode(&m.encode().expect("encode")), Ok(m));
         }
         for resp in [
-            Response::Chunk(vec![1; 1000]),
+            Response::Chunk(vec![1; 1000].into()),
             Response::Busy { retry_ms: 1500 },
             Response::Declined { retry_ms: 4000 },
         ] {
@@ -280,12 +340,48 @@ mod tests {
 
     #[test]
     fn caps_are_enforced() {
-        let big = Response::Chunk(vec![0; MAX_RESPONSE]);
+        let big = Response::Chunk(vec![0; MAX_RESPONSE].into());
         assert!(matches!(big.encode(), Err(WireError::TooLarge { .. })));
         assert!(matches!(
             Request::decode(&vec![0; MAX_REQUEST + 1]),
             Err(WireError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn chunk_header_is_what_postcard_writes() {
+        for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 1 << 20, 17 << 20] {
+            let encoded = Response::Chunk(vec![9; len].into())
+                .encode()
+                .unwrap_or_else(|_| {
+                    postcard::to_stdvec(&Response::Chunk(vec![9; len].into())).expect("encode")
+                });
+            let (header, n) = chunk_header(len).expect("fits");
+            assert_eq!(&encoded[..n], &header[..n], "len {len}");
+            assert_eq!(encoded.len(), n + len);
+            let mut parse = ChunkLen::default();
+            let mut got = None;
+            for &b in &header[1..n] {
+                got = parse.push(b).expect("valid varint");
+            }
+            assert_eq!(got, Some(len));
+        }
+        assert_eq!(
+            postcard::to_stdvec(&Response::Chunk(Default::default())).expect("encode"),
+            [CHUNK_TAG, 0]
+        );
+    }
+
+    #[test]
+    fn chunk_length_varint_is_bounded_and_canonical() {
+        let mut p = ChunkLen::default();
+        for _ in 0..4 {
+            assert_eq!(p.push(0xff), Ok(None));
+        }
+        assert!(p.push(0x10).is_err(), "over u32");
+        let mut p = ChunkLen::default();
+        assert_eq!(p.push(0x80), Ok(None));
+        assert!(p.push(0).is_err(), "trailing zero group");
     }
 
     proptest! {

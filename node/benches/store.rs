@@ -2,7 +2,7 @@
 //! streaming them back out as an artifact.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use pollen_core::chunk::ChunkId;
+use pollen_core::chunk::{ChunkId, VerifiedChunk};
 use pollen_core::manifest::{Artifact, ChunkRef, Install, Manifest, Rollout};
 use pollen_core::ChunkParams;
 use pollen_node::store::{reassemble_to, RocksStore, Store};
@@ -10,14 +10,15 @@ use pollen_node::store::{reassemble_to, RocksStore, Store};
 const CHUNK: usize = 256 << 10;
 const COUNT: usize = 256; // 64 MiB
 
-fn chunk_set() -> Vec<(ChunkId, Vec<u8>)> {
+fn chunk_set() -> Vec<(ChunkId, VerifiedChunk)> {
     (0..COUNT)
         .map(|i| {
             let mut data = vec![0u8; CHUNK];
             blake3::Hasher::new_keyed(&[i as u8; 32])
                 .finalize_xof()
                 .fill(&mut data);
-            (ChunkId::of(&data), data)
+            let id = ChunkId::of(&data);
+            (id, VerifiedChunk::check_id(id, data).expect("its own id"))
         })
         .collect()
 }
@@ -35,9 +36,10 @@ fn store_throughput(c: &mut Criterion) {
                 (dir, store)
             },
             |(dir, store)| {
-                for (id, data) in &set {
-                    store.put_chunk(id, data).expect("put");
+                for (_, chunk) in &set {
+                    store.put_chunk(chunk.clone()).expect("put");
                 }
+                store.sync_chunks().expect("sync");
                 (store, dir)
             },
             BatchSize::PerIteration,
@@ -47,9 +49,9 @@ fn store_throughput(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = RocksStore::open(dir.path()).expect("open");
     let mut whole = blake3::Hasher::new();
-    for (id, data) in &set {
-        store.put_chunk(id, data).expect("put");
-        whole.update(data);
+    for (_, chunk) in &set {
+        store.put_chunk(chunk.clone()).expect("put");
+        whole.update(chunk.bytes());
     }
     let manifest = Manifest {
         product: "bench".into(),

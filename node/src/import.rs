@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pollen_core::chunk::ChunkId;
+use pollen_core::chunk::VerifiedChunk;
 use std::sync::Arc;
 
 use pollen_core::manifest::{
@@ -242,26 +242,17 @@ pub fn import(
         if i == missing.len() / 2 {
             update::failpoint("importing");
         }
-        let bytes = req.source.read(c)?;
-        if bytes.len() != c.len as usize {
-            return Err(ImportError::Chunk(StoreError::ChunkMismatch {
-                id: c.id,
-                actual: ChunkId::of(&bytes),
-                got: bytes.len(),
-            }));
-        }
-        match store.put_chunk(&c.id, &bytes) {
-            Ok(Put::New) => {
-                chunks_new += 1;
-                bytes_new += bytes.len() as u64;
-            }
-            Ok(Put::AlreadyHeld) => {}
-            Err(e @ StoreError::ChunkMismatch { .. }) => return Err(ImportError::Chunk(e)),
-            Err(e) => return Err(e.into()),
+        let chunk = VerifiedChunk::check(c, req.source.read(c)?)
+            .map_err(|r| ImportError::Chunk(r.into()))?;
+        if store.put_chunk(chunk)? == Put::New {
+            chunks_new += 1;
+            bytes_new += u64::from(c.len);
         }
         tracing::debug!(chunk = %c.id, len = c.len, "stored");
         progress(total - missing.len() + i + 1, total);
     }
+    // The manifest names these chunks: durable (power loss too) first.
+    store.sync_chunks()?;
     store.put_manifest(&verified)?;
 
     let reassembled = match &req.out {

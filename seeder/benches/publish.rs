@@ -26,7 +26,7 @@ fn publish_path(c: &mut Criterion) {
     g.bench_function("chunk_and_hash", |b| {
         b.iter(|| {
             chunks(&data[..], params)
-                .map(|c| c.map(|c| c.data.len()))
+                .map(|c| c.map(|c| c.data().len()))
                 .sum::<Result<usize, _>>()
         })
     });

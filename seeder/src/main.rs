@@ -392,10 +392,10 @@ fn export(o: ExportOpt) -> anyhow::Result<()> {
     std::fs::create_dir_all(&chunk_dir)
         .with_context(|| format!("creating {}", chunk_dir.display()))?;
     for c in &signed.manifest().chunks {
-        let data = store
-            .get_chunk(&c.id)?
+        let chunk = store
+            .read_chunk(c)?
             .with_context(|| format!("chunk {} is not in the store", c.id))?;
-        std::fs::write(chunk_dir.join(c.id.to_hex()), data)?;
+        std::fs::write(chunk_dir.join(c.id.to_hex()), chunk.bytes())?;
     }
     std::fs::write(o.out.join("manifest.pollen"), &bytes)?;
     println!(

@@ -150,22 +150,26 @@ fn chunk_pipeline<S: Store + ?Sized, R: Read + Send>(
         };
         let mut whole = blake3::Hasher::new();
         for chunk in rx {
-            let chunk = chunk?;
-            whole.update(&chunk.data);
-            let len = chunk.data.len();
-            if store.put_chunk(&chunk.id, &chunk.data)? == Put::New {
+            // The chunker computed the id from these bytes: no second hash.
+            let chunk = chunk?.into_verified();
+            whole.update(chunk.bytes());
+            let len = chunk.len();
+            // Chunk lengths are bounded by params.max (<= 16 MiB), so this cannot truncate.
+            out.refs.push(ChunkRef {
+                id: chunk.id(),
+                len: len as u32,
+            });
+            // Unlogged (half the bytes written), made durable below, before
+            // the manifest that names these chunks is written.
+            if store.put_chunk_unlogged(chunk)? == Put::New {
                 out.new_chunks += 1;
                 out.new_bytes += len as u64;
             }
             out.size += len as u64;
-            // Chunk lengths are bounded by params.max (<= 16 MiB), so this cannot truncate.
-            out.refs.push(ChunkRef {
-                id: chunk.id,
-                len: len as u32,
-            });
             progress(out.size);
         }
         out.blake3 = *whole.finalize().as_bytes();
+        store.sync_chunks()?;
         Ok(out)
     })
 }

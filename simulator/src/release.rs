@@ -70,8 +70,8 @@ fn chunk_file(path: &Path, params: ChunkParams) -> Result<Vec<ChunkRef>, Release
         .map(|c| {
             let c = c.map_err(|e| ReleaseError::Chunk(e.to_string()))?;
             Ok(ChunkRef {
-                id: c.id,
-                len: c.data.len() as u32,
+                id: c.id(),
+                len: c.data().len() as u32,
             })
         })
         .collect()

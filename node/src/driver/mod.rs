@@ -23,6 +23,7 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{identify, mdns, Multiaddr, PeerId};
 use pollen_core::admission::AdmissionConfig;
+use pollen_core::chunk::ChunkIndex;
 use pollen_core::manifest::{
     verify, ManifestId, SecretKey, SignedManifest, TrustPolicy, VerifyContext,
 };
@@ -1031,48 +1032,60 @@ impl Driver {
         from: PeerId,
         manifest: ManifestId,
         index: u32,
-        data: Vec<u8>,
+        data: bytes::Bytes,
     ) -> Result<(), DriverError> {
         let Some(r) = &self.release else {
             return Ok(());
         };
-        if r.id() != manifest || index as usize >= r.chunks.len() {
+        if r.id() != manifest {
             return Ok(());
         }
-        let chunk = r.chunks[index as usize];
-        self.writer.submit(writer::Job {
+        // The one check of the index against the release (peer input).
+        let Some(index) = ChunkIndex::new(index, r.chunks.len()) else {
+            return Ok(());
+        };
+        let job = writer::Job {
             peer: from,
             manifest,
             index,
-            chunk,
+            chunk: r.chunks[index.as_usize()],
             data,
-        });
+        };
+        // Backpressure: while the writer has the most chunks out, their
+        // results are taken first (one store write at most), none dropped.
+        if let Some(w) = self.writer.wait_for_room() {
+            self.on_written(w)?;
+        }
+        if let Err(w) = self.writer.submit(job) {
+            self.on_written(*w)?;
+        }
         Ok(())
     }
 
     /// A chunk came back from the writer: checked, and stored if it was good.
     fn on_written(&mut self, w: writer::Written) -> Result<(), DriverError> {
         let now = self.now();
-        let ok = w.outcome.map_err(DriverError::Write)?;
+        let outcome = w.outcome.map_err(|e| DriverError::Write(e.to_string()))?;
         if self.release.as_ref().is_none_or(|r| r.id() != w.manifest) {
             return Ok(());
         }
-        if ok {
-            *self
-                .report
-                .bytes_from
-                .entry(w.peer.to_string())
-                .or_default() += w.len as u64;
-            tracing::debug!(peer = %w.peer, index = w.index, "verified");
-        } else {
-            tracing::warn!(peer = %w.peer, index = w.index, got = w.len, "chunk failed verification; not stored");
-        }
-        let receipt = if ok {
-            Receipt::Verified
-        } else {
-            Receipt::Rejected
+        let receipt = match outcome {
+            writer::Outcome::Stored(_) => {
+                *self
+                    .report
+                    .bytes_from
+                    .entry(w.peer.to_string())
+                    .or_default() += w.len as u64;
+                tracing::debug!(peer = %w.peer, index = %w.index, "verified");
+                Receipt::Verified
+            }
+            writer::Outcome::Rejected(reason) => {
+                tracing::warn!(peer = %w.peer, index = %w.index, %reason, "chunk failed verification; not stored");
+                Receipt::Rejected
+            }
         };
-        self.node.handle_chunk(now, Peer(w.peer), w.index, receipt);
+        self.node
+            .handle_chunk(now, Peer(w.peer), w.index.get(), receipt);
         Ok(())
     }
 

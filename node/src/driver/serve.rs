@@ -1,7 +1,10 @@
 //! Answering peers' requests. Every answer is bounded; chunk requests go
-//! through admission control ([`super::uploads`]), and chunks are re-hashed
-//! before they are served, so a corrupted disk never spreads. A store error
-//! while serving is logged and answered `NotFound`: it never stops the node.
+//! through admission control ([`super::uploads`]), and admitted chunks are
+//! read off the event loop ([`reader`]) and checked against their id once
+//! per read, so a corrupted disk never spreads. A store error while serving
+//! is logged and answered `NotFound`: it never stops the node.
+
+pub(super) mod reader;
 
 use libp2p::request_response::{InboundRequestId, ResponseChannel};
 use libp2p::PeerId;
@@ -13,7 +16,23 @@ use super::uploads::{Held, Sending};
 use super::{Driver, DriverError, Mode};
 use crate::net::exchange::KnownPeer;
 use crate::net::protocol::{Counter, Reply};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+/// A stored item to serve, or `NotFound` if it cannot be read (logged).
+fn or_not_found(
+    what: &str,
+    read: Result<Option<Vec<u8>>, StoreError>,
+    found: impl FnOnce(Vec<u8>) -> Response,
+) -> Response {
+    match read {
+        Ok(Some(bytes)) => found(bytes),
+        Ok(None) => Response::NotFound,
+        Err(e) => {
+            tracing::error!(error = %e, "reading {what} to serve failed; answering NotFound");
+            Response::NotFound
+        }
+    }
+}
 
 /// Milliseconds in a retry hint, saturating.
 pub(super) fn ms(d: std::time::Duration) -> u32 {
@@ -58,10 +77,11 @@ impl Driver {
                 }
                 Response::Ok
             }
-            Request::GetManifest(id) => match self.store.get_manifest(&id)? {
-                Some(bytes) => Response::Manifest(bytes),
-                None => Response::NotFound,
-            },
+            Request::GetManifest(id) => or_not_found(
+                "a manifest",
+                self.store.get_manifest(&id),
+                Response::Manifest,
+            ),
             Request::GetHave(id) => match (&self.release, self.node.have()) {
                 (Some(r), Some(have)) if r.id() == id => Response::Have(have.clone()),
                 _ => Response::NotFound,
@@ -87,11 +107,11 @@ impl Driver {
                 self.on_status(peer, list)?;
                 Response::Ok
             }
-            Request::GetControl(id) => match crate::controls::load_bytes(self.store.as_ref(), &id)?
-            {
-                Some(bytes) => Response::Control(bytes),
-                None => Response::NotFound,
-            },
+            Request::GetControl(id) => or_not_found(
+                "a rollout control",
+                crate::controls::load_bytes(self.store.as_ref(), &id),
+                Response::Control,
+            ),
             Request::Control(bytes) => {
                 self.on_control(peer, &bytes)?;
                 Response::Ok
@@ -214,8 +234,10 @@ impl Driver {
         }
     }
 
-    /// Reads, re-hashes and sends an admitted chunk (its slot is freed when
-    /// the response has been written, or its stream broke off).
+    /// Sends an admitted chunk: queues its read and hands the response to
+    /// the codec at once, which writes the bytes when the reader has them
+    /// (its slot is freed when the requester announces the chunk, or the
+    /// stream broke off — a failed read counts as that).
     fn send_chunk(
         &mut self,
         id: InboundRequestId,
@@ -229,40 +251,36 @@ impl Driver {
             Some(r) if r.id() == manifest => r.chunks.get(index as usize).copied(),
             _ => None,
         };
-        let bytes = match chunk.map(|c| (c, self.store.get_chunk(&c.id))) {
-            Some((c, Ok(Some(bytes)))) if c.id.matches(&bytes) => Some(bytes),
-            Some((c, Ok(Some(_)))) => {
-                tracing::error!(chunk = %c.id, "stored chunk fails its hash; not serving it");
-                None
-            }
-            Some((c, Err(e))) => {
-                tracing::error!(chunk = %c.id, error = %e, "reading a chunk to serve failed");
-                None
-            }
-            _ => None,
-        };
-        let Some(bytes) = bytes else {
+        let Some(chunk) = chunk else {
             self.uploads.admission.finished(now, id, 0);
             self.respond(channel, Response::NotFound);
             return;
         };
-        self.report.bytes_served += bytes.len() as u64;
+        let read = self
+            .uploads
+            .reader(&self.store)
+            .and_then(|r| r.read(chunk).map_err(super::uploads::ReaderError::from));
+        let read = match read {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(chunk = %chunk.id, error = %e, "cannot read a chunk to serve now");
+                self.uploads.admission.finished(now, id, 0);
+                self.respond(channel, Response::Busy { retry_ms: 1000 });
+                return;
+            }
+        };
+        // Counted when queued: a read that fails is logged by the reader.
+        self.report.bytes_served += u64::from(chunk.len);
         self.report.chunks_served += 1;
         let written = Counter::default();
         let sending = Sending {
             peer,
             index,
-            len: bytes.len() as u64,
+            len: u64::from(chunk.len),
             written: written.clone(),
             done_at: None,
         };
         self.uploads.sending.insert(id, sending);
-        self.respond(
-            channel,
-            Reply {
-                response: Response::Chunk(bytes),
-                progress: Some(written),
-            },
-        );
+        self.respond(channel, Reply::chunk_when_read(read, written));
     }
 }

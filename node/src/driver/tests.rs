@@ -52,7 +52,9 @@ fn seeded_store(dir: &std::path::Path, data: &[u8]) -> (Arc<RocksStore>, SecretK
     let store = Arc::new(RocksStore::open(dir).expect("open"));
     let (m, chunks) = manifest_for(data);
     for c in &chunks {
-        store.put_chunk(&c.id, &c.data).expect("put chunk");
+        store
+            .put_chunk(c.clone().into_verified())
+            .expect("put chunk");
     }
     let key = SecretKey::from_bytes(&[9; 32]);
     let bytes = SignedManifest::sign(m, &[&key]).encode();

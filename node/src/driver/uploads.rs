@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A response written out but not yet announced by its requester frees its
@@ -23,7 +24,19 @@ use pollen_core::admission::{Admission, AdmissionConfig, Shun};
 use pollen_core::manifest::ManifestId;
 use pollen_core::swarm::SiteId;
 
+use super::serve::reader::{ReadError, Reader};
 use crate::net::protocol::{Counter, Reply};
+use crate::store::{RocksStore, Store};
+
+/// Why an admitted chunk cannot be read now.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(super) enum ReaderError {
+    #[error("starting the chunk readers: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
 
 /// A chunk request waiting for a slot.
 #[derive(Debug)]
@@ -51,6 +64,8 @@ pub(super) struct Uploads {
     pub admission: Admission<InboundRequestId, PeerId>,
     pub held: HashMap<InboundRequestId, Held>,
     pub sending: HashMap<InboundRequestId, Sending>,
+    /// The threads that read chunks to serve, started with the first.
+    reader: Option<Reader>,
     /// Peers that let responses expire unannounced.
     shun: Shun<PeerId>,
 }
@@ -61,8 +76,20 @@ impl Uploads {
             admission: Admission::new(config, site),
             held: HashMap::new(),
             sending: HashMap::new(),
+            reader: None,
             shun: Shun::default(),
         }
+    }
+
+    /// The chunk readers on `store`, started on first use.
+    pub fn reader(&mut self, store: &Arc<RocksStore>) -> Result<&Reader, ReaderError> {
+        if self.reader.is_none() {
+            let store: Arc<dyn Store> = store.clone();
+            self.reader = Some(Reader::spawn(store).map_err(ReaderError::Spawn)?);
+        }
+        self.reader
+            .as_ref()
+            .ok_or(ReaderError::Read(ReadError::Gone))
     }
 
     /// How long `peer` is still served nothing (`None`: it is served).

@@ -1,29 +1,61 @@
 //! Verifies and stores received chunks on a thread of its own, so the event
-//! loop keeps the network moving while RocksDB writes. Both queues are
-//! bounded above the number of chunk requests that can be in flight, so a
-//! submission never waits in practice (and falls back to an inline write if
-//! it ever would).
+//! loop keeps the network moving while the store writes. Each chunk is
+//! hashed exactly once, here ([`VerifiedChunk::check`]), and what became of
+//! it comes back as a typed [`Outcome`].
+//!
+//! Backpressure, with nothing dropped: at most [`DEPTH`] chunks are out
+//! between the driver and this thread (queued, being written, or written
+//! with their result not yet taken). Both channels hold that many, so a
+//! submission never finds the queue full and the thread never waits to hand
+//! a result back. When [`DEPTH`] are out, the driver takes the oldest
+//! result first ([`Writer::wait_for_room`]: a wait of at most one store
+//! write) and handles it, then submits: the event loop takes no more chunk
+//! responses than the store can keep up with.
 
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use libp2p::PeerId;
+use pollen_core::chunk::{ChunkIndex, Rejected, VerifiedChunk};
 use pollen_core::manifest::{ChunkRef, ManifestId};
 use tokio::sync::mpsc;
 
-use crate::store::{RocksStore, Store};
+use crate::store::{Put, Store, StoreError};
 
-/// Jobs and results queued at most (the scheduler keeps far fewer in flight).
-const DEPTH: usize = 256;
+/// Chunks out between the driver and the writer at most (the scheduler
+/// keeps at most 64 requests in flight, chunks here included; at 1 MiB
+/// chunks this bounds the memory they hold to 32 MiB).
+pub const DEPTH: usize = 32;
 
-/// A chunk to check and store.
+/// A chunk to check and store. `index` was checked against the release
+/// `manifest` and `chunk` is its entry there.
 #[derive(Debug)]
 pub struct Job {
     pub peer: PeerId,
     pub manifest: ManifestId,
-    pub index: u32,
+    pub index: ChunkIndex,
     pub chunk: ChunkRef,
-    pub data: Vec<u8>,
+    pub data: Bytes,
+}
+
+/// What the writer made of a chunk it could check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It is the chunk: stored (or held already).
+    Stored(Put),
+    /// It is not the chunk asked for: not stored.
+    Rejected(Rejected),
+}
+
+/// Errors of this module: the chunk's fate is unknown, the node stops.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the writer thread is gone")]
+    WriterGone,
 }
 
 /// What became of a [`Job`].
@@ -31,28 +63,42 @@ pub struct Job {
 pub struct Written {
     pub peer: PeerId,
     pub manifest: ManifestId,
-    pub index: u32,
+    pub index: ChunkIndex,
     pub len: usize,
-    /// `Ok(true)`: verified and stored; `Ok(false)`: failed its hash, not stored.
-    pub outcome: Result<bool, String>,
+    pub outcome: Result<Outcome, WriteError>,
 }
 
-fn process(store: &RocksStore, job: Job) -> Written {
-    let verified = job.data.len() == job.chunk.len as usize && job.chunk.id.matches(&job.data);
-    let outcome = if verified {
-        store
-            .put_chunk(&job.chunk.id, &job.data)
-            .map(|_| true)
-            .map_err(|e| e.to_string())
-    } else {
-        Ok(false)
+fn process(store: &dyn Store, job: Job) -> Written {
+    let len = job.data.len();
+    let outcome = match VerifiedChunk::check(&job.chunk, job.data) {
+        Ok(chunk) => store
+            .put_chunk(chunk)
+            .map(Outcome::Stored)
+            .map_err(WriteError::Store),
+        Err(r) => Ok(Outcome::Rejected(r)),
     };
     Written {
         peer: job.peer,
         manifest: job.manifest,
         index: job.index,
-        len: job.data.len(),
+        len,
         outcome,
+    }
+}
+
+/// The writer's results, and how many chunks are out.
+#[derive(Debug)]
+pub struct Done {
+    rx: mpsc::Receiver<Written>,
+    in_flight: usize,
+}
+
+impl Done {
+    /// The next result; `None` once the writer is gone. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Written> {
+        let w = self.rx.recv().await?;
+        self.in_flight = self.in_flight.saturating_sub(1);
+        Some(w)
     }
 }
 
@@ -60,47 +106,168 @@ fn process(store: &RocksStore, job: Job) -> Written {
 #[derive(Debug)]
 pub struct Writer {
     jobs: SyncSender<Job>,
-    pub done: mpsc::Receiver<Written>,
-    done_tx: mpsc::Sender<Written>,
-    store: Arc<RocksStore>,
+    pub done: Done,
+    depth: usize,
 }
 
 impl Writer {
-    pub fn spawn(store: Arc<RocksStore>) -> std::io::Result<Self> {
-        let (jobs, rx) = sync_channel::<Job>(DEPTH);
-        let (done_tx, done) = mpsc::channel(DEPTH * 2);
-        let thread_store = store.clone();
-        let thread_done = done_tx.clone();
+    pub fn spawn(store: Arc<dyn Store>) -> std::io::Result<Self> {
+        Self::with_depth(store, DEPTH)
+    }
+
+    fn with_depth(store: Arc<dyn Store>, depth: usize) -> std::io::Result<Self> {
+        let (jobs, rx) = sync_channel::<Job>(depth);
+        let (done_tx, done) = mpsc::channel(depth);
         std::thread::Builder::new()
             .name("pollen-writer".into())
             .spawn(move || {
                 for job in rx {
-                    if thread_done
-                        .blocking_send(process(&thread_store, job))
-                        .is_err()
-                    {
+                    // Never waits: no more than `depth` results are out.
+                    if done_tx.blocking_send(process(store.as_ref(), job)).is_err() {
                         break;
                     }
                 }
             })?;
         Ok(Self {
             jobs,
-            done,
-            done_tx,
-            store,
+            done: Done {
+                rx: done,
+                in_flight: 0,
+            },
+            depth,
         })
     }
 
-    /// Queues a chunk; if the queue is ever full, checks and stores it here.
-    pub fn submit(&self, job: Job) {
-        match self.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
-                let written = process(&self.store, job);
-                if let Err(e) = self.done_tx.try_send(written) {
-                    tracing::error!(error = %e, "chunk result dropped");
-                }
-            }
+    /// When the most chunks are out, waits for the oldest result and
+    /// returns it, to be handled before the next [`Writer::submit`]. The
+    /// wait is for one store write, and blocks the calling thread: it is
+    /// the backpressure that keeps the event loop from taking chunks faster
+    /// than the store writes them.
+    pub fn wait_for_room(&mut self) -> Option<Written> {
+        if self.done.in_flight < self.depth {
+            return None;
         }
+        // The writer is a thread of its own, so this cannot deadlock a
+        // runtime; `unconstrained` keeps tokio's task budget from making
+        // the receive yield forever inside a blocking wait.
+        futures::executor::block_on(tokio::task::unconstrained(self.done.recv()))
+    }
+
+    /// Queues a chunk (call [`Writer::wait_for_room`] first). `Err` carries
+    /// the result of a chunk that could not be queued: the writer is gone.
+    pub fn submit(&mut self, job: Job) -> Result<(), Box<Written>> {
+        debug_assert!(self.done.in_flight < self.depth);
+        // Below `depth` out, so the queue has room: this does not block.
+        match self.jobs.send(job) {
+            Ok(()) => {
+                self.done.in_flight += 1;
+                Ok(())
+            }
+            Err(std::sync::mpsc::SendError(job)) => Err(Box::new(Written {
+                peer: job.peer,
+                manifest: job.manifest,
+                index: job.index,
+                len: job.data.len(),
+                outcome: Err(WriteError::WriterGone),
+            })),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::{Fault, Faulty};
+    use std::time::Duration;
+
+    fn job(i: u32, data: Vec<u8>) -> Job {
+        let chunk = ChunkRef {
+            id: pollen_core::chunk::ChunkId::of(&data),
+            len: data.len() as u32,
+        };
+        Job {
+            peer: PeerId::random(),
+            manifest: ManifestId([1; 32]),
+            index: ChunkIndex::new(i, 1000).expect("in range"),
+            chunk,
+            data: data.into(),
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn every_result_comes_back_even_when_the_queue_is_full() {
+        // A slow store and a queue of 2: the driver's side must wait, and
+        // every chunk submitted must come back exactly once.
+        let store = Arc::new(Faulty::new(Fault::SlowPut(Duration::from_millis(3))));
+        runtime().block_on(async move {
+            let mut w = Writer::with_depth(store.clone(), 2).expect("spawn");
+            let mut got = Vec::new();
+            for i in 0..40u32 {
+                if let Some(r) = w.wait_for_room() {
+                    got.push(r);
+                }
+                w.submit(job(i, vec![i as u8; 1000 + i as usize]))
+                    .expect("writer alive");
+                assert!(w.done.in_flight <= 2);
+            }
+            while w.done.in_flight > 0 {
+                got.push(w.done.recv().await.expect("result"));
+            }
+            let mut indices: Vec<u32> = got.iter().map(|r| r.index.get()).collect();
+            indices.sort_unstable();
+            assert_eq!(indices, (0..40).collect::<Vec<_>>());
+            assert!(got
+                .iter()
+                .all(|r| matches!(r.outcome, Ok(Outcome::Stored(Put::New)))));
+        });
+    }
+
+    #[test]
+    fn outcomes_are_typed() {
+        let store = Arc::new(Faulty::new(Fault::None));
+        runtime().block_on(async move {
+            let mut w = Writer::spawn(store.clone()).expect("spawn");
+            let good = job(0, vec![7; 4000]);
+            let mut bad = job(1, vec![8; 4000]);
+            bad.data = Bytes::from(vec![9; 4000]);
+            let mut short = job(2, vec![8; 4000]);
+            short.data = Bytes::from(vec![8; 3999]);
+            for j in [good, bad, short] {
+                w.submit(j).expect("writer alive");
+            }
+            let mut by_index = std::collections::BTreeMap::new();
+            for _ in 0..3 {
+                let r = w.done.recv().await.expect("result");
+                by_index.insert(r.index.get(), r.outcome.expect("no store error"));
+            }
+            assert_eq!(by_index[&0], Outcome::Stored(Put::New));
+            assert!(matches!(
+                by_index[&1],
+                Outcome::Rejected(Rejected::WrongHash { .. })
+            ));
+            assert!(matches!(
+                by_index[&2],
+                Outcome::Rejected(Rejected::WrongLength { .. })
+            ));
+            assert_eq!(store.chunk_count(), 1);
+        });
+    }
+
+    #[test]
+    fn a_store_error_comes_back_as_an_error() {
+        let store = Arc::new(Faulty::new(Fault::FailPut));
+        runtime().block_on(async move {
+            let mut w = Writer::spawn(store).expect("spawn");
+            w.submit(job(0, vec![1; 100])).expect("writer alive");
+            let r = w.done.recv().await.expect("result");
+            assert!(matches!(r.outcome, Err(WriteError::Store(_))));
+        });
     }
 }

@@ -6,14 +6,27 @@
 //! response's bytes arrive, and a response going out one it advances as its
 //! bytes are written: the scheduler tells a slow transfer from a stalled
 //! one by them, and a server measures the rate it really uploads at.
+//!
+//! Chunks, which are nearly all the bytes, are framed without copies: a
+//! chunk response is written as postcard's header for it followed by the
+//! payload straight from its shared buffer, and read by parsing that header
+//! and reading the payload straight into the buffer the writer thread then
+//! takes. The bytes on the wire are exactly what postcard writes, so peers
+//! running the previous codec read and write the same frames. A chunk being
+//! read from the store ([`Reply::chunk_when_read`]) is awaited here, in the
+//! connection's task, not on the node's event loop.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
+use futures::channel::oneshot;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
-use pollen_core::wire::{Request, Response, MAX_REQUEST, MAX_RESPONSE, PROTOCOL};
+use pollen_core::wire::{
+    chunk_header, ChunkLen, Request, Response, CHUNK_TAG, MAX_REQUEST, MAX_RESPONSE, PROTOCOL,
+};
 
 /// The protocol as libp2p names it.
 pub const STREAM_PROTOCOL: StreamProtocol = StreamProtocol::new(PROTOCOL);
@@ -40,11 +53,33 @@ impl From<Request> for Outbound {
     }
 }
 
+/// The bytes of a chunk being read from the store for a response, or
+/// `None` if they could not be read (the reader logged why).
+pub type ChunkRead = oneshot::Receiver<Option<Bytes>>;
+
 /// A response, and (going out) the counter of its bytes written.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Reply {
+    /// What is written; for [`Reply::chunk_when_read`], what is written if
+    /// the chunk cannot be read.
     pub response: Response,
     pub progress: Option<Counter>,
+    /// A chunk still being read: written as [`Response::Chunk`] once here.
+    pub chunk: Option<ChunkRead>,
+}
+
+impl Reply {
+    /// A chunk response whose bytes come from `read` when the store has
+    /// read them. If the read fails the peer is answered `NotFound` and the
+    /// codec reports the stream failed (so libp2p reports an inbound
+    /// failure, not a response sent): nothing counts as uploaded.
+    pub fn chunk_when_read(read: ChunkRead, progress: Counter) -> Self {
+        Self {
+            response: Response::NotFound,
+            progress: Some(progress),
+            chunk: Some(read),
+        }
+    }
 }
 
 impl From<Response> for Reply {
@@ -52,6 +87,7 @@ impl From<Response> for Reply {
         Self {
             response,
             progress: None,
+            chunk: None,
         }
     }
 }
@@ -63,11 +99,13 @@ pub struct Codec {
     progress: Option<Counter>,
 }
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(
-    io: &mut T,
-    max: usize,
-    progress: Option<&Counter>,
-) -> io::Result<Vec<u8>> {
+fn count(progress: Option<&Counter>, n: usize) {
+    if let Some(p) = progress {
+        p.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+async fn read_len<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<usize> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -77,31 +115,110 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(
             format!("frame of {len} bytes over the {max}-byte cap"),
         ));
     }
-    let mut buf = vec![0u8; len];
+    Ok(len)
+}
+
+/// Fills `buf` from `io`, a piece at a time, counting.
+async fn read_into<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    buf: &mut [u8],
+    progress: Option<&Counter>,
+) -> io::Result<()> {
     for piece in buf.chunks_mut(PIECE) {
         io.read_exact(piece).await?;
-        if let Some(p) = progress {
-            p.fetch_add(piece.len() as u64, Ordering::Relaxed);
-        }
+        count(progress, piece.len());
     }
+    Ok(())
+}
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    max: usize,
+    progress: Option<&Counter>,
+) -> io::Result<Vec<u8>> {
+    let len = read_len(io, max).await?;
+    let mut buf = vec![0u8; len];
+    read_into(io, &mut buf, progress).await?;
     Ok(buf)
 }
 
+/// Reads a response frame. A chunk's payload goes straight into the buffer
+/// that becomes [`Response::Chunk`]; anything else is decoded by postcard.
+async fn read_response_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    progress: Option<&Counter>,
+) -> io::Result<Response> {
+    let len = read_len(io, MAX_RESPONSE).await?;
+    if len == 0 {
+        return Err(invalid("empty response frame"));
+    }
+    let mut tag = [0u8; 1];
+    io.read_exact(&mut tag).await?;
+    count(progress, 1);
+    if tag[0] != CHUNK_TAG {
+        let mut buf = vec![0u8; len];
+        buf[0] = tag[0];
+        read_into(io, &mut buf[1..], progress).await?;
+        return Response::decode(&buf).map_err(invalid);
+    }
+    let mut parse = ChunkLen::default();
+    let mut header = 1;
+    let payload = loop {
+        if header >= len {
+            return Err(invalid("chunk frame ends inside its header"));
+        }
+        let mut b = [0u8; 1];
+        io.read_exact(&mut b).await?;
+        header += 1;
+        count(progress, 1);
+        if let Some(n) = parse.push(b[0]).map_err(invalid)? {
+            break n;
+        }
+    };
+    if header.checked_add(payload) != Some(len) {
+        return Err(invalid("chunk length disagrees with its frame"));
+    }
+    let mut buf = vec![0u8; payload];
+    read_into(io, &mut buf, progress).await?;
+    Ok(Response::Chunk(Bytes::from(buf)))
+}
+
+/// Writes one frame made of `parts` (its length, then each part in turn).
 async fn write_frame<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
-    bytes: &[u8],
+    parts: &[&[u8]],
     progress: Option<&Counter>,
 ) -> io::Result<()> {
-    let len = u32::try_from(bytes.len())
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(total)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
     io.write_all(&len.to_be_bytes()).await?;
-    for piece in bytes.chunks(PIECE) {
-        io.write_all(piece).await?;
-        if let Some(p) = progress {
-            p.fetch_add(piece.len() as u64, Ordering::Relaxed);
+    for part in parts {
+        for piece in part.chunks(PIECE) {
+            io.write_all(piece).await?;
+            count(progress, piece.len());
         }
     }
     io.close().await
+}
+
+/// Writes `response`; a chunk as header + payload from its own buffer.
+async fn write_response_frame<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    response: &Response,
+    progress: Option<&Counter>,
+) -> io::Result<()> {
+    match response {
+        Response::Chunk(bytes) => {
+            let (header, n) =
+                chunk_header(bytes.len()).ok_or_else(|| invalid("chunk too large"))?;
+            if n + bytes.len() > MAX_RESPONSE {
+                return Err(invalid("chunk over the response cap"));
+            }
+            write_frame(io, &[&header[..n], bytes], progress).await
+        }
+        other => write_frame(io, &[&other.encode().map_err(invalid)?], progress).await,
+    }
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -125,8 +242,9 @@ impl libp2p::request_response::Codec for Codec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let frame = read_frame(io, MAX_RESPONSE, self.progress.as_ref()).await?;
-        Ok(Response::decode(&frame).map_err(invalid)?.into())
+        Ok(read_response_frame(io, self.progress.as_ref())
+            .await?
+            .into())
     }
 
     async fn write_request<T>(
@@ -139,7 +257,7 @@ impl libp2p::request_response::Codec for Codec {
         T: AsyncWrite + Unpin + Send,
     {
         self.progress = req.progress;
-        write_frame(io, &req.request.encode().map_err(invalid)?, None).await
+        write_frame(io, &[&req.request.encode().map_err(invalid)?], None).await
     }
 
     async fn write_response<T>(
@@ -151,8 +269,24 @@ impl libp2p::request_response::Codec for Codec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        let bytes = res.response.encode().map_err(invalid)?;
-        write_frame(io, &bytes, res.progress.as_ref()).await
+        let Some(read) = res.chunk else {
+            return write_response_frame(io, &res.response, res.progress.as_ref()).await;
+        };
+        match read.await {
+            Ok(Some(bytes)) => {
+                let response = Response::Chunk(bytes);
+                write_response_frame(io, &response, res.progress.as_ref()).await
+            }
+            // The read failed (or its reader is gone): the peer hears the
+            // fallback answer, uncounted, and the stream is reported failed.
+            Ok(None) | Err(oneshot::Canceled) => {
+                write_response_frame(io, &res.response, None).await?;
+                Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the chunk could not be read from the store",
+                ))
+            }
+        }
     }
 }
 
@@ -167,8 +301,9 @@ mod tests {
         futures::executor::block_on(async {
             let sent: Counter = Counter::default();
             let reply = Reply {
-                response: Response::Chunk(vec![7; 100_000]),
+                response: Response::Chunk(vec![7; 100_000].into()),
                 progress: Some(sent.clone()),
+                chunk: None,
             };
             let mut wire = futures::io::Cursor::new(Vec::new());
             let mut server = Codec::default();
@@ -198,8 +333,117 @@ mod tests {
                 .read_response(&STREAM_PROTOCOL, &mut source)
                 .await
                 .expect("read");
-            assert_eq!(back.response, Response::Chunk(vec![7; 100_000]));
+            assert_eq!(back.response, Response::Chunk(vec![7; 100_000].into()));
             assert_eq!(got.load(Ordering::Relaxed), sent.load(Ordering::Relaxed));
         });
+    }
+
+    fn write(reply: Reply) -> (io::Result<()>, Vec<u8>) {
+        futures::executor::block_on(async {
+            let mut wire = futures::io::Cursor::new(Vec::new());
+            let r = Codec::default()
+                .write_response(&STREAM_PROTOCOL, &mut wire, reply)
+                .await;
+            (r, wire.into_inner())
+        })
+    }
+
+    fn read(frame: Vec<u8>) -> io::Result<Response> {
+        futures::executor::block_on(async {
+            let mut source = futures::io::Cursor::new(frame);
+            Codec::default()
+                .read_response(&STREAM_PROTOCOL, &mut source)
+                .await
+                .map(|r| r.response)
+        })
+    }
+
+    fn postcard_frame(r: &Response) -> Vec<u8> {
+        let body = r.encode().expect("encode");
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        frame
+    }
+
+    #[test]
+    fn frames_are_what_postcard_writes() {
+        for r in [
+            Response::Chunk(vec![3; 200_000].into()),
+            Response::Chunk(Bytes::new()),
+            Response::NotFound,
+            Response::Busy { retry_ms: 77 },
+            Response::Manifest(vec![1, 2, 3]),
+        ] {
+            let (ok, frame) = write(r.clone().into());
+            ok.expect("written");
+            assert_eq!(frame, postcard_frame(&r), "{r:?}");
+            assert_eq!(read(frame).expect("read"), r);
+        }
+    }
+
+    #[test]
+    fn a_chunk_read_later_is_written_when_it_comes() {
+        let (tx, rx) = oneshot::channel();
+        let sent = Counter::default();
+        tx.send(Some(Bytes::from(vec![5; 70_000]))).expect("send");
+        let (ok, frame) = write(Reply::chunk_when_read(rx, sent.clone()));
+        ok.expect("written");
+        assert_eq!(sent.load(Ordering::Relaxed) as usize, frame.len() - 4);
+        assert_eq!(
+            read(frame).expect("read"),
+            Response::Chunk(vec![5; 70_000].into())
+        );
+    }
+
+    #[test]
+    fn a_failed_read_answers_not_found_and_fails_the_stream() {
+        let (tx, rx) = oneshot::channel();
+        let sent = Counter::default();
+        tx.send(None).expect("send");
+        let (r, frame) = write(Reply::chunk_when_read(rx, sent.clone()));
+        assert_eq!(r.expect_err("reported").kind(), io::ErrorKind::NotFound);
+        assert_eq!(read(frame).expect("read"), Response::NotFound);
+        assert_eq!(
+            sent.load(Ordering::Relaxed),
+            0,
+            "nothing counts as uploaded"
+        );
+
+        let (tx, rx) = oneshot::channel::<Option<Bytes>>();
+        drop(tx);
+        let (r, frame) = write(Reply::chunk_when_read(rx, Counter::default()));
+        assert!(r.is_err());
+        assert_eq!(read(frame).expect("read"), Response::NotFound);
+    }
+
+    #[test]
+    fn malformed_chunk_frames_are_refused() {
+        let good = postcard_frame(&Response::Chunk(vec![1; 300].into()));
+        // Frame length one more than the chunk header says.
+        let mut long = good.clone();
+        long.push(0);
+        long[..4].copy_from_slice(&((good.len() - 4 + 1) as u32).to_be_bytes());
+        assert_eq!(
+            read(long).expect_err("refused").kind(),
+            io::ErrorKind::InvalidData
+        );
+        // Frame ends inside the length varint.
+        let cut = vec![0, 0, 0, 2, CHUNK_TAG, 0x80];
+        assert_eq!(
+            read(cut).expect_err("refused").kind(),
+            io::ErrorKind::InvalidData
+        );
+        // Over the cap: refused before reading the body.
+        let mut big = ((MAX_RESPONSE + 1) as u32).to_be_bytes().to_vec();
+        big.push(CHUNK_TAG);
+        assert_eq!(
+            read(big).expect_err("refused").kind(),
+            io::ErrorKind::InvalidData
+        );
+        // Truncated payload.
+        let mut short = good.clone();
+        short.truncate(good.len() - 1);
+        assert!(read(short).is_err());
+        assert!(read(vec![0, 0, 0, 0]).is_err());
     }
 }

@@ -3,14 +3,15 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use pollen_core::chunk::ChunkId;
+use bytes::Bytes;
+use pollen_core::chunk::{ChunkId, VerifiedChunk};
 use pollen_core::manifest::{ManifestId, VerifiedManifest};
 
-use super::{check_chunk, Put, Store, StoreError};
+use super::{Put, Store, StoreError};
 
 #[derive(Debug, Default)]
 struct Inner {
-    chunks: BTreeMap<ChunkId, Vec<u8>>,
+    chunks: BTreeMap<ChunkId, Bytes>,
     manifests: BTreeMap<ManifestId, Vec<u8>>,
     state: BTreeMap<String, Vec<u8>>,
 }
@@ -34,18 +35,21 @@ impl MemStore {
 }
 
 impl Store for MemStore {
-    fn put_chunk(&self, id: &ChunkId, bytes: &[u8]) -> Result<Put, StoreError> {
-        check_chunk(id, bytes)?;
+    fn put_chunk(&self, chunk: VerifiedChunk) -> Result<Put, StoreError> {
         let mut inner = self.lock();
-        if inner.chunks.contains_key(id) {
+        if inner.chunks.contains_key(&chunk.id()) {
             return Ok(Put::AlreadyHeld);
         }
-        inner.chunks.insert(*id, bytes.to_vec());
+        inner.chunks.insert(chunk.id(), chunk.into_bytes());
         Ok(Put::New)
     }
 
+    fn sync_chunks(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn get_chunk(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.lock().chunks.get(id).cloned())
+        Ok(self.lock().chunks.get(id).map(|b| b.to_vec()))
     }
 
     fn has_chunk(&self, id: &ChunkId) -> Result<bool, StoreError> {

@@ -2,16 +2,27 @@
 //!
 //! [`Store`] is the interface; [`RocksStore`] keeps it on disk (column families
 //! carry a version, e.g. `chunks-0`), [`MemStore`] in memory for tests and the
-//! simulator. Every chunk is checked against its id *before* it is written,
-//! and writes are idempotent. Helpers shared by both live in [`ops`].
+//! simulator. A store takes only chunks checked against their id beforehand
+//! ([`VerifiedChunk`]: hashed once, on receipt or by the publisher's
+//! chunker) and does not hash them again; a chunk read back to be served or
+//! reassembled is checked once per read ([`Store::read_chunk`]), which
+//! catches corruption at rest. Writes are idempotent. Helpers shared by both
+//! live in [`ops`].
+//!
+//! Durability ([`RocksStore`] has the details): a chunk put with
+//! [`Store::put_chunk`] survives a crash of the process once the put
+//! returned, and power loss once [`Store::sync_chunks`] returned; one put
+//! with [`Store::put_chunk_unlogged`] (bulk loads) only after
+//! [`Store::sync_chunks`]. Node state ([`Store::put_state`]) is synced to
+//! disk on every write.
 
 pub mod keys;
 mod memory;
 mod ops;
 mod rocks;
 
-use pollen_core::chunk::ChunkId;
-use pollen_core::manifest::{ManifestId, VerifiedManifest};
+use pollen_core::chunk::{ChunkId, Rejected, VerifiedChunk};
+use pollen_core::manifest::{ChunkRef, ManifestId, VerifiedManifest};
 
 pub use memory::MemStore;
 pub use ops::{missing_chunks, reassemble_to, reassemble_to_file, Reassembled};
@@ -35,6 +46,8 @@ pub enum StoreError {
     },
     #[error("chunk {0} is not in the store")]
     MissingChunk(ChunkId),
+    #[error("stored chunk {id} fails its check, not used: {reason}")]
+    CorruptChunk { id: ChunkId, reason: Rejected },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("reassembled artifact hashes to {actual}, manifest says {expected}")]
@@ -63,9 +76,34 @@ pub enum Put {
 /// What every Pollen store offers. Implementations are safe to share
 /// between threads.
 pub trait Store: Send + Sync {
-    /// Stores `bytes` under `id` after checking `BLAKE3(bytes) == id`.
-    fn put_chunk(&self, id: &ChunkId, bytes: &[u8]) -> Result<Put, StoreError>;
+    /// Stores a chunk under its id; it survives a crash of the process once
+    /// this returned. It was checked when it was made: the store does not
+    /// hash it again.
+    fn put_chunk(&self, chunk: VerifiedChunk) -> Result<Put, StoreError>;
+    /// Like [`Store::put_chunk`], for bulk loads: cheaper, but the chunk may
+    /// be lost by a crash until [`Store::sync_chunks`] returned. Name such
+    /// chunks in nothing durable before that.
+    fn put_chunk_unlogged(&self, chunk: VerifiedChunk) -> Result<Put, StoreError> {
+        self.put_chunk(chunk)
+    }
+    /// Makes every chunk put so far survive a crash and power loss.
+    fn sync_chunks(&self) -> Result<(), StoreError>;
+    /// A chunk's bytes as stored, unchecked: prefer [`Store::read_chunk`].
     fn get_chunk(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A chunk read and checked against its manifest entry (one BLAKE3 per
+    /// read): `Ok(None)` when it is not held, [`StoreError::CorruptChunk`]
+    /// when what is held is not the chunk.
+    fn read_chunk(&self, chunk: &ChunkRef) -> Result<Option<VerifiedChunk>, StoreError> {
+        match self.get_chunk(&chunk.id)? {
+            None => Ok(None),
+            Some(bytes) => VerifiedChunk::check(chunk, bytes)
+                .map(Some)
+                .map_err(|reason| StoreError::CorruptChunk {
+                    id: chunk.id,
+                    reason,
+                }),
+        }
+    }
     fn has_chunk(&self, id: &ChunkId) -> Result<bool, StoreError>;
     /// Every chunk id held, in id order.
     fn chunk_ids(&self) -> Result<Vec<ChunkId>, StoreError>;
@@ -80,16 +118,18 @@ pub trait Store: Send + Sync {
     fn state_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }
 
-/// Checks a chunk against its id: the one gate before any write.
-pub(crate) fn check_chunk(id: &ChunkId, bytes: &[u8]) -> Result<(), StoreError> {
-    if id.matches(bytes) {
-        Ok(())
-    } else {
-        Err(StoreError::ChunkMismatch {
-            id: *id,
-            actual: ChunkId::of(bytes),
-            got: bytes.len(),
-        })
+impl From<Rejected> for StoreError {
+    fn from(r: Rejected) -> Self {
+        match r {
+            Rejected::WrongLength { id, expected, got } => Self::WrongLength {
+                id,
+                expected,
+                got: got as u64,
+            },
+            Rejected::WrongHash { id, actual, got } => Self::ChunkMismatch { id, actual, got },
+            // `Rejected` is non-exhaustive; name the chunk as mismatched.
+            _ => Self::Corrupt(r.to_string()),
+        }
     }
 }
 

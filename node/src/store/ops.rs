@@ -6,7 +6,7 @@ use std::path::Path;
 
 use pollen_core::manifest::{ChunkRef, Manifest};
 
-use super::{check_chunk, Store, StoreError};
+use super::{Store, StoreError};
 
 /// The chunks of `manifest` the store lacks, in manifest order, each once.
 pub fn missing_chunks<S: Store + ?Sized>(
@@ -39,13 +39,10 @@ pub fn reassemble_to<S: Store + ?Sized, W: Write>(
     let mut hasher = blake3::Hasher::new();
     let mut bytes = 0u64;
     for c in &manifest.chunks {
-        let data = store
-            .get_chunk(&c.id)?
-            .ok_or(StoreError::MissingChunk(c.id))?;
-        check_chunk(&c.id, &data)
-            .map_err(|_| StoreError::Corrupt(format!("stored chunk {} fails its hash", c.id)))?;
-        hasher.update(&data);
-        out.write_all(&data).map_err(|source| StoreError::Io {
+        let chunk = store.read_chunk(c)?.ok_or(StoreError::MissingChunk(c.id))?;
+        let data = chunk.bytes();
+        hasher.update(data);
+        out.write_all(data).map_err(|source| StoreError::Io {
             context: "writing the artifact".into(),
             source,
         })?;

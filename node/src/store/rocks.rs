@@ -1,14 +1,38 @@
 //! RocksDB-backed [`Store`]: column families `chunks-0` (chunk bytes, in blob
 //! files), `have-0` (chunk id → length, written in the same batch, so
 //! presence checks never read chunk bytes), `manifests-0` and `state-0`.
+//!
+//! Durability of chunks, two ways in:
+//! - [`Store::put_chunk`] goes through the write-ahead log (not synced): a
+//!   chunk survives a crash of the process (kill -9) as soon as the put
+//!   returned, which is what lets an interrupted fetch resume without
+//!   fetching a verified chunk again, and survives power loss once flushed
+//!   ([`Store::sync_chunks`] or RocksDB's own flushes; flush output is
+//!   fsynced). The chunk and its `have-0` entry are one batch, and recovery
+//!   stops at a torn log record, so a torn write leaves a missing chunk, not
+//!   a wrong one (and every read is checked against the id anyway).
+//! - [`Store::put_chunk_unlogged`] skips the log: the log would put every
+//!   byte on disk (and through a CRC) a second time. Such a chunk is lost
+//!   whole by a crash before the next flush (a clean close flushes). Its
+//!   bytes and `have-0` entry still share a batch, and `atomic_flush`
+//!   writes all column families' memtables out together, so after a crash
+//!   `have-0` never names a chunk whose bytes are missing. Only for bulk
+//!   loads that name the chunks in something durable after
+//!   [`Store::sync_chunks`] returned: the publisher writes the manifest
+//!   only then, and a publish that crashed is simply run again.
+//!
+//! Manifests and state go through the log; state writes are synced.
 
 use std::path::{Path, PathBuf};
 
-use pollen_core::chunk::ChunkId;
-use pollen_core::manifest::{ManifestId, VerifiedManifest};
-use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB};
+use pollen_core::chunk::{ChunkId, VerifiedChunk};
+use pollen_core::manifest::{ChunkRef, ManifestId, VerifiedManifest};
+use rocksdb::{
+    ColumnFamilyDescriptor, FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch,
+    WriteOptions, DB,
+};
 
-use super::{check_chunk, Put, Store, StoreError};
+use super::{Put, Store, StoreError};
 
 const CF_CHUNKS: &str = "chunks-0";
 const CF_HAVE: &str = "have-0";
@@ -39,7 +63,31 @@ fn db_options() -> Options {
     // Bounded memory: a device may have little of it.
     opts.set_write_buffer_size(16 << 20);
     opts.set_max_write_buffer_number(2);
+    // Unlogged chunk writes: flush column families together (module docs).
+    opts.set_atomic_flush(true);
     opts
+}
+
+/// True when files in `dir` can be written with `O_DIRECT` (not on tmpfs,
+/// for one): tried once, with a file created and removed at once.
+#[cfg(target_os = "linux")]
+fn direct_io_works(dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let probe = dir.join(".pollen-direct-io-probe");
+    let ok = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(nix::fcntl::OFlag::O_DIRECT.bits())
+        .open(&probe)
+        .is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
+#[cfg(not(target_os = "linux"))]
+fn direct_io_works(_: &Path) -> bool {
+    false
 }
 
 fn cf_options(name: &str) -> Options {
@@ -60,11 +108,21 @@ impl RocksStore {
         let cfs = ALL_CFS
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n)));
-        let db = DB::open_cf_descriptors(&db_options(), path, cfs).map_err(|source| {
-            StoreError::Open {
-                path: path.display().to_string(),
-                source,
-            }
+        let mut opts = db_options();
+        std::fs::create_dir_all(path).map_err(|source| StoreError::Io {
+            context: format!("creating {}", path.display()),
+            source,
+        })?;
+        if direct_io_works(path) {
+            // Flushes write chunk bytes straight to the disk: through the
+            // page cache they cost a kernel copy per byte (the largest CPU
+            // item of a fetch, measured in BENCHMARKS.md) and push out
+            // what a small device keeps cached. Reads stay buffered.
+            opts.set_use_direct_io_for_flush_and_compaction(true);
+        }
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
         })?;
         Ok(Self {
             db,
@@ -107,6 +165,24 @@ impl RocksStore {
             .ok_or_else(|| StoreError::Corrupt(format!("column family {name} missing")))
     }
 
+    /// A chunk and its presence entry, in one batch.
+    fn put(&self, chunk: VerifiedChunk, wo: &WriteOptions) -> Result<Put, StoreError> {
+        let id = chunk.id();
+        if self.has_chunk(&id)? {
+            return Ok(Put::AlreadyHeld);
+        }
+        let bytes = chunk.bytes();
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_CHUNKS)?, id.as_bytes(), bytes);
+        batch.put_cf(
+            self.cf(CF_HAVE)?,
+            id.as_bytes(),
+            (bytes.len() as u64).to_be_bytes(),
+        );
+        self.db.write_opt(batch, wo)?;
+        Ok(Put::New)
+    }
+
     fn keys(&self, cf: &str) -> Result<Vec<[u8; 32]>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(cf)?, IteratorMode::Start) {
@@ -121,24 +197,47 @@ impl RocksStore {
 }
 
 impl Store for RocksStore {
-    fn put_chunk(&self, id: &ChunkId, bytes: &[u8]) -> Result<Put, StoreError> {
-        check_chunk(id, bytes)?;
-        if self.has_chunk(id)? {
-            return Ok(Put::AlreadyHeld);
-        }
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_CHUNKS)?, id.as_bytes(), bytes);
-        batch.put_cf(
-            self.cf(CF_HAVE)?,
-            id.as_bytes(),
-            (bytes.len() as u64).to_be_bytes(),
-        );
-        self.db.write(batch)?;
-        Ok(Put::New)
+    fn put_chunk(&self, chunk: VerifiedChunk) -> Result<Put, StoreError> {
+        self.put(chunk, &WriteOptions::default())
+    }
+
+    fn put_chunk_unlogged(&self, chunk: VerifiedChunk) -> Result<Put, StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.put(chunk, &wo)
+    }
+
+    fn sync_chunks(&self) -> Result<(), StoreError> {
+        let mut fo = FlushOptions::default();
+        fo.set_wait(true);
+        self.db
+            .flush_cfs_opt(&[self.cf(CF_CHUNKS)?, self.cf(CF_HAVE)?], &fo)?;
+        Ok(())
     }
 
     fn get_chunk(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get_cf(self.cf(CF_CHUNKS)?, id.as_bytes())?)
+    }
+
+    fn read_chunk(&self, chunk: &ChunkRef) -> Result<Option<VerifiedChunk>, StoreError> {
+        // BLAKE3 checks every byte right after: RocksDB's own CRC of the
+        // blob record would be a second pass over it (in software, in this
+        // build), for nothing.
+        let mut ro = ReadOptions::default();
+        ro.set_verify_checksums(false);
+        ro.fill_cache(false);
+        match self
+            .db
+            .get_cf_opt(self.cf(CF_CHUNKS)?, chunk.id.as_bytes(), &ro)?
+        {
+            None => Ok(None),
+            Some(bytes) => VerifiedChunk::check(chunk, bytes)
+                .map(Some)
+                .map_err(|reason| StoreError::CorruptChunk {
+                    id: chunk.id,
+                    reason,
+                }),
+        }
     }
 
     fn has_chunk(&self, id: &ChunkId) -> Result<bool, StoreError> {

@@ -387,6 +387,10 @@ impl Updater {
             self.give_up(Phase::Failed, error)?;
             return Ok(Outcome::Failed);
         }
+        // Fetched chunks survive a crash of the process but not yet power
+        // loss: make them durable before the record says this release is
+        // under way (recovery may stage from them).
+        self.store.sync_chunks()?;
         let slot = self.slots.inactive()?;
         if let Err(e) = self.run_hook("precondition", slot) {
             self.record.phase = Phase::Verified;

@@ -139,16 +139,10 @@ impl Slots {
                     .map_err(io(format!("writing {}", tmp.display())))?;
                 failpoint::hit("staging");
             }
-            let data = store
-                .get_chunk(&c.id)?
-                .ok_or(StoreError::MissingChunk(c.id))?;
-            if !c.id.matches(&data) {
-                return Err(
-                    StoreError::Corrupt(format!("stored chunk {} fails its hash", c.id)).into(),
-                );
-            }
-            hasher.update(&data);
-            out.write_all(&data)
+            let chunk = store.read_chunk(c)?.ok_or(StoreError::MissingChunk(c.id))?;
+            let data = chunk.bytes();
+            hasher.update(data);
+            out.write_all(data)
                 .map_err(io(format!("writing {}", tmp.display())))?;
         }
         let file = out
