@@ -14,7 +14,7 @@ use pollen_core::wire::{Request, MAX_STATUS_RECORDS};
 use serde_bytes::ByteBuf;
 
 use super::{Driver, DriverError, Mode, Pending};
-use crate::store::{keys, Store};
+use crate::store::keys;
 
 /// Devices remembered at most; records of further devices are dropped.
 pub(crate) const MAX_DEVICES: usize = 20_000;

@@ -40,7 +40,7 @@ use crate::net::protocol::{Counter, Outbound, Reply};
 use crate::net::{
     build_swarm, load_or_create_identity, Behaviour, BehaviourEvent, Limits, NetError, Transport,
 };
-use crate::store::{self, RocksStore, Store, StoreError};
+use crate::store::{self, Store, StoreError};
 use crate::update::{UpdateConfig, UpdateError};
 use local::{recv_api, recv_progress};
 
@@ -205,7 +205,7 @@ const TURNED_AWAY: Duration = Duration::from_secs(60);
 /// The node: build with [`Driver::new`], then [`Driver::run`].
 pub struct Driver {
     swarm: libp2p::Swarm<Behaviour>,
-    store: Arc<RocksStore>,
+    store: Arc<dyn Store>,
     config: NodeConfig,
     site: Option<SiteId>,
     release: Option<Release>,
@@ -250,9 +250,10 @@ impl std::fmt::Debug for Driver {
 }
 
 impl Driver {
-    /// Opens the network on `store` and takes up the newest stored release of the channel.
+    /// Opens the network on `store` (any [`Store`]: RocksDB on a node, in
+    /// memory in tests) and takes up the newest stored release of the channel.
     pub fn new(
-        store: Arc<RocksStore>,
+        store: Arc<dyn Store>,
         config: NodeConfig,
         events: Option<mpsc::Sender<NodeEvent>>,
     ) -> Result<Self, DriverError> {

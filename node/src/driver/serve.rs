@@ -16,7 +16,7 @@ use super::uploads::{Held, Sending};
 use super::{Driver, DriverError, Mode};
 use crate::net::exchange::KnownPeer;
 use crate::net::protocol::{Counter, Reply};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// A stored item to serve, or `NotFound` if it cannot be read (logged).
 fn or_not_found(

@@ -1,6 +1,6 @@
-//! The driver on an in-process pair of nodes: a seeder and a device over
-//! libp2p's memory transport, each with a real store in a temporary
-//! directory, in one tokio runtime.
+//! The driver on an in-process pair of nodes: a seeder (RocksDB in a
+//! temporary directory) and a device (the in-memory store) over libp2p's
+//! memory transport, in one tokio runtime.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::*;
 use crate::store::tests::{artifact, manifest_for};
-use crate::store::{reassemble_to, RocksStore, Store};
+use crate::store::{reassemble_to, MemStore, RocksStore, Store};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -93,7 +93,7 @@ async fn a_device_fetches_a_release_from_a_seeder_in_process() {
     let (seeder_store, key) = seeded_store(&tmp.path().join("seeder"), &data);
     let (addr, stop) = start_seeder(seeder_store).await;
 
-    let store = Arc::new(RocksStore::open(&tmp.path().join("device")).expect("open"));
+    let store = Arc::new(MemStore::default());
     let trust = Some(TrustPolicy::single(key.public()));
     let device =
         Driver::new(store.clone(), config(Mode::Fetch, trust, vec![addr]), None).expect("device");
@@ -121,7 +121,7 @@ async fn a_device_refuses_a_release_signed_by_a_key_it_does_not_trust() {
     let (seeder_store, _) = seeded_store(&tmp.path().join("seeder"), &artifact(100_000));
     let (addr, stop) = start_seeder(seeder_store).await;
 
-    let store = Arc::new(RocksStore::open(&tmp.path().join("device")).expect("open"));
+    let store = Arc::new(MemStore::default());
     let other = SecretKey::from_bytes(&[1; 32]).public();
     let config = config(Mode::Fetch, Some(TrustPolicy::single(other)), vec![addr]);
     let (tx, mut events) = mpsc::channel(64);

@@ -26,7 +26,7 @@ use pollen_core::swarm::SiteId;
 
 use super::serve::reader::{ReadError, Reader};
 use crate::net::protocol::{Counter, Reply};
-use crate::store::{RocksStore, Store};
+use crate::store::Store;
 
 /// Why an admitted chunk cannot be read now.
 #[derive(Debug, thiserror::Error)]
@@ -82,9 +82,9 @@ impl Uploads {
     }
 
     /// The chunk readers on `store`, started on first use.
-    pub fn reader(&mut self, store: &Arc<RocksStore>) -> Result<&Reader, ReaderError> {
+    pub fn reader(&mut self, store: &Arc<dyn Store>) -> Result<&Reader, ReaderError> {
         if self.reader.is_none() {
-            let store: Arc<dyn Store> = store.clone();
+            let store = store.clone();
             self.reader = Some(Reader::spawn(store).map_err(ReaderError::Spawn)?);
         }
         self.reader
