@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::request_response::{self, Message};
+
 use libp2p::swarm::SwarmEvent;
 use pollen_core::chunk::{chunks, ChunkParams};
 use pollen_core::manifest::SignedManifest;
 use pollen_core::swarm::{unique_chunks, Bitfield};
 use pollen_core::wire::{Announce, Hello, Request, Response, Role};
 use pollen_e2e::{file_blake3, run_json, run_ok, s, Release};
-use pollen_node::net::{build_swarm, BehaviourEvent, Limits};
+use pollen_node::net::{build_swarm, pollen, BehaviourEvent, Limits};
 
 #[derive(Clone, Copy, Debug)]
 enum Lie {
@@ -55,16 +55,12 @@ fn hostile_peer(lie: Lie, manifest: Vec<u8>, artifact: &std::path::Path) -> Stri
                     SwarmEvent::NewListenAddr { address, .. } => {
                         let _ = tx.send(format!("{address}/p2p/{}", swarm.local_peer_id()));
                     }
-                    SwarmEvent::Behaviour(BehaviourEvent::Pollen(
-                        request_response::Event::Message {
-                            message:
-                                Message::Request {
-                                    request, channel, ..
-                                },
-                            ..
-                        },
-                    )) => {
-                        let response = match request.request {
+                    SwarmEvent::Behaviour(BehaviourEvent::Pollen(pollen::Event::Request {
+                        request,
+                        channel,
+                        ..
+                    })) => {
+                        let response = match request {
                             Request::Hello(_) => Response::Hello(Hello {
                                 channel: "stable".into(),
                                 site: None,
@@ -92,10 +88,7 @@ fn hostile_peer(lie: Lie, manifest: Vec<u8>, artifact: &std::path::Path) -> Stri
                             Request::GetPeers => Response::Peers(Vec::new()),
                             _ => Response::Ok,
                         };
-                        let _ = swarm
-                            .behaviour_mut()
-                            .pollen
-                            .send_response(channel, response.into());
+                        swarm.behaviour_mut().pollen.respond(channel, response);
                     }
                     _ => {}
                 }

@@ -14,7 +14,7 @@ use pollen_core::manifest::ManifestId;
 use pollen_core::wire::Request;
 use pollen_e2e::{file_blake3, run_json, s, Daemon, Release};
 use pollen_node::net::protocol::STREAM_PROTOCOL;
-use pollen_node::net::{build_swarm, Limits};
+use pollen_node::net::{build_swarm, pollen, Limits};
 
 /// A codec that announces a 4 GiB frame and then streams zeros.
 #[derive(Clone, Default)]
@@ -118,7 +118,7 @@ fn flood(
                         }
                         if honest_codec.is_connected(&peer) {
                             for _ in 0..50 {
-                                honest_codec.behaviour_mut().pollen.send_request(&peer, Request::GetChunk { manifest, index: index % 64 }.into());
+                                honest_codec.behaviour_mut().pollen.send(&peer, Request::GetChunk { manifest, index: index % 64 }, pollen::Pending::Notice);
                                 index += 1;
                                 sent.fetch_add(1, Ordering::Relaxed);
                             }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
+use libp2p::request_response::{InboundRequestId, OutboundFailure, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{identify, mdns, Multiaddr, PeerId};
@@ -36,7 +36,8 @@ use tokio::sync::mpsc;
 
 use crate::api::{ApiCommand, Shared};
 use crate::net::exchange::KnownPeer;
-use crate::net::protocol::{Counter, Outbound, Reply};
+use crate::net::pollen::{self, Pending};
+use crate::net::protocol::{Counter, Reply};
 use crate::net::{
     build_swarm, load_or_create_identity, Behaviour, BehaviourEvent, Limits, NetError, Transport,
 };
@@ -170,21 +171,6 @@ pub struct Report {
     pub seconds_to_complete: Option<f64>,
 }
 
-#[derive(Debug)]
-enum Pending {
-    Hello,
-    Manifest,
-    Have(ManifestId),
-    Chunk {
-        manifest: ManifestId,
-        index: u32,
-        progress: Counter,
-    },
-    Peers,
-    Notice,
-    Control(ManifestId),
-}
-
 #[derive(Debug, Default)]
 struct PeerInfo {
     site: Option<SiteId>,
@@ -213,7 +199,6 @@ pub struct Driver {
     /// current release, notices, roles.
     node: Node<Peer>,
     peers: HashMap<PeerId, PeerInfo>,
-    pending: HashMap<OutboundRequestId, (PeerId, Pending)>,
     static_dials: HashMap<ConnectionId, Multiaddr>,
     /// Static addresses whose peer turned this node away, until when.
     turned_away: HashMap<Multiaddr, Instant>,
@@ -303,7 +288,6 @@ impl Driver {
             release: None,
             node,
             peers: HashMap::new(),
-            pending: HashMap::new(),
             static_dials: HashMap::new(),
             turned_away: HashMap::new(),
             uploads: uploads::Uploads::new(config.admission.clone(), site),
@@ -494,29 +478,11 @@ impl Driver {
     }
 
     fn send(&mut self, peer: PeerId, req: Request, what: Pending) {
-        let progress = match &what {
-            Pending::Chunk { progress, .. } => Some(progress.clone()),
-            _ => None,
-        };
-        let out = Outbound {
-            request: req,
-            progress,
-        };
-        let id = self.swarm.behaviour_mut().pollen.send_request(&peer, out);
-        self.pending.insert(id, (peer, what));
+        self.swarm.behaviour_mut().pollen.send(&peer, req, what);
     }
 
-    fn respond(
-        &mut self,
-        channel: request_response::ResponseChannel<Reply>,
-        response: impl Into<Reply>,
-    ) {
-        // Err: the peer is gone; its stream's end is reported as a failure.
-        let _ = self
-            .swarm
-            .behaviour_mut()
-            .pollen
-            .send_response(channel, response.into());
+    fn respond(&mut self, channel: ResponseChannel<Reply>, response: impl Into<Reply>) {
+        self.swarm.behaviour_mut().pollen.respond(channel, response);
     }
 
     /// This node's role changed (its peers hear of it through
@@ -807,61 +773,41 @@ impl Driver {
         Ok(())
     }
 
-    fn on_pollen(
-        &mut self,
-        event: request_response::Event<Outbound, Reply>,
-    ) -> Result<(), DriverError> {
+    fn on_pollen(&mut self, event: pollen::Event) -> Result<(), DriverError> {
         match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request_id,
-                    request,
-                    channel,
-                } => match request.request {
-                    Request::GetChunk { manifest, index } => {
-                        self.on_get_chunk(peer, request_id, channel, manifest, index)
-                    }
-                    other => {
-                        let response = self.on_request(peer, other)?;
-                        self.respond(channel, response);
-                    }
-                },
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    if let Some((from, what)) = self.pending.remove(&request_id) {
-                        self.on_response(from, what, response.response)?;
-                    }
+            pollen::Event::Request {
+                peer,
+                id,
+                request,
+                channel,
+            } => match request {
+                Request::GetChunk { manifest, index } => {
+                    self.on_get_chunk(peer, id, channel, manifest, index)
+                }
+                other => {
+                    let response = self.on_request(peer, other)?;
+                    self.respond(channel, response);
                 }
             },
-            request_response::Event::OutboundFailure {
+            pollen::Event::Response {
                 peer,
-                request_id,
+                pending,
+                response,
+            } => self.on_response(peer, pending, response)?,
+            pollen::Event::Failed {
+                peer,
+                pending,
                 error,
-                ..
-            } => {
-                if let Some((_, what)) = self.pending.remove(&request_id) {
-                    self.on_failure(peer, what, error);
-                }
+            } => self.on_failure(peer, pending, error),
+            pollen::Event::ResponseEnded { peer, id, complete } => {
+                self.response_ended(peer, id, complete)
             }
-            request_response::Event::ResponseSent {
-                peer, request_id, ..
-            } => self.response_ended(peer, request_id, true),
-            request_response::Event::InboundFailure {
-                peer, request_id, ..
-            } => self.response_ended(peer, request_id, false),
         }
         Ok(())
     }
 
     /// A response was written out (`complete`), or its stream failed.
-    fn response_ended(
-        &mut self,
-        peer: PeerId,
-        id: request_response::InboundRequestId,
-        complete: bool,
-    ) {
+    fn response_ended(&mut self, peer: PeerId, id: InboundRequestId, complete: bool) {
         let now = self.now();
         self.uploads.ended(now, id, complete);
         self.start_held();

@@ -11,6 +11,7 @@ use libp2p::{
     tcp, yamux,
 };
 
+use super::pollen::Pollen;
 use super::protocol::{Codec, STREAM_PROTOCOL};
 use super::NetError;
 
@@ -60,7 +61,7 @@ pub struct Behaviour {
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
-    pub pollen: request_response::Behaviour<Codec>,
+    pub pollen: Pollen,
 }
 
 /// Builds the libp2p swarm over tokio: TCP + Noise + Yamux and QUIC, or
@@ -138,10 +139,10 @@ fn behaviour(
         )),
         ping: ping::Behaviour::new(ping::Config::new()),
         mdns: Toggle::from(mdns),
-        pollen: request_response::Behaviour::with_codec(
+        pollen: Pollen::new(request_response::Behaviour::with_codec(
             Codec::default(),
             [(STREAM_PROTOCOL, request_response::ProtocolSupport::Full)],
             rr_config,
-        ),
+        )),
     })
 }

@@ -4,11 +4,13 @@
 //! announcements, has-sets, chunks and peer exchange.
 //!
 //! Shaped like a rust-libp2p protocol crate: [`protocol`] (the codec),
-//! [`behaviour`] (composition and construction). The node's logic lives in
+//! [`pollen`] (the protocol's behaviour: request correlation), [`behaviour`]
+//! (composition and construction). The node's logic lives in
 //! [`crate::driver`].
 
 pub mod behaviour;
 pub mod exchange;
+pub mod pollen;
 pub mod protocol;
 
 pub use behaviour::{build_swarm, Behaviour, BehaviourEvent, Limits, Transport};
