@@ -1,6 +1,8 @@
 //! Hostile peers speaking the real protocol: one serves corrupted chunks,
 //! one sends more bytes than asked. Both are detected, penalised and
 //! banned; the honest download completes and nothing corrupt is stored.
+//! And a seeder whose own disk corrupted a chunk: it answers `NotFound` for
+//! that chunk, says why, and keeps serving.
 
 use std::time::Duration;
 
@@ -11,7 +13,7 @@ use pollen_core::chunk::{chunks, ChunkParams};
 use pollen_core::manifest::SignedManifest;
 use pollen_core::swarm::{unique_chunks, Bitfield};
 use pollen_core::wire::{Announce, Hello, Request, Response, Role};
-use pollen_e2e::{file_blake3, run_json, run_ok, s, Release};
+use pollen_e2e::{file_blake3, run, run_json, run_ok, s, Release};
 use pollen_node::net::{build_swarm, pollen, BehaviourEvent, Limits};
 
 #[derive(Clone, Copy, Debug)]
@@ -171,4 +173,67 @@ fn corrupting_peer_is_banned() {
 #[test]
 fn oversending_peer_is_banned() {
     run_against(Lie::Oversize);
+}
+
+#[test]
+fn corruption_on_the_seeders_disk_is_not_served_and_the_seeder_keeps_running() {
+    let r = Release::publish(6 << 20, 91);
+    // Flip bytes in the middle of every blob file: some chunk's bytes (or
+    // its record) no longer match.
+    let mut flipped = 0;
+    for entry in std::fs::read_dir(&r.store).expect("store dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "blob") {
+            let mut bytes = std::fs::read(&path).expect("blob file");
+            let mid = bytes.len() / 2;
+            for b in &mut bytes[mid..mid + 64] {
+                *b ^= 0x5a;
+            }
+            std::fs::write(&path, bytes).expect("write blob file");
+            flipped += 1;
+        }
+    }
+    assert!(flipped > 0, "no blob file in {}", r.store.display());
+    let (mut seeder, addr) = r.serve();
+    let data = r.dir.join("node");
+    let out = r.dir.join("out.img");
+    let fetch = run(
+        "pollen-node",
+        &[
+            "fetch",
+            "--data",
+            s(&data),
+            "--trust",
+            &r.trust,
+            "--channel",
+            "stable",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+            "--peer",
+            &addr,
+            "--out",
+            s(&out),
+            "--timeout",
+            "10s",
+        ],
+    );
+    assert!(
+        !fetch.status.success(),
+        "a release with a corrupt chunk completed"
+    );
+    assert!(!out.exists());
+    let said = seeder.wait_for(Duration::from_secs(10), |is_out, l| {
+        (!is_out && l.contains("answering NotFound")).then_some(())
+    });
+    assert!(said.is_some(), "seeder stderr: {:?}", seeder.stderr);
+    assert!(
+        seeder.child.try_wait().expect("wait").is_none(),
+        "the seeder stopped"
+    );
+    // Still serving: the node's store holds every chunk but the bad ones,
+    // and nothing it holds is corrupt.
+    let check = run_json("pollen-node", &["check", "--data", s(&data)]);
+    assert!(check["chunks"].as_u64().expect("chunks") > 0, "{check}");
+    assert_eq!(check["problems"], serde_json::json!([]), "{check}");
 }
