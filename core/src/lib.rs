@@ -16,6 +16,7 @@
 pub mod admission;
 pub mod chunk;
 pub mod fleet;
+pub mod local_http;
 pub mod manifest;
 pub mod rollout;
 pub mod status;
