@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
-use pollen_core::wire::{Request, Response, MAX_REQUEST, MAX_RESPONSE, PROTOCOL};
+use pollen_core::wire::{
+    frame_header, frame_len, Request, Response, FRAME_HEADER, MAX_REQUEST, MAX_RESPONSE, PROTOCOL,
+};
 
 /// The protocol as libp2p names it.
 pub const STREAM_PROTOCOL: StreamProtocol = StreamProtocol::new(PROTOCOL);
@@ -68,15 +70,9 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(
     max: usize,
     progress: Option<&Counter>,
 ) -> io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    io.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes over the {max}-byte cap"),
-        ));
-    }
+    let mut header = [0u8; FRAME_HEADER];
+    io.read_exact(&mut header).await?;
+    let len = frame_len(header, max).map_err(invalid)?;
     let mut buf = vec![0u8; len];
     for piece in buf.chunks_mut(PIECE) {
         io.read_exact(piece).await?;
@@ -92,9 +88,9 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(
     bytes: &[u8],
     progress: Option<&Counter>,
 ) -> io::Result<()> {
-    let len = u32::try_from(bytes.len())
+    let header = frame_header(bytes.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
-    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(&header).await?;
     for piece in bytes.chunks(PIECE) {
         io.write_all(piece).await?;
         if let Some(p) = progress {
