@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building Pollen needs on a fresh Debian machine with Rust:
-# libclang (rocksdb's bindgen) and a C++ compiler (rocksdb itself).
+# libclang (rocksdb's bindgen) and a C++ compiler (rocksdb itself, and
+# libFuzzer for scripts/fuzz.sh).
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 

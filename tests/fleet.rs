@@ -1,8 +1,9 @@
-//! A fleet of sites in network namespaces (root only; these fail without
-//! it): a seeder on the core router, several sites each behind its own
-//! shaped uplink, real `pollen-node` processes finding their site peers by
-//! mDNS and other sites' gateways by peer exchange. Bytes are counted on
-//! the veths.
+//! A fleet of sites in network namespaces (root only: `#[ignore = "needs
+//! root"]`, run by `scripts/test.sh` as root with `--ignored`; they fail,
+//! not skip, where namespaces are unavailable): a seeder on the core
+//! router, several sites each behind its own shaped uplink, real
+//! `pollen-node` processes finding their site peers by mDNS and other
+//! sites' gateways by peer exchange. Bytes are counted on the veths.
 //!
 //! - Sites stay sites: with several sites sharing, each site's uplink
 //!   carries about one copy in.
@@ -106,6 +107,7 @@ fn chunks_across(across: &[u64], per_site: usize, size: u64) -> Vec<f64> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn sites_share_and_each_uplink_carries_one_copy() {
     let _lock = exclusive();
     require();
@@ -155,6 +157,7 @@ fn sites_share_and_each_uplink_carries_one_copy() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn one_shot_fetch_devices_leave_nothing_to_fetch_again() {
     let _lock = exclusive();
     require();
@@ -192,6 +195,7 @@ fn one_shot_fetch_devices_leave_nothing_to_fetch_again() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn flash_crowd_behind_a_slow_seeder_completes_near_the_bound() {
     let _lock = exclusive();
     require();

@@ -19,6 +19,7 @@ pub mod admission;
 pub mod chunk;
 mod encode;
 pub mod fleet;
+pub mod local_http;
 pub mod manifest;
 pub mod node;
 pub mod rollout;

@@ -163,6 +163,13 @@ impl SignedStatus {
         if !rest.is_empty() {
             return Err(DecodeError::TrailingBytes(rest.len()).into());
         }
+        // One byte string per signed record, as for manifests and controls:
+        // no overlong varints, no alternate forms of the same record.
+        if postcard::to_stdvec(&wire).ok().as_deref() != Some(bytes) {
+            return Err(
+                DecodeError::Malformed("non-canonical status record encoding".into()).into(),
+            );
+        }
         let key =
             PublicKey::from_bytes(&wire.key).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         let raw: [u8; 64] = wire
@@ -237,6 +244,33 @@ mod tests {
             .last_error
             .as_ref()
             .is_some_and(|e| e.len() <= MAX_ERROR_LEN));
+    }
+
+    /// Regression, found writing the `status_record` fuzz target (its
+    /// property: under a device's key only bytes the device produced
+    /// decode): overlong varints for the body or signature length decoded
+    /// to the same signed record under other bytes.
+    #[test]
+    fn non_canonical_encodings_are_refused() {
+        let key = SecretKey::from_bytes(&[5; 32]);
+        let bytes = SignedStatus::sign(record(), &key).to_bytes().to_vec();
+        // The body length is a two-byte varint (the record is over 127
+        // bytes); the signature's length (64) one byte after body and key.
+        assert!(bytes[0] >= 0x80 && bytes[1] < 0x80);
+        let body_len = usize::from(bytes[0] & 0x7f) | usize::from(bytes[1]) << 7;
+        let sig_len_at = 2 + body_len + 32;
+        assert_eq!(bytes[sig_len_at], 64);
+        let mut overlong_sig = bytes.clone();
+        overlong_sig.splice(sig_len_at..=sig_len_at, [0x80 | 64, 0]);
+        let mut overlong_body = bytes.clone();
+        overlong_body.splice(1..2, [bytes[1] | 0x80, 0]);
+        for bad in [overlong_sig, overlong_body] {
+            assert!(matches!(
+                SignedStatus::decode(&bad),
+                Err(StatusError::Decode(DecodeError::Malformed(_)))
+            ));
+        }
+        assert!(SignedStatus::decode(&bytes).is_ok());
     }
 
     #[test]

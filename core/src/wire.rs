@@ -139,6 +139,8 @@ pub enum WireError {
     OverLimit(Limited),
     #[error("a chunk frame's length is not a canonical varint of at most 32 bits")]
     BadChunkLength,
+    #[error("frame of {len} bytes over the {max}-byte cap")]
+    FrameTooLarge { len: usize, max: usize },
 }
 
 /// What a message may carry only so much of.
@@ -164,6 +166,29 @@ impl std::fmt::Display for Limited {
             Limited::PeerRecords => "peer records (or addresses in one)",
         })
     }
+}
+
+/// Bytes of the big-endian length that precedes each frame on a stream.
+pub const FRAME_HEADER: usize = 4;
+
+/// The body length a frame's header announces, refused over `max` so a
+/// reader can check it before reading (or allocating for) the body.
+pub fn frame_len(header: [u8; FRAME_HEADER], max: usize) -> Result<usize, WireError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > max {
+        return Err(WireError::FrameTooLarge { len, max });
+    }
+    Ok(len)
+}
+
+/// The header of a frame of `len` bytes.
+pub fn frame_header(len: usize) -> Result<[u8; FRAME_HEADER], WireError> {
+    u32::try_from(len)
+        .map(u32::to_be_bytes)
+        .map_err(|_| WireError::FrameTooLarge {
+            len,
+            max: u32::MAX as usize,
+        })
 }
 
 fn encode<T: Serialize>(msg: &T, max: usize) -> Result<Vec<u8>, WireError> {
@@ -382,6 +407,28 @@ mod tests {
         let mut p = ChunkLen::default();
         assert_eq!(p.push(0x80), Ok(None));
         assert!(p.push(0).is_err(), "trailing zero group");
+    }
+
+    #[test]
+    fn frame_headers_round_trip_and_cap() {
+        let header = frame_header(70_000).expect("fits");
+        assert_eq!(frame_len(header, MAX_REQUEST), Ok(70_000));
+        assert_eq!(
+            frame_len(frame_header(MAX_REQUEST + 1).expect("fits"), MAX_REQUEST),
+            Err(WireError::FrameTooLarge {
+                len: MAX_REQUEST + 1,
+                max: MAX_REQUEST
+            })
+        );
+        assert_eq!(
+            frame_len([0xff; FRAME_HEADER], MAX_RESPONSE)
+                .map_err(|e| e.to_string())
+                .expect_err("over"),
+            format!(
+                "frame of {} bytes over the {MAX_RESPONSE}-byte cap",
+                u32::MAX
+            )
+        );
     }
 
     proptest! {

@@ -1,48 +1,46 @@
 //! Fuzzes manifest decoding and verification with arbitrary bytes.
 //!
 //! Invariants checked beyond "no panic": anything that decodes re-encodes to
-//! the same bytes, and nothing but the seeded genuine manifest's exact bytes
-//! verifies under the fuzz policy.
+//! the same bytes, and nothing but the exact bytes of a manifest the
+//! publisher really signed (`pollen_fuzz::firmware` and `config_bundle`,
+//! also seeds) verifies under its policy.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use pollen_core::manifest::{
-    verify, Artifact, ChunkRef, Install, Manifest, Rollout, SecretKey, SignedManifest, TrustPolicy, VerifyContext,
-};
-use pollen_core::{ChunkId, ChunkParams};
+use pollen_core::manifest::{verify, SignedManifest, TrustPolicy, VerifyContext};
 
-fn genuine() -> &'static (TrustPolicy, Vec<u8>) {
-    static G: OnceLock<(TrustPolicy, Vec<u8>)> = OnceLock::new();
+type Genuine = (TrustPolicy, VerifyContext, [&'static [u8]; 2]);
+
+fn genuine() -> &'static Genuine {
+    static G: OnceLock<Genuine> = OnceLock::new();
     G.get_or_init(|| {
-        let key = SecretKey::from_bytes(&[7; 32]);
-        let chunks = vec![ChunkRef { id: ChunkId::of(b"a"), len: 70_000 }, ChunkRef { id: ChunkId::of(b"b"), len: 1 }];
-        let m = Manifest {
-            product: "fuzz".into(),
-            channel: "stable".into(),
-            version: "1.2.3".into(),
-            release: 9,
-            created_at: 1,
-            expires_at: u64::MAX,
-            hardware: vec!["hw".into()],
-            artifact: Artifact { name: "a".into(), size: 70_001, blake3: [1; 32] },
-            chunking: ChunkParams::DEFAULT,
-            chunks,
-            rollout: Rollout::default(),
-            install: Install::FullImage,
-        };
-        (TrustPolicy::single(key.public()), SignedManifest::sign(m, &[&key]).encode())
+        (
+            pollen_fuzz::policy(),
+            pollen_fuzz::verify_context(),
+            [
+                &pollen_fuzz::firmware().bytes,
+                &pollen_fuzz::config_bundle().bytes,
+            ],
+        )
     })
 }
 
 fuzz_target!(|data: &[u8]| {
-    let (policy, genuine) = genuine();
+    let (policy, ctx, genuine) = genuine();
     if let Ok(signed) = SignedManifest::decode(data) {
-        assert_eq!(signed.encode(), data, "decode accepted a non-canonical envelope");
+        assert_eq!(
+            signed.encode(),
+            data,
+            "decode accepted a non-canonical envelope"
+        );
     }
-    let ctx = VerifyContext { now: 100, floor: 0, hardware: Some("hw".into()), channel: Some("stable".into()) };
-    if verify(data, policy, &ctx).is_ok() {
-        assert_eq!(data, &genuine[..], "verify accepted bytes that were never signed");
+    if let Ok(verified) = verify(data, policy, ctx) {
+        assert!(
+            genuine.contains(&data),
+            "verify accepted bytes that were never signed"
+        );
+        assert_eq!(verified.to_bytes(), data);
     }
 });

@@ -2,7 +2,8 @@
 //! `GET /metrics` (Prometheus text format) and `POST /control` (a signed
 //! rollout control to pass into the mesh). A minimal HTTP/1.1 server:
 //! one request per connection, bounded request size, a deadline per
-//! connection and a cap on connections at once.
+//! connection and a cap on connections at once. Requests are parsed by
+//! `pollen_core::local_http`; this module does the I/O.
 //!
 //! The daemon writes the bound address to `DATA/api.addr`, which is how
 //! `pollen-node status` and `pollen-seeder rollout` find it.
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pollen_core::local_http;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
@@ -20,8 +22,6 @@ use tokio::sync::{mpsc, Semaphore};
 mod render;
 pub use render::{ReleaseView, View};
 
-/// Largest request accepted (headers and body).
-const MAX_REQUEST: usize = 16 * 1024;
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 8;
 /// Each connection must be done within this.
@@ -131,41 +131,27 @@ async fn handle(
 ) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
-    let (head_end, content_length) = loop {
+    let head = loop {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
             return Ok(());
         }
         buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > MAX_REQUEST {
-            return respond(&mut stream, 413, "text/plain", "request too large\n").await;
-        }
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            let len = head
-                .lines()
-                .filter_map(|l| l.split_once(':'))
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            break (end + 4, len);
+        match local_http::parse_head(&buf) {
+            Ok(Some(head)) => break head,
+            Ok(None) => {}
+            Err(_) => return respond(&mut stream, 413, "text/plain", "request too large\n").await,
         }
     };
-    if head_end + content_length > MAX_REQUEST {
-        return respond(&mut stream, 413, "text/plain", "request too large\n").await;
-    }
-    while buf.len() < head_end + content_length {
+    while buf.len() < head.end() {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
             return Ok(());
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut words = head.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let body = buf[head_end..head_end + content_length].to_vec();
-    match (method, path) {
+    let body = head.body(&buf).unwrap_or_default().to_vec();
+    match (head.method.as_str(), head.path.as_str()) {
         ("GET", "/status") => {
             let text = {
                 let snap = shared.lock().map_err(|_| std::io::ErrorKind::Other)?;
@@ -244,10 +230,7 @@ pub fn request(
     stream
         .set_read_timeout(Some(DEADLINE))
         .map_err(io("configuring"))?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
+    let head = local_http::request_head(method, path, addr, body.len());
     stream
         .write_all(head.as_bytes())
         .and_then(|()| stream.write_all(body))

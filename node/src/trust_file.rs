@@ -8,10 +8,13 @@
 //! key publisher-b.pub
 //! key publisher-c.pub
 //! ```
+//! This module reads the files; `pollen_core::manifest::trust_text` parses
+//! the text.
 
 use std::path::{Path, PathBuf};
 
-use pollen_core::manifest::{KeyError, PublicKey, TrustError, TrustPolicy};
+use pollen_core::manifest::trust_text::{self, TrustLine, DEFAULT_THRESHOLD};
+use pollen_core::manifest::{KeyError, PublicKey, TrustError, TrustPolicy, TrustTextError};
 
 /// Errors of this module; each names the file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -24,11 +27,10 @@ pub enum TrustFileError {
     },
     #[error("{path}: {source}")]
     Key { path: PathBuf, source: KeyError },
-    #[error("{path}, line {line}: {message}")]
+    #[error("{path}, {source}")]
     Syntax {
         path: PathBuf,
-        line: usize,
-        message: String,
+        source: TrustTextError,
     },
     #[error("{path}: {source}")]
     Policy { path: PathBuf, source: TrustError },
@@ -62,39 +64,23 @@ pub fn load_public_key(path: &Path) -> Result<PublicKey, TrustFileError> {
 /// Reads a trust policy from a `.pub` file or a trust file.
 pub fn load_trust(path: &Path) -> Result<TrustPolicy, TrustFileError> {
     let text = read_small(path)?;
-    if text.trim_start().starts_with("pollen-public-key") {
+    if trust_text::is_public_key(&text) {
         return Ok(TrustPolicy::single(load_public_key(path)?));
     }
     let base = path.parent().unwrap_or(Path::new("."));
     let mut threshold = None;
     let mut keys = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let syntax = |message: String| TrustFileError::Syntax {
+    for line in trust_text::lines(&text) {
+        let (_, line) = line.map_err(|source| TrustFileError::Syntax {
             path: path.to_owned(),
-            line: i + 1,
-            message,
-        };
-        let mut words = line.split_whitespace();
-        match (words.next(), words.next(), words.next()) {
-            (Some("threshold"), Some(n), None) => {
-                let n = n
-                    .parse()
-                    .map_err(|_| syntax(format!("threshold {n:?} is not a number")))?;
-                threshold = Some(n);
-            }
-            (Some("key"), Some(file), None) => keys.push(load_public_key(&base.join(file))?),
-            _ => {
-                return Err(syntax(format!(
-                    "expected `threshold N` or `key FILE`, found {line:?}"
-                )))
-            }
+            source,
+        })?;
+        match line {
+            TrustLine::Threshold(n) => threshold = Some(n),
+            TrustLine::Key(file) => keys.push(load_public_key(&base.join(file))?),
         }
     }
-    let threshold = threshold.unwrap_or(1);
+    let threshold = threshold.unwrap_or(DEFAULT_THRESHOLD);
     TrustPolicy::new(keys, threshold).map_err(|source| TrustFileError::Policy {
         path: path.to_owned(),
         source,
@@ -130,9 +116,14 @@ mod tests {
             Err(TrustFileError::Policy { .. })
         ));
         std::fs::write(&trust, "trust everyone\n").expect("write");
-        assert!(matches!(
-            load_trust(&trust),
-            Err(TrustFileError::Syntax { line: 1, .. })
-        ));
+        let err = load_trust(&trust).expect_err("syntax");
+        assert!(matches!(&err, TrustFileError::Syntax { source, .. } if source.line() == 1));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}, line 1: expected `threshold N` or `key FILE`, found \"trust everyone\"",
+                trust.display()
+            )
+        );
     }
 }

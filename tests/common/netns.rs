@@ -44,8 +44,11 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
-/// Namespace tests need root and iproute2; CI runs as root. Without them
-/// a test fails, loudly, rather than passing having tested nothing.
+/// Namespace tests need root and iproute2. They are `#[ignore = "needs
+/// root"]`, so a plain `cargo test` leaves them out (and says so);
+/// `scripts/test.sh` runs them with `--ignored` as root and fails when it
+/// cannot. Run without namespaces, a test fails, loudly, rather than
+/// passing having tested nothing.
 pub fn require() {
     if let Some(why) = unavailable() {
         panic!("this test needs network namespaces (root and iproute2): {why}");

@@ -8,6 +8,7 @@
 mod keys;
 mod signed;
 mod trust;
+pub mod trust_text;
 mod verify;
 
 use std::fmt;
@@ -20,6 +21,7 @@ pub use keys::{KeyError, KeyId, PublicKey, SecretKey};
 pub(crate) use signed::{open_envelope, seal_envelope, sign_body};
 pub use signed::{Signature, SignedManifest, ENVELOPE_VERSION};
 pub use trust::{TrustError, TrustPolicy};
+pub use trust_text::{TrustLine, TrustText, TrustTextError};
 pub(crate) use verify::check_signatures;
 pub use verify::{verify, VerifiedManifest, VerifyContext, VerifyError};
 

@@ -25,7 +25,8 @@ use futures::channel::oneshot;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use pollen_core::wire::{
-    chunk_header, ChunkLen, Request, Response, CHUNK_TAG, MAX_REQUEST, MAX_RESPONSE, PROTOCOL,
+    chunk_header, frame_header, frame_len, ChunkLen, Request, Response, CHUNK_TAG, FRAME_HEADER,
+    MAX_REQUEST, MAX_RESPONSE, PROTOCOL,
 };
 
 /// The protocol as libp2p names it.
@@ -106,16 +107,9 @@ fn count(progress: Option<&Counter>, n: usize) {
 }
 
 async fn read_len<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<usize> {
-    let mut len = [0u8; 4];
-    io.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes over the {max}-byte cap"),
-        ));
-    }
-    Ok(len)
+    let mut header = [0u8; FRAME_HEADER];
+    io.read_exact(&mut header).await?;
+    frame_len(header, max).map_err(invalid)
 }
 
 /// Fills `buf` from `io`, a piece at a time, counting.
@@ -190,9 +184,9 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(
     progress: Option<&Counter>,
 ) -> io::Result<()> {
     let total: usize = parts.iter().map(|p| p.len()).sum();
-    let len = u32::try_from(total)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
-    io.write_all(&len.to_be_bytes()).await?;
+    let header = frame_header(total)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    io.write_all(&header).await?;
     for part in parts {
         for piece in part.chunks(PIECE) {
             io.write_all(piece).await?;
