@@ -78,7 +78,7 @@ pub struct Release {
 fn release(name: &str, version: &str, number: u64, artifact: &[u8], rollout: Rollout) -> Release {
     let params = ChunkParams::new(16 * 1024, 32 * 1024, 64 * 1024).expect("valid chunk params");
     let cut: Vec<_> = chunks(artifact, params)
-        .map(|c| c.expect("chunking bytes in memory").data)
+        .map(|c| c.expect("chunking bytes in memory").data().to_vec())
         .collect();
     let refs = cut
         .iter()
@@ -385,7 +385,10 @@ pub fn responses() -> Vec<(&'static str, Response)> {
             "have-all",
             Response::Have(Bitfield::full(firmware_chunk_count())),
         ),
-        ("chunk", Response::Chunk(config_bundle().chunks[0].clone())),
+        (
+            "chunk",
+            Response::Chunk(config_bundle().chunks[0].clone().into()),
+        ),
         ("not-found", Response::NotFound),
         ("busy", Response::Busy { retry_ms: 1_500 }),
         ("declined", Response::Declined { retry_ms: 4_000 }),
