@@ -113,31 +113,9 @@ fn run_against(lie: Lie) {
     let (_seeder, seeder_addr) = r.serve();
     let data = t.join("node");
     let out = t.join("out.img");
-    let report = run_json(
-        "pollen-node",
-        &[
-            "fetch",
-            "--data",
-            s(&data),
-            "--trust",
-            &r.trust,
-            "--channel",
-            "stable",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-            "--peer",
-            &liar,
-            "--peer",
-            &seeder_addr,
-            "--out",
-            s(&out),
-            "--timeout",
-            "3m",
-            "--seed",
-            "1",
-        ],
-    );
+    let mut args = r.fetch_args(&data, &out, &[&liar, &seeder_addr]);
+    args.extend_from_slice(&["--timeout", "3m", "--seed", "1"]);
+    let report = run_json("pollen-node", &args);
     println!(
         "{lie:?}: rejected {} chunks, banned {}",
         report["chunks_rejected"], report["banned"]
@@ -197,27 +175,9 @@ fn corruption_on_the_seeders_disk_is_not_served_and_the_seeder_keeps_running() {
     let (mut seeder, addr) = r.serve();
     let data = r.dir.join("node");
     let out = r.dir.join("out.img");
-    let fetch = run(
-        "pollen-node",
-        &[
-            "fetch",
-            "--data",
-            s(&data),
-            "--trust",
-            &r.trust,
-            "--channel",
-            "stable",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-            "--peer",
-            &addr,
-            "--out",
-            s(&out),
-            "--timeout",
-            "10s",
-        ],
-    );
+    let mut args = r.fetch_args(&data, &out, &[&addr]);
+    args.extend_from_slice(&["--timeout", "10s"]);
+    let fetch = run("pollen-node", &args);
     assert!(
         !fetch.status.success(),
         "a release with a corrupt chunk completed"

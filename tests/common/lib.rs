@@ -351,6 +351,34 @@ impl Release {
         }
     }
 
+    /// `pollen-node fetch` arguments for this release on 127.0.0.1 (mDNS
+    /// off): into `data`, writing `out`, from `peers`; callers add the rest.
+    pub fn fetch_args<'a>(
+        &'a self,
+        data: &'a Path,
+        out: &'a Path,
+        peers: &[&'a str],
+    ) -> Vec<&'a str> {
+        let mut args = vec![
+            "fetch",
+            "--data",
+            s(data),
+            "--trust",
+            &self.trust,
+            "--channel",
+            "stable",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+            "--out",
+            s(out),
+        ];
+        for p in peers {
+            args.extend_from_slice(&["--peer", p]);
+        }
+        args
+    }
+
     /// Serves the release on 127.0.0.1 (mDNS off); returns the seeder and its address.
     pub fn serve(&self) -> (Daemon, String) {
         let mut seeder = Daemon::spawn(

@@ -94,15 +94,7 @@ pub trait Store: Send + Sync {
     /// read): `Ok(None)` when it is not held, [`StoreError::CorruptChunk`]
     /// when what is held is not the chunk.
     fn read_chunk(&self, chunk: &ChunkRef) -> Result<Option<VerifiedChunk>, StoreError> {
-        match self.get_chunk(&chunk.id)? {
-            None => Ok(None),
-            Some(bytes) => VerifiedChunk::check(chunk, bytes)
-                .map(Some)
-                .map_err(|reason| StoreError::CorruptChunk {
-                    id: chunk.id,
-                    reason,
-                }),
-        }
+        checked(chunk, self.get_chunk(&chunk.id)?)
     }
     fn has_chunk(&self, id: &ChunkId) -> Result<bool, StoreError>;
     /// Every chunk id held, in id order.
@@ -155,6 +147,22 @@ pub fn raise_floor<S: Store + ?Sized>(
     let new = floor(store, channel)?.max(release);
     store.put_state(&keys::floor(channel), &new.to_be_bytes())?;
     Ok(new)
+}
+
+/// What a store read for `chunk` (if anything), checked against its entry.
+pub(crate) fn checked(
+    chunk: &ChunkRef,
+    bytes: Option<Vec<u8>>,
+) -> Result<Option<VerifiedChunk>, StoreError> {
+    match bytes {
+        None => Ok(None),
+        Some(bytes) => VerifiedChunk::check(chunk, bytes)
+            .map(Some)
+            .map_err(|reason| StoreError::CorruptChunk {
+                id: chunk.id,
+                reason,
+            }),
+    }
 }
 
 #[cfg(test)]

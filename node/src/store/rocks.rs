@@ -226,18 +226,10 @@ impl Store for RocksStore {
         let mut ro = ReadOptions::default();
         ro.set_verify_checksums(false);
         ro.fill_cache(false);
-        match self
+        let bytes = self
             .db
-            .get_cf_opt(self.cf(CF_CHUNKS)?, chunk.id.as_bytes(), &ro)?
-        {
-            None => Ok(None),
-            Some(bytes) => VerifiedChunk::check(chunk, bytes)
-                .map(Some)
-                .map_err(|reason| StoreError::CorruptChunk {
-                    id: chunk.id,
-                    reason,
-                }),
-        }
+            .get_cf_opt(self.cf(CF_CHUNKS)?, chunk.id.as_bytes(), &ro)?;
+        super::checked(chunk, bytes)
     }
 
     fn has_chunk(&self, id: &ChunkId) -> Result<bool, StoreError> {
