@@ -281,6 +281,14 @@ impl<P: PeerKey> Node<P> {
         self.pump(now);
     }
 
+    /// Sends every notice now, due or not (a node about to leave tells its
+    /// peers what it gained since its last notice).
+    pub fn flush_notices(&mut self) {
+        for lane in [Lane::Site, Lane::Away] {
+            self.flush(lane);
+        }
+    }
+
     pub fn poll_output(&mut self) -> Option<Output<P>> {
         self.out.pop_front()
     }

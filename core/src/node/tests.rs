@@ -104,6 +104,21 @@ fn a_duplicate_is_acked_too() {
 }
 
 #[test]
+fn a_leaving_node_flushes_its_notices() {
+    let mut n = device();
+    n.handle_have_all(MS, 1, Bitfield::full(4));
+    let (_, index) = requests(&drain(&mut n))[0];
+    n.handle_chunk(30 * MS, 1, index, Receipt::Verified);
+    drain(&mut n);
+    n.flush_notices();
+    let told = drain(&mut n)
+        .iter()
+        .filter(|o| matches!(o, Output::Gained { .. }))
+        .count();
+    assert_eq!(told, 3, "site peer, origin and the other site's device");
+}
+
+#[test]
 fn a_rejected_chunk_is_not_acked() {
     let mut n = device();
     n.handle_have_all(MS, 1, Bitfield::full(4));

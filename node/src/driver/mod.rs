@@ -634,6 +634,9 @@ impl Driver {
             }
             self.drain_actions()?;
             if self.fetch_done() {
+                // Leaving: what it gained since its last notice goes out now.
+                self.node.flush_notices();
+                self.drain_actions()?;
                 self.on_tick();
                 break;
             }
