@@ -89,8 +89,7 @@ impl Driver {
             Request::Gained { manifest, indices } => {
                 if let Some(r) = &self.release {
                     if r.id() == manifest {
-                        let n = r.chunks.len() as u32;
-                        let indices: Vec<u32> = indices.into_iter().filter(|&i| i < n).collect();
+                        // The node logic ignores indices outside the release.
                         self.node.handle_gained(now, super::Peer(peer), &indices);
                         // What we sent it has arrived: its slots are free,
                         // and what it still waited for here it has now.
