@@ -25,6 +25,7 @@ pub mod node;
 pub mod rollout;
 pub mod status;
 pub mod swarm;
+pub mod trust;
 pub mod wire;
 
 pub use chunk::{ChunkId, ChunkParams};

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::{ChunkId, ChunkParams};
 
 pub use keys::{KeyError, KeyId, PublicKey, SecretKey};
-pub(crate) use signed::{open_envelope, seal_envelope, sign_body};
+pub(crate) use signed::{open_envelope, seal_envelope, sign_body, SIGNING_CONTEXT};
 pub use signed::{Signature, SignedManifest, ENVELOPE_VERSION};
 pub use trust::{TrustError, TrustPolicy};
 pub use trust_text::{TrustLine, TrustText, TrustTextError};

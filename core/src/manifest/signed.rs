@@ -10,7 +10,7 @@ use super::{DecodeError, Manifest, ManifestId, MAX_MANIFEST_BYTES};
 
 /// Version byte that starts every signed envelope.
 pub const ENVELOPE_VERSION: u8 = 1;
-const SIGNING_CONTEXT: &str = "pollen manifest v1";
+pub(crate) const SIGNING_CONTEXT: &str = "pollen manifest v1";
 
 #[derive(Serialize, Deserialize)]
 struct Envelope {

@@ -13,7 +13,7 @@ use crate::manifest::{
     SecretKey, Signature, TrustPolicy, VerifyError,
 };
 
-const SIGNING_CONTEXT: &str = "pollen rollout v1";
+pub(crate) const SIGNING_CONTEXT: &str = "pollen rollout v1";
 /// Version byte that starts every control body.
 pub const CONTROL_FORMAT: u8 = 1;
 /// Largest signed control accepted.
@@ -53,10 +53,30 @@ impl RolloutControl {
     /// a stale copy still orders after what it issued before.
     pub fn next(&self, now: u64) -> Self {
         Self {
-            seq: now.saturating_mul(1000).max(self.seq + 1),
+            seq: now.saturating_mul(1000).max(self.seq.saturating_add(1)),
             issued_at: now,
             ..self.clone()
         }
+    }
+}
+
+/// How far ahead of the clock a control's `seq` may be (milliseconds): a
+/// control cannot claim a place in the order no later control can pass.
+pub const MAX_SEQ_AHEAD_MS: u64 = 24 * 3600 * 1000;
+
+impl RolloutControl {
+    /// Refuses a `seq` more than [`MAX_SEQ_AHEAD_MS`] past `now` (seconds):
+    /// a seq near `u64::MAX` would order after every later control (a
+    /// halt that can never be lifted, or one that blocks the automatic halt).
+    pub fn check_seq(&self, now: u64) -> Result<(), ControlError> {
+        let limit = now.saturating_mul(1000).saturating_add(MAX_SEQ_AHEAD_MS);
+        if self.seq > limit {
+            return Err(ControlError::SeqAhead {
+                seq: self.seq,
+                limit,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -68,6 +88,8 @@ pub enum ControlError {
     Decode(#[from] DecodeError),
     #[error("rollout control: {0}")]
     Signature(VerifyError),
+    #[error("rollout control: seq {seq} is beyond {limit}, a day past the clock (refused: nothing could follow it)")]
+    SeqAhead { seq: u64, limit: u64 },
 }
 
 /// Decoded, not yet verified control bytes.
@@ -182,6 +204,21 @@ mod tests {
             .expect("verifies");
         assert_eq!(v.control(), &control());
         assert_eq!(v.to_bytes(), bytes);
+    }
+
+    #[test]
+    fn seq_far_ahead_of_the_clock_is_refused_and_next_never_wraps() {
+        let mut c = control();
+        c.seq = u64::MAX;
+        assert!(matches!(
+            c.check_seq(1_800_000_000),
+            Err(ControlError::SeqAhead { .. })
+        ));
+        assert_eq!(c.next(1).seq, u64::MAX, "saturates, never wraps to 0");
+        assert!(control()
+            .next(1_800_000_000)
+            .check_seq(1_800_000_000)
+            .is_ok());
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! so the same devices are not always first.
 
 mod control;
+pub(crate) use control::SIGNING_CONTEXT;
 
 use crate::manifest::{ManifestId, Rollout};
 
 pub use control::{
     ControlError, RolloutControl, SignedControl, VerifiedControl, MAX_CONTROL_BYTES,
+    MAX_SEQ_AHEAD_MS,
 };
 
 /// Basis points in the whole fleet.
