@@ -10,6 +10,7 @@
 
 pub mod behaviour;
 pub mod exchange;
+pub mod identity;
 pub mod pollen;
 pub mod protocol;
 
