@@ -71,6 +71,8 @@ fn hostile_peer(lie: Lie, manifest: Vec<u8>, artifact: &std::path::Path) -> Stri
                                     origin: true,
                                     ..Role::default()
                                 },
+                                policy: None,
+                                credential: None,
                             }),
                             Request::GetManifest(_) => Response::Manifest(manifest.clone()),
                             Request::GetHave(_) => {

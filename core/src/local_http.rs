@@ -12,7 +12,7 @@
 use std::fmt;
 
 /// Largest request accepted (head and body).
-pub const MAX_REQUEST: usize = 16 * 1024;
+pub const MAX_REQUEST: usize = 72 * 1024;
 
 /// A request's head, complete.
 #[derive(Clone, Debug, PartialEq, Eq)]

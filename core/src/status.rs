@@ -202,6 +202,10 @@ impl SignedStatus {
     pub fn key_id(&self) -> KeyId {
         self.key.id()
     }
+    /// The device key itself (its mesh identity, which a credential binds).
+    pub fn key(&self) -> &PublicKey {
+        &self.key
+    }
     pub fn to_bytes(&self) -> &[u8] {
         &self.bytes
     }

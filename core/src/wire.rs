@@ -8,8 +8,10 @@ use crate::manifest::ManifestId;
 use crate::swarm::{Bitfield, SiteId};
 
 /// Protocol name negotiated on every stream. Version 2 added roles
-/// (origin, uplink, gateway), `Role` notices, `Declined` and retry hints.
-pub const PROTOCOL: &str = "/pollen/2";
+/// (origin, uplink, gateway), `Role` notices, `Declined` and retry hints;
+/// version 3 fleet trust: policy and credential in `Hello`, credentials
+/// beside status records, `Policy` pushes.
+pub const PROTOCOL: &str = "/pollen/3";
 /// Largest request frame: requests are small (a bitfield of 64 Ki chunks is 8 KiB).
 pub const MAX_REQUEST: usize = 256 * 1024;
 /// Largest response frame: one chunk (at most 16 MiB) or one manifest, plus framing.
@@ -18,8 +20,8 @@ pub const MAX_RESPONSE: usize = 17 * 1024 * 1024;
 pub const MAX_PEER_RECORDS: usize = 64;
 /// Most addresses per peer record.
 pub const MAX_ADDRS: usize = 8;
-/// Most status records in one message.
-pub const MAX_STATUS_RECORDS: usize = 64;
+/// Most status records in one message (each with its credential).
+pub const MAX_STATUS_RECORDS: usize = 32;
 
 /// What a node says about itself when a connection opens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +32,20 @@ pub struct Hello {
     pub newest: Option<Announce>,
     /// Its role ([`Role`]).
     pub role: Role,
+    /// The newest signed fleet policy it holds (`core::trust::policy`);
+    /// `None` for a node still on a trust file.
+    pub policy: Option<serde_bytes::ByteBuf>,
+    /// Its signed credential (`core::trust::credential`), checked against
+    /// the key Noise authenticated; `None` in an open mesh.
+    pub credential: Option<serde_bytes::ByteBuf>,
+}
+
+/// One device's signed status record, and the credential that says which
+/// device it is (`None` in an open mesh).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusEntry {
+    pub record: serde_bytes::ByteBuf,
+    pub credential: Option<serde_bytes::ByteBuf>,
 }
 
 /// What a node is to the mesh (`core::swarm::PeerInfo` without the site).
@@ -86,13 +102,15 @@ pub enum Request {
     /// Peers the responder knows (peer exchange).
     GetPeers,
     /// Signed fleet status records (`core::status`), passed on towards the seeder.
-    Status(Vec<serde_bytes::ByteBuf>),
+    Status(Vec<StatusEntry>),
     /// A signed rollout control (`core::rollout`), passed on to every peer.
     Control(serde_bytes::ByteBuf),
     /// The newest rollout control the responder holds for a release.
     GetControl(ManifestId),
     /// The sender's role changed.
     Role(Role),
+    /// A newer signed fleet policy, passed on to every admitted peer.
+    Policy(serde_bytes::ByteBuf),
 }
 
 /// Responses.
@@ -153,6 +171,8 @@ pub enum Limited {
     StatusRecords,
     /// Bytes of a rollout control.
     ControlBytes,
+    /// Bytes of a fleet policy or credential.
+    TrustBytes,
     /// Peer records, or addresses in one.
     PeerRecords,
 }
@@ -163,6 +183,7 @@ impl std::fmt::Display for Limited {
             Limited::Indices => "chunk indices",
             Limited::StatusRecords => "status records (or bytes in one)",
             Limited::ControlBytes => "rollout control bytes",
+            Limited::TrustBytes => "fleet policy or credential bytes",
             Limited::PeerRecords => "peer records (or addresses in one)",
         })
     }
@@ -271,6 +292,25 @@ impl ChunkLen {
     }
 }
 
+use crate::trust::credential::MAX_CREDENTIAL_BYTES;
+use crate::trust::policy::MAX_POLICY_BYTES;
+
+fn credential_fits(c: Option<&serde_bytes::ByteBuf>) -> bool {
+    c.is_none_or(|c| c.len() <= MAX_CREDENTIAL_BYTES)
+}
+
+/// A hello's policy and credential within their caps.
+fn check_hello(h: &Hello) -> Result<(), WireError> {
+    if h.policy
+        .as_ref()
+        .is_some_and(|p| p.len() > MAX_POLICY_BYTES)
+        || !credential_fits(h.credential.as_ref())
+    {
+        return Err(WireError::OverLimit(Limited::TrustBytes));
+    }
+    Ok(())
+}
+
 impl Request {
     pub fn encode(&self) -> Result<Vec<u8>, WireError> {
         encode(self, MAX_REQUEST)
@@ -283,15 +323,20 @@ impl Request {
             }
             Request::Status(list)
                 if list.len() > MAX_STATUS_RECORDS
-                    || list
-                        .iter()
-                        .any(|r| r.len() > crate::status::MAX_STATUS_BYTES) =>
+                    || list.iter().any(|e| {
+                        e.record.len() > crate::status::MAX_STATUS_BYTES
+                            || !credential_fits(e.credential.as_ref())
+                    }) =>
             {
                 Err(WireError::OverLimit(Limited::StatusRecords))
             }
             Request::Control(c) if c.len() > crate::rollout::MAX_CONTROL_BYTES => {
                 Err(WireError::OverLimit(Limited::ControlBytes))
             }
+            Request::Policy(p) if p.len() > MAX_POLICY_BYTES => {
+                Err(WireError::OverLimit(Limited::TrustBytes))
+            }
+            Request::Hello(h) => check_hello(h).map(|()| req),
             _ => Ok(req),
         }
     }
@@ -310,6 +355,7 @@ impl Response {
             {
                 Err(WireError::OverLimit(Limited::PeerRecords))
             }
+            Response::Hello(h) => check_hello(h).map(|()| resp),
             _ => Ok(resp),
         }
     }
@@ -336,8 +382,11 @@ mod tests {
                     uplink: true,
                     gateway: true,
                 },
+                policy: Some(serde_bytes::ByteBuf::from(vec![7; 300])),
+                credential: None,
             }),
             Request::Role(Role::default()),
+            Request::Policy(serde_bytes::ByteBuf::from(vec![8; 100])),
             Request::GetChunk {
                 manifest: id,
                 index: 7,
@@ -347,7 +396,10 @@ mod tests {
                 indices: vec![1, 2, 3],
             },
             Request::GetPeers,
-            Request::Status(vec![serde_bytes::ByteBuf::from(vec![1, 2, 3])]),
+            Request::Status(vec![StatusEntry {
+                record: serde_bytes::ByteBuf::from(vec![1, 2, 3]),
+                credential: Some(serde_bytes::ByteBuf::from(vec![4; 200])),
+            }]),
             Request::Control(serde_bytes::ByteBuf::from(vec![9; 40])),
             Request::GetControl(ManifestId([5; 32])),
         ];
@@ -371,6 +423,22 @@ mod tests {
             Request::decode(&vec![0; MAX_REQUEST + 1]),
             Err(WireError::TooLarge { .. })
         ));
+        let fat = Request::Hello(Hello {
+            channel: "stable".into(),
+            site: None,
+            newest: None,
+            role: Role::default(),
+            policy: None,
+            credential: Some(serde_bytes::ByteBuf::from(vec![
+                0;
+                MAX_CREDENTIAL_BYTES + 1
+            ])),
+        });
+        let bytes = postcard::to_stdvec(&fat).expect("encode");
+        assert_eq!(
+            Request::decode(&bytes),
+            Err(WireError::OverLimit(Limited::TrustBytes))
+        );
     }
 
     #[test]

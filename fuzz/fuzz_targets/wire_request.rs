@@ -3,13 +3,17 @@
 //!
 //! Checked beyond "no panic": the size cap holds; whatever decodes
 //! re-encodes within the cap, no longer than the input, and decodes back to
-//! itself; the per-variant caps (indices, status records, control size) hold;
+//! itself; the per-variant caps (indices, status records and their
+//! credentials, control, policy and hello sizes) hold;
 //! the signed payloads a request carries decode without panicking.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pollen_core::rollout::{SignedControl, MAX_CONTROL_BYTES};
 use pollen_core::status::{SignedStatus, MAX_STATUS_BYTES};
+use pollen_core::trust::credential::MAX_CREDENTIAL_BYTES;
+use pollen_core::trust::policy::MAX_POLICY_BYTES;
+use pollen_core::trust::{SignedCredential, SignedPolicy};
 use pollen_core::wire::{Request, MAX_REQUEST, MAX_STATUS_RECORDS};
 
 fuzz_target!(|data: &[u8]| {
@@ -24,14 +28,32 @@ fuzz_target!(|data: &[u8]| {
         Request::Gained { indices, .. } => assert!(indices.len() <= MAX_REQUEST / 4),
         Request::Status(list) => {
             assert!(list.len() <= MAX_STATUS_RECORDS);
-            for r in list {
-                assert!(r.len() <= MAX_STATUS_BYTES);
-                let _ = SignedStatus::decode(r);
+            for e in list {
+                assert!(e.record.len() <= MAX_STATUS_BYTES);
+                let _ = SignedStatus::decode(&e.record);
+                if let Some(c) = &e.credential {
+                    assert!(c.len() <= MAX_CREDENTIAL_BYTES);
+                    let _ = SignedCredential::decode(c);
+                }
             }
         }
         Request::Control(c) => {
             assert!(c.len() <= MAX_CONTROL_BYTES);
             let _ = SignedControl::decode(c);
+        }
+        Request::Hello(h) => {
+            assert!(h
+                .policy
+                .as_ref()
+                .is_none_or(|p| p.len() <= MAX_POLICY_BYTES));
+            assert!(h
+                .credential
+                .as_ref()
+                .is_none_or(|c| c.len() <= MAX_CREDENTIAL_BYTES));
+        }
+        Request::Policy(p) => {
+            assert!(p.len() <= MAX_POLICY_BYTES);
+            let _ = SignedPolicy::decode(p);
         }
         _ => {}
     }

@@ -14,7 +14,7 @@ use pollen_core::manifest::{
 use pollen_core::rollout::{RolloutControl, SignedControl};
 use pollen_core::status::{Phase, ReleaseRef, SignedStatus, StatusRecord};
 use pollen_core::swarm::{unique_chunks, Bitfield, SiteId};
-use pollen_core::wire::{Announce, Hello, Request, Response, Role};
+use pollen_core::wire::{Announce, Hello, Request, Response, Role, StatusEntry};
 use pollen_core::{local_http, ChunkParams, Manifest, SignedManifest};
 use serde_bytes::ByteBuf;
 
@@ -301,6 +301,8 @@ pub fn requests() -> Vec<(&'static str, Request)> {
                     uplink: true,
                     gateway: true,
                 },
+                policy: None,
+                credential: None,
             }),
         ),
         (
@@ -310,6 +312,8 @@ pub fn requests() -> Vec<(&'static str, Request)> {
                 site,
                 newest: None,
                 role: Role::default(),
+                policy: None,
+                credential: None,
             }),
         ),
         (
@@ -341,7 +345,10 @@ pub fn requests() -> Vec<(&'static str, Request)> {
             Request::Status(
                 status_records()
                     .iter()
-                    .map(|s| ByteBuf::from(s.to_bytes().to_vec()))
+                    .map(|s| StatusEntry {
+                        record: ByteBuf::from(s.to_bytes().to_vec()),
+                        credential: None,
+                    })
                     .collect(),
             ),
         ),
@@ -376,6 +383,8 @@ pub fn responses() -> Vec<(&'static str, Response)> {
                     uplink: true,
                     gateway: false,
                 },
+                policy: None,
+                credential: None,
             }),
         ),
         ("ok", Response::Ok),

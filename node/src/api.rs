@@ -1,6 +1,7 @@
 //! The local control endpoint, on loopback only: `GET /status` (JSON),
-//! `GET /metrics` (Prometheus text format) and `POST /control` (a signed
-//! rollout control to pass into the mesh). A minimal HTTP/1.1 server:
+//! `GET /metrics` (Prometheus text format), `POST /control` (a signed
+//! rollout control to pass into the mesh) and `POST /policy` (a signed
+//! fleet policy rotation; the node takes it only if it verifies). A minimal HTTP/1.1 server:
 //! one request per connection, bounded request size, a deadline per
 //! connection and a cap on connections at once. Requests are parsed by
 //! `pollen_core::local_http`; this module does the I/O.
@@ -59,6 +60,8 @@ pub type Shared = Arc<Mutex<Snapshot>>;
 pub enum ApiCommand {
     /// Signed rollout control bytes.
     Control(Vec<u8>),
+    /// Signed fleet policy bytes (a rotation pushed by the operator).
+    Policy(Vec<u8>),
 }
 
 /// Where the daemon records its endpoint's address.
@@ -168,6 +171,10 @@ async fn handle(
             respond(&mut stream, 200, "text/plain; version=0.0.4", &text).await
         }
         ("POST", "/control") => match commands.try_send(ApiCommand::Control(body)) {
+            Ok(()) => respond(&mut stream, 202, "text/plain", "accepted\n").await,
+            Err(_) => respond(&mut stream, 503, "text/plain", "busy, try again\n").await,
+        },
+        ("POST", "/policy") => match commands.try_send(ApiCommand::Policy(body)) {
             Ok(()) => respond(&mut stream, 202, "text/plain", "accepted\n").await,
             Err(_) => respond(&mut stream, 503, "text/plain", "busy, try again\n").await,
         },
@@ -299,13 +306,18 @@ mod tests {
         let data = dir.path().to_owned();
         tokio::task::spawn_blocking(move || {
             let addr = running_daemon(&data).expect("running");
-            request(addr, "POST", "/control", b"signed bytes").expect("post")
+            request(addr, "POST", "/control", b"signed bytes").expect("post");
+            request(addr, "POST", "/policy", b"policy bytes").expect("post")
         })
         .await
         .expect("join");
         match rx.recv().await {
             Some(ApiCommand::Control(b)) => assert_eq!(b, b"signed bytes"),
-            None => panic!("no command"),
+            other => panic!("expected the control, got {other:?}"),
+        }
+        match rx.recv().await {
+            Some(ApiCommand::Policy(b)) => assert_eq!(b, b"policy bytes"),
+            other => panic!("expected the policy, got {other:?}"),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod controls;
 pub mod driver;
 pub mod import;
 pub mod net;
+pub mod policy_store;
 pub mod store;
 pub mod trust_file;
 pub mod update;

@@ -52,9 +52,15 @@ struct MeshOpt {
     /// The node's data directory (created if missing).
     #[arg(long)]
     data: PathBuf,
-    /// Trust file, or a single publisher `.pub` file.
-    #[arg(long)]
+    /// The device's first fleet policy: a signed policy file (`pollen-seeder
+    /// policy create`), or a trust file / single publisher `.pub` file (an
+    /// open mesh). A newer policy the node took since wins.
+    #[arg(long, visible_alias = "policy")]
     trust: PathBuf,
+    /// This device's credential (`pollen-seeder enroll`), needed in a
+    /// closed mesh (a policy with an enroll role).
+    #[arg(long)]
+    credential: Option<PathBuf>,
     /// The release channel to follow.
     #[arg(long)]
     channel: String,
@@ -96,8 +102,9 @@ struct MeshOpt {
     /// The id staged rollouts hash this device by (default: its peer id).
     #[arg(long)]
     device_id: Option<String>,
-    /// Re-publish this device's status record at least this often.
-    #[arg(long, default_value = "30s")]
+    /// Re-publish this device's status record at least this often (it is
+    /// also sent at once whenever it changes).
+    #[arg(long, default_value = "5m")]
     status_interval: humantime::Duration,
     /// Try a deferred or failed install again after this long.
     #[arg(long, default_value = "60s")]

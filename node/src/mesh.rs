@@ -12,7 +12,7 @@ use pollen_node::driver::{Driver, Mode, NodeConfig, NodeEvent};
 use pollen_node::import::store_dir;
 use pollen_node::net::Limits;
 use pollen_node::store::{reassemble_to_file, RocksStore, Store};
-use pollen_node::trust_file::load_trust;
+use pollen_node::trust_file::{load_credential, load_policy};
 use tokio::sync::mpsc;
 
 use crate::{FetchOpt, LifecycleOpt, MeshOpt};
@@ -21,7 +21,11 @@ fn config(opt: &MeshOpt, mode: Mode, linger: Duration) -> anyhow::Result<NodeCon
     anyhow::ensure!(!opt.channel.is_empty(), "--channel must not be empty");
     Ok(NodeConfig {
         channel: opt.channel.clone(),
-        trust: Some(load_trust(&opt.trust)?),
+        policy: Some(load_policy(&opt.trust, pollen_node::unix_now())?),
+        credential: match &opt.credential {
+            Some(c) => Some(load_credential(c)?),
+            None => None,
+        },
         hardware: opt.hardware.clone(),
         listen: opt.listen.clone(),
         peers: opt.peer.clone(),
@@ -117,7 +121,7 @@ async fn watch(
             }
             NodeEvent::Banned(peer) => eprintln!("{label}: banned {peer} (bad chunks)"),
             // Logged by the driver (warn), with the reason.
-            NodeEvent::ManifestRefused(_) => {}
+            NodeEvent::ManifestRefused(_) | NodeEvent::PeerRefused(_) => {}
         }
     }
 }

@@ -14,7 +14,12 @@
 use std::path::{Path, PathBuf};
 
 use pollen_core::manifest::trust_text::{self, TrustLine, DEFAULT_THRESHOLD};
-use pollen_core::manifest::{KeyError, PublicKey, TrustError, TrustPolicy, TrustTextError};
+use pollen_core::manifest::{
+    KeyError, PublicKey, TrustError, TrustPolicy, TrustTextError, ENVELOPE_VERSION,
+};
+use pollen_core::trust::credential::MAX_CREDENTIAL_BYTES;
+use pollen_core::trust::policy::MAX_POLICY_BYTES;
+use pollen_core::trust::{CredentialError, PolicyError, SignedCredential, VerifiedPolicy};
 
 /// Errors of this module; each names the file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +39,13 @@ pub enum TrustFileError {
     },
     #[error("{path}: {source}")]
     Policy { path: PathBuf, source: TrustError },
+    #[error("{path}: {source}")]
+    FleetPolicy { path: PathBuf, source: PolicyError },
+    #[error("{path}: {source}")]
+    Credential {
+        path: PathBuf,
+        source: CredentialError,
+    },
 }
 
 /// Largest trust or key file read (they are a few lines long).
@@ -56,6 +68,43 @@ fn read_small(path: &Path) -> Result<String, TrustFileError> {
 /// Reads a public key file.
 pub fn load_public_key(path: &Path) -> Result<PublicKey, TrustFileError> {
     PublicKey::from_text(&read_small(path)?).map_err(|source| TrustFileError::Key {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn read_bytes(path: &Path, max: usize) -> Result<Vec<u8>, TrustFileError> {
+    let io = |source| TrustFileError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > max as u64 {
+        return Err(io(std::io::Error::other(format!(
+            "{len} bytes is over the {max}-byte cap of this file"
+        ))));
+    }
+    std::fs::read(path).map_err(io)
+}
+
+/// A device's first policy: a signed fleet policy file (`pollen-seeder
+/// policy create`), or a trust file / `.pub` (version 0, an open mesh).
+pub fn load_policy(path: &Path, now: u64) -> Result<VerifiedPolicy, TrustFileError> {
+    let bytes = read_bytes(path, MAX_POLICY_BYTES)?;
+    if bytes.first() == Some(&ENVELOPE_VERSION) {
+        return VerifiedPolicy::first(&bytes, now).map_err(|source| TrustFileError::FleetPolicy {
+            path: path.to_owned(),
+            source,
+        });
+    }
+    Ok(VerifiedPolicy::from_trust(load_trust(path)?))
+}
+
+/// A credential file (`pollen-seeder enroll`), decoded; verified by the
+/// driver against the policy it holds and its own key.
+pub fn load_credential(path: &Path) -> Result<SignedCredential, TrustFileError> {
+    let bytes = read_bytes(path, MAX_CREDENTIAL_BYTES)?;
+    SignedCredential::decode(&bytes).map_err(|source| TrustFileError::Credential {
         path: path.to_owned(),
         source,
     })

@@ -65,10 +65,20 @@ struct ServeOpt {
     /// Do not use mDNS.
     #[arg(long)]
     no_mdns: bool,
-    /// Publisher key: lets the seeder halt a rollout by itself when a
-    /// stage's failure rate passes the release's `--max-failures`.
+    /// Operator key: lets the seeder halt a rollout by itself when a
+    /// stage's failure rate passes the release's `--max-failures`. With a
+    /// fleet policy it must be an operator key and neither a root nor a
+    /// release key (those stay offline).
     #[arg(long)]
     key: Option<PathBuf>,
+    /// The fleet policy (`pollen-seeder policy create`): the seeder checks
+    /// peers' credentials (a closed mesh when it has an enroll role),
+    /// controls against the operator role, and passes the policy on.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// The seeder's own credential (`pollen-seeder enroll` of its peer id).
+    #[arg(long)]
+    credential: Option<PathBuf>,
     /// Local endpoint (status, metrics, rollout controls); loopback only.
     #[arg(long, default_value = "127.0.0.1:0")]
     api: std::net::SocketAddr,
@@ -406,6 +416,31 @@ fn export(o: ExportOpt) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Keys offline: the serving seeder holds an operator key at most.
+fn check_online_key(
+    policy: &pollen_core::trust::FleetPolicy,
+    key: &pollen_core::manifest::SecretKey,
+) -> anyhow::Result<()> {
+    use pollen_core::trust::Role;
+    let id = key.public().id();
+    let roles = policy.roles_of(&id);
+    if let Some(offline) = roles
+        .iter()
+        .find(|r| matches!(r, Role::Root | Role::Release))
+    {
+        anyhow::bail!(
+            "--key {id} is a {offline} key of fleet policy version {}: root and release keys stay offline; serve with an operator key",
+            policy.version
+        );
+    }
+    anyhow::ensure!(
+        roles.contains(&Role::Operator),
+        "--key {id} is not an operator key of fleet policy version {}: the devices would refuse the controls it signs",
+        policy.version
+    );
+    Ok(())
+}
+
 fn serve(o: ServeOpt) -> anyhow::Result<()> {
     use pollen_node::driver::{Driver, Mode, NodeConfig, NodeEvent};
     anyhow::ensure!(
@@ -418,10 +453,25 @@ fn serve(o: ServeOpt) -> anyhow::Result<()> {
         Some(k) => Some(std::sync::Arc::new(keyfile::load_secret(k)?)),
         None => None,
     };
+    let policy = match &o.policy {
+        Some(p) => Some(pollen_node::trust_file::load_policy(
+            p,
+            pollen_node::unix_now(),
+        )?),
+        None => None,
+    };
+    if let (Some(policy), Some(key)) = (&policy, &publisher_key) {
+        check_online_key(policy.policy(), key)?;
+    }
+    let credential = match &o.credential {
+        Some(c) => Some(pollen_node::trust_file::load_credential(c)?),
+        None => None,
+    };
     anyhow::ensure!(o.api.ip().is_loopback(), "--api must be a loopback address");
     let config = NodeConfig {
         channel: o.channel,
-        trust: None,
+        policy,
+        credential,
         hardware: None,
         listen: o.listen,
         peers: o.peer,

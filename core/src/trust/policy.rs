@@ -450,6 +450,19 @@ impl VerifiedPolicy {
         })
     }
 
+    /// A policy this device accepted before and stored: its own root
+    /// threshold is checked again, its expiry is not (a device keeps the
+    /// newest policy it took even after that expired; it only refuses to
+    /// *take* an expired one).
+    pub fn stored(bytes: &[u8]) -> Result<Self, PolicyError> {
+        let signed = SignedPolicy::decode(bytes)?;
+        signed.check_own_root()?;
+        Ok(Self {
+            policy: signed.policy.clone(),
+            signed: Some(signed),
+        })
+    }
+
     /// A newer policy offered by a peer, a file or the publisher: taken
     /// only if its version is higher, it has not expired, and the root
     /// threshold of this (held) policy and of the new one both signed it.

@@ -5,7 +5,7 @@
 
 use libp2p::PeerId;
 use pollen_core::fleet::{over_threshold, stage_counts};
-use pollen_core::rollout::{RolloutControl, SignedControl, VerifiedControl};
+use pollen_core::rollout::{ControlError, RolloutControl, SignedControl, VerifiedControl};
 use pollen_core::wire::Request;
 use serde_bytes::ByteBuf;
 
@@ -15,36 +15,39 @@ use crate::api::ApiCommand;
 impl Driver {
     /// A rollout control from a peer (devices verify it; a seeder relays only its own).
     pub(super) fn on_control(&mut self, peer: PeerId, bytes: &[u8]) -> Result<(), DriverError> {
-        let Some(policy) = &self.config.trust else {
+        // A legacy seeder (no policy) relays only its own controls.
+        if self.trust.operator_role().is_none() {
             return Ok(());
-        };
-        match VerifiedControl::from_bytes(bytes, policy) {
+        }
+        match self.judge_control(bytes) {
             Ok(c) => self.adopt_control(c, Some(peer))?,
             Err(e) => tracing::warn!(%peer, error = %e, "refused a rollout control"),
         }
         Ok(())
     }
 
+    /// Control bytes verified under the operator role of the held policy,
+    /// with a seq no later control could not pass. A legacy seeder (no
+    /// policy) relays what its publisher hands it locally: devices judge it.
+    fn judge_control(&self, bytes: &[u8]) -> Result<VerifiedControl, ControlError> {
+        let signed = SignedControl::decode(bytes)?;
+        signed.control().check_seq(crate::unix_now())?;
+        match self.trust.operator_role() {
+            Some(operator) => signed.verify(operator),
+            None => Ok(VerifiedControl::assume_verified(signed)),
+        }
+    }
+
     pub(super) fn on_api(&mut self, cmd: ApiCommand) -> Result<(), DriverError> {
         match cmd {
-            ApiCommand::Control(bytes) => {
-                let control = match (&self.config.trust, SignedControl::decode(&bytes)) {
-                    (_, Err(e)) => {
-                        tracing::warn!(error = %e, "refused a local rollout control");
-                        return Ok(());
-                    }
-                    (Some(policy), Ok(s)) => match s.verify(policy) {
-                        Ok(v) => v,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "refused a local rollout control");
-                            return Ok(());
-                        }
-                    },
-                    // The publisher's own seeder: devices judge what it relays.
-                    (None, Ok(s)) => VerifiedControl::assume_verified(s),
-                };
-                self.adopt_control(control, None)
-            }
+            ApiCommand::Control(bytes) => match self.judge_control(&bytes) {
+                Ok(control) => self.adopt_control(control, None),
+                Err(e) => {
+                    tracing::warn!(error = %e, "refused a local rollout control");
+                    Ok(())
+                }
+            },
+            ApiCommand::Policy(bytes) => self.on_api_policy(&bytes),
         }
     }
 

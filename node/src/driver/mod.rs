@@ -9,6 +9,7 @@ mod lifecycle;
 mod local;
 mod release;
 mod serve;
+mod trust;
 mod uploads;
 mod writer;
 
@@ -24,12 +25,11 @@ use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{identify, mdns, Multiaddr, PeerId};
 use pollen_core::admission::AdmissionConfig;
 use pollen_core::chunk::ChunkIndex;
-use pollen_core::manifest::{
-    verify, ManifestId, SecretKey, SignedManifest, TrustPolicy, VerifyContext,
-};
+use pollen_core::manifest::{verify, ManifestId, SecretKey, SignedManifest, VerifyContext};
 use pollen_core::node::{Node, NodeConfig as LogicConfig, Output, Preset};
 use pollen_core::rollout::VerifiedControl;
 use pollen_core::swarm::{PeerInfo as SchedPeer, Receipt, SiteId, Swarm, SwarmConfig};
+use pollen_core::trust::{SignedCredential, VerifiedPolicy};
 use pollen_core::wire::{Announce, Hello, PeerRecord, Request, Response, Role};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -62,8 +62,13 @@ pub enum Mode {
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub channel: String,
-    /// Publisher keys the node trusts; `None` only in [`Mode::Seed`].
-    pub trust: Option<TrustPolicy>,
+    /// The fleet policy the node starts from (a signed policy file, or a
+    /// trust file as version 0); a newer one in its store wins. `None` only
+    /// in [`Mode::Seed`] without a policy (an open mesh, as before policies).
+    pub policy: Option<VerifiedPolicy>,
+    /// This node's credential (closed mesh): checked at start against the
+    /// policy and its own peer id, sent in every hello.
+    pub credential: Option<SignedCredential>,
     pub hardware: Option<String>,
     pub listen: Vec<Multiaddr>,
     pub peers: Vec<Multiaddr>,
@@ -119,6 +124,10 @@ pub enum DriverError {
     Thread(#[from] std::io::Error),
     #[error(transparent)]
     Update(#[from] UpdateError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy_store::PolicyStoreError),
+    #[error("this node's credential: {0}")]
+    Credential(#[from] trust::Refusal),
 }
 
 /// What the driver tells its owner while it runs (bounded; dropped if nobody reads).
@@ -142,6 +151,9 @@ pub enum NodeEvent {
     Banned(PeerId),
     /// A manifest from this peer failed verification (not stored).
     ManifestRefused(PeerId),
+    /// This peer was refused by the closed mesh (no, a foreign, an expired
+    /// or a revoked credential) and disconnected.
+    PeerRefused(PeerId),
 }
 
 /// Counters for the final report and the logs.
@@ -166,6 +178,8 @@ pub struct Report {
     pub banned: Vec<String>,
     /// Manifests from peers that failed verification (rollback, expiry, hardware, signatures…).
     pub manifests_refused: u64,
+    /// Peers refused by the closed mesh (no, a foreign or a revoked credential).
+    pub peers_refused: u64,
     pub complete: bool,
     /// Seconds from start until the release was complete in the store.
     pub seconds_to_complete: Option<f64>,
@@ -223,7 +237,11 @@ pub struct Driver {
     control_asked: Option<Instant>,
     device_id: String,
     last_status: Option<Instant>,
+    /// When stale status records were last looked for.
+    last_expiry: Option<Instant>,
     api: Option<(Shared, mpsc::Receiver<ApiCommand>)>,
+    /// Fleet policy, own credential, admitted peers.
+    trust: trust::Trust,
 }
 
 impl std::fmt::Debug for Driver {
@@ -244,6 +262,10 @@ impl Driver {
     ) -> Result<Self, DriverError> {
         let key = load_or_create_identity(store.as_ref())?;
         let device_key = local::device_key(&key)?;
+        let now_unix = crate::unix_now();
+        let policy = crate::policy_store::held(store.as_ref(), config.policy.clone(), now_unix)?;
+        let trust = trust::Trust::new(policy, config.credential.clone());
+        trust.check_own(&key.public().to_peer_id(), now_unix)?;
         let use_mdns = config.mdns && !config.no_lan;
         let mut swarm = build_swarm(key, use_mdns, &config.limits, config.transport)?;
         for addr in &config.listen {
@@ -311,7 +333,9 @@ impl Driver {
                 .clone()
                 .unwrap_or_else(|| peer_id.to_string()),
             last_status: None,
+            last_expiry: None,
             api: None,
+            trust,
             config,
         };
         if driver.config.mode == Mode::Seed {
@@ -389,7 +413,11 @@ impl Driver {
         let Some((_, bytes)) = best else {
             return Ok(());
         };
-        let verified = match &self.config.trust {
+        let role = self
+            .trust
+            .release_role()
+            .filter(|_| self.config.mode != Mode::Seed);
+        let verified = match role {
             Some(policy) => match verify(&bytes, policy, &self.verify_context()?) {
                 Ok(v) => v,
                 Err(e) => {
@@ -427,7 +455,11 @@ impl Driver {
         self.report.release = Some(release.release());
         self.report.chunks_total = release.chunks.len() as u32;
         self.report.chunks_held_at_start = release.held_at_start;
-        self.control = match &self.config.trust {
+        let operator = self
+            .trust
+            .operator_role()
+            .filter(|_| self.config.mode != Mode::Seed);
+        self.control = match operator {
             Some(policy) => crate::controls::load(self.store.as_ref(), &id, policy)?,
             None => crate::controls::load_bytes(self.store.as_ref(), &id)?
                 .and_then(|b| pollen_core::rollout::SignedControl::decode(&b).ok())
@@ -469,11 +501,24 @@ impl Driver {
     }
 
     fn hello(&self) -> Hello {
-        Hello {
+        let mut hello = Hello {
             channel: self.config.channel.clone(),
             site: self.site,
             newest: self.announce_of_current(),
             role: self.node.role(),
+            policy: None,
+            credential: None,
+        };
+        self.trust.fill_hello(&mut hello);
+        hello
+    }
+
+    /// A peer's site: its credential's in a closed mesh (a peer cannot
+    /// claim another site's place), otherwise what its hello says.
+    fn site_of(&self, peer: &PeerId, claimed: Option<SiteId>) -> Option<SiteId> {
+        match self.trust.credential(peer) {
+            Some(c) => c.site.as_deref().map(SiteId::from_name),
+            None => claimed,
         }
     }
 
@@ -741,6 +786,7 @@ impl Driver {
             } => {
                 tracing::debug!(peer = %peer_id, "disconnected");
                 self.peers.remove(&peer_id);
+                self.trust.forget(&peer_id);
                 let now = self.now();
                 self.uploads.forget(now, &peer_id);
                 self.chunk_progress.retain(|(p, _), _| *p != peer_id);
@@ -783,20 +829,36 @@ impl Driver {
                 id,
                 request,
                 channel,
-            } => match request {
-                Request::GetChunk { manifest, index } => {
-                    self.on_get_chunk(peer, id, channel, manifest, index)
+            } => {
+                let admitted = match &request {
+                    Request::Hello(h) => self.admit_hello(peer, h),
+                    _ if self.trust.is_admitted(&peer) => true,
+                    _ => {
+                        tracing::debug!(%peer, "request before a credential: refused");
+                        self.refuse(peer);
+                        false
+                    }
+                };
+                // Refused: the channel is dropped unanswered.
+                if admitted {
+                    self.on_admitted_request(peer, id, request, channel)?;
                 }
-                other => {
-                    let response = self.on_request(peer, other)?;
-                    self.respond(channel, response);
-                }
-            },
+            }
             pollen::Event::Response {
                 peer,
                 pending,
                 response,
-            } => self.on_response(peer, pending, response)?,
+            } => {
+                let admitted = match &response {
+                    Response::Hello(h) if matches!(pending, Pending::Hello) => {
+                        self.admit_hello(peer, h)
+                    }
+                    _ => self.trust.is_admitted(&peer),
+                };
+                if admitted {
+                    self.on_response(peer, pending, response)?;
+                }
+            }
             pollen::Event::Failed {
                 peer,
                 pending,
@@ -804,6 +866,26 @@ impl Driver {
             } => self.on_failure(peer, pending, error),
             pollen::Event::ResponseEnded { peer, id, complete } => {
                 self.response_ended(peer, id, complete)
+            }
+        }
+        Ok(())
+    }
+
+    /// A request from a peer that passed the credential exchange.
+    fn on_admitted_request(
+        &mut self,
+        peer: PeerId,
+        id: InboundRequestId,
+        request: Request,
+        channel: ResponseChannel<Reply>,
+    ) -> Result<(), DriverError> {
+        match request {
+            Request::GetChunk { manifest, index } => {
+                self.on_get_chunk(peer, id, channel, manifest, index)
+            }
+            other => {
+                let response = self.on_request(peer, other)?;
+                self.respond(channel, response);
             }
         }
         Ok(())
@@ -841,9 +923,10 @@ impl Driver {
             }
             (Pending::Hello, Response::Hello(h)) => {
                 self.heard_hello = true;
+                let site = self.site_of(&from, h.site);
                 let info = self.peers.entry(from).or_default();
                 info.hello = true;
-                info.site = h.site;
+                info.site = site;
                 info.role = h.role;
                 self.greeted(from);
                 if let Some(id) = self.release.as_ref().map(|r| r.id()) {
@@ -954,10 +1037,20 @@ impl Driver {
     }
 
     fn on_manifest(&mut self, from: PeerId, bytes: &[u8]) -> Result<(), DriverError> {
-        let Some(policy) = &self.config.trust else {
+        let Some(policy) = self.trust.release_role() else {
             return Ok(());
         };
-        match verify(bytes, policy, &self.verify_context()?) {
+        let verdict = verify(bytes, policy, &self.verify_context()?).map_err(|e| e.to_string());
+        let verdict = verdict.and_then(|v| match self.trust.policy() {
+            Some(p) if p.policy().is_recalled(&v.id()) => Err(format!(
+                "release {} ({}) is recalled by fleet policy version {}",
+                v.manifest().release,
+                v.id(),
+                p.version()
+            )),
+            _ => Ok(v),
+        });
+        match verdict {
             Ok(v) => {
                 let newer = self
                     .release
@@ -1124,3 +1217,5 @@ impl Driver {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trust_tests;

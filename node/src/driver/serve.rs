@@ -48,7 +48,8 @@ impl Driver {
         let now = self.now();
         Ok(match request {
             Request::Hello(h) => {
-                if self.config.mode == Mode::Seed && !self.keeps(h.site) {
+                let site = self.site_of(&peer, h.site);
+                if self.config.mode == Mode::Seed && !self.keeps(site) {
                     // Full: a site's gateways reach us, the rest use their site.
                     tracing::info!(%peer, "full: turning a peer away");
                     if let Some(info) = self.peers.get_mut(&peer) {
@@ -57,7 +58,7 @@ impl Driver {
                     return Ok(Response::Busy { retry_ms: 60_000 });
                 }
                 let info = self.peers.entry(peer).or_default();
-                info.site = h.site;
+                info.site = site;
                 info.role = h.role;
                 if h.channel == self.config.channel {
                     self.consider(peer, h.newest);
@@ -113,6 +114,10 @@ impl Driver {
             ),
             Request::Control(bytes) => {
                 self.on_control(peer, &bytes)?;
+                Response::Ok
+            }
+            Request::Policy(bytes) => {
+                self.offer_policy(Some(peer), &bytes);
                 Response::Ok
             }
             _ => Response::NotFound,

@@ -15,10 +15,11 @@ use crate::store::{reassemble_to, MemStore, RocksStore, Store};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn config(mode: Mode, trust: Option<TrustPolicy>, peers: Vec<Multiaddr>) -> NodeConfig {
+pub(super) fn config(mode: Mode, trust: Option<TrustPolicy>, peers: Vec<Multiaddr>) -> NodeConfig {
     NodeConfig {
         channel: "stable".into(),
-        trust,
+        policy: trust.map(VerifiedPolicy::from_trust),
+        credential: None,
         hardware: None,
         listen: vec!["/memory/0".parse().expect("addr")],
         peers,
@@ -48,7 +49,7 @@ fn config(mode: Mode, trust: Option<TrustPolicy>, peers: Vec<Multiaddr>) -> Node
 }
 
 /// A store holding a signed release of `data`, and the key that signed it.
-fn seeded_store(dir: &std::path::Path, data: &[u8]) -> (Arc<RocksStore>, SecretKey) {
+pub(super) fn seeded_store(dir: &std::path::Path, data: &[u8]) -> (Arc<RocksStore>, SecretKey) {
     let store = Arc::new(RocksStore::open(dir).expect("open"));
     let (m, chunks) = manifest_for(data);
     for c in &chunks {

@@ -1,6 +1,6 @@
 //! libp2p networking for Pollen nodes and seeders: transports (TCP + Noise +
 //! Yamux, QUIC), mDNS, identify, ping, connection limits, a block list, and
-//! the `/pollen/2` request-response protocol that carries hellos, manifest
+//! the `/pollen/3` request-response protocol that carries hellos, manifest
 //! announcements, has-sets, chunks and peer exchange.
 //!
 //! Shaped like a rust-libp2p protocol crate: [`protocol`] (the codec),

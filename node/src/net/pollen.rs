@@ -1,4 +1,4 @@
-//! The `/pollen/2` protocol as a behaviour of its own: request-response
+//! The `/pollen/3` protocol as a behaviour of its own: request-response
 //! with Pollen's codec underneath, and above it the correlation of every
 //! outbound request with what it was for ([`Pending`]), so the driver
 //! receives answers already paired with their purpose and never keeps a

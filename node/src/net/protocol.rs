@@ -1,4 +1,4 @@
-//! The `/pollen/2` request-response codec: one length-prefixed postcard
+//! The `/pollen/3` request-response codec: one length-prefixed postcard
 //! frame each way per stream. The length is checked against the cap before
 //! a byte of the body is read, so a peer cannot make us buffer more.
 //!

@@ -7,6 +7,8 @@ use pollen_core::manifest::{KeyId, ManifestId};
 pub const IDENTITY: &str = "identity/ed25519";
 /// Prefix of the lifecycle records, one per channel.
 pub const UPDATE_PREFIX: &str = "update/";
+/// The newest fleet policy the node took (signed bytes); never replaced by an older one.
+pub const POLICY: &str = "trust/policy";
 /// Prefix of the fleet status records a seeder keeps, one per device key.
 pub const STATUS_PREFIX: &str = "status/";
 
@@ -48,6 +50,7 @@ mod tests {
             update_record(ch),
             control(&ManifestId([0; 32])),
             IDENTITY.to_string(),
+            POLICY.to_string(),
         ];
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {
