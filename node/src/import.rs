@@ -14,13 +14,13 @@ use std::path::{Path, PathBuf};
 use pollen_core::chunk::VerifiedChunk;
 use std::sync::Arc;
 
-use pollen_core::manifest::{
-    verify, ChunkRef, TrustPolicy, VerifiedManifest, VerifyContext, VerifyError,
-};
+use pollen_core::manifest::{verify, ChunkRef, VerifiedManifest, VerifyContext, VerifyError};
 use pollen_core::rollout::{ControlError, VerifiedControl};
 use pollen_core::status::Phase;
+use pollen_core::trust::VerifiedPolicy;
 use serde::Serialize;
 
+use crate::policy_store::PolicyStoreError;
 use crate::store::{self, Put, RocksStore, Store, StoreError};
 use crate::update::{self, Outcome, UpdateConfig, UpdateError, Updater};
 
@@ -76,7 +76,9 @@ impl ChunkSource {
 #[derive(Debug)]
 pub struct ImportRequest {
     pub data_dir: PathBuf,
-    pub trust: TrustPolicy,
+    /// The device's first policy (trust file or policy file); the store's
+    /// newer one wins.
+    pub policy: VerifiedPolicy,
     pub manifest: Vec<u8>,
     pub source: ChunkSource,
     pub out: Option<PathBuf>,
@@ -141,11 +143,66 @@ pub enum ImportError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Policy(#[from] PolicyStoreError),
+    #[error("release {release} ({manifest}) is recalled by fleet policy version {version}")]
+    Recalled {
+        release: u64,
+        manifest: String,
+        version: u64,
+    },
 }
 
 /// The store directory inside a node's data directory.
 pub fn store_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("store")
+}
+
+/// The policy to judge by: the store's, if it holds a newer one than the
+/// device's first policy.
+fn held_policy(
+    store: Option<&RocksStore>,
+    first: &VerifiedPolicy,
+) -> Result<VerifiedPolicy, ImportError> {
+    let stored = match store {
+        Some(s) => match s.get_state(crate::store::keys::POLICY)? {
+            Some(bytes) => Some(
+                VerifiedPolicy::stored(&bytes)
+                    .map_err(|e| ImportError::Policy(PolicyStoreError::Stored(e)))?,
+            ),
+            None => None,
+        },
+        None => None,
+    };
+    Ok(match stored {
+        Some(s) if s.version() >= first.version() => s,
+        _ => first.clone(),
+    })
+}
+
+/// Takes a fleet policy carried offline (a rotation, a revocation, a
+/// recall) into the node's store, if it is a valid rotation of the policy
+/// the node holds; returns the version now held. Nothing changes on a
+/// refusal. The node must not be running (its store is locked); a running
+/// node takes it through its local endpoint instead.
+pub fn import_policy(
+    data_dir: &Path,
+    first: VerifiedPolicy,
+    bytes: &[u8],
+    now: u64,
+) -> Result<u64, ImportError> {
+    let dir = store_dir(data_dir);
+    std::fs::create_dir_all(&dir).map_err(|source| ImportError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let store = RocksStore::open(&dir)?;
+    let held = crate::policy_store::held(&store, Some(first.clone()), now)?.unwrap_or(first);
+    // Importing the policy already held is not an error (a stick used twice).
+    if held.to_bytes().as_deref() == Some(bytes) {
+        return Ok(held.version());
+    }
+    Ok(crate::policy_store::adopt(&store, &held, bytes, now)?.version())
 }
 
 /// Verifies `req.manifest` against the node's current floor, and refuses a
@@ -156,6 +213,8 @@ pub fn check_manifest(req: &ImportRequest) -> Result<VerifiedManifest, ImportErr
         true => Some(RocksStore::open_read_only(&dir)?),
         false => None,
     };
+    let policy = held_policy(ro.as_ref(), &req.policy)?;
+    let (release_role, operator) = (&policy.policy().release, &policy.policy().operator);
     let floor = match (&req.channel, &ro) {
         (_, None) => 0,
         (channel, Some(ro)) => {
@@ -175,10 +234,17 @@ pub fn check_manifest(req: &ImportRequest) -> Result<VerifiedManifest, ImportErr
         hardware: req.hardware.clone(),
         channel: req.channel.clone(),
     };
-    let verified = verify(&req.manifest, &req.trust, &ctx)?;
+    let verified = verify(&req.manifest, release_role, &ctx)?;
+    if policy.policy().is_recalled(&verified.id()) {
+        return Err(ImportError::Recalled {
+            release: verified.manifest().release,
+            manifest: verified.id().to_hex(),
+            version: policy.version(),
+        });
+    }
     let carried = match &req.control {
         Some(bytes) => {
-            let c = VerifiedControl::from_bytes(bytes, &req.trust)?;
+            let c = VerifiedControl::from_bytes(bytes, operator)?;
             if c.control().release != verified.id() {
                 return Err(ImportError::ControlMismatch {
                     control: c.control().release.to_hex(),
@@ -190,7 +256,7 @@ pub fn check_manifest(req: &ImportRequest) -> Result<VerifiedManifest, ImportErr
         None => None,
     };
     let held = match &ro {
-        Some(ro) => crate::controls::load(ro, &verified.id(), &req.trust)?,
+        Some(ro) => crate::controls::load(ro, &verified.id(), operator)?,
         None => None,
     };
     let newest = [carried, held]
@@ -228,7 +294,8 @@ pub fn import(
         None => None,
     };
     if let Some(bytes) = &req.control {
-        if let Ok(c) = VerifiedControl::from_bytes(bytes, &req.trust) {
+        let held = held_policy(Some(store.as_ref()), &req.policy)?;
+        if let Ok(c) = VerifiedControl::from_bytes(bytes, &held.policy().operator) {
             crate::controls::save_if_newer(store.as_ref(), &c)?;
         }
     }

@@ -14,6 +14,7 @@ pub mod driver;
 pub mod import;
 pub mod net;
 pub mod policy_store;
+pub mod status_store;
 pub mod store;
 pub mod trust_file;
 pub mod update;

@@ -10,7 +10,6 @@ use pollen_core::manifest::SignedManifest;
 use pollen_node::cli_support::{init_tracing, one_line, parse_rate, Progress};
 use pollen_node::import::{import, store_dir, ChunkSource, ImportRequest};
 use pollen_node::store::{RocksStore, Store};
-use pollen_node::trust_file::load_trust;
 use pollen_node::update::{Hooks, UpdateConfig};
 
 #[derive(Parser, Debug)]
@@ -199,11 +198,17 @@ struct ImportOpt {
     #[arg(long)]
     trust: PathBuf,
     /// The signed manifest file.
-    #[arg(long)]
-    manifest: PathBuf,
+    #[arg(long, required_unless_present = "new_policy", requires = "chunks")]
+    manifest: Option<PathBuf>,
     /// Folder of chunk files named by id, or a Pollen store directory.
+    #[arg(long, requires = "manifest")]
+    chunks: Option<PathBuf>,
+    /// A newer signed fleet policy carried offline (a key rotation, a
+    /// revocation or a recall): taken first, if it is a valid rotation of
+    /// the policy the node holds. To a running node it goes through its
+    /// local endpoint.
     #[arg(long)]
-    chunks: PathBuf,
+    new_policy: Option<PathBuf>,
     /// Write the reassembled artifact here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -271,9 +276,29 @@ fn read_manifest(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
 }
 
 fn run_import(opt: ImportOpt) -> anyhow::Result<()> {
-    let trust = load_trust(&opt.trust)?;
-    let manifest = read_manifest(&opt.manifest)?;
-    let source = ChunkSource::open(&opt.chunks)?;
+    let now = pollen_node::unix_now();
+    let policy = pollen_node::trust_file::load_policy(&opt.trust, now)?;
+    if let Some(path) = &opt.new_policy {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        match pollen_node::api::running_daemon(&opt.data) {
+            Ok(addr) => {
+                pollen_node::api::request(addr, "POST", "/policy", &bytes)?;
+                println!(
+                    "fleet policy handed to the running node (its log says whether it took it)"
+                );
+            }
+            Err(_) => {
+                let version =
+                    pollen_node::import::import_policy(&opt.data, policy.clone(), &bytes, now)?;
+                println!("fleet policy version {version} held");
+            }
+        }
+    }
+    let (Some(manifest), Some(chunks)) = (&opt.manifest, &opt.chunks) else {
+        return Ok(());
+    };
+    let manifest = read_manifest(manifest)?;
+    let source = ChunkSource::open(chunks)?;
     let control = match &opt.control {
         Some(path) => Some(
             std::fs::read(path).with_context(|| format!("reading control {}", path.display()))?,
@@ -291,7 +316,7 @@ fn run_import(opt: ImportOpt) -> anyhow::Result<()> {
         data_dir: opt.data,
         control,
         install,
-        trust,
+        policy,
         manifest,
         source,
         out: opt.out,

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use pollen_core::fleet::stage_counts;
 use pollen_core::manifest::{SignedManifest, TrustPolicy};
 use pollen_core::rollout::{current_stage, RolloutControl, SignedControl, VerifiedControl};
-use pollen_core::status::{SignedStatus, StatusRecord};
+use pollen_core::status::StatusRecord;
 use pollen_node::store::{RocksStore, Store};
 use pollen_node::{api, controls};
 use pollen_seeder::keyfile;
@@ -167,8 +167,8 @@ pub fn status(o: StatusOpt) -> anyhow::Result<()> {
     let now = pollen_node::unix_now();
     let mut records: Vec<StatusRecord> = Vec::new();
     for (key, bytes) in store.state_with_prefix(pollen_node::store::keys::STATUS_PREFIX)? {
-        match SignedStatus::decode(&bytes) {
-            Ok(s) => records.push(s.record().clone()),
+        match pollen_node::status_store::record(&bytes) {
+            Ok(r) => records.push(r),
             Err(e) => tracing::warn!(%key, error = %e, "stored status record refused"),
         }
     }

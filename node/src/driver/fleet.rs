@@ -315,13 +315,7 @@ impl Driver {
     pub(super) fn load_fleet(&mut self) -> Result<(), DriverError> {
         let policy = self.trust.policy().map(|p| p.policy().clone());
         for (_, bytes) in self.store.state_with_prefix(keys::STATUS_PREFIX)? {
-            let entry = match postcard::from_bytes::<StatusEntry>(&bytes) {
-                Ok(e) => e,
-                Err(_) => StatusEntry {
-                    record: ByteBuf::from(bytes),
-                    credential: None,
-                },
-            };
+            let entry = crate::status_store::entry(&bytes);
             if let Err(e) = self.fleet.receive(&entry, policy.as_ref(), unix_ms()) {
                 tracing::warn!(error = %e, "a stored status record is no longer kept");
             }
@@ -345,8 +339,7 @@ impl Driver {
                     any = true;
                     tracing::debug!(%peer, device = %r.device, phase = %r.phase, "status record");
                     if self.config.mode == Mode::Seed {
-                        // Plain owned data: postcard cannot fail on it.
-                        let bytes = postcard::to_stdvec(entry).unwrap_or_default();
+                        let bytes = crate::status_store::encode(entry);
                         self.store.put_state(&keys::status(&key), &bytes)?;
                     }
                 }
