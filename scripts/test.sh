@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Pollen's checks and tests: formatting, clippy, unit, property and
 # end-to-end tests (the latter drive the real binaries), the namespace tests
-# (root only), and every fuzz target for a few seconds.
+# (root only), and every fuzz target for a few seconds. Benchmarks in
+# tests/ (named bench_*, ignored) are left to the scripts BENCHMARKS.md names.
 #
 # The namespace tests (tests/netns.rs, tests/fleet.rs) are
 # #[ignore = "needs root"]; run as root, this runs them. Not as root, it
@@ -39,7 +40,7 @@ cargo build --workspace --bins --quiet
 cargo test --workspace
 
 case $root_tests in
-  run) cargo test -p pollen-e2e -- --ignored ;;
+  run) cargo test -p pollen-e2e -- --ignored --skip bench_ ;;
   skip) echo "test: POLLEN_NO_ROOT_TESTS=1: namespace tests (tests/netns.rs, tests/fleet.rs) NOT run" >&2 ;;
 esac
 

@@ -225,7 +225,11 @@ pub fn check_manifest(req: &ImportRequest) -> Result<VerifiedManifest, ImportErr
                     .map(|s| s.manifest().channel.clone())
                     .unwrap_or_default(),
             };
-            store::floor(ro, &channel)?
+            let stored = store::floor(ro, &channel)?;
+            match store::installed(ro, &channel)? {
+                Some(id) => policy.policy().floor(&channel, Some((id, stored))),
+                None => stored,
+            }
         }
     };
     let ctx = VerifyContext {
@@ -327,8 +331,11 @@ pub fn import(
         None => store::reassemble_to(store.as_ref(), m, &mut std::io::sink())?,
     };
     tracing::info!(manifest = %verified.id(), release = m.release, chunks_new, "imported");
+    let held = held_policy(Some(store.as_ref()), &req.policy)?;
+    let recall = store::installed(store.as_ref(), &m.channel)?
+        .is_some_and(|id| held.policy().is_recalled(&id));
     let outcome = match &mut updater {
-        Some(u) => Some(u.install(&verified)?),
+        Some(u) => Some(u.install(&verified, recall)?),
         None => None,
     };
     let record = updater.as_ref().map(|u| u.record().clone());

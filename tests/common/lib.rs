@@ -10,10 +10,14 @@ use std::sync::OnceLock;
 pub mod fleet;
 pub mod netns;
 
-/// Directory holding the binaries of the profile the tests were built with.
+/// Directory holding the binaries of the profile the tests were built
+/// with, or `POLLEN_BIN_DIR` (benchmarks compare another build's binaries).
 fn bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("POLLEN_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/<test> → target/<profile>
         let dir = exe

@@ -157,6 +157,11 @@ impl Site {
         link_counter(&self.router, &format!("{}u1", self.prefix), "rx_bytes")
     }
 
+    /// Bytes that left the site over the uplink so far.
+    pub fn uplink_tx_bytes(&self) -> u64 {
+        link_counter(&self.router, &format!("{}u1", self.prefix), "tx_bytes")
+    }
+
     fn cleanup(&self) {
         delete_namespaces(&self.prefix);
     }

@@ -273,7 +273,16 @@ impl Driver {
         if let (Some(l), Some(r), true) = (&mut self.lifecycle, &self.release, answered) {
             let control = self.control.as_ref().map(|c| c.control());
             let complete = self.node.is_complete();
-            l.tick(r, complete, &self.device_id, control, crate::unix_now());
+            let policy = self.trust.policy();
+            let recalled = |id: &_| policy.is_some_and(|p| p.policy().is_recalled(id));
+            l.tick(
+                r,
+                complete,
+                &self.device_id,
+                control,
+                crate::unix_now(),
+                recalled,
+            );
         }
         self.publish_status(false);
         if self.last_expiry.is_none_or(|t| t.elapsed() >= EXPIRE_EVERY) {

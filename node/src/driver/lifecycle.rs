@@ -19,7 +19,8 @@ use crate::update::{release_ref, Outcome, Record, UpdateConfig, Updater};
 enum Command {
     Downloading(pollen_core::status::ReleaseRef),
     Hold(pollen_core::status::ReleaseRef, String),
-    Install(Box<pollen_core::manifest::VerifiedManifest>),
+    /// A release to install; `true`: it replaces a recalled one.
+    Install(Box<pollen_core::manifest::VerifiedManifest>, bool),
 }
 
 /// What the updater thread tells the driver: every persisted record, and
@@ -72,7 +73,7 @@ impl Lifecycle {
                     let result = match cmd {
                         Command::Downloading(r) => updater.downloading(r).map(|()| None),
                         Command::Hold(r, note) => updater.hold(r, &note).map(|()| None),
-                        Command::Install(m) => updater.install(&m).map(Some),
+                        Command::Install(m, recall) => updater.install(&m, recall).map(Some),
                     };
                     match result {
                         Ok(outcome) => {
@@ -125,6 +126,7 @@ impl Lifecycle {
         device_id: &str,
         control: Option<&RolloutControl>,
         unix_now: u64,
+        recalled: impl Fn(&pollen_core::manifest::ManifestId) -> bool,
     ) {
         let now = Instant::now();
         if self.installing || now < self.next_offer {
@@ -133,10 +135,14 @@ impl Lifecycle {
         self.next_offer = now + RECHECK;
         let id = release.id();
         let r = &self.record;
-        let settled =
-            r.installed.as_ref().is_some_and(|i| {
-                i.release.manifest == id || i.release.release >= release.release()
-            }) || r.given_up.contains(&id);
+        // A recalled install is replaced by the current release, older or not.
+        let recall = r
+            .installed
+            .as_ref()
+            .is_some_and(|i| recalled(&i.release.manifest));
+        let settled = r.installed.as_ref().is_some_and(|i| {
+            i.release.manifest == id || (i.release.release >= release.release() && !recall)
+        }) || r.given_up.contains(&id);
         if settled {
             return;
         }
@@ -151,7 +157,7 @@ impl Lifecycle {
         let m = release.manifest.manifest();
         match decide(device_id, &id, &m.rollout, control, unix_now) {
             Decision::Install => {
-                let cmd = Command::Install(Box::new(release.manifest.clone()));
+                let cmd = Command::Install(Box::new(release.manifest.clone()), recall);
                 if self.tx.try_send(cmd).is_ok() {
                     self.installing = true;
                 }

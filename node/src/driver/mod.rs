@@ -195,6 +195,9 @@ struct PeerInfo {
     listen: Vec<Multiaddr>,
     /// A seeder turned it away (full): disconnected once the answer is out.
     turn_away: bool,
+    /// This node sent it its hello (a dialer at once; a listener once the
+    /// dialer's hello admitted it, so an unadmitted peer hears nothing).
+    hello_sent: bool,
 }
 
 /// Housekeeping (held uploads, fleet status, progress events) runs this often.
@@ -385,9 +388,19 @@ impl Driver {
     }
 
     fn verify_context(&self) -> Result<VerifyContext, StoreError> {
+        let channel = &self.config.channel;
+        let stored = store::floor(self.store.as_ref(), channel)?;
+        // A recalled install lowers the floor to its channel's reset.
+        let floor = match (
+            self.trust.policy(),
+            store::installed(self.store.as_ref(), channel)?,
+        ) {
+            (Some(p), Some(id)) => p.policy().floor(channel, Some((id, stored))),
+            _ => stored,
+        };
         Ok(VerifyContext {
             now: crate::unix_now(),
-            floor: store::floor(self.store.as_ref(), &self.config.channel)?,
+            floor,
             hardware: self.config.hardware.clone(),
             channel: Some(self.config.channel.clone()),
         })
@@ -405,7 +418,13 @@ impl Driver {
                 continue;
             };
             let m = signed.manifest();
-            if m.channel == self.config.channel && best.as_ref().is_none_or(|(r, _)| m.release > *r)
+            let recalled = self
+                .trust
+                .policy()
+                .is_some_and(|p| p.policy().is_recalled(&signed.id()));
+            if m.channel == self.config.channel
+                && !recalled
+                && best.as_ref().is_none_or(|(r, _)| m.release > *r)
             {
                 best = Some((m.release, bytes));
             }
@@ -520,6 +539,13 @@ impl Driver {
             Some(c) => c.site.as_deref().map(SiteId::from_name),
             None => claimed,
         }
+    }
+
+    /// Sends this node's hello to `peer` (once per peer while connected).
+    fn send_hello(&mut self, peer: PeerId) {
+        let hello = self.hello();
+        self.peers.entry(peer).or_default().hello_sent = true;
+        self.send(peer, Request::Hello(hello), Pending::Hello);
     }
 
     fn send(&mut self, peer: PeerId, req: Request, what: Pending) {
@@ -765,7 +791,7 @@ impl Driver {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
-                num_established,
+                endpoint,
                 ..
             } => {
                 let info = self.peers.entry(peer_id).or_default();
@@ -773,10 +799,10 @@ impl Driver {
                     info.is_static = true;
                     info.listen.push(addr);
                 }
-                if num_established.get() == 1 {
+                // The dialer speaks first; a listener answers an admitted hello.
+                if endpoint.is_dialer() && !info.hello_sent {
                     tracing::debug!(peer = %peer_id, "connected");
-                    let hello = self.hello();
-                    self.send(peer_id, Request::Hello(hello), Pending::Hello);
+                    self.send_hello(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {

@@ -60,6 +60,10 @@ impl Driver {
                 let info = self.peers.entry(peer).or_default();
                 info.site = site;
                 info.role = h.role;
+                // Admitted: it hears this node's hello now (and greets back).
+                if !info.hello_sent {
+                    self.send_hello(peer);
+                }
                 if h.channel == self.config.channel {
                     self.consider(peer, h.newest);
                 }

@@ -50,14 +50,24 @@ pub(super) fn config(mode: Mode, trust: Option<TrustPolicy>, peers: Vec<Multiadd
 
 /// A store holding a signed release of `data`, and the key that signed it.
 pub(super) fn seeded_store(dir: &std::path::Path, data: &[u8]) -> (Arc<RocksStore>, SecretKey) {
+    seeded_store_with(dir, data, SecretKey::from_bytes(&[9; 32]), |_| {})
+}
+
+/// The same, signed by `key`, with the manifest changed by `edit` first.
+pub(super) fn seeded_store_with(
+    dir: &std::path::Path,
+    data: &[u8],
+    key: SecretKey,
+    edit: impl FnOnce(&mut pollen_core::manifest::Manifest),
+) -> (Arc<RocksStore>, SecretKey) {
     let store = Arc::new(RocksStore::open(dir).expect("open"));
-    let (m, chunks) = manifest_for(data);
+    let (mut m, chunks) = manifest_for(data);
+    edit(&mut m);
     for c in &chunks {
         store
             .put_chunk(c.clone().into_verified())
             .expect("put chunk");
     }
-    let key = SecretKey::from_bytes(&[9; 32]);
     let bytes = SignedManifest::sign(m, &[&key]).encode();
     let policy = TrustPolicy::single(key.public());
     let v = verify(&bytes, &policy, &VerifyContext::default()).expect("verify");

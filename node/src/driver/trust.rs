@@ -244,6 +244,9 @@ impl Driver {
                     tracing::warn!(%peer, error = %e, "peer cut off by the new fleet policy");
                     self.refuse(peer);
                 }
+                if let Err(e) = self.recall_current() {
+                    tracing::error!(error = %e, "taking up a release after a recall failed");
+                }
                 let me = self.peer_id();
                 if let Err(e) = self.trust.check_own(&me, now) {
                     tracing::error!(error = %e, "this node's own credential does not hold under the new fleet policy: peers will refuse it");
@@ -257,6 +260,27 @@ impl Driver {
             }
             Err(e) => tracing::warn!(from = ?from, error = %e, "refused a fleet policy"),
         }
+    }
+
+    /// Under a new policy: a current release it recalls is dropped, and the
+    /// newest stored release it allows is taken up instead (a seeder
+    /// serves, a device installs, the channel's floor reset).
+    fn recall_current(&mut self) -> Result<(), DriverError> {
+        let recalled = match (&self.release, self.trust.policy()) {
+            (Some(r), Some(p)) => p.policy().is_recalled(&r.id()),
+            _ => false,
+        };
+        if !recalled {
+            return Ok(());
+        }
+        if let Some(r) = &self.release {
+            tracing::warn!(manifest = %r.id(), release = r.release(), "current release recalled by the fleet policy");
+        }
+        self.release = None;
+        // A stored release it allows, if any; otherwise the next peer to
+        // announce one (a seeder announces the reset release when it takes
+        // it up) is asked for it.
+        self.take_up_stored_release()
     }
 
     /// The local endpoint's `POST /policy` (an operator pushing a rotation).

@@ -15,7 +15,7 @@ use pollen_core::wire::{Hello, Request, Role};
 use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot};
 
-use super::tests::{config, seeded_store};
+use super::tests::{config, seeded_store, seeded_store_with};
 use super::*;
 use crate::net::identity::peer_key;
 use crate::store::tests::artifact;
@@ -29,11 +29,16 @@ fn key(n: u8) -> SecretKey {
 
 /// Root 1, release 9 (the key `seeded_store` signs with), operator 20, enroll 30.
 fn policy(version: u64, revoked: &[[u8; 32]]) -> Vec<u8> {
+    policy_with(version, 9, revoked)
+}
+
+/// The same with release key `release`.
+fn policy_with(version: u64, release: u8, revoked: &[[u8; 32]]) -> Vec<u8> {
     let single = |n: u8| TrustPolicy::single(key(n).public());
     let mut p = FleetPolicy::new(
         version,
         crate::unix_now() + 3600,
-        [single(1), single(9), single(20)],
+        [single(1), single(release), single(20)],
         Some(single(30)),
     );
     p.revoked.extend(revoked.iter().copied());
@@ -331,4 +336,176 @@ async fn a_node_without_a_valid_credential_of_its_own_does_not_start() {
         err.to_string().contains("another node's key"),
         "unclear error: {err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_release_key_signs_and_the_old_one_no_longer_does() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Policy v2 rotates the release role from key 9 to key 10.
+    let v2 = policy_with(2, 10, &[]);
+    let closed_v2 = |base: NodeConfig, store: &dyn Store, name: &str| NodeConfig {
+        policy: Some(VerifiedPolicy::first(&v2, crate::unix_now()).expect("v2")),
+        ..closed(base, store, name)
+    };
+    // Seeder A still serves a newer release signed by the old key.
+    let (old_store, _) =
+        seeded_store_with(&tmp.path().join("a"), &artifact(200_000), key(9), |m| {
+            m.release = 3
+        });
+    let old_config = closed_v2(
+        config(Mode::Seed, None, vec![]),
+        old_store.as_ref(),
+        "seeder-a",
+    );
+    let old = start(old_store, old_config).await;
+    // Seeder B serves release 2 signed by the new key.
+    let (new_store, _) =
+        seeded_store_with(&tmp.path().join("b"), &artifact(250_000), key(10), |m| {
+            m.release = 2
+        });
+    let new_id = new_store.manifest_ids().expect("ids")[0];
+    let new_config = closed_v2(
+        config(Mode::Seed, None, vec![]),
+        new_store.as_ref(),
+        "seeder-b",
+    );
+    let new = start(new_store, new_config).await;
+
+    // A device that still holds v1 (release key 9) learns v2 from the seeders.
+    let store = Arc::new(MemStore::default());
+    let peers = vec![old.addr.clone(), new.addr.clone()];
+    let device_config = closed(config(Mode::Fetch, None, peers), store.as_ref(), "press-1");
+    let device = Driver::new(store.clone(), device_config, None).expect("device");
+    let report = tokio::time::timeout(DEADLINE, device.run(std::future::pending()))
+        .await
+        .expect("the fetch completes in time")
+        .expect("the driver runs");
+    assert!(report.complete, "{report:?}");
+    assert_eq!(report.release, Some(2), "the new key's release: {report:?}");
+    assert!(
+        report.manifests_refused >= 1,
+        "the old key's release 3: {report:?}"
+    );
+    assert_eq!(store.manifest_ids().expect("ids"), vec![new_id]);
+    assert_eq!(
+        store.get_state(keys::POLICY).expect("read"),
+        Some(v2.clone())
+    );
+    old.stop().await;
+    new.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_status_records_change_no_count_and_trigger_no_halt() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (seeder_store, _) =
+        seeded_store_with(&tmp.path().join("s"), &artifact(100_000), key(9), |m| {
+            m.rollout.max_failures = Some(1_000)
+        });
+    let manifest = seeder_store.manifest_ids().expect("ids")[0];
+    let seeder_config = NodeConfig {
+        // The operator key: the seeder may halt by itself.
+        publisher_key: Some(Arc::new(key(20))),
+        ..closed(
+            config(Mode::Seed, None, vec![]),
+            seeder_store.as_ref(),
+            "seeder",
+        )
+    };
+    let seeder = start(seeder_store.clone(), seeder_config).await;
+
+    // An enrolled device's identity, in hostile hands.
+    let me = Keypair::generate_ed25519();
+    let credential = enroll(&me.public().to_peer_id(), "press-1").encode();
+    let target = Some(pollen_core::status::ReleaseRef {
+        manifest,
+        release: 1,
+        version: "1.0.0".into(),
+    });
+    let record = |device: &str, phase| pollen_core::status::StatusRecord {
+        device: device.into(),
+        site: None,
+        hardware: None,
+        channel: "stable".into(),
+        installed: None,
+        target: target.clone(),
+        phase,
+        note: None,
+        last_error: None,
+        attempts: 1,
+        seq: crate::unix_now() * 1000,
+    };
+    use pollen_core::status::{Phase, SignedStatus};
+    use pollen_core::wire::StatusEntry;
+    let mut entries = Vec::new();
+    // Ten invented devices rolling back: fresh keys, without a credential
+    // or with the stolen one.
+    for i in 0..10u8 {
+        let signed = SignedStatus::sign(
+            record(&format!("ghost-{i}"), Phase::RolledBack),
+            &key(100 + i),
+        );
+        entries.push(StatusEntry {
+            record: ByteBuf::from(signed.to_bytes().to_vec()),
+            credential: (i % 2 == 0).then(|| ByteBuf::from(credential.clone())),
+        });
+    }
+    // Its own key, claiming to be another device.
+    let own_key = super::local::device_key(&me).expect("ed25519");
+    let own = SignedStatus::sign(record("press-9", Phase::Committed), &own_key);
+    entries.push(StatusEntry {
+        record: ByteBuf::from(own.to_bytes().to_vec()),
+        credential: Some(ByteBuf::from(credential.clone())),
+    });
+
+    let mut swarm = build_swarm(me, false, &Limits::default(), Transport::Memory).expect("swarm");
+    swarm.dial(seeder.addr.clone()).expect("dial");
+    let mut hello = hello(Some(credential.clone()));
+    hello.site = None;
+    tokio::time::timeout(DEADLINE, async {
+        let mut greeted = false;
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                    swarm.behaviour_mut().pollen.send(
+                        &peer_id,
+                        Request::Hello(hello.clone()),
+                        Pending::Hello,
+                    );
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Pollen(pollen::Event::Response {
+                    peer,
+                    pending: Pending::Hello,
+                    ..
+                })) if !greeted => {
+                    greeted = true;
+                    let status = Request::Status(entries.clone());
+                    swarm
+                        .behaviour_mut()
+                        .pollen
+                        .send(&peer, status, Pending::Notice);
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Pollen(pollen::Event::Response {
+                    pending: Pending::Notice,
+                    ..
+                })) => return,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the seeder took the status message in time");
+    let report = seeder.stop().await;
+    assert_eq!(report.peers_refused, 0, "the enrolled peer was admitted");
+    let stored: Vec<_> = seeder_store
+        .state_with_prefix(keys::STATUS_PREFIX)
+        .expect("read")
+        .into_iter()
+        .map(|(_, b)| crate::status_store::record(&b).expect("decodes"))
+        .collect();
+    assert_eq!(stored.len(), 1, "only the enrolled key counts: {stored:?}");
+    assert_eq!(stored[0].device, "press-1", "named by its credential");
+    assert_eq!(stored[0].phase, Phase::Committed);
+    let control = crate::controls::load_bytes(seeder_store.as_ref(), &manifest).expect("read");
+    assert!(control.is_none(), "a halt was signed");
 }

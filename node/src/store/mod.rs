@@ -149,6 +149,32 @@ pub fn raise_floor<S: Store + ?Sized>(
     Ok(new)
 }
 
+/// Sets the floor of `channel` to exactly `release`, lower or not: only
+/// the commit of a recall (a fleet policy's floor reset) lowers it.
+pub fn set_floor<S: Store + ?Sized>(
+    store: &S,
+    channel: &str,
+    release: u64,
+) -> Result<(), StoreError> {
+    store.put_state(&keys::floor(channel), &release.to_be_bytes())
+}
+
+/// The manifest id of the release installed on `channel`, if any.
+pub fn installed<S: Store + ?Sized>(
+    store: &S,
+    channel: &str,
+) -> Result<Option<ManifestId>, StoreError> {
+    match store.get_state(&keys::installed(channel))? {
+        None => Ok(None),
+        Some(v) => {
+            let bytes: [u8; 32] = v.as_slice().try_into().map_err(|_| {
+                StoreError::Corrupt(format!("installed id of {channel} is {} bytes", v.len()))
+            })?;
+            Ok(Some(ManifestId(bytes)))
+        }
+    }
+}
+
 /// What a store read for `chunk` (if anything), checked against its entry.
 pub(crate) fn checked(
     chunk: &ChunkRef,

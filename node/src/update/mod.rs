@@ -368,16 +368,23 @@ impl Updater {
     }
 
     /// Installs a complete, verified release the device may install now.
-    pub fn install(&mut self, manifest: &VerifiedManifest) -> Result<Outcome, UpdateError> {
+    /// `recall`: the installed release is recalled by the fleet policy, and
+    /// this one (its floor reset) replaces it even though it is older.
+    pub fn install(
+        &mut self,
+        manifest: &VerifiedManifest,
+        recall: bool,
+    ) -> Result<Outcome, UpdateError> {
         let release = release_ref(manifest);
         if self.busy() || self.settled_on(&release.manifest) {
             return Ok(Outcome::Nothing);
         }
-        if self
-            .record
-            .installed
-            .as_ref()
-            .is_some_and(|i| i.release.release >= release.release)
+        if !recall
+            && self
+                .record
+                .installed
+                .as_ref()
+                .is_some_and(|i| i.release.release >= release.release)
         {
             return Ok(Outcome::Nothing);
         }
@@ -452,7 +459,10 @@ impl Updater {
     /// What a commit makes true; idempotent, redone on recovery.
     fn finish_commit(&mut self) -> Result<(), UpdateError> {
         if let Some(i) = &self.record.installed {
-            store::raise_floor(self.store.as_ref(), &self.config.channel, i.release.release)?;
+            // The floor is the installed release: raised by every commit,
+            // lowered only by the commit of a recall (`install` refuses an
+            // older release otherwise).
+            store::set_floor(self.store.as_ref(), &self.config.channel, i.release.release)?;
             self.store.put_state(
                 &store::keys::installed(&self.config.channel),
                 &i.release.manifest.0,

@@ -74,19 +74,19 @@ fn good_release_commits_and_raises_the_floor() {
     let d = device(Hooks::default());
     let mut u = updater(&d);
     let v1 = release(&d, 1);
-    assert_eq!(u.install(&v1).expect("install"), Outcome::Committed);
+    assert_eq!(u.install(&v1, false).expect("install"), Outcome::Committed);
     assert_eq!(u.record().phase, Phase::Committed);
     assert_eq!(active_release(&u), Some(1));
     assert_eq!(store::floor(d.store.as_ref(), "stable").expect("floor"), 1);
     // Installing it again does nothing; v2 goes to the other slot.
-    assert_eq!(u.install(&v1).expect("again"), Outcome::Nothing);
+    assert_eq!(u.install(&v1, false).expect("again"), Outcome::Nothing);
     let v2 = release(&d, 2);
-    assert_eq!(u.install(&v2).expect("v2"), Outcome::Committed);
+    assert_eq!(u.install(&v2, false).expect("v2"), Outcome::Committed);
     assert_eq!(u.slots().active().expect("active"), Some(Slot::B));
     assert_eq!(active_release(&u), Some(2));
     // An older release is never installed over a newer one.
     let mut u = updater(&d);
-    assert_eq!(u.install(&v1).expect("older"), Outcome::Nothing);
+    assert_eq!(u.install(&v1, false).expect("older"), Outcome::Nothing);
     assert_eq!(active_release(&u), Some(2));
 }
 
@@ -100,9 +100,9 @@ fn failing_health_check_rolls_back_and_is_not_retried() {
         ..Hooks::default()
     });
     let mut u = updater(&d);
-    u.install(&release(&d, 1)).expect("v1");
+    u.install(&release(&d, 1), false).expect("v1");
     let v2 = release(&d, 2);
-    assert_eq!(u.install(&v2).expect("v2"), Outcome::RolledBack);
+    assert_eq!(u.install(&v2, false).expect("v2"), Outcome::RolledBack);
     assert_eq!(u.record().phase, Phase::RolledBack);
     assert!(u
         .record()
@@ -112,7 +112,7 @@ fn failing_health_check_rolls_back_and_is_not_retried() {
     assert_eq!(active_release(&u), Some(1));
     assert_eq!(store::floor(d.store.as_ref(), "stable").expect("floor"), 1);
     assert_eq!(
-        u.install(&v2).expect("again"),
+        u.install(&v2, false).expect("again"),
         Outcome::Nothing,
         "retried a rolled-back release"
     );
@@ -128,12 +128,12 @@ fn precondition_defers_without_spending_attempts() {
     let mut u = updater(&d);
     let v1 = release(&d, 1);
     for _ in 0..3 {
-        assert_eq!(u.install(&v1).expect("deferred"), Outcome::Deferred);
+        assert_eq!(u.install(&v1, false).expect("deferred"), Outcome::Deferred);
     }
     assert_eq!(u.record().attempts, 0);
     assert_eq!(u.record().phase, Phase::Verified);
     std::fs::write(&flag, b"").expect("write");
-    assert_eq!(u.install(&v1).expect("install"), Outcome::Committed);
+    assert_eq!(u.install(&v1, false).expect("install"), Outcome::Committed);
 }
 
 #[test]
@@ -144,10 +144,10 @@ fn failing_install_hook_is_retried_then_given_up() {
     });
     let mut u = updater(&d);
     let v1 = release(&d, 1);
-    assert_eq!(u.install(&v1).expect("first"), Outcome::Retry);
-    assert_eq!(u.install(&v1).expect("second"), Outcome::Failed);
+    assert_eq!(u.install(&v1, false).expect("first"), Outcome::Retry);
+    assert_eq!(u.install(&v1, false).expect("second"), Outcome::Failed);
     assert_eq!(u.record().phase, Phase::Failed);
-    assert_eq!(u.install(&v1).expect("third"), Outcome::Nothing);
+    assert_eq!(u.install(&v1, false).expect("third"), Outcome::Nothing);
     assert_eq!(
         u.slots().active().expect("active"),
         None,
@@ -159,7 +159,7 @@ fn failing_install_hook_is_retried_then_given_up() {
 fn recovery_from_switched_reruns_health_and_counts_the_attempt() {
     let d = device(Hooks::default());
     let mut u = updater(&d);
-    u.install(&release(&d, 1)).expect("v1");
+    u.install(&release(&d, 1), false).expect("v1");
     // As if killed right after persisting Switched for v2, before the link moved.
     let v2 = release(&d, 2);
     u.slots()
