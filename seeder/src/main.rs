@@ -90,8 +90,8 @@ struct ServeOpt {
     /// hear `Busy` with a retry hint.
     #[arg(long, default_value_t = ORIGIN_SLOTS, value_parser = clap::value_parser!(u16).range(1..))]
     upload_slots: u16,
-    /// Connections kept at most; past half of it, two per site (so every
-    /// site still reaches the seeder through its gateways).
+    /// Inbound connections kept at most; past half of it, two per site (so
+    /// every site still reaches the seeder through its gateways).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(2..))]
     max_connections: u32,
 }

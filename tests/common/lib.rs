@@ -76,7 +76,11 @@ pub fn run(name: &str, args: &[&str]) -> Output {
 
 /// Runs a Pollen binary that must succeed; returns stdout.
 pub fn run_ok(name: &str, args: &[&str]) -> String {
-    let out = run(name, args);
+    succeeded(name, args, run(name, args))
+}
+
+/// The stdout of a finished Pollen command, which must have succeeded.
+fn succeeded(name: &str, args: &[&str], out: Output) -> String {
     assert!(
         out.status.success(),
         "{name} {args:?} failed ({}):\nstdout: {}\nstderr: {}",
@@ -91,8 +95,25 @@ pub fn run_ok(name: &str, args: &[&str]) -> String {
 pub fn run_json(name: &str, args: &[&str]) -> serde_json::Value {
     let mut all = args.to_vec();
     all.push("--json");
-    let stdout = run_ok(name, &all);
-    serde_json::from_str(&stdout)
+    parse_json(name, &run_ok(name, &all))
+}
+
+/// Runs a Pollen binary with `--json` inside network namespace `ns`; it
+/// must succeed. Returns the parsed output.
+pub fn run_json_in(ns: &str, name: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(bin(name))
+        .args(&all)
+        .output()
+        .expect("spawning a pollen binary in a namespace");
+    parse_json(name, &succeeded(name, &all, out))
+}
+
+fn parse_json(name: &str, stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout)
         .unwrap_or_else(|e| panic!("{name} printed no JSON ({e}): {stdout}"))
 }
 

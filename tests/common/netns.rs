@@ -44,6 +44,16 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
+/// Moves the calling thread (only it) into network namespace `ns`, so the
+/// sockets it opens from then on live there: an in-process client gets a
+/// source address of its own.
+pub fn enter(ns: &str) {
+    let path = format!("/var/run/netns/{ns}");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .unwrap_or_else(|e| panic!("entering namespace {ns}: {e}"));
+}
+
 /// Namespace tests need root and iproute2. They are `#[ignore = "needs
 /// root"]`, so a plain `cargo test` leaves them out (and says so);
 /// `scripts/test.sh` runs them with `--ignored` as root and fails when it

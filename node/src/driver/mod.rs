@@ -948,6 +948,7 @@ impl Driver {
                 let _ = self.swarm.disconnect_peer_id(from);
             }
             (Pending::Hello, Response::Hello(h)) => {
+                self.swarm.behaviour_mut().ip_limit.admit(from);
                 self.heard_hello = true;
                 let site = self.site_of(&from, h.site);
                 let info = self.peers.entry(from).or_default();

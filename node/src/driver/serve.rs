@@ -57,6 +57,7 @@ impl Driver {
                     }
                     return Ok(Response::Busy { retry_ms: 60_000 });
                 }
+                self.swarm.behaviour_mut().ip_limit.admit(peer);
                 let info = self.peers.entry(peer).or_default();
                 info.site = site;
                 info.role = h.role;

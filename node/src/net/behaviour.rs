@@ -11,6 +11,7 @@ use libp2p::{
     tcp, yamux,
 };
 
+use super::ip_limit;
 use super::pollen::Pollen;
 use super::protocol::{Codec, STREAM_PROTOCOL};
 use super::NetError;
@@ -18,9 +19,16 @@ use super::NetError;
 /// Limits that keep a node serving honest peers under floods.
 #[derive(Clone, Debug)]
 pub struct Limits {
+    /// Inbound connections kept at most (a seeder's `--max-connections`).
     pub max_established: u32,
+    /// Outbound connections kept at most: the node's own dials, never
+    /// crowded out by inbound ones.
+    pub max_outgoing: u32,
     pub max_per_peer: u32,
     pub max_pending_incoming: u32,
+    /// Inbound connections per IP address that have not completed the
+    /// hello exchange (still in their handshake, or greeted but silent).
+    pub max_unadmitted_per_ip: u32,
     /// Concurrent inbound streams per connection (request-response).
     pub max_streams: usize,
     /// A stream (request and its response) is reset after this long. Long:
@@ -33,8 +41,10 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_established: 128,
+            max_outgoing: 256,
             max_per_peer: 2,
             max_pending_incoming: 32,
+            max_unadmitted_per_ip: 8,
             max_streams: 32,
             request_timeout: pollen_core::node::STREAM_TIMEOUT,
         }
@@ -57,6 +67,7 @@ pub enum Transport {
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     pub limits: connection_limits::Behaviour,
+    pub ip_limit: ip_limit::Behaviour,
     pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
@@ -128,10 +139,12 @@ fn behaviour(
     Ok(Behaviour {
         limits: connection_limits::Behaviour::new(
             connection_limits::ConnectionLimits::default()
-                .with_max_established(Some(limits.max_established))
+                .with_max_established_incoming(Some(limits.max_established))
+                .with_max_established_outgoing(Some(limits.max_outgoing))
                 .with_max_established_per_peer(Some(limits.max_per_peer))
                 .with_max_pending_incoming(Some(limits.max_pending_incoming)),
         ),
+        ip_limit: ip_limit::Behaviour::new(limits.max_unadmitted_per_ip),
         blocked: allow_block_list::Behaviour::default(),
         identify: identify::Behaviour::new(identify::Config::new(
             "/pollen/id/1".into(),

@@ -1,5 +1,6 @@
 //! libp2p networking for Pollen nodes and seeders: transports (TCP + Noise +
-//! Yamux, QUIC), mDNS, identify, ping, connection limits, a block list, and
+//! Yamux, QUIC), mDNS, identify, ping, connection limits (per direction, and
+//! per IP address for peers that have not said hello), a block list, and
 //! the `/pollen/3` request-response protocol that carries hellos, manifest
 //! announcements, has-sets, chunks and peer exchange.
 //!
@@ -11,6 +12,7 @@
 pub mod behaviour;
 pub mod exchange;
 pub mod identity;
+pub mod ip_limit;
 pub mod pollen;
 pub mod protocol;
 
