@@ -9,10 +9,10 @@ use clap::{Args, Parser, Subcommand};
 use pollen_core::admission::{AdmissionConfig, ORIGIN_SLOTS};
 use pollen_core::chunk::ChunkParams;
 use pollen_core::manifest::{verify, SignedManifest, VerifyContext};
-use pollen_node::cli_support::{init_tracing, one_line, Progress};
-use pollen_node::store::{RocksStore, Store};
+use pollen_node::cli_support::{create_private_dir, init_tracing, one_line, Progress};
+use pollen_node::store::{MemStore, RocksStore, Store};
 use pollen_node::trust_file::load_trust;
-use pollen_seeder::publish::{publish, PublishRequest};
+use pollen_seeder::publish::{next_release, publish, PublishRequest};
 use pollen_seeder::view::ManifestView;
 use pollen_seeder::{keyfile, rollout};
 
@@ -112,6 +112,13 @@ struct PublishOpt {
     /// Monotonic release number; default: one above the newest on the channel.
     #[arg(long)]
     release: Option<u64>,
+    /// Refuse a --release more than this above the channel's newest
+    /// release in the store (devices never take a lower release again).
+    #[arg(long, default_value_t = 1000)]
+    max_step: u64,
+    /// Publish a --release past --max-step anyway.
+    #[arg(long)]
+    force: bool,
     /// How long devices accept the manifest, e.g. 30d, 12h.
     #[arg(long, default_value = "90d")]
     expires_in: humantime::Duration,
@@ -239,7 +246,15 @@ fn run_publish(o: PublishOpt) -> anyhow::Result<()> {
     let total = std::fs::metadata(&o.artifact)
         .with_context(|| format!("reading {}", o.artifact.display()))?
         .len();
-    std::fs::create_dir_all(&o.store).with_context(|| format!("creating {}", o.store.display()))?;
+    let max_step = (!o.force).then_some(o.max_step);
+    // Refused before the store is created or opened for writing.
+    if RocksStore::exists(&o.store) {
+        let ro = RocksStore::open_read_only(&o.store)?;
+        next_release(&ro, &o.channel, o.release, max_step)?;
+    } else {
+        next_release(&MemStore::new(), &o.channel, o.release, max_step)?;
+    }
+    create_private_dir(&o.store).with_context(|| format!("creating {}", o.store.display()))?;
     let store = RocksStore::open(&o.store)?;
     let req = PublishRequest {
         key: &key,
@@ -248,6 +263,7 @@ fn run_publish(o: PublishOpt) -> anyhow::Result<()> {
         channel: o.channel,
         version: o.version,
         release: o.release,
+        max_step,
         expires_in_secs: o.expires_in.as_secs(),
         hardware: o.hardware,
         chunking,
