@@ -45,6 +45,12 @@ enum Command {
     Rollout(fleet_cmd::RolloutOpt),
     /// Fleet status per release and stage, from the devices' status records.
     Status(fleet_cmd::StatusOpt),
+    /// The fleet policy: create, show, rotate (roles, revoked devices, recalls).
+    Policy(policy_cmd::PolicyOpt),
+    /// Sign device credentials with the enroll key: one device, or a CSV batch.
+    Enroll(enroll_cmd::EnrollOpt),
+    /// Print the seeder's peer id (to enroll it), creating its identity if needed.
+    Id(enroll_cmd::IdOpt),
 }
 
 #[derive(Args, Debug)]
@@ -181,7 +187,9 @@ struct ExportOpt {
     out: PathBuf,
 }
 
+mod enroll_cmd;
 mod fleet_cmd;
+mod policy_cmd;
 
 fn main() -> ExitCode {
     init_tracing();
@@ -195,6 +203,9 @@ fn main() -> ExitCode {
         Command::Serve(o) => serve(o),
         Command::Rollout(o) => fleet_cmd::rollout(o),
         Command::Status(o) => fleet_cmd::status(o),
+        Command::Policy(o) => policy_cmd::policy(o),
+        Command::Enroll(o) => enroll_cmd::enroll(o),
+        Command::Id(o) => enroll_cmd::id(o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
