@@ -3,6 +3,7 @@
 //! steering its staged rollout, and fleet trust (policies, device
 //! credentials, co-signed releases).
 
+pub mod cosigned;
 pub mod enroll;
 pub mod files;
 pub mod fleet_policy;

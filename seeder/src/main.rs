@@ -47,6 +47,10 @@ enum Command {
     Status(fleet_cmd::StatusOpt),
     /// The fleet policy: create, show, rotate (roles, revoked devices, recalls).
     Policy(policy_cmd::PolicyOpt),
+    /// Add one signature to a manifest, rollout control, fleet policy or credential file.
+    Sign(sign_cmd::SignOpt),
+    /// Replace a release's manifest in the store with a co-signed copy of it.
+    ImportManifest(sign_cmd::ImportManifestOpt),
     /// Sign device credentials with the enroll key: one device, or a CSV batch.
     Enroll(enroll_cmd::EnrollOpt),
     /// Print the seeder's peer id (to enroll it), creating its identity if needed.
@@ -190,6 +194,7 @@ struct ExportOpt {
 mod enroll_cmd;
 mod fleet_cmd;
 mod policy_cmd;
+mod sign_cmd;
 
 fn main() -> ExitCode {
     init_tracing();
@@ -204,6 +209,8 @@ fn main() -> ExitCode {
         Command::Rollout(o) => fleet_cmd::rollout(o),
         Command::Status(o) => fleet_cmd::status(o),
         Command::Policy(o) => policy_cmd::policy(o),
+        Command::Sign(o) => sign_cmd::sign(o),
+        Command::ImportManifest(o) => sign_cmd::import_manifest(o),
         Command::Enroll(o) => enroll_cmd::enroll(o),
         Command::Id(o) => enroll_cmd::id(o),
     };
