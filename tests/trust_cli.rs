@@ -368,6 +368,25 @@ fn devices_are_enrolled_one_at_a_time_and_from_csv() {
         out.contains(&format!("enrolled press-0 ({}, site hall-a)", ids[0])),
         "{out}"
     );
+    // A credential takes a co-signature like any signed file (for a k-of-n
+    // enroll role), to --out, leaving the original as it was.
+    let cosigned = k.path("press-0-2.cred");
+    let before = file_blake3(&cred);
+    let out = run_json(
+        "pollen-seeder",
+        &[
+            "sign",
+            "--key",
+            &k.secret("root"),
+            s(&cred),
+            "--out",
+            s(&cosigned),
+        ],
+    );
+    assert_eq!(out["kind"], "device credential");
+    assert_eq!(out["key_id"], k.id("root").as_str());
+    assert_eq!(file_blake3(&cred), before);
+    assert_ne!(file_blake3(&cosigned), before);
     // The credential is revoked by its file; the policy lists the peer id.
     let v2 = k.path("v2.policy");
     run_ok(
@@ -770,6 +789,32 @@ fn a_two_of_three_release_is_signed_on_three_machines_and_served() {
     );
     assert_eq!(report["complete"], true);
     assert_eq!(file_blake3(&out), file_blake3(&artifact));
+
+    // Rollout controls are co-signed the same way.
+    let control = k.path("halt.control");
+    run_ok(
+        "pollen-seeder",
+        &[
+            "rollout",
+            "--key",
+            &k.secret("k1"),
+            "--store",
+            s(&store),
+            "--channel",
+            "stable",
+            "--out",
+            s(&control),
+            "halt",
+        ],
+    );
+    let out = run_ok(
+        "pollen-seeder",
+        &["sign", "--key", &k.secret("k2"), s(&control)],
+    );
+    assert!(
+        out.contains(&format!("(rollout control) with key {}", k.id("k2"))),
+        "{out}"
+    );
 }
 
 #[test]
