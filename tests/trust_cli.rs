@@ -790,6 +790,20 @@ fn a_two_of_three_release_is_signed_on_three_machines_and_served() {
     assert_eq!(report["complete"], true);
     assert_eq!(file_blake3(&out), file_blake3(&artifact));
 
+    // The store is the running seeder's: import-manifest waits for it to stop.
+    let err = refused(
+        "pollen-seeder",
+        &[
+            "import-manifest",
+            "--store",
+            s(&store),
+            "--trust",
+            &trust,
+            s(&on_c),
+        ],
+    );
+    assert!(err.contains("pollen-seeder serve is running on"), "{err}");
+
     // Rollout controls are co-signed the same way.
     let control = k.path("halt.control");
     run_ok(

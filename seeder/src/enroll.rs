@@ -140,6 +140,8 @@ pub fn file_name(device: &str) -> String {
 /// quoting): a comma or quote inside one is an error. Lines count from 1
 /// (the header).
 pub fn parse_csv(text: &str) -> Result<Vec<(usize, Device)>, EnrollError> {
+    // A spreadsheet's byte order mark is not part of the header.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text
         .lines()
         .enumerate()
@@ -275,6 +277,12 @@ mod tests {
             peer(2)
         );
         let rows = parse_csv(&good).expect("valid");
+        assert_eq!(
+            parse_csv(&format!("\u{feff}{good}"))
+                .expect("with a BOM")
+                .len(),
+            2
+        );
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].0, 4);
         assert_eq!(rows[1].1.site, None);

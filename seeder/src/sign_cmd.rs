@@ -85,6 +85,12 @@ pub fn import_manifest(o: ImportManifestOpt) -> anyhow::Result<()> {
         "no store at {}",
         o.store.display()
     );
+    if let Ok(addr) = pollen_node::api::running_daemon(&o.store) {
+        anyhow::bail!(
+            "pollen-seeder serve is running on {} (endpoint {addr}): stop it, import, and start it again",
+            o.store.display()
+        );
+    }
     let role = load_held(&o.trust)?.policy().release.clone();
     let bytes = read_bounded(&o.manifest, MAX_MANIFEST_BYTES)?;
     // Judged on a read-only view: a refused manifest changes nothing.
