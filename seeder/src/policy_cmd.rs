@@ -46,22 +46,26 @@ struct CreateOpt {
     /// Root role: public keys (`keygen`'s `.pub` files) that sign policies. Keep them offline.
     #[arg(long, num_args = 1.., required = true, value_name = "FILE.pub")]
     root: Vec<PathBuf>,
+    /// How many root keys must sign (1 to 16).
     #[arg(long, default_value_t = 1, value_parser = threshold())]
     root_threshold: u8,
     /// Release role: keys that sign release manifests. Keep them offline.
     #[arg(long, num_args = 1.., required = true, value_name = "FILE.pub")]
     release: Vec<PathBuf>,
+    /// How many release keys must sign (1 to 16).
     #[arg(long, default_value_t = 1, value_parser = threshold())]
     release_threshold: u8,
     /// Operator role: keys that sign rollout controls (may live on the seeder).
     #[arg(long, num_args = 1.., required = true, value_name = "FILE.pub")]
     operator: Vec<PathBuf>,
+    /// How many operator keys must sign (1 to 16).
     #[arg(long, default_value_t = 1, value_parser = threshold())]
     operator_threshold: u8,
     /// Enroll role: keys that sign device credentials. With it the mesh is
     /// closed: only enrolled peers are answered.
     #[arg(long, num_args = 1.., value_name = "FILE.pub")]
     enroll: Vec<PathBuf>,
+    /// How many enroll keys must sign a credential (1 to 16; default 1).
     #[arg(long, requires = "enroll", value_parser = threshold())]
     enroll_threshold: Option<u8>,
     /// The policy's version (devices take only a higher one than they hold).
@@ -110,21 +114,25 @@ struct RotateOpt {
     /// New root keys (the old root must still sign this version).
     #[arg(long, num_args = 1.., value_name = "FILE.pub")]
     set_root: Vec<PathBuf>,
+    /// How many root keys must sign (default: the held policy's).
     #[arg(long, value_parser = threshold())]
     root_threshold: Option<u8>,
     /// New release keys (manifests signed by the old ones stop verifying).
     #[arg(long, num_args = 1.., value_name = "FILE.pub")]
     set_release: Vec<PathBuf>,
+    /// How many release keys must sign (default: the held policy's).
     #[arg(long, value_parser = threshold())]
     release_threshold: Option<u8>,
     /// New operator keys.
     #[arg(long, num_args = 1.., value_name = "FILE.pub")]
     set_operator: Vec<PathBuf>,
+    /// How many operator keys must sign (default: the held policy's).
     #[arg(long, value_parser = threshold())]
     operator_threshold: Option<u8>,
     /// New enroll keys (adding them to an open mesh closes it).
     #[arg(long, num_args = 1.., value_name = "FILE.pub")]
     set_enroll: Vec<PathBuf>,
+    /// How many enroll keys must sign (default: the held policy's).
     #[arg(long, value_parser = threshold())]
     enroll_threshold: Option<u8>,
     /// Drop the enroll role: the mesh opens (no credentials asked).
