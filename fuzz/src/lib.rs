@@ -4,6 +4,8 @@
 //! Everything is made with pollen-core's own APIs (chunking, manifest and
 //! control signing, status signing, wire encoding, the local endpoint's
 //! request head) from fixed keys and times, so every run makes the same bytes.
+//! The fleet trust seeds (policies, credentials) are made by the real CLI
+//! from key files holding [`fleet_key`]s (`scripts/fuzz-trust-seeds.sh`).
 
 use std::sync::OnceLock;
 
@@ -14,6 +16,7 @@ use pollen_core::manifest::{
 use pollen_core::rollout::{RolloutControl, SignedControl};
 use pollen_core::status::{Phase, ReleaseRef, SignedStatus, StatusRecord};
 use pollen_core::swarm::{unique_chunks, Bitfield, SiteId};
+use pollen_core::trust::{FleetPolicy, SignedPolicy, VerifiedPolicy};
 use pollen_core::wire::{Announce, Hello, Request, Response, Role, StatusEntry};
 use pollen_core::{local_http, ChunkParams, Manifest, SignedManifest};
 use serde_bytes::ByteBuf;
@@ -441,4 +444,55 @@ pub fn http_requests() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("post-control", control),
     ]
+}
+
+/// The fleet roles' fixture keys, by name: what `examples/fleet_keys.rs`
+/// writes as key files for `scripts/fuzz-trust-seeds.sh`, and what the
+/// `policy` and `credential` targets' fixed policies name.
+pub const FLEET_KEYS: [(&str, u8); 5] = [
+    ("root", 0x51),
+    ("new-root", 0x52),
+    ("release", 0x53),
+    ("operator", 0x54),
+    ("enroll", 0x55),
+];
+
+/// A fleet role's fixture key, by its name in [`FLEET_KEYS`].
+pub fn fleet_key(name: &str) -> SecretKey {
+    let byte = FLEET_KEYS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, b)| *b)
+        .expect("a name in FLEET_KEYS");
+    SecretKey::from_bytes(&[byte; 32])
+}
+
+fn single(name: &str) -> TrustPolicy {
+    TrustPolicy::single(fleet_key(name).public())
+}
+
+/// A device that holds a trust file naming the root key alone: version 0,
+/// whose first signed policy must carry the root key's signature.
+pub fn held_trust() -> &'static VerifiedPolicy {
+    static P: OnceLock<VerifiedPolicy> = OnceLock::new();
+    P.get_or_init(|| VerifiedPolicy::from_trust(single("root")))
+}
+
+/// A device that holds version 1 of the fleet policy: the roles the seed
+/// script's first policy names (root, release, operator, enroll), signed
+/// by the root key.
+pub fn held_policy() -> &'static VerifiedPolicy {
+    static P: OnceLock<VerifiedPolicy> = OnceLock::new();
+    P.get_or_init(|| {
+        let policy = FleetPolicy::new(
+            1,
+            NOW + 365 * 86_400,
+            [single("root"), single("release"), single("operator")],
+            Some(single("enroll")),
+        );
+        let bytes = SignedPolicy::sign(policy, &[&fleet_key("root")])
+            .expect("a valid policy")
+            .encode();
+        VerifiedPolicy::first(&bytes, NOW).expect("signed by its root")
+    })
 }

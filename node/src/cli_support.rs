@@ -1,7 +1,9 @@
-//! What the Pollen binaries share at their edge: logging set-up and progress
-//! reporting (a bar on a terminal, sparse plain lines otherwise).
+//! What the Pollen binaries share at their edge: logging set-up, progress
+//! reporting (a bar on a terminal, sparse plain lines otherwise) and the
+//! private directories their stores live in.
 
 use std::io::IsTerminal;
+use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -65,6 +67,17 @@ impl Progress {
     }
 }
 
+/// Creates `dir` and any missing parents with mode 0700 (a node's data
+/// directory and its store hold the node's identity key). A directory that
+/// already exists keeps its mode.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// An error and its causes on one line, skipping a cause whose text the
 /// message before it already includes (thiserror's `{0}` plus `#[from]`).
 pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
@@ -113,7 +126,20 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_rate;
+    use super::{create_private_dir, parse_rate};
+
+    #[test]
+    fn private_dirs_are_0700_down_to_the_leaf() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        create_private_dir(&data.join("store")).expect("create");
+        for dir in [&data, &data.join("store")] {
+            let mode = std::fs::metadata(dir).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
+        create_private_dir(&data).expect("exists already");
+    }
 
     #[test]
     fn rates() {

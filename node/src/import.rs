@@ -283,7 +283,7 @@ pub fn import(
     let verified = check_manifest(&req)?;
     let m = verified.manifest();
     let dir = store_dir(&req.data_dir);
-    std::fs::create_dir_all(&dir).map_err(|source| ImportError::Io {
+    crate::cli_support::create_private_dir(&dir).map_err(|source| ImportError::Io {
         path: dir.clone(),
         source,
     })?;

@@ -6,6 +6,7 @@
 //! - [`import`]: the offline path, a release carried on a USB stick.
 //! - [`update`]: the A/B install lifecycle, hooks, commit and rollback.
 //! - [`api`]: the local status/metrics/control endpoint on loopback.
+//! - [`node_id`]: the peer id a node is enrolled under.
 
 pub mod api;
 pub mod cli_support;
@@ -13,6 +14,7 @@ pub mod controls;
 pub mod driver;
 pub mod import;
 pub mod net;
+pub mod node_id;
 pub mod policy_store;
 pub mod status_store;
 pub mod store;

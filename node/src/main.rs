@@ -35,6 +35,8 @@ enum Command {
     Fetch(FetchOpt),
     /// Show the update lifecycle (from the running daemon, or from the store).
     Status(StatusOpt),
+    /// Print the node's peer id (to enroll it), creating its identity if needed.
+    Id(id_cmd::IdOpt),
 }
 
 #[derive(Args, Debug)]
@@ -239,6 +241,7 @@ struct CheckOpt {
     json: bool,
 }
 
+mod id_cmd;
 mod mesh;
 mod status_cmd;
 
@@ -251,6 +254,7 @@ fn main() -> ExitCode {
         Command::Run(opt) => mesh::run(opt.mesh, opt.lifecycle, opt.out),
         Command::Fetch(opt) => mesh::fetch(opt),
         Command::Status(opt) => status_cmd::show(&opt.data, opt.json),
+        Command::Id(opt) => id_cmd::show(opt),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use pollen_core::admission::AdmissionConfig;
 use pollen_core::manifest::SignedManifest;
 use pollen_node::api;
-use pollen_node::cli_support::Progress;
+use pollen_node::cli_support::{create_private_dir, Progress};
 use pollen_node::driver::{Driver, Mode, NodeConfig, NodeEvent};
 use pollen_node::import::store_dir;
 use pollen_node::net::Limits;
@@ -57,7 +57,7 @@ fn config(opt: &MeshOpt, mode: Mode, linger: Duration) -> anyhow::Result<NodeCon
 
 fn open_store(opt: &MeshOpt) -> anyhow::Result<Arc<RocksStore>> {
     let dir = store_dir(&opt.data);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(Arc::new(RocksStore::open(&dir)?))
 }
 

@@ -9,10 +9,10 @@ use clap::{Args, Parser, Subcommand};
 use pollen_core::admission::{AdmissionConfig, ORIGIN_SLOTS};
 use pollen_core::chunk::ChunkParams;
 use pollen_core::manifest::{verify, SignedManifest, VerifyContext};
-use pollen_node::cli_support::{init_tracing, one_line, Progress};
-use pollen_node::store::{RocksStore, Store};
+use pollen_node::cli_support::{create_private_dir, init_tracing, one_line, Progress};
+use pollen_node::store::{MemStore, RocksStore, Store};
 use pollen_node::trust_file::load_trust;
-use pollen_seeder::publish::{publish, PublishRequest};
+use pollen_seeder::publish::{next_release, publish, PublishRequest};
 use pollen_seeder::view::ManifestView;
 use pollen_seeder::{keyfile, rollout};
 
@@ -45,6 +45,16 @@ enum Command {
     Rollout(fleet_cmd::RolloutOpt),
     /// Fleet status per release and stage, from the devices' status records.
     Status(fleet_cmd::StatusOpt),
+    /// The fleet policy: create, show, rotate (roles, revoked devices, recalls).
+    Policy(policy_cmd::PolicyOpt),
+    /// Add one signature to a manifest, rollout control, fleet policy or credential file.
+    Sign(sign_cmd::SignOpt),
+    /// Replace a release's manifest in the store with a co-signed copy of it.
+    ImportManifest(sign_cmd::ImportManifestOpt),
+    /// Sign device credentials with the enroll key: one device, or a CSV batch.
+    Enroll(enroll_cmd::EnrollOpt),
+    /// Print the seeder's peer id (to enroll it), creating its identity if needed.
+    Id(enroll_cmd::IdOpt),
 }
 
 #[derive(Args, Debug)]
@@ -122,6 +132,13 @@ struct PublishOpt {
     /// Monotonic release number; default: one above the newest on the channel.
     #[arg(long)]
     release: Option<u64>,
+    /// Refuse a --release more than this above the channel's newest
+    /// release in the store (devices never take a lower release again).
+    #[arg(long, default_value_t = 1000)]
+    max_step: u64,
+    /// Publish a --release past --max-step anyway.
+    #[arg(long)]
+    force: bool,
     /// How long devices accept the manifest, e.g. 30d, 12h.
     #[arg(long, default_value = "90d")]
     expires_in: humantime::Duration,
@@ -184,7 +201,10 @@ struct ExportOpt {
     out: PathBuf,
 }
 
+mod enroll_cmd;
 mod fleet_cmd;
+mod policy_cmd;
+mod sign_cmd;
 
 fn main() -> ExitCode {
     init_tracing();
@@ -198,6 +218,11 @@ fn main() -> ExitCode {
         Command::Serve(o) => serve(o),
         Command::Rollout(o) => fleet_cmd::rollout(o),
         Command::Status(o) => fleet_cmd::status(o),
+        Command::Policy(o) => policy_cmd::policy(o),
+        Command::Sign(o) => sign_cmd::sign(o),
+        Command::ImportManifest(o) => sign_cmd::import_manifest(o),
+        Command::Enroll(o) => enroll_cmd::enroll(o),
+        Command::Id(o) => enroll_cmd::id(o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -249,7 +274,15 @@ fn run_publish(o: PublishOpt) -> anyhow::Result<()> {
     let total = std::fs::metadata(&o.artifact)
         .with_context(|| format!("reading {}", o.artifact.display()))?
         .len();
-    std::fs::create_dir_all(&o.store).with_context(|| format!("creating {}", o.store.display()))?;
+    let max_step = (!o.force).then_some(o.max_step);
+    // Refused before the store is created or opened for writing.
+    if RocksStore::exists(&o.store) {
+        let ro = RocksStore::open_read_only(&o.store)?;
+        next_release(&ro, &o.channel, o.release, max_step)?;
+    } else {
+        next_release(&MemStore::new(), &o.channel, o.release, max_step)?;
+    }
+    create_private_dir(&o.store).with_context(|| format!("creating {}", o.store.display()))?;
     let store = RocksStore::open(&o.store)?;
     let req = PublishRequest {
         key: &key,
@@ -258,6 +291,7 @@ fn run_publish(o: PublishOpt) -> anyhow::Result<()> {
         channel: o.channel,
         version: o.version,
         release: o.release,
+        max_step,
         expires_in_secs: o.expires_in.as_secs(),
         hardware: o.hardware,
         chunking,

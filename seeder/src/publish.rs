@@ -37,6 +37,13 @@ pub enum PublishError {
         existing: u64,
         channel: String,
     },
+    #[error("release {requested} is more than {max_step} above {newest} on channel {channel}: devices that install it take no lower release again; pass --force if this is intended, or --max-step N to allow a larger step")]
+    ReleaseJump {
+        requested: u64,
+        newest: String,
+        max_step: u64,
+        channel: String,
+    },
     #[error("the new manifest does not verify: {0}")]
     SelfCheck(#[from] VerifyError),
     #[error("invalid manifest field: {0}")]
@@ -53,6 +60,9 @@ pub struct PublishRequest<'a> {
     pub version: semver::Version,
     /// `None`: one above the newest release of the channel in the store.
     pub release: Option<u64>,
+    /// How far `release` may be above the channel's newest; `None`: any
+    /// distance (`--force`).
+    pub max_step: Option<u64>,
     pub expires_in_secs: u64,
     pub hardware: Vec<String>,
     pub chunking: ChunkParams,
@@ -174,24 +184,55 @@ fn chunk_pipeline<S: Store + ?Sized, R: Read + Send>(
     })
 }
 
+/// The release number a publish on `channel` gets: `requested`, or one
+/// above the newest in `store`. Refuses a number that does not rise, and
+/// one more than `max_step` above the newest: release numbers only grow
+/// on devices, so a typo such as `--release 18446744073709551615` would
+/// leave them refusing every normal release after it.
+pub fn next_release<S: Store + ?Sized>(
+    store: &S,
+    channel: &str,
+    requested: Option<u64>,
+    max_step: Option<u64>,
+) -> Result<u64, PublishError> {
+    let existing = newest_release(store, channel)?;
+    let Some(r) = requested else {
+        return existing
+            .checked_add(1)
+            .ok_or(PublishError::ReleaseNotNewer {
+                requested: u64::MAX,
+                existing,
+                channel: channel.to_owned(),
+            });
+    };
+    if r <= existing {
+        return Err(PublishError::ReleaseNotNewer {
+            requested: r,
+            existing,
+            channel: channel.to_owned(),
+        });
+    }
+    match max_step {
+        Some(step) if r - existing > step => Err(PublishError::ReleaseJump {
+            requested: r,
+            newest: match existing {
+                0 => "0 (the channel has no release in the store yet)".into(),
+                n => format!("its newest release {n}"),
+            },
+            max_step: step,
+            channel: channel.to_owned(),
+        }),
+        _ => Ok(r),
+    }
+}
+
 /// Publishes `req.artifact` into `store` and returns the signed manifest.
 pub fn publish<S: Store + ?Sized>(
     store: &S,
     req: &PublishRequest<'_>,
     mut progress: impl FnMut(u64),
 ) -> Result<(PublishReport, VerifiedManifest), PublishError> {
-    let existing = newest_release(store, &req.channel)?;
-    let release = match req.release {
-        Some(r) if r <= existing => {
-            return Err(PublishError::ReleaseNotNewer {
-                requested: r,
-                existing,
-                channel: req.channel.clone(),
-            })
-        }
-        Some(r) => r,
-        None => existing + 1,
-    };
+    let release = next_release(store, &req.channel, req.release, req.max_step)?;
     let artifact_io = |source| PublishError::Artifact {
         path: req.artifact.clone(),
         source,
@@ -254,4 +295,34 @@ pub fn publish<S: Store + ?Sized>(
     };
     tracing::info!(manifest = %verified.id(), release, new_chunks = chunked.new_chunks, "published");
     Ok((report, verified))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pollen_node::store::MemStore;
+
+    #[test]
+    fn release_numbers_rise_by_at_most_the_step() {
+        let store = MemStore::new();
+        assert_eq!(
+            next_release(&store, "stable", None, Some(1000)).ok(),
+            Some(1)
+        );
+        assert_eq!(
+            next_release(&store, "stable", Some(1000), Some(1000)).ok(),
+            Some(1000)
+        );
+        let err = next_release(&store, "stable", Some(u64::MAX), Some(1000)).expect_err("jump");
+        let text = err.to_string();
+        assert!(
+            text.contains("release 18446744073709551615 is more than 1000 above 0"),
+            "{text}"
+        );
+        assert!(text.contains("--force"), "{text}");
+        assert_eq!(
+            next_release(&store, "stable", Some(u64::MAX), None).ok(),
+            Some(u64::MAX)
+        );
+    }
 }

@@ -159,6 +159,22 @@ impl RocksStore {
         &self.path
     }
 
+    /// Replaces the envelope of a manifest already held (the same body,
+    /// since manifests are stored under the BLAKE3 of their body) with
+    /// `manifest`'s: a release co-signed after it was published. Returns
+    /// `false`, writing nothing, when the store does not hold its body.
+    pub fn replace_manifest(&self, manifest: &VerifiedManifest) -> Result<bool, StoreError> {
+        let cf = self.cf(CF_MANIFESTS)?;
+        let id = manifest.id();
+        if self.db.get_pinned_cf(cf, id.0)?.is_none() {
+            return Ok(false);
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.put_cf_opt(cf, id.0, manifest.to_bytes(), &wo)?;
+        Ok(true)
+    }
+
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
         self.db
             .cf_handle(name)

@@ -150,6 +150,36 @@ fn rocks_store_behaves_and_persists() {
 }
 
 #[test]
+fn a_co_signed_manifest_replaces_only_the_same_body() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RocksStore::open(dir.path()).expect("open");
+    let (m, _) = manifest_for(&artifact(50_000));
+    let (a, b) = (
+        SecretKey::from_bytes(&[1; 32]),
+        SecretKey::from_bytes(&[2; 32]),
+    );
+    let both = TrustPolicy::new(vec![a.public(), b.public()], 1).expect("policy");
+    let check = |bytes: &[u8]| verify(bytes, &both, &VerifyContext::default()).expect("verify");
+    let one = SignedManifest::sign(m.clone(), &[&a]).encode();
+    let two = SignedManifest::sign(m.clone(), &[&a, &b]).encode();
+    assert!(
+        !store.replace_manifest(&check(&two)).expect("replace"),
+        "not held"
+    );
+    assert!(store.manifest_ids().expect("ids").is_empty());
+    store.put_manifest(&check(&one)).expect("put");
+    assert!(store.replace_manifest(&check(&two)).expect("replace"));
+    assert_eq!(
+        store.get_manifest(&check(&one).id()).expect("get"),
+        Some(two)
+    );
+    let mut other = m;
+    other.release = 2;
+    let other = SignedManifest::sign(other, &[&a]).encode();
+    assert!(!store.replace_manifest(&check(&other)).expect("replace"));
+}
+
+#[test]
 fn rocks_store_works_on_tmpfs() {
     // tmpfs refused O_DIRECT before Linux 6.6: there the store must notice
     // and write buffered (on newer kernels this only checks tmpfs works).
