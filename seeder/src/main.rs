@@ -139,6 +139,11 @@ struct PublishOpt {
     /// Publish a --release past --max-step anyway.
     #[arg(long)]
     force: bool,
+    /// The fleet policy: the key must be one of its release keys, and the
+    /// releases it recalls do not count as the channel's newest (after a
+    /// recall, numbering goes on from the good release).
+    #[arg(long)]
+    policy: Option<PathBuf>,
     /// How long devices accept the manifest, e.g. 30d, 12h.
     #[arg(long, default_value = "90d")]
     expires_in: humantime::Duration,
@@ -275,12 +280,25 @@ fn run_publish(o: PublishOpt) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", o.artifact.display()))?
         .len();
     let max_step = (!o.force).then_some(o.max_step);
+    let recalled = match &o.policy {
+        Some(p) => {
+            let policy = pollen_node::trust_file::load_policy(p, now)?;
+            let id = key.public().id();
+            anyhow::ensure!(
+                policy.policy().release.key(&id).is_some(),
+                "--key {id} is not a release key of fleet policy version {}: devices would refuse the release",
+                policy.version()
+            );
+            policy.policy().recalled.clone()
+        }
+        None => Default::default(),
+    };
     // Refused before the store is created or opened for writing.
     if RocksStore::exists(&o.store) {
         let ro = RocksStore::open_read_only(&o.store)?;
-        next_release(&ro, &o.channel, o.release, max_step)?;
+        next_release(&ro, &o.channel, o.release, max_step, &recalled)?;
     } else {
-        next_release(&MemStore::new(), &o.channel, o.release, max_step)?;
+        next_release(&MemStore::new(), &o.channel, o.release, max_step, &recalled)?;
     }
     create_private_dir(&o.store).with_context(|| format!("creating {}", o.store.display()))?;
     let store = RocksStore::open(&o.store)?;
@@ -297,6 +315,7 @@ fn run_publish(o: PublishOpt) -> anyhow::Result<()> {
         chunking,
         now,
         rollout,
+        recalled,
     };
     let mut progress = Progress::new("publish", total, "bytes");
     let (report, verified) = publish(&store, &req, |done| progress.set(done, total))?;

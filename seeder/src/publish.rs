@@ -4,13 +4,14 @@
 //! joined by a bounded channel, so neither waits for the other and memory
 //! stays at a few chunks whatever the artifact's size.
 
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::PathBuf;
 
 use pollen_core::chunk::{chunks, Chunk, ChunkError, ChunkParams};
 use pollen_core::manifest::{
-    verify, Artifact, ChunkRef, Install, Manifest, Rollout, SecretKey, SignedManifest, TrustPolicy,
-    VerifiedManifest, VerifyContext, VerifyError,
+    verify, Artifact, ChunkRef, Install, Manifest, ManifestId, Rollout, SecretKey, SignedManifest,
+    TrustPolicy, VerifiedManifest, VerifyContext, VerifyError,
 };
 use pollen_node::store::{Put, Store, StoreError};
 use serde::Serialize;
@@ -69,6 +70,8 @@ pub struct PublishRequest<'a> {
     pub now: u64,
     /// Stages and the failure threshold for the automatic halt.
     pub rollout: Rollout,
+    /// Releases the fleet policy recalls: they do not count as the newest.
+    pub recalled: BTreeSet<ManifestId>,
 }
 
 /// What a publish did; `--json` prints this.
@@ -88,10 +91,19 @@ pub struct PublishReport {
     pub key_id: String,
 }
 
-/// Newest release number published on `channel` in `store` (0 if none).
-pub fn newest_release<S: Store + ?Sized>(store: &S, channel: &str) -> Result<u64, StoreError> {
+/// Newest release number published on `channel` in `store` (0 if none),
+/// leaving out releases in `recalled` (a fleet policy's recall: the next
+/// release follows the good one the floor was reset to).
+pub fn newest_release<S: Store + ?Sized>(
+    store: &S,
+    channel: &str,
+    recalled: &BTreeSet<ManifestId>,
+) -> Result<u64, StoreError> {
     let mut newest = 0;
     for id in store.manifest_ids()? {
+        if recalled.contains(&id) {
+            continue;
+        }
         let bytes = store.get_manifest(&id)?.unwrap_or_default();
         if let Ok(signed) = SignedManifest::decode(&bytes) {
             if signed.manifest().channel == channel {
@@ -194,8 +206,9 @@ pub fn next_release<S: Store + ?Sized>(
     channel: &str,
     requested: Option<u64>,
     max_step: Option<u64>,
+    recalled: &BTreeSet<ManifestId>,
 ) -> Result<u64, PublishError> {
-    let existing = newest_release(store, channel)?;
+    let existing = newest_release(store, channel, recalled)?;
     let Some(r) = requested else {
         return existing
             .checked_add(1)
@@ -232,7 +245,13 @@ pub fn publish<S: Store + ?Sized>(
     req: &PublishRequest<'_>,
     mut progress: impl FnMut(u64),
 ) -> Result<(PublishReport, VerifiedManifest), PublishError> {
-    let release = next_release(store, &req.channel, req.release, req.max_step)?;
+    let release = next_release(
+        store,
+        &req.channel,
+        req.release,
+        req.max_step,
+        &req.recalled,
+    )?;
     let artifact_io = |source| PublishError::Artifact {
         path: req.artifact.clone(),
         source,
@@ -306,14 +325,21 @@ mod tests {
     fn release_numbers_rise_by_at_most_the_step() {
         let store = MemStore::new();
         assert_eq!(
-            next_release(&store, "stable", None, Some(1000)).ok(),
+            next_release(&store, "stable", None, Some(1000), &BTreeSet::new()).ok(),
             Some(1)
         );
         assert_eq!(
-            next_release(&store, "stable", Some(1000), Some(1000)).ok(),
+            next_release(&store, "stable", Some(1000), Some(1000), &BTreeSet::new()).ok(),
             Some(1000)
         );
-        let err = next_release(&store, "stable", Some(u64::MAX), Some(1000)).expect_err("jump");
+        let err = next_release(
+            &store,
+            "stable",
+            Some(u64::MAX),
+            Some(1000),
+            &BTreeSet::new(),
+        )
+        .expect_err("jump");
         let text = err.to_string();
         assert!(
             text.contains("release 18446744073709551615 is more than 1000 above 0"),
@@ -321,7 +347,7 @@ mod tests {
         );
         assert!(text.contains("--force"), "{text}");
         assert_eq!(
-            next_release(&store, "stable", Some(u64::MAX), None).ok(),
+            next_release(&store, "stable", Some(u64::MAX), None, &BTreeSet::new()).ok(),
             Some(u64::MAX)
         );
     }
