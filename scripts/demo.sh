@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Pollen demo: a publisher signs a 64 MiB "firmware" release and serves it;
-# five devices on one site (all on 127.0.0.1, mDNS off) are each given one
-# known peer, find the rest by peer exchange, swarm the release and install
-# it into their A/B slots. Then a table of who got how many bytes from whom,
+# Pollen demo: a fleet policy (root, release, operator and enroll keys)
+# and a closed mesh: the seeder and five devices are enrolled (credentials
+# bound to their peer ids); a publisher signs a 64 MiB "firmware" release
+# and serves it; the devices on one site (all on 127.0.0.1, mDNS off) are
+# each given one known peer, find the rest by peer exchange, swarm the
+# release and install it into their A/B slots; a node that is not enrolled
+# gets nothing. Then a table of who got how many bytes from whom,
 # the fleet status the seeder collected, release 2 (a small delta) whose
 # health check fails on one device (it rolls back), and the offline path.
 set -euo pipefail
@@ -27,21 +30,34 @@ wait_line() {
   done
 }
 
-echo "== publisher: key, a 64 MiB image, a signed release"
-"$seeder" keygen --out "$work/publisher.key" >/dev/null
+echo "== fleet policy: one key per role (root and release stay offline)"
+for k in root release operator enroll; do "$seeder" keygen --out "$work/$k.key" >/dev/null; done
+"$seeder" policy create --root "$work/root.key.pub" --release "$work/release.key.pub" \
+  --operator "$work/operator.key.pub" --enroll "$work/enroll.key.pub" --key "$work/root.key" \
+  --out "$work/fleet.policy" >/dev/null
+"$seeder" policy show "$work/fleet.policy" | head -6
+# Enrolls the node with peer id $1 as device $2 (site $3, if given).
+enroll() {
+  "$seeder" enroll --key "$work/enroll.key" --policy "$work/fleet.policy" --peer-id "$1" \
+    --device-id "$2" ${3:+--site "$3"} --out "$work/$2.cred" >/dev/null
+}
+
+echo "== publisher: a 64 MiB image, a release signed with the release key"
 head -c $((64 << 20)) /dev/urandom > "$work/firmware.img"
-"$seeder" publish --key "$work/publisher.key" --store "$work/seeder-store" \
+"$seeder" publish --key "$work/release.key" --policy "$work/fleet.policy" --store "$work/seeder-store" \
   --artifact "$work/firmware.img" --channel stable --version 1.0.0 --out "$work/release.pollen" 2>/dev/null
+enroll "$("$seeder" id --store "$work/seeder-store" 2>/dev/null)" seeder
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 serve() {
   "$seeder" serve --store "$work/seeder-store" --channel stable --listen "/ip4/127.0.0.1/tcp/$port" \
-    --no-mdns > "$work/seeder.out" 2> "$work/seeder.err" &
+    --no-mdns --policy "$work/fleet.policy" --credential "$work/seeder.cred" --key "$work/operator.key" \
+    > "$work/seeder.out" 2> "$work/seeder.err" &
   seeder_pid=$!
   pids+=("$seeder_pid")
   wait_line "$work/seeder.out" "^listening /ip4/127.0.0.1/"
 }
-echo "== publisher: serve it"
+echo "== publisher: serve it (with its credential and the operator key only)"
 serve
 prev=$(grep -m1 "^listening /ip4/127.0.0.1/" "$work/seeder.out" | cut -d' ' -f2)
 echo "seeder  ${prev}"
@@ -58,9 +74,10 @@ sys.exit(0 if s["phase"] == sys.argv[1] and (s["target"] or {}).get("release") =
   done
 }
 
-echo "== five devices, each told about one peer only"
+echo "== five devices, enrolled (pollen-node id, then a credential), each told about one peer only"
 for n in 1 2 3 4 5; do
-  "$node" run --data "$work/dev$n" --trust "$work/publisher.key.pub" --channel stable \
+  enroll "$("$node" id --data "$work/dev$n" 2>/dev/null)" "dev$n" factory
+  "$node" run --data "$work/dev$n" --policy "$work/fleet.policy" --credential "$work/dev$n.cred" --channel stable \
     --site factory --listen /ip4/127.0.0.1/tcp/0 --no-mdns --peer "$prev" --out "$work/dev$n.img" \
     --device-id "dev$n" --status-interval 2s \
     --install-hook 'echo "flash $POLLEN_ARTIFACT ($POLLEN_VERSION) to the boot partition" > "$POLLEN_SLOT/flashed"' \
@@ -98,8 +115,19 @@ PY
 echo "== every device's image verifies against the signed manifest"
 for n in 1 2 3 4 5; do
   printf 'dev%s  ' "$n"
-  "$seeder" verify --trust "$work/publisher.key.pub" "$work/release.pollen" --artifact "$work/dev$n.img"
+  "$seeder" verify --trust "$work/release.key.pub" "$work/release.pollen" --artifact "$work/dev$n.img"
 done
+
+echo "== a node that is not enrolled asks the seeder and dev1: it gets nothing"
+dev1=$(grep -m1 "^listening /ip4/127.0.0.1/" "$work/dev1.out" | cut -d' ' -f2)
+if timeout 8 "$node" fetch --data "$work/stranger" --trust "$work/release.key.pub" --channel stable \
+  --listen /ip4/127.0.0.1/tcp/0 --no-mdns --peer "$(grep -m1 "^listening /ip4/127.0.0.1/" "$work/seeder.out" | cut -d' ' -f2)" \
+  --peer "$dev1" --out "$work/stranger.img" > /dev/null 2>&1; then
+  echo "demo: an unenrolled node was served" >&2; exit 1
+fi
+[[ ! -e "$work/stranger.img" ]] || { echo "demo: the stranger got the release" >&2; exit 1; }
+echo "stranger  no manifest, no chunk in 8 s; the seeder says:"
+grep -m1 "peer refused" "$work/seeder.err" | sed -E 's/\x1b\[[0-9;]*m//g; s/.*(peer refused[^=]*) peer=([^ ]{12})[^ ]* error=(.*)/  \1: \2…: \3/'
 
 echo "== every device installed release 1 (A/B slots, install and health hooks)"
 for n in 1 2 3 4 5; do wait_phase "$n" committed 1; done
@@ -120,7 +148,7 @@ echo "== release 2: 1 MiB changed; dev5's health check rejects it"
 kill "$seeder_pid"; wait "$seeder_pid" 2>/dev/null || true
 cp "$work/firmware.img" "$work/firmware-2.img"
 head -c $((1 << 20)) /dev/urandom | dd of="$work/firmware-2.img" bs=1M seek=20 conv=notrunc status=none
-"$seeder" publish --key "$work/publisher.key" --store "$work/seeder-store" --artifact "$work/firmware-2.img" \
+"$seeder" publish --key "$work/release.key" --policy "$work/fleet.policy" --store "$work/seeder-store" --artifact "$work/firmware-2.img" \
   --channel stable --version 2.0.0 2>/dev/null | grep -E "^(published|chunks)"
 serve
 for n in 1 2 3 4; do wait_phase "$n" committed 2; done
@@ -140,7 +168,7 @@ done
 
 echo "== offline path: the same release on a USB stick"
 "$seeder" export --store "$work/seeder-store" --manifest "$work/release.pollen" --out "$work/usb" >/dev/null
-"$node" import --data "$work/usb-device" --trust "$work/publisher.key.pub" \
+"$node" import --data "$work/usb-device" --trust "$work/fleet.policy" \
   --manifest "$work/usb/manifest.pollen" --chunks "$work/usb/chunks" --out "$work/usb-device.img" 2>/dev/null \
   | grep -E "^(imported|chunks|install)"
 echo "== demo done"
