@@ -200,6 +200,42 @@ struct PeerInfo {
     hello_sent: bool,
 }
 
+/// When a gateway asks for other sites' gateways: at once, then after a
+/// wait that doubles up to [`GATEWAY_SEARCH_MAX`] (each answer is a list of
+/// peer records across the uplink; an idle fleet should not pay for it
+/// every few seconds).
+#[derive(Debug)]
+struct GatewaySearch {
+    next: Instant,
+    wait: Duration,
+}
+
+/// The first wait between two searches for gateways.
+const GATEWAY_SEARCH_MIN: Duration = Duration::from_secs(3);
+/// The longest wait between two searches for gateways.
+const GATEWAY_SEARCH_MAX: Duration = Duration::from_secs(300);
+
+impl Default for GatewaySearch {
+    fn default() -> Self {
+        Self {
+            next: Instant::now(),
+            wait: GATEWAY_SEARCH_MIN,
+        }
+    }
+}
+
+impl GatewaySearch {
+    /// Whether a search is due at `now`; if so, the next one waits longer.
+    fn due(&mut self, now: Instant) -> bool {
+        if now < self.next {
+            return false;
+        }
+        self.next = now + self.wait;
+        self.wait = (self.wait * 2).min(GATEWAY_SEARCH_MAX);
+        true
+    }
+}
+
 /// Housekeeping (held uploads, fleet status, progress events) runs this often.
 const TICK: Duration = Duration::from_millis(200);
 /// A seeder that turned this node away is not dialed again sooner than this.
@@ -242,6 +278,7 @@ pub struct Driver {
     last_status: Option<Instant>,
     /// When stale status records were last looked for.
     last_expiry: Option<Instant>,
+    gateway_search: GatewaySearch,
     api: Option<(Shared, mpsc::Receiver<ApiCommand>)>,
     /// Fleet policy, own credential, admitted peers.
     trust: trust::Trust,
@@ -337,6 +374,7 @@ impl Driver {
                 .unwrap_or_else(|| peer_id.to_string()),
             last_status: None,
             last_expiry: None,
+            gateway_search: GatewaySearch::default(),
             api: None,
             trust,
             config,
@@ -565,6 +603,8 @@ impl Driver {
             .admission
             .set_serves_away(role.gateway || role.origin || self.site.is_none());
         if role.gateway {
+            // A new gateway looks at once, then less and less often.
+            self.gateway_search = GatewaySearch::default();
             self.find_gateways();
         }
     }
@@ -597,6 +637,7 @@ impl Driver {
         if !self.config.cross_site
             || self.config.no_lan
             || self.remote_count() >= self.config.max_remote_peers
+            || !self.gateway_search.due(Instant::now())
         {
             return;
         }
@@ -811,7 +852,12 @@ impl Driver {
                 ..
             } => {
                 tracing::debug!(peer = %peer_id, "disconnected");
-                self.peers.remove(&peer_id);
+                if let Some(info) = self.peers.remove(&peer_id) {
+                    if info.hello && self.other_site(info.site, info.role) {
+                        // A gateway of another site is gone: look for others soon.
+                        self.gateway_search = GatewaySearch::default();
+                    }
+                }
                 self.trust.forget(&peer_id);
                 let now = self.now();
                 self.uploads.forget(now, &peer_id);

@@ -163,3 +163,22 @@ async fn a_device_refuses_a_release_signed_by_a_key_it_does_not_trust() {
     assert!(store.manifest_ids().expect("ids").is_empty());
     assert!(store.chunk_ids().expect("ids").is_empty());
 }
+
+#[test]
+fn gateway_search_backs_off_to_five_minutes() {
+    let mut g = GatewaySearch::default();
+    let t0 = g.next;
+    assert!(g.due(t0), "at once");
+    assert!(!g.due(t0 + Duration::from_secs(2)));
+    let mut at = t0;
+    let mut waits = Vec::new();
+    for _ in 0..10 {
+        let next = g.next;
+        assert!(!g.due(next - Duration::from_millis(1)));
+        assert!(g.due(next));
+        waits.push((next - at).as_secs());
+        at = next;
+    }
+    assert_eq!(waits[..4], [3, 6, 12, 24]);
+    assert_eq!(*waits.last().expect("some"), 300, "capped: {waits:?}");
+}
