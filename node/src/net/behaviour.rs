@@ -51,6 +51,9 @@ impl Default for Limits {
     }
 }
 
+/// How often a connection is pinged (its round-trip time measured).
+pub const PING_INTERVAL: Duration = Duration::from_secs(60);
+
 /// How a node reaches its peers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Transport {
@@ -150,7 +153,10 @@ fn behaviour(
             "/pollen/id/1".into(),
             key.public(),
         )),
-        ping: ping::Behaviour::new(ping::Config::new()),
+        // Once a minute, not libp2p's every 15 s: on an idle fleet the
+        // pings (and their TCP acknowledgements) were most of the bytes on
+        // a site's uplink (BENCHMARKS.md, idle status traffic).
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
         mdns: Toggle::from(mdns),
         pollen: Pollen::new(request_response::Behaviour::with_codec(
             Codec::default(),
