@@ -1,6 +1,7 @@
 //! The mesh on loopback with real processes: a seeder and six nodes, each
 //! given one neighbour; peer exchange builds the mesh; everyone ends with
-//! the same BLAKE3 and most chunks come from other nodes.
+//! the same BLAKE3 and most chunks come from other nodes. Also a fetch
+//! over QUIC, and from a seeder named by DNS.
 
 use std::time::Duration;
 
@@ -187,6 +188,22 @@ fn fetch_over_quic() {
             "2m",
         ],
     );
+    assert_eq!(report["complete"], true);
+    assert_eq!(file_blake3(&out), r.blake3);
+}
+
+/// A seeder named by DNS (`/dns4/localhost/...`), as an integrator writes
+/// it instead of hard-coding an address; resolved when the node dials.
+#[test]
+fn fetch_from_a_seeder_named_by_dns() {
+    let r = Release::publish(4 << 20, 80);
+    let (_seeder, addr) = r.serve();
+    let named = addr.replacen("/ip4/127.0.0.1/", "/dns4/localhost/", 1);
+    assert!(named.starts_with("/dns4/localhost/tcp/"), "{named}");
+    let (data, out) = (r.dir.join("dns-node"), r.dir.join("dns.img"));
+    let mut args = r.fetch_args(&data, &out, &[&named]);
+    args.extend_from_slice(&["--timeout", "2m"]);
+    let report = run_json("pollen-node", &args);
     assert_eq!(report["complete"], true);
     assert_eq!(file_blake3(&out), r.blake3);
 }

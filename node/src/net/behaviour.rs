@@ -99,6 +99,11 @@ pub fn build_swarm(
             )
             .map_err(|e| NetError::Transport(e.to_string()))?
             .with_quic()
+            // `/dns4`, `/dns6` and `/dns` addresses, resolved on every dial
+            // (so a redial follows a seeder that moved), by the system's
+            // resolver configuration.
+            .with_dns()
+            .map_err(|e| NetError::Transport(e.to_string()))?
             .with_behaviour(make)
             .map_err(|e| NetError::Transport(e.to_string()))?
             .with_swarm_config(idle)
