@@ -1,20 +1,47 @@
-//! What the Pollen binaries share at their edge: logging set-up, progress
-//! reporting (a bar on a terminal, sparse plain lines otherwise) and the
-//! private directories their stores live in.
+//! What the Pollen binaries share at their edge: logging set-up, stopping
+//! on SIGINT or SIGTERM, progress reporting (a bar on a terminal, sparse
+//! plain lines otherwise) and the private directories their stores live in.
 
 use std::io::IsTerminal;
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Logs to stderr; default filter `warn`, `RUST_LOG` overrides.
+/// Logs to stderr. Default filter: Pollen's own events at `info` (releases
+/// taken up, installs, commits, rollbacks, halts, refused peers), everything
+/// else at `warn`; `RUST_LOG` overrides. Colour only on a terminal, so
+/// journald and log files get plain text.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,pollen_node=info,pollen_seeder=info")
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Resolves when the process is asked to stop: SIGINT (Ctrl-C) or SIGTERM
+/// (`systemctl stop`, `kill`), logging which. The driver then finishes the
+/// store writes it has in hand and returns; an install hook that is
+/// running is left to the lifecycle's crash recovery at the next start.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch for SIGTERM; only SIGINT stops the node");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        _ = term => tracing::info!("SIGTERM: stopping"),
+    }
 }
 
 /// Progress of a long job over a known number of units.

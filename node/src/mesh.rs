@@ -158,7 +158,7 @@ pub fn run(
         tokio::spawn(watch(rx, "node", out.map(|o| (store, o))));
         let span = tracing::info_span!("node", peer = %driver.peer_id());
         let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
+            pollen_node::cli_support::shutdown_signal().await;
         };
         tracing::Instrument::instrument(driver.run(shutdown), span).await?;
         Ok(())

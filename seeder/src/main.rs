@@ -583,7 +583,7 @@ fn serve(o: ServeOpt) -> anyhow::Result<()> {
         });
         let span = tracing::info_span!("seeder");
         let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
+            pollen_node::cli_support::shutdown_signal().await;
         };
         let report = tracing::Instrument::instrument(driver.run(shutdown), span).await?;
         eprintln!(

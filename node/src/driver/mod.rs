@@ -742,7 +742,10 @@ impl Driver {
                     self.publish_status(false);
                 }
                 Some(cmd) = recv_api(&mut self.api) => self.on_api(cmd)?,
-                _ = &mut shutdown => break,
+                _ = &mut shutdown => {
+                    self.finish_writes().await?;
+                    break;
+                }
             }
             self.drain_actions()?;
             if self.fetch_done() {
@@ -754,6 +757,19 @@ impl Driver {
             }
         }
         Ok(self.finish_report())
+    }
+
+    /// Stopping: the chunks the writer holds are written and counted (a
+    /// chunk received is not thrown away because the node was told to stop).
+    async fn finish_writes(&mut self) -> Result<(), DriverError> {
+        while self.writer.done.in_flight() > 0 {
+            match self.writer.done.recv().await {
+                Some(w) => self.on_written(w)?,
+                None => break,
+            }
+        }
+        tracing::info!("stopping: store writes finished");
+        Ok(())
     }
 
     /// `fetch`: the release is complete and the site no longer needs this

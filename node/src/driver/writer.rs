@@ -100,6 +100,11 @@ impl Done {
         self.in_flight = self.in_flight.saturating_sub(1);
         Some(w)
     }
+
+    /// Chunks handed to the writer whose results have not come back.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
 }
 
 /// The writer thread's handles.
