@@ -9,7 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use pollen_e2e::{
-    free_port, node_status, poll, run, run_json, s, write_random_file, Daemon, Release,
+    free_port, node_status, poll, run, run_json, s, try_node_status, write_random_file, Daemon,
+    Release,
 };
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -93,9 +94,7 @@ fn publish(r: &Release, n: &str, version: &str, extra: &[&str]) -> serde_json::V
 /// Polls until `data`'s device has committed `release`.
 fn committed(data: &Path, release: u64) {
     poll(WAIT, &format!("release {release} committed"), || {
-        let out = run("pollen-node", &["status", "--data", s(data), "--json"]);
-        let st: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .map_err(|_| String::from_utf8_lossy(&out.stderr).into_owned())?;
+        let st = try_node_status(data)?;
         let ok = st["phase"] == "committed" && st["installed"]["release"].as_u64() == Some(release);
         if ok {
             Ok(())

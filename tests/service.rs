@@ -9,15 +9,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use pollen_e2e::{file_blake3, poll, run, s, Daemon, Release};
+use pollen_e2e::{file_blake3, poll, run, s, try_node_status, Daemon, Release};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// The node's `/status`, if its endpoint answers.
-fn status(data: &Path) -> Result<serde_json::Value, String> {
-    let out = run("pollen-node", &["status", "--data", s(data), "--json"]);
-    serde_json::from_slice(&out.stdout).map_err(|_| String::from_utf8_lossy(&out.stderr).into())
-}
 
 /// Sends SIGTERM and waits (with a deadline) for the process to exit.
 fn terminate(d: &mut Daemon) -> std::process::ExitStatus {
@@ -67,7 +61,7 @@ fn sigterm_mid_download_stops_cleanly_and_a_restart_completes() {
     let (data, out) = (r.dir.join("dev"), r.dir.join("dev.img"));
     let mut n = node(&r, &data, &addr, &out);
     let held = poll(WAIT, "some chunks, not all", || {
-        let st = status(&data)?;
+        let st = try_node_status(&data)?;
         let (held, total) = (
             st["release"]["chunks_held"].as_u64().unwrap_or(0),
             st["release"]["chunks_total"].as_u64().unwrap_or(0),
@@ -102,7 +96,7 @@ fn sigterm_mid_download_stops_cleanly_and_a_restart_completes() {
         "refetched what it held: {report}"
     );
     poll(WAIT, "the release installed", || {
-        let st = status(&data)?;
+        let st = try_node_status(&data)?;
         if st["phase"] == "committed" {
             Ok(())
         } else {

@@ -165,13 +165,7 @@ fn held_policy(
     first: &VerifiedPolicy,
 ) -> Result<VerifiedPolicy, ImportError> {
     let stored = match store {
-        Some(s) => match s.get_state(crate::store::keys::POLICY)? {
-            Some(bytes) => Some(
-                VerifiedPolicy::stored(&bytes)
-                    .map_err(|e| ImportError::Policy(PolicyStoreError::Stored(e)))?,
-            ),
-            None => None,
-        },
+        Some(s) => crate::policy_store::stored(s)?,
         None => None,
     };
     Ok(match stored {
@@ -297,8 +291,8 @@ pub fn import(
         }
         None => None,
     };
+    let held = held_policy(Some(store.as_ref()), &req.policy)?;
     if let Some(bytes) = &req.control {
-        let held = held_policy(Some(store.as_ref()), &req.policy)?;
         if let Ok(c) = VerifiedControl::from_bytes(bytes, &held.policy().operator) {
             crate::controls::save_if_newer(store.as_ref(), &c)?;
         }
@@ -331,7 +325,6 @@ pub fn import(
         None => store::reassemble_to(store.as_ref(), m, &mut std::io::sink())?,
     };
     tracing::info!(manifest = %verified.id(), release = m.release, chunks_new, "imported");
-    let held = held_policy(Some(store.as_ref()), &req.policy)?;
     let recall = store::installed(store.as_ref(), &m.channel)?
         .is_some_and(|id| held.policy().is_recalled(&id));
     let outcome = match &mut updater {

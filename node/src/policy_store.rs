@@ -20,6 +20,17 @@ pub enum PolicyStoreError {
     Stored(PolicyError),
 }
 
+/// The policy in the store, if any (checked on its own root threshold;
+/// read only, for a view such as an import's judging of a manifest).
+pub fn stored<S: Store + ?Sized>(store: &S) -> Result<Option<VerifiedPolicy>, PolicyStoreError> {
+    match store.get_state(keys::POLICY)? {
+        Some(bytes) => Ok(Some(
+            VerifiedPolicy::stored(&bytes).map_err(PolicyStoreError::Stored)?,
+        )),
+        None => Ok(None),
+    }
+}
+
 /// The policy to hold: the stored one, unless `configured` is a newer
 /// valid rotation of it (then stored in its place); `configured` alone on
 /// a node that never stored one. A configured policy older than the stored
@@ -29,11 +40,7 @@ pub fn held<S: Store + ?Sized>(
     configured: Option<VerifiedPolicy>,
     now: u64,
 ) -> Result<Option<VerifiedPolicy>, PolicyStoreError> {
-    let stored = match store.get_state(keys::POLICY)? {
-        Some(bytes) => Some(VerifiedPolicy::stored(&bytes).map_err(PolicyStoreError::Stored)?),
-        None => None,
-    };
-    Ok(match (stored, configured) {
+    Ok(match (stored(store)?, configured) {
         (None, None) => None,
         (None, Some(c)) => {
             if let Some(bytes) = c.to_bytes() {

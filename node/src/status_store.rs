@@ -4,7 +4,7 @@
 //! credentials do, never as the records claim.
 
 use pollen_core::status::{SignedStatus, StatusError, StatusRecord};
-use pollen_core::trust::SignedCredential;
+use pollen_core::trust::{Credential, SignedCredential};
 use pollen_core::wire::StatusEntry;
 use serde_bytes::ByteBuf;
 
@@ -33,10 +33,15 @@ pub fn record(bytes: &[u8]) -> Result<StatusRecord, StatusError> {
     let signed = SignedStatus::decode(&e.record)?;
     let mut record = signed.record().clone();
     if let Some(c) = e.credential.and_then(|c| SignedCredential::decode(&c).ok()) {
-        let c = c.credential();
-        record.device = c.device.clone();
-        record.site = c.site.clone();
-        record.hardware = c.hardware.clone();
+        name_by(&mut record, c.credential());
     }
     Ok(record)
+}
+
+/// Device id, site and hardware of `record` as `credential` says, whatever
+/// the record claimed.
+pub fn name_by(record: &mut StatusRecord, credential: &Credential) {
+    record.device = credential.device.clone();
+    record.site = credential.site.clone();
+    record.hardware = credential.hardware.clone();
 }

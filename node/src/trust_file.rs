@@ -49,20 +49,36 @@ pub enum TrustFileError {
 }
 
 /// Largest trust or key file read (they are a few lines long).
-const MAX_FILE: u64 = 64 * 1024;
+const MAX_FILE: usize = 64 * 1024;
 
 fn read_small(path: &Path) -> Result<String, TrustFileError> {
+    let bytes = read_bytes(path, MAX_FILE)?;
+    String::from_utf8(bytes).map_err(|e| TrustFileError::Io {
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })
+}
+
+/// Reads at most `max` bytes of `path`; a longer file is an error (read
+/// through a bound, so a file that grows meanwhile cannot make it read more).
+fn read_bytes(path: &Path, max: usize) -> Result<Vec<u8>, TrustFileError> {
+    use std::io::Read;
     let io = |source| TrustFileError::Io {
         path: path.to_owned(),
         source,
     };
-    let len = std::fs::metadata(path).map_err(io)?.len();
-    if len > MAX_FILE {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() > max {
         return Err(io(std::io::Error::other(format!(
-            "{len} bytes is too large for a key file"
+            "over the {max}-byte cap of this file"
         ))));
     }
-    std::fs::read_to_string(path).map_err(io)
+    Ok(bytes)
 }
 
 /// Reads a public key file.
@@ -71,20 +87,6 @@ pub fn load_public_key(path: &Path) -> Result<PublicKey, TrustFileError> {
         path: path.to_owned(),
         source,
     })
-}
-
-fn read_bytes(path: &Path, max: usize) -> Result<Vec<u8>, TrustFileError> {
-    let io = |source| TrustFileError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let len = std::fs::metadata(path).map_err(io)?.len();
-    if len > max as u64 {
-        return Err(io(std::io::Error::other(format!(
-            "{len} bytes is over the {max}-byte cap of this file"
-        ))));
-    }
-    std::fs::read(path).map_err(io)
 }
 
 /// A device's first policy: a signed fleet policy file (`pollen-seeder

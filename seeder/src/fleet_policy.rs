@@ -136,16 +136,16 @@ fn not_a_policy(path: &Path, bytes: &[u8], source: PolicyError) -> FleetPolicyEr
 /// fleet that has no policy yet (version 0, its keys in every signing role,
 /// no enroll role; [`VerifiedPolicy::from_trust`]).
 pub fn load_held(path: &Path) -> Result<VerifiedPolicy, FleetPolicyError> {
-    let bytes = read_bounded(path, MAX_POLICY_BYTES.max(64 * 1024))?;
+    let bytes = read_bounded(path, MAX_POLICY_BYTES)?;
     let policy = |source| FleetPolicyError::Policy {
         path: path.to_owned(),
         source,
     };
     match SignedPolicy::decode(&bytes) {
-        // Checked on its own root threshold whatever the date (now = 0):
-        // devices keep a policy past its expiry, and rotating away from an
-        // expired policy must stay possible.
-        Ok(_) => VerifiedPolicy::first(&bytes, 0).map_err(policy),
+        // Checked on its own root threshold whatever the date: devices keep
+        // a policy past its expiry, and rotating away from an expired
+        // policy must stay possible.
+        Ok(_) => VerifiedPolicy::stored(&bytes).map_err(policy),
         // Signed envelopes start with their version byte; text never does.
         Err(e) if bytes.first() == Some(&ENVELOPE_VERSION) => Err(not_a_policy(path, &bytes, e)),
         Err(_) => Ok(VerifiedPolicy::from_trust(load_trust(path)?)),

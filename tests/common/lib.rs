@@ -478,6 +478,12 @@ pub fn node_status(data: &Path) -> serde_json::Value {
     run_json("pollen-node", &["status", "--data", s(data)])
 }
 
+/// The same, or why not (no daemon yet, no store yet): for polling.
+pub fn try_node_status(data: &Path) -> Result<serde_json::Value, String> {
+    let out = run("pollen-node", &["status", "--data", s(data), "--json"]);
+    serde_json::from_slice(&out.stdout).map_err(|_| String::from_utf8_lossy(&out.stderr).into())
+}
+
 /// `pollen-seeder status --json` of a publisher store.
 pub fn seeder_status(store: &Path) -> serde_json::Value {
     run_json("pollen-seeder", &["status", "--store", s(store)])

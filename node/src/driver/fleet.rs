@@ -128,10 +128,7 @@ impl Fleet {
             Some(policy) => {
                 let bytes = entry.credential.as_ref().ok_or(FleetError::NoCredential)?;
                 let c = VerifiedCredential::check(bytes, &key, policy, now_ms / 1000)?;
-                let c = c.credential();
-                trusted.device = c.device.clone();
-                trusted.site = c.site.clone();
-                trusted.hardware = c.hardware.clone();
+                crate::status_store::name_by(&mut trusted, c.credential());
                 Some(bytes.clone())
             }
             None => None,
