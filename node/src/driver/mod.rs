@@ -200,7 +200,8 @@ struct PeerInfo {
     hello_sent: bool,
 }
 
-/// When a gateway asks for other sites' gateways: at once, then after a
+/// When a gateway asks for other sites' gateways: every
+/// [`GATEWAY_SEARCH_MIN`] while it fetches a release, otherwise after a
 /// wait that doubles up to [`GATEWAY_SEARCH_MAX`] (each answer is a list of
 /// peer records across the uplink; an idle fleet should not pay for it
 /// every few seconds).
@@ -225,8 +226,13 @@ impl Default for GatewaySearch {
 }
 
 impl GatewaySearch {
-    /// Whether a search is due at `now`; if so, the next one waits longer.
-    fn due(&mut self, now: Instant) -> bool {
+    /// Whether a search is due at `now`; if so, the next one waits longer,
+    /// unless the node is `fetching` a release (then other sites' gateways
+    /// matter now, and it keeps looking every [`GATEWAY_SEARCH_MIN`]).
+    fn due(&mut self, now: Instant, fetching: bool) -> bool {
+        if fetching {
+            self.wait = GATEWAY_SEARCH_MIN;
+        }
         if now < self.next {
             return false;
         }
@@ -637,7 +643,7 @@ impl Driver {
         if !self.config.cross_site
             || self.config.no_lan
             || self.remote_count() >= self.config.max_remote_peers
-            || !self.gateway_search.due(Instant::now())
+            || !self.gateway_search.due(Instant::now(), self.fetching())
         {
             return;
         }
@@ -1228,6 +1234,11 @@ impl Driver {
                 Err(e) => tracing::debug!(error = %e, "peer record ignored"),
             }
         }
+    }
+
+    /// Whether a release is taken up and not yet complete.
+    fn fetching(&self) -> bool {
+        self.release.is_some() && !self.node.is_complete()
     }
 
     /// Carries out what the node logic decided.

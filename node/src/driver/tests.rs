@@ -168,17 +168,22 @@ async fn a_device_refuses_a_release_signed_by_a_key_it_does_not_trust() {
 fn gateway_search_backs_off_to_five_minutes() {
     let mut g = GatewaySearch::default();
     let t0 = g.next;
-    assert!(g.due(t0), "at once");
-    assert!(!g.due(t0 + Duration::from_secs(2)));
+    assert!(g.due(t0, false), "at once");
+    assert!(!g.due(t0 + Duration::from_secs(2), false));
     let mut at = t0;
     let mut waits = Vec::new();
     for _ in 0..10 {
         let next = g.next;
-        assert!(!g.due(next - Duration::from_millis(1)));
-        assert!(g.due(next));
+        assert!(!g.due(next - Duration::from_millis(1), false));
+        assert!(g.due(next, false));
         waits.push((next - at).as_secs());
         at = next;
     }
     assert_eq!(waits[..4], [3, 6, 12, 24]);
     assert_eq!(*waits.last().expect("some"), 300, "capped: {waits:?}");
+    // Fetching a release: every 3 s again, from the next search on.
+    let next = g.next;
+    assert!(g.due(next, true));
+    assert_eq!((g.next - next).as_secs(), 3);
+    assert!(g.due(g.next, true));
 }
