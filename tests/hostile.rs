@@ -43,6 +43,7 @@ fn hostile_peer(lie: Lie, manifest: Vec<u8>, artifact: &std::path::Path) -> Stri
                 false,
                 &Limits::default(),
                 pollen_node::net::Transport::Network,
+                pollen_node::net::Advertise::Listen,
             )
             .expect("swarm");
             swarm

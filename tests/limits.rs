@@ -89,6 +89,7 @@ fn flood(
                 false,
                 &Limits::default(),
                 pollen_node::net::Transport::Network,
+                pollen_node::net::Advertise::Listen,
             )
             .expect("swarm");
             let mut evil = libp2p::SwarmBuilder::with_new_identity()

@@ -1,8 +1,11 @@
 //! The local control endpoint, on loopback only: `GET /status` (JSON),
 //! `GET /metrics` (Prometheus text format), `POST /control` (a signed
-//! rollout control to pass into the mesh) and `POST /policy` (a signed
-//! fleet policy rotation; the node takes it only if it verifies). A minimal HTTP/1.1 server:
-//! one request per connection, bounded request size, a deadline per
+//! rollout control to pass into the mesh), `POST /policy` (a signed
+//! fleet policy rotation; the node takes it only if it verifies) and, on a
+//! seeder, `POST /release` (the path of a release `pollen-seeder publish`
+//! staged inside the store directory: the seeder imports and serves it,
+//! answering with its manifest id or why it refused). A minimal HTTP/1.1
+//! server: one request per connection, bounded request size, a deadline per
 //! connection and a cap on connections at once. Requests are parsed by
 //! `pollen_core::local_http`; this module does the I/O.
 //!
@@ -18,15 +21,19 @@ use std::time::Duration;
 use pollen_core::local_http;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 mod render;
 pub use render::{ReleaseView, View};
 
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 8;
-/// Each connection must be done within this.
+/// Each connection must be done within this (reading its request, and
+/// answering anything but `POST /release`).
 const DEADLINE: Duration = Duration::from_secs(5);
+/// A `POST /release` is answered within this: the seeder imports the
+/// release (every chunk read, checked and written) before it answers.
+pub const RELEASE_DEADLINE: Duration = Duration::from_secs(3600);
 
 /// Errors of the endpoint and its client.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +52,9 @@ pub enum ApiError {
     Status { status: u16, body: String },
 }
 
+/// The answer to a staged release: its manifest id (hex), or why it was refused.
+pub type ReleaseReply = Result<String, String>;
+
 /// What the driver publishes for the endpoint to serve.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -62,11 +72,45 @@ pub enum ApiCommand {
     Control(Vec<u8>),
     /// Signed fleet policy bytes (a rotation pushed by the operator).
     Policy(Vec<u8>),
+    /// A release staged by `pollen-seeder publish` in this folder (inside
+    /// [`staging_dir`], checked by the endpoint): the seeder imports it,
+    /// serves it and answers on `reply`.
+    Release {
+        dir: PathBuf,
+        reply: oneshot::Sender<ReleaseReply>,
+    },
 }
 
 /// Where the daemon records its endpoint's address.
 pub fn addr_file(data_dir: &Path) -> PathBuf {
     data_dir.join("api.addr")
+}
+
+/// Where `pollen-seeder publish` stages releases for the running seeder of
+/// the store `data_dir`: one folder per release (the export layout:
+/// `manifest.pollen` and `chunks/`), removed once answered.
+pub fn staging_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("staging")
+}
+
+/// The staged release folder a `POST /release` body names, if it is a
+/// folder directly inside `data_dir`'s [`staging_dir`] (links resolved):
+/// nothing else of the file system is read through the endpoint.
+pub fn staged_release(data_dir: &Path, body: &[u8]) -> Result<PathBuf, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "the path is not UTF-8".to_owned())?;
+    let root = staging_dir(data_dir);
+    let inside = std::fs::canonicalize(&root)
+        .ok()
+        .zip(std::fs::canonicalize(text.trim()).ok())
+        .filter(|(root, dir)| dir.parent() == Some(root.as_path()) && dir.is_dir());
+    match inside {
+        Some((_, dir)) => Ok(dir),
+        None => Err(format!(
+            "{} is not a staged release folder: it must be a folder inside {}",
+            text.trim(),
+            root.display()
+        )),
+    }
 }
 
 /// Binds the endpoint on a loopback address and records it in `data_dir`.
@@ -105,12 +149,18 @@ pub async fn start(
     let listener = bind(addr, data_dir).await?;
     let shared = Shared::default();
     let (tx, rx) = mpsc::channel(8);
-    tokio::spawn(serve(listener, shared.clone(), tx));
+    tokio::spawn(serve(listener, shared.clone(), tx, data_dir.to_owned()));
     Ok((shared, rx))
 }
 
-/// Serves the endpoint until the task is dropped.
-pub async fn serve(listener: TcpListener, shared: Shared, commands: mpsc::Sender<ApiCommand>) {
+/// Serves the endpoint until the task is dropped; staged releases are
+/// taken only from inside `data_dir`'s [`staging_dir`].
+pub async fn serve(
+    listener: TcpListener,
+    shared: Shared,
+    commands: mpsc::Sender<ApiCommand>,
+    data_dir: PathBuf,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -119,9 +169,11 @@ pub async fn serve(listener: TcpListener, shared: Shared, commands: mpsc::Sender
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             continue; // dropped: over the connection cap
         };
-        let (shared, commands) = (shared.clone(), commands.clone());
+        let (shared, commands, data_dir) = (shared.clone(), commands.clone(), data_dir.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(DEADLINE, handle(stream, shared, commands)).await;
+            // Each step of `handle` has its own, shorter deadline.
+            let limit = RELEASE_DEADLINE + 2 * DEADLINE;
+            let _ = tokio::time::timeout(limit, handle(stream, shared, commands, &data_dir)).await;
             drop(permit);
         });
     }
@@ -131,36 +183,104 @@ async fn handle(
     mut stream: tokio::net::TcpStream,
     shared: Shared,
     commands: mpsc::Sender<ApiCommand>,
+    data_dir: &Path,
 ) -> std::io::Result<()> {
+    let Ok(request) = tokio::time::timeout(DEADLINE, read_request(&mut stream)).await else {
+        return Ok(());
+    };
+    let Some((method, path, body)) = request? else {
+        return respond(&mut stream, 413, "text/plain", "request too large\n").await;
+    };
+    if (method.as_str(), path.as_str()) == ("POST", "/release") {
+        let (status, text) = release(&commands, data_dir, &body).await;
+        return within(DEADLINE, respond(&mut stream, status, "text/plain", &text)).await;
+    }
+    within(
+        DEADLINE,
+        answer(&mut stream, &shared, &commands, &method, &path, body),
+    )
+    .await
+}
+
+async fn within(
+    limit: Duration,
+    f: impl std::future::Future<Output = std::io::Result<()>>,
+) -> std::io::Result<()> {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// A request's method, path and body; `None`: over the size cap.
+type Request = Option<(String, String, Vec<u8>)>;
+
+async fn read_request(stream: &mut tokio::net::TcpStream) -> std::io::Result<Request> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     let head = loop {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(());
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         buf.extend_from_slice(&chunk[..n]);
         match local_http::parse_head(&buf) {
             Ok(Some(head)) => break head,
             Ok(None) => {}
-            Err(_) => return respond(&mut stream, 413, "text/plain", "request too large\n").await,
+            Err(_) => return Ok(None),
         }
     };
     while buf.len() < head.end() {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(());
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         buf.extend_from_slice(&chunk[..n]);
     }
     let body = head.body(&buf).unwrap_or_default().to_vec();
-    match (head.method.as_str(), head.path.as_str()) {
+    Ok(Some((head.method, head.path, body)))
+}
+
+/// `POST /release`: the staged folder goes to the driver, whose verdict
+/// is the answer (200 with the manifest id, 400 with the reason).
+async fn release(
+    commands: &mpsc::Sender<ApiCommand>,
+    data_dir: &Path,
+    body: &[u8],
+) -> (u16, String) {
+    let dir = match staged_release(data_dir, body) {
+        Ok(dir) => dir,
+        Err(e) => return (400, format!("{e}\n")),
+    };
+    let (reply, answer) = oneshot::channel();
+    if commands
+        .try_send(ApiCommand::Release { dir, reply })
+        .is_err()
+    {
+        return (503, "busy, try again\n".into());
+    }
+    match tokio::time::timeout(RELEASE_DEADLINE, answer).await {
+        Ok(Ok(Ok(id))) => (200, format!("{id}\n")),
+        Ok(Ok(Err(e))) => (400, format!("{e}\n")),
+        Ok(Err(_)) => (503, "the daemon is stopping\n".into()),
+        Err(_) => (503, "timed out importing the release\n".into()),
+    }
+}
+
+async fn answer(
+    stream: &mut tokio::net::TcpStream,
+    shared: &Shared,
+    commands: &mpsc::Sender<ApiCommand>,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> std::io::Result<()> {
+    match (method, path) {
         ("GET", "/status") => {
             let text = {
                 let snap = shared.lock().map_err(|_| std::io::ErrorKind::Other)?;
                 serde_json::to_string_pretty(&snap.status).unwrap_or_default()
             };
-            respond(&mut stream, 200, "application/json", &text).await
+            respond(stream, 200, "application/json", &text).await
         }
         ("GET", "/metrics") => {
             let text = shared
@@ -168,17 +288,17 @@ async fn handle(
                 .map_err(|_| std::io::ErrorKind::Other)?
                 .metrics
                 .clone();
-            respond(&mut stream, 200, "text/plain; version=0.0.4", &text).await
+            respond(stream, 200, "text/plain; version=0.0.4", &text).await
         }
         ("POST", "/control") => match commands.try_send(ApiCommand::Control(body)) {
-            Ok(()) => respond(&mut stream, 202, "text/plain", "accepted\n").await,
-            Err(_) => respond(&mut stream, 503, "text/plain", "busy, try again\n").await,
+            Ok(()) => respond(stream, 202, "text/plain", "accepted\n").await,
+            Err(_) => respond(stream, 503, "text/plain", "busy, try again\n").await,
         },
         ("POST", "/policy") => match commands.try_send(ApiCommand::Policy(body)) {
-            Ok(()) => respond(&mut stream, 202, "text/plain", "accepted\n").await,
-            Err(_) => respond(&mut stream, 503, "text/plain", "busy, try again\n").await,
+            Ok(()) => respond(stream, 202, "text/plain", "accepted\n").await,
+            Err(_) => respond(stream, 503, "text/plain", "busy, try again\n").await,
         },
-        _ => respond(&mut stream, 404, "text/plain", "not found\n").await,
+        _ => respond(stream, 404, "text/plain", "not found\n").await,
     }
 }
 
@@ -191,6 +311,7 @@ async fn respond(
     let reason = match status {
         200 => "OK",
         202 => "Accepted",
+        400 => "Bad Request",
         404 => "Not Found",
         413 => "Payload Too Large",
         _ => "Service Unavailable",
@@ -228,6 +349,18 @@ pub fn request(
     path: &str,
     body: &[u8],
 ) -> Result<String, ApiError> {
+    request_within(addr, method, path, body, DEADLINE)
+}
+
+/// [`request`], waiting up to `wait` for each read of the answer (a
+/// `POST /release` is answered after the import: [`RELEASE_DEADLINE`]).
+pub fn request_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    wait: Duration,
+) -> Result<String, ApiError> {
     let io = |context: &str| {
         let context = format!("{context} {addr}");
         move |source| ApiError::Io { context, source }
@@ -235,7 +368,7 @@ pub fn request(
     let mut stream =
         TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(io("connecting to"))?;
     stream
-        .set_read_timeout(Some(DEADLINE))
+        .set_read_timeout(Some(wait))
         .map_err(io("configuring"))?;
     let head = local_http::request_head(method, path, addr, body.len());
     stream
@@ -288,7 +421,7 @@ mod tests {
             s.metrics = "pollen_peers 3\n".into();
         }
         let (tx, mut rx) = mpsc::channel(4);
-        tokio::spawn(serve(listener, shared, tx));
+        tokio::spawn(serve(listener, shared, tx, dir.path().to_owned()));
         let data = dir.path().to_owned();
         let (status, metrics, missing) = tokio::task::spawn_blocking(move || {
             let addr = running_daemon(&data).expect("running");
@@ -318,6 +451,31 @@ mod tests {
         match rx.recv().await {
             Some(ApiCommand::Policy(b)) => assert_eq!(b, b"policy bytes"),
             other => panic!("expected the policy, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn staged_releases_come_only_from_the_staging_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("store");
+        let staged = staging_dir(&data).join("42-1");
+        std::fs::create_dir_all(&staged).expect("mkdir");
+        let outside = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        let text = |p: &Path| p.to_str().expect("utf-8").as_bytes().to_vec();
+        assert_eq!(
+            staged_release(&data, &text(&staged)).ok(),
+            std::fs::canonicalize(&staged).ok()
+        );
+        for bad in [
+            text(&outside),
+            text(&staging_dir(&data)),
+            text(&staged.join("..").join("..").join("..").join("elsewhere")),
+            text(&staging_dir(&data).join("missing")),
+            vec![0xff, 0xfe],
+        ] {
+            let e = staged_release(&data, &bad).expect_err("refused");
+            assert!(e.contains("not"), "{e}");
         }
     }
 }

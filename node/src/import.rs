@@ -48,7 +48,7 @@ impl ChunkSource {
         }
     }
 
-    fn read(&self, chunk: &ChunkRef) -> Result<Vec<u8>, ImportError> {
+    pub(crate) fn read(&self, chunk: &ChunkRef) -> Result<Vec<u8>, ImportError> {
         let missing = || ImportError::Source(format!("chunk {} is not in the source", chunk.id));
         match self {
             Self::Store(s) => s.get_chunk(&chunk.id)?.ok_or_else(missing),

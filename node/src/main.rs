@@ -68,6 +68,10 @@ struct MeshOpt {
     /// Address to listen on (repeatable).
     #[arg(long, default_value = "/ip4/0.0.0.0/tcp/0")]
     listen: Vec<Multiaddr>,
+    /// An address peers are told to reach this node at instead of its
+    /// listen addresses (repeatable), e.g. /dns4/host.example.com/tcp/4000.
+    #[arg(long)]
+    external_address: Vec<Multiaddr>,
     /// A peer to dial and keep dialing (repeatable): the seeder across the
     /// uplink, or LAN peers where multicast is blocked.
     #[arg(long)]

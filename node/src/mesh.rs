@@ -28,6 +28,7 @@ fn config(opt: &MeshOpt, mode: Mode, linger: Duration) -> anyhow::Result<NodeCon
         },
         hardware: opt.hardware.clone(),
         listen: opt.listen.clone(),
+        external: opt.external_address.clone(),
         peers: opt.peer.clone(),
         site: opt.site.clone(),
         uplink_rate: opt.uplink_rate,

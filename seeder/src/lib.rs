@@ -10,5 +10,6 @@ pub mod fleet_policy;
 pub mod keyfile;
 pub mod policy_view;
 pub mod publish;
+pub mod publish_live;
 pub mod rollout;
 pub mod view;

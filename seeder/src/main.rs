@@ -13,6 +13,7 @@ use pollen_node::cli_support::{create_private_dir, init_tracing, one_line, Progr
 use pollen_node::store::{MemStore, RocksStore, Store};
 use pollen_node::trust_file::load_trust;
 use pollen_seeder::publish::{next_release, publish, PublishRequest};
+use pollen_seeder::publish_live::publish_live;
 use pollen_seeder::view::ManifestView;
 use pollen_seeder::{keyfile, rollout};
 
@@ -66,6 +67,10 @@ struct ServeOpt {
     /// Address to listen on (repeatable).
     #[arg(long, default_value = "/ip4/0.0.0.0/tcp/0")]
     listen: Vec<libp2p::Multiaddr>,
+    /// An address peers are told to reach the seeder at instead of its
+    /// listen addresses (repeatable), e.g. /dns4/updates.example.com/tcp/4000.
+    #[arg(long)]
+    external_address: Vec<libp2p::Multiaddr>,
     /// Peers to dial (repeatable), e.g. a site's gateway.
     #[arg(long)]
     peer: Vec<libp2p::Multiaddr>,
@@ -293,15 +298,6 @@ fn run_publish(o: PublishOpt) -> anyhow::Result<()> {
         }
         None => Default::default(),
     };
-    // Refused before the store is created or opened for writing.
-    if RocksStore::exists(&o.store) {
-        let ro = RocksStore::open_read_only(&o.store)?;
-        next_release(&ro, &o.channel, o.release, max_step, &recalled)?;
-    } else {
-        next_release(&MemStore::new(), &o.channel, o.release, max_step, &recalled)?;
-    }
-    create_private_dir(&o.store).with_context(|| format!("creating {}", o.store.display()))?;
-    let store = RocksStore::open(&o.store)?;
     let req = PublishRequest {
         key: &key,
         artifact: o.artifact.clone(),
@@ -318,7 +314,30 @@ fn run_publish(o: PublishOpt) -> anyhow::Result<()> {
         recalled,
     };
     let mut progress = Progress::new("publish", total, "bytes");
-    let (report, verified) = publish(&store, &req, |done| progress.set(done, total))?;
+    let running = pollen_node::api::running_daemon(&o.store).ok();
+    let (report, verified) = match running {
+        // The seeder serving the store holds it: it imports and announces the release.
+        Some(addr) => publish_live(&o.store, addr, &req, |done| progress.set(done, total))?,
+        None => {
+            // Refused before the store is created or opened for writing.
+            if RocksStore::exists(&o.store) {
+                let ro = RocksStore::open_read_only(&o.store)?;
+                next_release(&ro, &req.channel, o.release, max_step, &req.recalled)?;
+            } else {
+                next_release(
+                    &MemStore::new(),
+                    &req.channel,
+                    o.release,
+                    max_step,
+                    &req.recalled,
+                )?;
+            }
+            create_private_dir(&o.store)
+                .with_context(|| format!("creating {}", o.store.display()))?;
+            let store = RocksStore::open(&o.store)?;
+            publish(&store, &req, |done| progress.set(done, total))?
+        }
+    };
     progress.finish();
     if let Some(out) = &o.out {
         std::fs::write(out, verified.to_bytes())
@@ -332,6 +351,9 @@ fn run_publish(o: PublishOpt) -> anyhow::Result<()> {
         report.product, report.version, report.release, report.channel
     );
     println!("manifest   {}", report.manifest_id);
+    if let Some(addr) = running {
+        println!("served     now, by the running seeder of the store ({addr})");
+    }
     println!(
         "artifact   {} bytes, blake3 {}",
         report.artifact_bytes, report.artifact_blake3
@@ -527,6 +549,7 @@ fn serve(o: ServeOpt) -> anyhow::Result<()> {
         credential,
         hardware: None,
         listen: o.listen,
+        external: o.external_address,
         peers: o.peer,
         site: o.site,
         uplink_rate: None,

@@ -1,4 +1,5 @@
-//! Publishing: chunk an artifact into a store, then build and sign its manifest.
+//! Publishing: chunk an artifact into a store (or a [`Sink`] staging it for
+//! the store's running seeder), then build and sign its manifest.
 //!
 //! Chunking and hashing run on one thread while the store writes on another,
 //! joined by a bounded channel, so neither waits for the other and memory
@@ -8,7 +9,7 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::PathBuf;
 
-use pollen_core::chunk::{chunks, Chunk, ChunkError, ChunkParams};
+use pollen_core::chunk::{chunks, Chunk, ChunkError, ChunkParams, VerifiedChunk};
 use pollen_core::manifest::{
     verify, Artifact, ChunkRef, Install, Manifest, ManifestId, Rollout, SecretKey, SignedManifest,
     TrustPolicy, VerifiedManifest, VerifyContext, VerifyError,
@@ -49,6 +50,39 @@ pub enum PublishError {
     SelfCheck(#[from] VerifyError),
     #[error("invalid manifest field: {0}")]
     Field(String),
+    #[error("staging {path}: {source}")]
+    Staging {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where a publish writes chunks and the signed manifest: a store, or a
+/// folder staged for the running seeder of one
+/// ([`crate::publish_live::Staging`]).
+pub trait Sink {
+    /// Writes `chunk` unless it is already there: [`Put::New`] if it was not.
+    fn put_chunk(&self, chunk: VerifiedChunk) -> Result<Put, PublishError>;
+    /// Makes the chunks written so far durable (before the manifest).
+    fn sync_chunks(&self) -> Result<(), PublishError>;
+    fn put_manifest(&self, manifest: &VerifiedManifest) -> Result<(), PublishError>;
+}
+
+impl<S: Store + ?Sized> Sink for S {
+    fn put_chunk(&self, chunk: VerifiedChunk) -> Result<Put, PublishError> {
+        // Unlogged (half the bytes written), made durable by `sync_chunks`
+        // before the manifest that names these chunks is written.
+        Ok(self.put_chunk_unlogged(chunk)?)
+    }
+
+    fn sync_chunks(&self) -> Result<(), PublishError> {
+        Ok(Store::sync_chunks(self)?)
+    }
+
+    fn put_manifest(&self, manifest: &VerifiedManifest) -> Result<(), PublishError> {
+        Store::put_manifest(self, manifest)?;
+        Ok(())
+    }
 }
 
 /// A publish job, typed and validated by the CLI.
@@ -89,6 +123,8 @@ pub struct PublishReport {
     pub new_chunks: usize,
     pub new_bytes: u64,
     pub key_id: String,
+    /// Handed to the store's running seeder, which serves it now.
+    pub live: bool,
 }
 
 /// Newest release number published on `channel` in `store` (0 if none),
@@ -147,7 +183,7 @@ pub struct ChunkedSummary {
     pub new_bytes: u64,
 }
 
-fn chunk_pipeline<S: Store + ?Sized, R: Read + Send>(
+fn chunk_pipeline<S: Sink + ?Sized, R: Read + Send>(
     store: &S,
     source: R,
     params: ChunkParams,
@@ -181,9 +217,7 @@ fn chunk_pipeline<S: Store + ?Sized, R: Read + Send>(
                 id: chunk.id(),
                 len: len as u32,
             });
-            // Unlogged (half the bytes written), made durable below, before
-            // the manifest that names these chunks is written.
-            if store.put_chunk_unlogged(chunk)? == Put::New {
+            if store.put_chunk(chunk)? == Put::New {
                 out.new_chunks += 1;
                 out.new_bytes += len as u64;
             }
@@ -243,6 +277,17 @@ pub fn next_release<S: Store + ?Sized>(
 pub fn publish<S: Store + ?Sized>(
     store: &S,
     req: &PublishRequest<'_>,
+    progress: impl FnMut(u64),
+) -> Result<(PublishReport, VerifiedManifest), PublishError> {
+    publish_into(store, store, req, progress)
+}
+
+/// Publishes `req.artifact` into `sink`, numbered from the releases in
+/// `store`, and returns the signed manifest.
+pub fn publish_into<S: Store + ?Sized, K: Sink + ?Sized>(
+    store: &S,
+    sink: &K,
+    req: &PublishRequest<'_>,
     mut progress: impl FnMut(u64),
 ) -> Result<(PublishReport, VerifiedManifest), PublishError> {
     let release = next_release(
@@ -263,7 +308,7 @@ pub fn publish<S: Store + ?Sized>(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "artifact".into());
     let reader = std::io::BufReader::with_capacity(1 << 20, file);
-    let chunked = chunk_pipeline(store, reader, req.chunking, &mut progress)?;
+    let chunked = chunk_pipeline(sink, reader, req.chunking, &mut progress)?;
 
     let manifest = Manifest {
         product: req.product.clone(),
@@ -296,7 +341,7 @@ pub fn publish<S: Store + ?Sized>(
             VerifyError::Decode(d) => PublishError::Field(d.to_string()),
             other => PublishError::SelfCheck(other),
         })?;
-    store.put_manifest(&verified)?;
+    sink.put_manifest(&verified)?;
     let m = verified.manifest();
     let report = PublishReport {
         manifest_id: verified.id().to_hex(),
@@ -311,6 +356,7 @@ pub fn publish<S: Store + ?Sized>(
         new_chunks: chunked.new_chunks,
         new_bytes: chunked.new_bytes,
         key_id: req.key.public().id().to_string(),
+        live: false,
     };
     tracing::info!(manifest = %verified.id(), release, new_chunks = chunked.new_chunks, "published");
     Ok((report, verified))

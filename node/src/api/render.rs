@@ -32,6 +32,9 @@ pub struct View<'a> {
     pub site: Option<&'a str>,
     /// Peers connected that completed the hello.
     pub peers: usize,
+    /// Connections established since the node started (both directions):
+    /// steady while its peers stay connected.
+    pub connections_opened: u64,
     pub release: Option<ReleaseView>,
     pub control: Option<&'a RolloutControl>,
     /// The update lifecycle's record (devices that install).
@@ -82,6 +85,7 @@ impl View<'_> {
             "channel": self.channel,
             "site": self.site,
             "peers": self.peers,
+            "connections_opened": self.connections_opened,
             "release": release,
             "control": control,
             "phase": rec.map(|r| r.phase.as_str()),
@@ -152,6 +156,12 @@ impl View<'_> {
             "Peers connected that completed the hello.",
             &[("", self.peers as u64)],
         );
+        metric(
+            "pollen_connections_opened_total",
+            "counter",
+            "Connections established since the node started.",
+            &[("", self.connections_opened)],
+        );
         if let Some(r) = &self.release {
             metric(
                 "pollen_release_chunks",
@@ -208,6 +218,7 @@ mod tests {
             channel: "stable",
             site: Some("hall-a"),
             peers: 3,
+            connections_opened: 5,
             release: Some(ReleaseView {
                 manifest: "ab".repeat(32),
                 release: 7,
@@ -250,5 +261,6 @@ mod tests {
         let text = view(None).metrics_text();
         assert!(!text.contains("pollen_update_phase"));
         assert!(text.contains("pollen_peers 3\n"));
+        assert!(text.contains("pollen_connections_opened_total 5\n"));
     }
 }

@@ -48,6 +48,10 @@ impl Driver {
                 }
             },
             ApiCommand::Policy(bytes) => self.on_api_policy(&bytes),
+            ApiCommand::Release { dir, reply } => {
+                self.on_staged_release(dir, reply);
+                Ok(())
+            }
         }
     }
 

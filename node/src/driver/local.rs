@@ -72,6 +72,7 @@ impl Driver {
             channel: &self.config.channel,
             site: self.config.site.as_deref(),
             peers: self.hello_peer_ids().len(),
+            connections_opened: self.report.connections_opened,
             release,
             control: self.control.as_ref().map(|c| c.control()),
             lifecycle: self.lifecycle.as_ref().map(|l| &l.record),

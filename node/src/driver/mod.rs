@@ -5,6 +5,7 @@
 
 mod control;
 mod fleet;
+mod intake;
 mod lifecycle;
 mod local;
 mod release;
@@ -39,11 +40,14 @@ use crate::net::exchange::KnownPeer;
 use crate::net::pollen::{self, Pending};
 use crate::net::protocol::{Counter, Reply};
 use crate::net::{
-    build_swarm, load_or_create_identity, Behaviour, BehaviourEvent, Limits, NetError, Transport,
+    build_swarm, load_or_create_identity, Advertise, Behaviour, BehaviourEvent, Limits, NetError,
+    Transport,
 };
 use crate::store::{self, Store, StoreError};
 use crate::update::{UpdateConfig, UpdateError};
 use local::{recv_api, recv_progress};
+
+pub use intake::{IntakeError, CHUNK_DIR, MANIFEST_FILE};
 
 pub use release::{Peer, Release};
 
@@ -71,6 +75,11 @@ pub struct NodeConfig {
     pub credential: Option<SignedCredential>,
     pub hardware: Option<String>,
     pub listen: Vec<Multiaddr>,
+    /// The addresses peers are told to reach this node at (identify, and
+    /// through it peer exchange), instead of its listen addresses: a name
+    /// such as `/dns4/updates.example.com/tcp/4000`, resolved by whoever
+    /// dials it. Empty: the listen addresses.
+    pub external: Vec<Multiaddr>,
     pub peers: Vec<Multiaddr>,
     pub site: Option<String>,
     pub uplink_rate: Option<u64>,
@@ -180,6 +189,8 @@ pub struct Report {
     pub manifests_refused: u64,
     /// Peers refused by the closed mesh (no, a foreign or a revoked credential).
     pub peers_refused: u64,
+    /// Connections established (both directions).
+    pub connections_opened: u64,
     pub complete: bool,
     /// Seconds from start until the release was complete in the store.
     pub seconds_to_complete: Option<f64>,
@@ -286,6 +297,8 @@ pub struct Driver {
     last_expiry: Option<Instant>,
     gateway_search: GatewaySearch,
     api: Option<(Shared, mpsc::Receiver<ApiCommand>)>,
+    /// A release `pollen-seeder publish` staged for this seeder, being imported.
+    intake: Option<intake::Intake>,
     /// Fleet policy, own credential, admitted peers.
     trust: trust::Trust,
 }
@@ -313,7 +326,15 @@ impl Driver {
         let trust = trust::Trust::new(policy, config.credential.clone());
         trust.check_own(&key.public().to_peer_id(), now_unix)?;
         let use_mdns = config.mdns && !config.no_lan;
-        let mut swarm = build_swarm(key, use_mdns, &config.limits, config.transport)?;
+        let advertise = match config.external.is_empty() {
+            true => Advertise::Listen,
+            false => Advertise::ExternalOnly,
+        };
+        let mut swarm = build_swarm(key, use_mdns, &config.limits, config.transport, advertise)?;
+        for addr in &config.external {
+            tracing::info!(%addr, "announcing external address");
+            swarm.add_external_address(addr.clone());
+        }
         for addr in &config.listen {
             swarm
                 .listen_on(addr.clone())
@@ -382,6 +403,7 @@ impl Driver {
             last_expiry: None,
             gateway_search: GatewaySearch::default(),
             api: None,
+            intake: None,
             trust,
             config,
         };
@@ -748,6 +770,7 @@ impl Driver {
                     self.publish_status(false);
                 }
                 Some(cmd) = recv_api(&mut self.api) => self.on_api(cmd)?,
+                done = intake::intake_done(&mut self.intake) => self.on_intake_done(done)?,
                 _ = &mut shutdown => {
                     self.finish_writes().await?;
                     break;
@@ -857,6 +880,7 @@ impl Driver {
                 endpoint,
                 ..
             } => {
+                self.report.connections_opened += 1;
                 let info = self.peers.entry(peer_id).or_default();
                 if let Some(addr) = self.static_dials.remove(&connection_id) {
                     info.is_static = true;
@@ -864,7 +888,8 @@ impl Driver {
                 }
                 // The dialer speaks first; a listener answers an admitted hello.
                 if endpoint.is_dialer() && !info.hello_sent {
-                    tracing::debug!(peer = %peer_id, "connected");
+                    let addr = endpoint.get_remote_address();
+                    tracing::debug!(peer = %peer_id, %addr, "connected");
                     self.send_hello(peer_id);
                 }
             }

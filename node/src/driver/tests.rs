@@ -21,6 +21,7 @@ pub(super) fn config(mode: Mode, trust: Option<TrustPolicy>, peers: Vec<Multiadd
         policy: trust.map(VerifiedPolicy::from_trust),
         credential: None,
         hardware: None,
+        external: Vec::new(),
         listen: vec!["/memory/0".parse().expect("addr")],
         peers,
         site: Some("hall".into()),

@@ -150,6 +150,7 @@ async fn attack(target: &Multiaddr, hello: Option<Hello>, manifest: ManifestId) 
         false,
         &Limits::default(),
         Transport::Memory,
+        crate::net::Advertise::Listen,
     )
     .expect("swarm");
     swarm.dial(target.clone()).expect("dial");
@@ -458,7 +459,14 @@ async fn forged_status_records_change_no_count_and_trigger_no_halt() {
         credential: Some(ByteBuf::from(credential.clone())),
     });
 
-    let mut swarm = build_swarm(me, false, &Limits::default(), Transport::Memory).expect("swarm");
+    let mut swarm = build_swarm(
+        me,
+        false,
+        &Limits::default(),
+        Transport::Memory,
+        crate::net::Advertise::Listen,
+    )
+    .expect("swarm");
     swarm.dial(seeder.addr.clone()).expect("dial");
     let mut hello = hello(Some(credential.clone()));
     hello.site = None;

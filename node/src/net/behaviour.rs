@@ -65,6 +65,18 @@ pub enum Transport {
     Memory,
 }
 
+/// Which of its addresses a node tells its peers (identify).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Advertise {
+    /// Its listen addresses (and external ones, if any).
+    #[default]
+    Listen,
+    /// Only its external addresses (`--external-address`): the listen
+    /// addresses behind a NAT, a container or `0.0.0.0` (loopback, bridges)
+    /// would only be dialed in vain.
+    ExternalOnly,
+}
+
 /// Everything a Pollen node speaks.
 #[allow(missing_debug_implementations)] // the derive cannot see its members
 #[derive(NetworkBehaviour)]
@@ -85,9 +97,10 @@ pub fn build_swarm(
     use_mdns: bool,
     limits: &Limits,
     transport: Transport,
+    advertise: Advertise,
 ) -> Result<libp2p::Swarm<Behaviour>, NetError> {
     let limits = limits.clone();
-    let make = move |key: &identity::Keypair| behaviour(key, use_mdns, &limits);
+    let make = move |key: &identity::Keypair| behaviour(key, use_mdns, &limits, advertise);
     let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(300));
     let builder = libp2p::SwarmBuilder::with_existing_identity(keypair).with_tokio();
     let swarm = match transport {
@@ -131,6 +144,7 @@ fn behaviour(
     key: &identity::Keypair,
     use_mdns: bool,
     limits: &Limits,
+    advertise: Advertise,
 ) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
     let peer_id = key.public().to_peer_id();
     let mdns = if use_mdns {
@@ -154,10 +168,10 @@ fn behaviour(
         ),
         ip_limit: ip_limit::Behaviour::new(limits.max_unadmitted_per_ip),
         blocked: allow_block_list::Behaviour::default(),
-        identify: identify::Behaviour::new(identify::Config::new(
-            "/pollen/id/1".into(),
-            key.public(),
-        )),
+        identify: identify::Behaviour::new(
+            identify::Config::new("/pollen/id/1".into(), key.public())
+                .with_hide_listen_addrs(advertise == Advertise::ExternalOnly),
+        ),
         // Once a minute, not libp2p's every 15 s: on an idle fleet the
         // pings (and their TCP acknowledgements) were most of the bytes on
         // a site's uplink (BENCHMARKS.md, idle status traffic).

@@ -16,7 +16,7 @@ pub mod ip_limit;
 pub mod pollen;
 pub mod protocol;
 
-pub use behaviour::{build_swarm, Behaviour, BehaviourEvent, Limits, Transport};
+pub use behaviour::{build_swarm, Advertise, Behaviour, BehaviourEvent, Limits, Transport};
 
 use libp2p::identity::Keypair;
 
