@@ -69,7 +69,8 @@ fn a_device_told_of_the_seeder_by_a_peer_dials_its_dns_name() {
     let mut b = device(&r, "b", &a_addr);
     std::env::remove_var("RUST_LOG");
     let dialed = b.wait_for(WAIT, |out, line| {
-        let hit = !out && line.contains(" connected") && line.contains(&seeder_id);
+        let hit =
+            !out && line.contains("pollen_node::driver: connected ") && line.contains(&seeder_id);
         hit.then(|| line.to_owned())
     });
     let dialed = dialed.unwrap_or_else(|| panic!("B never dialed the seeder: {:?}", b.stderr));
