@@ -2,8 +2,9 @@
 //! release to the `serve` process of its store (which holds the store's
 //! lock), and the devices connected to it install each one without the
 //! seeder restarting or any connection being opened again. Refusals
-//! (a release number that does not rise, a staged folder outside the
-//! store, a bad manifest, a missing chunk) change nothing it serves.
+//! (a release number that does not rise, by `publish` and by the seeder
+//! itself, a staged folder outside the store, a bad manifest, a missing
+//! chunk) change nothing it serves.
 
 use std::path::Path;
 use std::time::Duration;
@@ -196,36 +197,14 @@ fn three_releases_published_to_a_running_seeder_install_on_connected_devices() {
     std::fs::write(garbage.join("manifest.pollen"), b"not a manifest").expect("write");
     let e = refused(&r.store, &garbage);
     assert!(e.contains("manifest refused"), "{e}");
-    // Release 5, signed by the right key, but staged without its chunks.
-    let scratch = r.dir.join("scratch");
-    let manifest = r.dir.join("r5.pollen");
-    let artifact = r.dir.join("v5.img");
-    write_random_file(&artifact, 1 << 20, 705);
-    run_json(
-        "pollen-seeder",
-        &[
-            "publish",
-            "--key",
-            s(&r.key),
-            "--store",
-            s(&scratch),
-            "--artifact",
-            s(&artifact),
-            "--channel",
-            "stable",
-            "--version",
-            "5.0.0",
-            "--release",
-            "5",
-            "--out",
-            s(&manifest),
-        ],
-    );
-    let short = staging.join("short");
-    std::fs::create_dir_all(short.join("chunks")).expect("mkdir");
-    std::fs::copy(&manifest, short.join("manifest.pollen")).expect("copy");
+    // Release 5, signed by the right key, but staged without its chunks;
+    // and release 2 again, which the seeder numbers against its own store.
+    let short = stage_elsewhere(&r, 5, &staging.join("short"));
     let e = refused(&r.store, &short);
     assert!(e.contains("missing from the staged release"), "{e}");
+    let old = stage_elsewhere(&r, 2, &staging.join("old"));
+    let e = refused(&r.store, &old);
+    assert!(e.contains("release 2 is not above release 4"), "{e}");
     assert_eq!(served(&r.store), 4, "a refusal changed what is served");
     let st = seeder_status_release(&r.store, 5);
     assert!(st.is_none(), "release 5 was stored: {st:?}");
@@ -268,4 +247,37 @@ fn seeder_status_release(store: &Path, n: u64) -> Option<serde_json::Value> {
         .flatten()
         .find(|r| r["release"] == n)
         .cloned()
+}
+
+/// Release `n` published offline into a scratch store, its manifest (and
+/// no chunk) staged in `dir` by hand.
+fn stage_elsewhere(r: &Release, n: u64, dir: &Path) -> std::path::PathBuf {
+    let scratch = r.dir.join(format!("scratch-{n}"));
+    let manifest = r.dir.join(format!("r{n}.pollen"));
+    let artifact = r.dir.join(format!("scratch-{n}.img"));
+    write_random_file(&artifact, 1 << 20, 800 + n);
+    let (version, release) = (format!("{n}.0.0"), n.to_string());
+    run_json(
+        "pollen-seeder",
+        &[
+            "publish",
+            "--key",
+            s(&r.key),
+            "--store",
+            s(&scratch),
+            "--artifact",
+            s(&artifact),
+            "--channel",
+            "stable",
+            "--version",
+            &version,
+            "--release",
+            &release,
+            "--out",
+            s(&manifest),
+        ],
+    );
+    std::fs::create_dir_all(dir.join("chunks")).expect("mkdir");
+    std::fs::copy(&manifest, dir.join("manifest.pollen")).expect("copy");
+    dir.to_owned()
 }
