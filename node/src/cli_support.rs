@@ -7,19 +7,55 @@ use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Logs to stderr. Default filter: Pollen's own events at `info` (releases
-/// taken up, installs, commits, rollbacks, halts, refused peers), everything
-/// else at `warn`; `RUST_LOG` overrides. Colour only on a terminal, so
-/// journald and log files get plain text.
-pub fn init_tracing() {
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`,
+    /// spans), for log collectors.
+    Json,
+}
+
+static FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Logs to stderr in `format`. Default filter: Pollen's own events at
+/// `info` (releases taken up, installs, commits, rollbacks, halts, refused
+/// peers), everything else at `warn`; `RUST_LOG` overrides. Colour only on
+/// a terminal, so journald and log files get plain text.
+pub fn init_tracing(format: LogFormat) {
+    let _ = FORMAT.set(format);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("warn,pollen_node=info,pollen_seeder=info")
     });
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+}
+
+/// A line for the person at the terminal (stderr): as it is in text
+/// format, an `info` event in JSON format (so every stderr line is JSON).
+pub fn note(text: &str) {
+    match FORMAT.get() {
+        Some(LogFormat::Json) => tracing::info!("{text}"),
+        _ => eprintln!("{text}"),
+    }
+}
+
+/// The binaries' last word on failure: `NAME: error: ...` on stderr, an
+/// `error` event in JSON format.
+pub fn fatal(name: &str, error: &str) {
+    match FORMAT.get() {
+        Some(LogFormat::Json) => tracing::error!(error, "{name} failed"),
+        _ => eprintln!("{name}: error: {error}"),
+    }
 }
 
 /// Resolves when the process is asked to stop: SIGINT (Ctrl-C) or SIGTERM
@@ -81,7 +117,7 @@ impl Progress {
         let step = percent / 10;
         if self.last_percent != Some(step) || done == total {
             if self.last_percent != Some(step) {
-                eprintln!("{}: progress {done}/{total}", self.label);
+                note(&format!("{}: progress {done}/{total}", self.label));
             }
             self.last_percent = Some(step);
         }

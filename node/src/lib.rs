@@ -7,14 +7,18 @@
 //! - [`update`]: the A/B install lifecycle, hooks, commit and rollback.
 //! - [`api`]: the local status/metrics/control endpoint on loopback.
 //! - [`node_id`]: the peer id a node is enrolled under.
+//! - [`config`]: the binaries' config file (flags as TOML keys).
+//! - [`notify`]: systemd readiness and watchdog.
 
 pub mod api;
 pub mod cli_support;
+pub mod config;
 pub mod controls;
 pub mod driver;
 pub mod import;
 pub mod net;
 pub mod node_id;
+pub mod notify;
 pub mod policy_store;
 pub mod status_store;
 pub mod store;

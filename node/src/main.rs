@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use libp2p::Multiaddr;
 use pollen_core::manifest::SignedManifest;
-use pollen_node::cli_support::{init_tracing, one_line, parse_rate, Progress};
+use pollen_node::cli_support::{fatal, init_tracing, one_line, parse_rate, LogFormat, Progress};
+use pollen_node::config::ConfigError;
 use pollen_node::import::{import, store_dir, ChunkSource, ImportRequest};
 use pollen_node::store::{RocksStore, Store};
 use pollen_node::update::{Hooks, UpdateConfig};
@@ -37,6 +38,15 @@ enum Command {
     Status(StatusOpt),
     /// Print the node's peer id (to enroll it), creating its identity if needed.
     Id(id_cmd::IdOpt),
+    /// Print the config file of `run` (`--config`): every key, its help and default.
+    Config(ConfigOpt),
+}
+
+#[derive(Args, Debug)]
+struct ConfigOpt {
+    /// Print the commented default file.
+    #[arg(long, required = true)]
+    default: bool,
 }
 
 #[derive(Args, Debug)]
@@ -50,6 +60,11 @@ struct StatusOpt {
 
 #[derive(Args, Debug)]
 struct MeshOpt {
+    /// A TOML file of flags: each key a flag's long name (`uplink-rate =
+    /// "8mbit"`, `no-mdns = true`, `peer = ["..."]`); flags given on the
+    /// command line win. `pollen-node config --default` prints every key.
+    #[arg(long, env = "POLLEN_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The node's data directory (created if missing).
     #[arg(long)]
     data: PathBuf,
@@ -118,6 +133,9 @@ struct MeshOpt {
     /// loopback only.
     #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_api_addr)]
     api: Option<std::net::SocketAddr>,
+    /// Log lines on stderr as text or as one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 fn parse_api_addr(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -250,8 +268,19 @@ mod mesh;
 mod status_cmd;
 
 fn main() -> ExitCode {
-    init_tracing();
-    let cli = Cli::parse();
+    let cli: Cli = match pollen_node::config::parse_args(std::env::args_os(), &["run", "fetch"]) {
+        Ok(cli) => cli,
+        Err(ConfigError::Cli(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("pollen-node: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(match &cli.command {
+        Command::Run(opt) => opt.mesh.log_format,
+        Command::Fetch(opt) => opt.mesh.log_format,
+        _ => LogFormat::Text,
+    });
     let result = match cli.command {
         Command::Import(opt) => run_import(opt),
         Command::Check(opt) => run_check(opt),
@@ -259,14 +288,29 @@ fn main() -> ExitCode {
         Command::Fetch(opt) => mesh::fetch(opt),
         Command::Status(opt) => status_cmd::show(&opt.data, opt.json),
         Command::Id(opt) => id_cmd::show(opt),
+        Command::Config(_) => print_default_config(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pollen-node: error: {}", one_line(e.as_ref()));
+            fatal("pollen-node", &one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `config --default`: the file of `run`, from its flags' definitions.
+fn print_default_config() -> anyhow::Result<()> {
+    let cmd = Cli::command();
+    let run = cmd.find_subcommand("run").context("no run subcommand")?;
+    print!(
+        "{}",
+        pollen_node::config::default_file(
+            run,
+            "pollen-node run --config FILE (or POLLEN_CONFIG=FILE)"
+        )
+    );
+    Ok(())
 }
 
 /// Largest manifest file read; the decoder refuses anything bigger anyway.

@@ -7,10 +7,11 @@ use anyhow::{bail, Context};
 use pollen_core::admission::AdmissionConfig;
 use pollen_core::manifest::SignedManifest;
 use pollen_node::api;
-use pollen_node::cli_support::{create_private_dir, Progress};
+use pollen_node::cli_support::{create_private_dir, note, Progress};
 use pollen_node::driver::{Driver, Mode, NodeConfig, NodeEvent};
 use pollen_node::import::store_dir;
 use pollen_node::net::Limits;
+use pollen_node::notify;
 use pollen_node::store::{reassemble_to_file, RocksStore, Store};
 use pollen_node::trust_file::{load_credential, load_policy};
 use tokio::sync::mpsc;
@@ -78,18 +79,26 @@ async fn watch(
     out: Option<(Arc<RocksStore>, std::path::PathBuf)>,
 ) {
     let mut progress: Option<Progress> = None;
+    let mut ready = false;
     while let Some(e) = rx.recv().await {
         match e {
             // `fetch` keeps stdout for its result (JSON with --json).
-            NodeEvent::Listening(addr) if label == "fetch" => eprintln!("listening {addr}"),
-            NodeEvent::Listening(addr) => println!("listening {addr}"),
+            NodeEvent::Listening(addr) if label == "fetch" => note(&format!("listening {addr}")),
+            NodeEvent::Listening(addr) => {
+                println!("listening {addr}");
+                if !std::mem::replace(&mut ready, true) {
+                    notify::ready(&format!("listening on {addr}"));
+                }
+            }
             NodeEvent::NewRelease {
                 manifest,
                 release,
                 chunks,
                 held,
             } => {
-                eprintln!("{label}: release {release} ({manifest}): {held}/{chunks} chunks held");
+                note(&format!(
+                    "{label}: release {release} ({manifest}): {held}/{chunks} chunks held"
+                ));
                 progress = Some(Progress::new(label, u64::from(chunks), "chunks"));
             }
             NodeEvent::Progress { held, total } => {
@@ -101,7 +110,9 @@ async fn watch(
                 if let Some(p) = &progress {
                     p.finish();
                 }
-                eprintln!("{label}: release {manifest} complete and verified");
+                note(&format!(
+                    "{label}: release {manifest} complete and verified"
+                ));
                 if let Some((store, path)) = &out {
                     let (store, path) = (store.clone(), path.clone());
                     let written =
@@ -109,8 +120,8 @@ async fn watch(
                             .await;
                     match written {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => eprintln!("{label}: writing the artifact failed: {e:#}"),
-                        Err(e) => eprintln!("{label}: writing the artifact failed: {e}"),
+                        Ok(Err(e)) => note(&format!("{label}: writing the artifact failed: {e:#}")),
+                        Err(e) => note(&format!("{label}: writing the artifact failed: {e}")),
                     }
                 }
                 if label == "node" {
@@ -120,7 +131,7 @@ async fn watch(
                     );
                 }
             }
-            NodeEvent::Banned(peer) => eprintln!("{label}: banned {peer} (bad chunks)"),
+            NodeEvent::Banned(peer) => note(&format!("{label}: banned {peer} (bad chunks)")),
             // Logged by the driver (warn), with the reason.
             NodeEvent::ManifestRefused(_) | NodeEvent::PeerRefused(_) => {}
         }
@@ -150,16 +161,20 @@ pub fn run(
     let store = open_store(&opt)?;
     runtime()?.block_on(async move {
         let (tx, rx) = mpsc::channel(64);
-        let mut driver = Driver::new(store.clone(), cfg, Some(tx))?;
+        let heartbeat = notify::Heartbeat::new();
+        let mut driver =
+            Driver::new(store.clone(), cfg, Some(tx))?.with_heartbeat(heartbeat.clone());
+        notify::spawn_watchdog(heartbeat);
         if let Some(addr) = opt.api {
             let (shared, commands) = api::start(addr, &opt.data).await?;
             driver = driver.with_api(shared, commands);
         }
-        eprintln!("peer id {}", driver.peer_id());
+        note(&format!("peer id {}", driver.peer_id()));
         tokio::spawn(watch(rx, "node", out.map(|o| (store, o))));
         let span = tracing::info_span!("node", peer = %driver.peer_id());
         let shutdown = async {
             pollen_node::cli_support::shutdown_signal().await;
+            notify::stopping();
         };
         tracing::Instrument::instrument(driver.run(shutdown), span).await?;
         Ok(())

@@ -5,11 +5,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use pollen_core::admission::{AdmissionConfig, ORIGIN_SLOTS};
 use pollen_core::chunk::ChunkParams;
 use pollen_core::manifest::{verify, SignedManifest, VerifyContext};
-use pollen_node::cli_support::{create_private_dir, init_tracing, one_line, Progress};
+use pollen_node::cli_support::{
+    create_private_dir, fatal, init_tracing, note, one_line, LogFormat, Progress,
+};
+use pollen_node::config::ConfigError;
+use pollen_node::notify;
 use pollen_node::store::{MemStore, RocksStore, Store};
 use pollen_node::trust_file::load_trust;
 use pollen_seeder::publish::{next_release, publish, PublishRequest};
@@ -56,12 +60,28 @@ enum Command {
     Enroll(enroll_cmd::EnrollOpt),
     /// Print the seeder's peer id (to enroll it), creating its identity if needed.
     Id(enroll_cmd::IdOpt),
+    /// Print the config file of `serve` (`--config`): every key, its help and default.
+    Config(ConfigOpt),
+}
+
+#[derive(Args, Debug)]
+struct ConfigOpt {
+    /// Print the commented default file.
+    #[arg(long, required = true)]
+    default: bool,
 }
 
 #[derive(Args, Debug)]
 struct ServeOpt {
+    /// A TOML file of flags: each key a flag's long name (`no-mdns =
+    /// true`, `listen = ["..."]`); flags given on the command line win.
+    /// `pollen-seeder config --default` prints every key.
+    #[arg(long, env = "POLLEN_SEEDER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The publisher's store (`publish --store`).
     #[arg(long)]
     store: PathBuf,
+    /// The release channel to serve.
     #[arg(long)]
     channel: String,
     /// Address to listen on (repeatable).
@@ -109,6 +129,9 @@ struct ServeOpt {
     /// every site still reaches the seeder through its gateways).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(2..))]
     max_connections: u32,
+    /// Log lines on stderr as text or as one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Args, Debug)]
@@ -217,8 +240,18 @@ mod policy_cmd;
 mod sign_cmd;
 
 fn main() -> ExitCode {
-    init_tracing();
-    let cli = Cli::parse();
+    let cli: Cli = match pollen_node::config::parse_args(std::env::args_os(), &["serve"]) {
+        Ok(cli) => cli,
+        Err(ConfigError::Cli(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("pollen-seeder: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(match &cli.command {
+        Command::Serve(o) => o.log_format,
+        _ => LogFormat::Text,
+    });
     let result = match cli.command {
         Command::Keygen(o) => keygen(o),
         Command::Publish(o) => run_publish(o),
@@ -233,14 +266,31 @@ fn main() -> ExitCode {
         Command::ImportManifest(o) => sign_cmd::import_manifest(o),
         Command::Enroll(o) => enroll_cmd::enroll(o),
         Command::Id(o) => enroll_cmd::id(o),
+        Command::Config(_) => print_default_config(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pollen-seeder: error: {}", one_line(e.as_ref()));
+            fatal("pollen-seeder", &one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `config --default`: the file of `serve`, from its flags' definitions.
+fn print_default_config() -> anyhow::Result<()> {
+    let cmd = Cli::command();
+    let serve = cmd
+        .find_subcommand("serve")
+        .context("no serve subcommand")?;
+    print!(
+        "{}",
+        pollen_node::config::default_file(
+            serve,
+            "pollen-seeder serve --config FILE (or POLLEN_SEEDER_CONFIG=FILE)"
+        )
+    );
+    Ok(())
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
@@ -584,22 +634,30 @@ fn serve(o: ServeOpt) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        let driver = Driver::new(store, config, Some(tx))?;
+        let heartbeat = notify::Heartbeat::new();
+        let driver = Driver::new(store, config, Some(tx))?.with_heartbeat(heartbeat.clone());
+        notify::spawn_watchdog(heartbeat);
         let (shared, commands) = pollen_node::api::start(o.api, &o.store).await?;
         let driver = driver.with_api(shared, commands);
-        eprintln!("seeder peer id {}", driver.peer_id());
+        note(&format!("seeder peer id {}", driver.peer_id()));
         tokio::spawn(async move {
+            let mut ready = false;
             while let Some(e) = rx.recv().await {
                 match e {
-                    NodeEvent::Listening(addr) => println!("listening {addr}"),
+                    NodeEvent::Listening(addr) => {
+                        println!("listening {addr}");
+                        if !std::mem::replace(&mut ready, true) {
+                            notify::ready(&format!("serving, listening on {addr}"));
+                        }
+                    }
                     NodeEvent::NewRelease {
                         manifest,
                         release,
                         chunks,
                         ..
-                    } => {
-                        eprintln!("serving release {release} ({manifest}), {chunks} chunks")
-                    }
+                    } => note(&format!(
+                        "serving release {release} ({manifest}), {chunks} chunks"
+                    )),
                     _ => {}
                 }
             }
@@ -607,12 +665,13 @@ fn serve(o: ServeOpt) -> anyhow::Result<()> {
         let span = tracing::info_span!("seeder");
         let shutdown = async {
             pollen_node::cli_support::shutdown_signal().await;
+            notify::stopping();
         };
         let report = tracing::Instrument::instrument(driver.run(shutdown), span).await?;
-        eprintln!(
+        note(&format!(
             "served {} chunks ({} bytes)",
             report.chunks_served, report.bytes_served
-        );
+        ));
         Ok(())
     })
 }

@@ -202,6 +202,16 @@ impl Daemon {
         Self::spawn_cmd(Command::new(bin(name)), args)
     }
 
+    /// The same with extra environment variables (and `remove`d ones).
+    pub fn spawn_env(name: &str, args: &[&str], env: &[(&str, &str)], remove: &[&str]) -> Self {
+        let mut cmd = Command::new(bin(name));
+        cmd.envs(env.iter().copied());
+        for var in remove {
+            cmd.env_remove(var);
+        }
+        Self::spawn_cmd(cmd, args)
+    }
+
     /// Runs the binary inside network namespace `ns`.
     pub fn spawn_in(ns: &str, name: &str, args: &[&str]) -> Self {
         let mut cmd = Command::new("ip");
@@ -297,6 +307,36 @@ impl Daemon {
                 .filter(|_| out)
                 .and_then(|j| serde_json::from_str(j).ok())
         })
+    }
+
+    /// Sends SIGTERM and waits (at most 30 s) for the exit, collecting
+    /// the output it still writes.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        let status = self.wait_exit(std::time::Duration::from_secs(30));
+        status.unwrap_or_else(|| panic!("no exit 30 s after SIGTERM; stderr: {:?}", self.stderr))
+    }
+
+    /// Waits (up to `timeout`) for the process to exit, draining its output.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                // Whatever it wrote last (the pipes close with it).
+                self.wait_for(std::time::Duration::from_secs(5), |_, _| None::<()>);
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            // A bounded wait for output, not a sleep.
+            self.wait_for(std::time::Duration::from_millis(100), |_, _| None::<()>);
+        }
     }
 
     pub fn kill(&mut self) {

@@ -301,6 +301,8 @@ pub struct Driver {
     intake: Option<intake::Intake>,
     /// Fleet policy, own credential, admitted peers.
     trust: trust::Trust,
+    /// Beaten every turn of the loop (the systemd watchdog's evidence).
+    heartbeat: Option<crate::notify::Heartbeat>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -404,6 +406,7 @@ impl Driver {
             gateway_search: GatewaySearch::default(),
             api: None,
             intake: None,
+            heartbeat: None,
             trust,
             config,
         };
@@ -425,6 +428,12 @@ impl Driver {
     /// Serves status and metrics through the local endpoint and takes its commands.
     pub fn with_api(mut self, shared: Shared, commands: mpsc::Receiver<ApiCommand>) -> Self {
         self.api = Some((shared, commands));
+        self
+    }
+
+    /// Beats `heartbeat` on every turn of [`Driver::run`]'s loop.
+    pub fn with_heartbeat(mut self, heartbeat: crate::notify::Heartbeat) -> Self {
+        self.heartbeat = Some(heartbeat);
         self
     }
 
@@ -777,6 +786,9 @@ impl Driver {
                 }
             }
             self.drain_actions()?;
+            if let Some(h) = &self.heartbeat {
+                h.beat();
+            }
             if self.fetch_done() {
                 // Leaving: what it gained since its last notice goes out now.
                 self.node.flush_notices();
