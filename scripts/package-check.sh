@@ -115,7 +115,10 @@ runuser -u pollen -- /usr/bin/pollen-seeder id --store /var/lib/pollen/seeder >/
   || fail "pollen-seeder id as the pollen user in /var/lib/pollen/seeder"
 ok "the pollen user creates identities in its state directories"
 
-if pgrep -u pollen >/dev/null; then fail "processes run as pollen after install: $(pgrep -a -u pollen)"; fi
+for proc in /proc/[0-9]*; do
+  [[ $(stat -c %U "$proc" 2>/dev/null) != pollen ]] \
+    || fail "a process runs as pollen after install: $(tr '\0' ' ' <"$proc/cmdline" 2>/dev/null)"
+done
 ok "nothing started"
 
 dpkg -i "${debs[@]}" >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log" >&2; fail "dpkg -i again (upgrade in place)"; }
@@ -144,6 +147,8 @@ for path in /etc/pollen /var/lib/pollen /usr/bin/pollen-node /usr/bin/pollen-see
 done
 leftover=$(find /etc /usr /var/lib /var/log /run /tmp /home -xdev -user pollen -print 2>/dev/null || true)
 [[ -z $leftover ]] || fail "files owned by pollen remain after purge: $leftover"
+leftover=$(find /etc/systemd /var/lib/systemd /var/lib/dpkg/info -name '*pollen*' -print 2>/dev/null || true)
+[[ -z $leftover ]] || fail "unit state or package files remain after purge: $leftover"
 getent passwd pollen >/dev/null || fail "dpkg --purge removed the pollen user (Debian practice keeps it)"
 ok "dpkg --purge: conffiles, state, units and binaries gone; the pollen user kept (Debian practice)"
 
