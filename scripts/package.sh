@@ -5,7 +5,7 @@
 # packages (scripts/setup.sh) and cargo-deb (pinned, `cargo install
 # --locked`) when missing.
 #
-#   scripts/package.sh                     release build (LTO: ~20-40 min on 2 cores), then both .debs
+#   scripts/package.sh                     release build (fat LTO: ~40 min on 2 cores), then both .debs
 #   scripts/package.sh --profile dev       package dev binaries (builds them if needed; quick when built)
 #   scripts/package.sh --no-build          package what the profile's folder holds, build nothing
 #   scripts/package.sh --out DIR           write the .debs to DIR
