@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building Pollen needs on a fresh Debian machine with Rust:
 # libclang (rocksdb's bindgen) and a C++ compiler (rocksdb itself, and
-# libFuzzer for scripts/fuzz.sh).
+# libFuzzer for scripts/fuzz.sh); for the Debian packages (scripts/package.sh,
+# scripts/package-check.sh) dpkg-dev (cargo-deb's dependency scan) and
+# systemd (systemd-analyze, systemd-sysusers; it need not run as PID 1);
+# python3 for scripts/demo.sh and the benchmark scripts.
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 
 need=()
-for pkg in libclang-dev clang g++ pkg-config time iproute2; do
+for pkg in libclang-dev clang g++ pkg-config time iproute2 dpkg-dev systemd python3; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

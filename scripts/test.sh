@@ -5,7 +5,9 @@
 # tests/ (named bench_*, ignored) are left to the scripts BENCHMARKS.md names.
 #
 # The namespace tests (tests/netns.rs, tests/fleet.rs) are
-# #[ignore = "needs root"]; run as root, this runs them. Not as root, it
+# #[ignore = "needs root"]; run as root, this runs them, and then
+# scripts/package-check.sh (packages the dev binaries just built, installs,
+# checks and purges the .debs on this machine). Not as root, it
 # fails once everything else has run, unless POLLEN_NO_ROOT_TESTS=1 says
 # to leave them out. POLLEN_FUZZ_SECONDS sets the seconds per fuzz target (3).
 set -euo pipefail
@@ -40,7 +42,10 @@ cargo build --workspace --bins --quiet
 cargo test --workspace
 
 case $root_tests in
-  run) cargo test -p pollen-e2e -- --ignored --skip bench_ ;;
+  run)
+    cargo test -p pollen-e2e -- --ignored --skip bench_
+    bash scripts/package-check.sh
+    ;;
   skip) echo "test: POLLEN_NO_ROOT_TESTS=1: namespace tests (tests/netns.rs, tests/fleet.rs) NOT run" >&2 ;;
 esac
 
