@@ -113,7 +113,8 @@ fn node_runs_from_its_default_file_and_flags_override_it() {
         messages.iter().any(|m| m.starts_with("peer id ")),
         "{messages:?}"
     );
-    assert!(seeder.terminate().success());
+    let status = seeder.terminate();
+    assert!(status.success(), "{status:?}: {:?}", seeder.stderr);
 }
 
 #[test]
@@ -145,7 +146,8 @@ fn fetch_reads_the_node_file_from_pollen_config() {
         .map(str::to_owned)
         .collect();
     json_messages(&stderr);
-    assert!(seeder.terminate().success());
+    let status = seeder.terminate();
+    assert!(status.success(), "{status:?}: {:?}", seeder.stderr);
 }
 
 fn refused(args: &[&str], line: usize, file: &Path, needles: &[&str]) {
@@ -223,4 +225,65 @@ fn seeder_serves_from_its_default_file_named_by_the_env_var() {
         messages.iter().any(|m| m.starts_with("serving release 1")),
         "{messages:?}"
     );
+}
+
+/// The conffiles the Debian packages ship (packaging/etc) against the real
+/// parsers: as shipped, `config --check` names exactly the required keys
+/// left for the integrator; with every commented example taken in, the
+/// file is accepted; a stray key is refused with its line.
+#[test]
+fn packaged_config_files_check_against_the_real_parsers() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let packaging = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/etc");
+    for (bin, file, missing) in [
+        ("pollen-node", "node.toml", &["--trust", "--channel"][..]),
+        ("pollen-seeder", "seeder.toml", &["--channel"][..]),
+    ] {
+        let shipped = packaging.join(file);
+        let out = run(bin, &["config", "--check", s(&shipped)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bin} {file}: {stderr}");
+        for flag in missing {
+            assert!(stderr.contains(flag), "{bin} {file}: no {flag} in {stderr}");
+        }
+
+        let text = std::fs::read_to_string(&shipped).expect("read conffile");
+        let mut examples = 0;
+        let all: String = text
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.split_once(" = ").is_some_and(|(k, _)| is_key(k)) => {
+                    examples += 1;
+                    format!("{rest}\n")
+                }
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        assert!(examples >= 10, "{file}: only {examples} examples");
+        let full = dir.path().join(file);
+        std::fs::write(&full, &all).expect("write");
+        let out = run(bin, &["config", "--check", s(&full)]);
+        assert!(
+            out.status.success(),
+            "{bin} {file} with every example: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        std::fs::write(&full, format!("{all}stray-key = 1\n")).expect("write");
+        let line = all.lines().count() + 1;
+        let out = run(bin, &["config", "--check", s(&full)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{}:{line}: unknown key `stray-key`",
+                full.display()
+            )),
+            "{stderr}"
+        );
+    }
+}
+
+fn is_key(k: &str) -> bool {
+    !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '-')
 }

@@ -49,7 +49,7 @@ fn device(r: &Release, data: &Path, name: &str, seeder: &str) -> Daemon {
 }
 
 /// `publish` of release `n` (its own random artifact) into the store.
-fn publish(r: &Release, n: u64, extra: &[&str]) -> std::process::Output {
+fn publish(r: &Release, store: &Path, n: u64, extra: &[&str]) -> std::process::Output {
     let artifact = r.dir.join(format!("v{n}.img"));
     write_random_file(&artifact, 2 << 20, 700 + n);
     let version = format!("{n}.0.0");
@@ -58,7 +58,7 @@ fn publish(r: &Release, n: u64, extra: &[&str]) -> std::process::Output {
         "--key",
         s(&r.key),
         "--store",
-        s(&r.store),
+        s(store),
         "--artifact",
         s(&artifact),
         "--channel",
@@ -118,13 +118,16 @@ fn refused(store: &Path, dir: &Path) -> String {
 
 #[test]
 fn three_releases_published_to_a_running_seeder_install_on_connected_devices() {
-    let r = Release::publish(2 << 20, 71);
+    // Keys and a trust file; the seeder starts on an empty store (as the
+    // packaged service does) and every release reaches it live.
+    let r = Release::publish(1 << 10, 71);
+    let store = r.dir.join("live-store");
     let mut seeder = Daemon::spawn(
         "pollen-seeder",
         &[
             "serve",
             "--store",
-            s(&r.store),
+            s(&store),
             "--channel",
             "stable",
             "--listen",
@@ -140,15 +143,21 @@ fn three_releases_published_to_a_running_seeder_install_on_connected_devices() {
         .zip(["press-1", "press-2"])
         .map(|(data, name)| device(&r, data, name, &seeder_addr))
         .collect();
+    let out = publish(&r, &store, 1, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for data in &datas {
         installed(data, 1);
     }
     // Each device: the seeder and the other device (peer exchange).
     let before: Vec<u64> = datas.iter().map(|d| connections(d, 2)).collect();
-    let seeder_before = connections(&r.store, 2);
+    let seeder_before = connections(&store, 2);
 
     for n in 2..=4 {
-        let out = publish(&r, n, &[]);
+        let out = publish(&r, &store, n, &[]);
         assert!(
             out.status.success(),
             "publish {n} to the running seeder failed: {}",
@@ -158,7 +167,7 @@ fn three_releases_published_to_a_running_seeder_install_on_connected_devices() {
         assert_eq!(report["release"], n);
         assert_eq!(report["live"], true, "{report}");
         // Served as soon as publish returned.
-        assert_eq!(served(&r.store), n);
+        assert_eq!(served(&store), n);
         for data in &datas {
             let st = installed(data, n);
             assert_eq!(st["installed"]["manifest"], report["manifest_id"]);
@@ -171,17 +180,17 @@ fn three_releases_published_to_a_running_seeder_install_on_connected_devices() {
     assert_eq!(seeder.child.id(), pid);
     let after: Vec<u64> = datas.iter().map(|d| connections(d, 2)).collect();
     assert_eq!(before, after, "a device connected again");
-    assert_eq!(connections(&r.store, 2), seeder_before);
+    assert_eq!(connections(&store, 2), seeder_before);
 
     // A number that does not rise: refused with the reason, nothing staged left.
-    let out = publish(&r, 3, &["--release", "3"]);
+    let out = publish(&r, &store, 3, &["--release", "3"]);
     assert!(!out.status.success(), "release 3 again was published");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("release 3 is not above release 4"),
         "unclear refusal: {err}"
     );
-    let staging = api::staging_dir(&r.store);
+    let staging = api::staging_dir(&store);
     let left = std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "staging folders left behind");
 
@@ -189,24 +198,24 @@ fn three_releases_published_to_a_running_seeder_install_on_connected_devices() {
     let outside = r.dir.join("outside");
     std::fs::create_dir_all(outside.join("chunks")).expect("mkdir");
     assert!(
-        refused(&r.store, &outside).contains("is not a staged release folder"),
+        refused(&store, &outside).contains("is not a staged release folder"),
         "outside the store"
     );
     let garbage = staging.join("garbage");
     std::fs::create_dir_all(garbage.join("chunks")).expect("mkdir");
     std::fs::write(garbage.join("manifest.pollen"), b"not a manifest").expect("write");
-    let e = refused(&r.store, &garbage);
+    let e = refused(&store, &garbage);
     assert!(e.contains("manifest refused"), "{e}");
     // Release 5, signed by the right key, but staged without its chunks;
     // and release 2 again, which the seeder numbers against its own store.
     let short = stage_elsewhere(&r, 5, &staging.join("short"));
-    let e = refused(&r.store, &short);
+    let e = refused(&store, &short);
     assert!(e.contains("missing from the staged release"), "{e}");
     let old = stage_elsewhere(&r, 2, &staging.join("old"));
-    let e = refused(&r.store, &old);
+    let e = refused(&store, &old);
     assert!(e.contains("release 2 is not above release 4"), "{e}");
-    assert_eq!(served(&r.store), 4, "a refusal changed what is served");
-    let st = seeder_status_release(&r.store, 5);
+    assert_eq!(served(&store), 4, "a refusal changed what is served");
+    let st = seeder_status_release(&store, 5);
     assert!(st.is_none(), "release 5 was stored: {st:?}");
 
     // Rollout controls reach the running seeder's devices as before.
@@ -217,7 +226,7 @@ fn three_releases_published_to_a_running_seeder_install_on_connected_devices() {
             "--key",
             s(&r.key),
             "--store",
-            s(&r.store),
+            s(&store),
             "--channel",
             "stable",
             "halt",

@@ -98,9 +98,9 @@ impl ChunkParams {
             && min <= avg
             && avg <= max
             && max <= Self::MAX_MAX
-            && min % 2 == 0
-            && avg % 2 == 0
-            && max % 2 == 0
+            && min.is_multiple_of(2)
+            && avg.is_multiple_of(2)
+            && max.is_multiple_of(2)
             && (avg as usize) <= fastcdc::v2020::AVERAGE_MAX
             && (min as usize) <= fastcdc::v2020::MINIMUM_MAX;
         if ok {

@@ -59,6 +59,37 @@ pub enum ConfigError {
     },
 }
 
+/// The `config` subcommand of both binaries: print the default file of
+/// the daemon's subcommand, or check a file as the daemon would read it.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct ConfigOpt {
+    /// Print the commented default file.
+    #[arg(long)]
+    pub default: bool,
+    /// Check FILE as the daemon would read it (every key, every value, the
+    /// required keys present) and exit 0 if it would start with it.
+    #[arg(long, value_name = "FILE")]
+    pub check: Option<PathBuf>,
+}
+
+/// `config --check FILE`: parses `BIN SUB --config FILE` as `P` would,
+/// without running anything.
+pub fn check_file<P: clap::Parser>(
+    bin: &str,
+    sub: &str,
+    file: &std::path::Path,
+    with_config: &[&str],
+) -> Result<(), ConfigError> {
+    let argv = [
+        bin.into(),
+        sub.into(),
+        "--config".into(),
+        file.as_os_str().to_owned(),
+    ];
+    parse_args::<P>(argv, with_config).map(|_| ())
+}
+
 /// [`parse`] for a derived parser `P`.
 pub fn parse_args<P: clap::Parser>(
     argv: impl IntoIterator<Item = OsString>,

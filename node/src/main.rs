@@ -38,15 +38,8 @@ enum Command {
     Status(StatusOpt),
     /// Print the node's peer id (to enroll it), creating its identity if needed.
     Id(id_cmd::IdOpt),
-    /// Print the config file of `run` (`--config`): every key, its help and default.
-    Config(ConfigOpt),
-}
-
-#[derive(Args, Debug)]
-struct ConfigOpt {
-    /// Print the commented default file.
-    #[arg(long, required = true)]
-    default: bool,
+    /// The config file of `run` (`--config`): print the default one, or check one.
+    Config(pollen_node::config::ConfigOpt),
 }
 
 #[derive(Args, Debug)]
@@ -288,7 +281,25 @@ fn main() -> ExitCode {
         Command::Fetch(opt) => mesh::fetch(opt),
         Command::Status(opt) => status_cmd::show(&opt.data, opt.json),
         Command::Id(opt) => id_cmd::show(opt),
-        Command::Config(_) => print_default_config(),
+        Command::Config(o) => match o.check {
+            None => print_default_config(),
+            Some(file) => match pollen_node::config::check_file::<Cli>(
+                "pollen-node",
+                "run",
+                &file,
+                &["run", "fetch"],
+            ) {
+                Ok(()) => {
+                    println!("{}: ok", file.display());
+                    Ok(())
+                }
+                Err(ConfigError::Cli(e)) => e.exit(),
+                Err(e) => {
+                    eprintln!("pollen-node: error: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

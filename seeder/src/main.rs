@@ -60,15 +60,8 @@ enum Command {
     Enroll(enroll_cmd::EnrollOpt),
     /// Print the seeder's peer id (to enroll it), creating its identity if needed.
     Id(enroll_cmd::IdOpt),
-    /// Print the config file of `serve` (`--config`): every key, its help and default.
-    Config(ConfigOpt),
-}
-
-#[derive(Args, Debug)]
-struct ConfigOpt {
-    /// Print the commented default file.
-    #[arg(long, required = true)]
-    default: bool,
+    /// The config file of `serve` (`--config`): print the default one, or check one.
+    Config(pollen_node::config::ConfigOpt),
 }
 
 #[derive(Args, Debug)]
@@ -266,7 +259,25 @@ fn main() -> ExitCode {
         Command::ImportManifest(o) => sign_cmd::import_manifest(o),
         Command::Enroll(o) => enroll_cmd::enroll(o),
         Command::Id(o) => enroll_cmd::id(o),
-        Command::Config(_) => print_default_config(),
+        Command::Config(o) => match o.check {
+            None => print_default_config(),
+            Some(file) => match pollen_node::config::check_file::<Cli>(
+                "pollen-seeder",
+                "serve",
+                &file,
+                &["serve"],
+            ) {
+                Ok(()) => {
+                    println!("{}: ok", file.display());
+                    Ok(())
+                }
+                Err(ConfigError::Cli(e)) => e.exit(),
+                Err(e) => {
+                    eprintln!("pollen-seeder: error: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -568,11 +579,9 @@ fn check_online_key(
 
 fn serve(o: ServeOpt) -> anyhow::Result<()> {
     use pollen_node::driver::{Driver, Mode, NodeConfig, NodeEvent};
-    anyhow::ensure!(
-        RocksStore::exists(&o.store),
-        "no store at {}",
-        o.store.display()
-    );
+    // A new store is created empty: the seeder serves nothing until the
+    // first `publish` reaches it (live, through its local endpoint).
+    create_private_dir(&o.store).with_context(|| format!("creating {}", o.store.display()))?;
     let store = std::sync::Arc::new(RocksStore::open(&o.store)?);
     let publisher_key = match &o.key {
         Some(k) => Some(std::sync::Arc::new(keyfile::load_secret(k)?)),

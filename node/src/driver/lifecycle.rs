@@ -42,7 +42,13 @@ pub(crate) struct Lifecycle {
     installing: bool,
     next_offer: Instant,
     retry: Duration,
+    /// Last: `tx` is dropped first, which ends the thread's loop.
+    _thread: super::joined::Bounded,
 }
+
+/// How long a stopping node waits for the lifecycle thread (it ends at
+/// once unless a hook is running).
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 impl Lifecycle {
     /// Opens the record, finishes what a crash interrupted (on the thread),
@@ -63,37 +69,35 @@ impl Lifecycle {
                 outcome: None,
             });
         }));
-        std::thread::Builder::new()
-            .name("pollen-update".into())
-            .spawn(move || {
-                if let Err(e) = updater.recover() {
-                    tracing::error!(error = %e, "recovering the update lifecycle failed");
-                }
-                while let Ok(cmd) = rx.recv() {
-                    let result = match cmd {
-                        Command::Downloading(r) => updater.downloading(r).map(|()| None),
-                        Command::Hold(r, note) => updater.hold(r, &note).map(|()| None),
-                        Command::Install(m, recall) => updater.install(&m, recall).map(Some),
-                    };
-                    match result {
-                        Ok(outcome) => {
-                            if outcome.is_some() {
-                                let _ = ptx.blocking_send(Progress {
-                                    record: updater.record().clone(),
-                                    outcome,
-                                });
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "update lifecycle step failed");
+        let thread = super::joined::Bounded::spawn("pollen-update", STOP_GRACE, move || {
+            if let Err(e) = updater.recover() {
+                tracing::error!(error = %e, "recovering the update lifecycle failed");
+            }
+            while let Ok(cmd) = rx.recv() {
+                let result = match cmd {
+                    Command::Downloading(r) => updater.downloading(r).map(|()| None),
+                    Command::Hold(r, note) => updater.hold(r, &note).map(|()| None),
+                    Command::Install(m, recall) => updater.install(&m, recall).map(Some),
+                };
+                match result {
+                    Ok(outcome) => {
+                        if outcome.is_some() {
                             let _ = ptx.blocking_send(Progress {
                                 record: updater.record().clone(),
-                                outcome: Some(Outcome::Retry),
+                                outcome,
                             });
                         }
                     }
+                    Err(e) => {
+                        tracing::error!(error = %e, "update lifecycle step failed");
+                        let _ = ptx.blocking_send(Progress {
+                            record: updater.record().clone(),
+                            outcome: Some(Outcome::Retry),
+                        });
+                    }
                 }
-            })?;
+            }
+        })?;
         Ok(Self {
             tx,
             progress: prx,
@@ -101,6 +105,7 @@ impl Lifecycle {
             installing: false,
             next_offer: Instant::now(),
             retry,
+            _thread: thread,
         })
     }
 

@@ -6,6 +6,7 @@
 mod control;
 mod fleet;
 mod intake;
+mod joined;
 mod lifecycle;
 mod local;
 mod release;
@@ -125,8 +126,6 @@ pub enum DriverError {
     Net(#[from] NetError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("no release of channel {0} in the store to serve")]
-    NothingToServe(String),
     #[error("storing a chunk failed: {0}")]
     Write(String),
     #[error("starting a thread: {0}")]
@@ -415,7 +414,8 @@ impl Driver {
         }
         driver.take_up_stored_release()?;
         if driver.config.mode == Mode::Seed && driver.release.is_none() {
-            return Err(DriverError::NothingToServe(driver.config.channel.clone()));
+            // A new seeder: it serves from the first `publish` that reaches it.
+            tracing::info!(channel = %driver.config.channel, "no release to serve yet; waiting for publish");
         }
         driver.dial_static();
         Ok(driver)

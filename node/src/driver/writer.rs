@@ -113,6 +113,9 @@ pub struct Writer {
     jobs: SyncSender<Job>,
     pub done: Done,
     depth: usize,
+    /// Last: the sender and the result channel are dropped first, which
+    /// ends the thread, then it is joined.
+    _thread: crate::driver::joined::Joined,
 }
 
 impl Writer {
@@ -123,16 +126,19 @@ impl Writer {
     fn with_depth(store: Arc<dyn Store>, depth: usize) -> std::io::Result<Self> {
         let (jobs, rx) = sync_channel::<Job>(depth);
         let (done_tx, done) = mpsc::channel(depth);
-        std::thread::Builder::new()
-            .name("pollen-writer".into())
-            .spawn(move || {
-                for job in rx {
-                    // Never waits: no more than `depth` results are out.
-                    if done_tx.blocking_send(process(store.as_ref(), job)).is_err() {
-                        break;
+        let mut thread = crate::driver::joined::Joined::default();
+        thread.push(
+            std::thread::Builder::new()
+                .name("pollen-writer".into())
+                .spawn(move || {
+                    for job in rx {
+                        // Never waits: no more than `depth` results are out.
+                        if done_tx.blocking_send(process(store.as_ref(), job)).is_err() {
+                            break;
+                        }
                     }
-                }
-            })?;
+                })?,
+        );
         Ok(Self {
             jobs,
             done: Done {
@@ -140,6 +146,7 @@ impl Writer {
                 in_flight: 0,
             },
             depth,
+            _thread: thread,
         })
     }
 

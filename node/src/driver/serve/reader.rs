@@ -41,6 +41,8 @@ struct ReadJob {
 #[derive(Debug)]
 pub struct Reader {
     jobs: SyncSender<ReadJob>,
+    /// After `jobs`: dropping the sender ends the threads, then they are joined.
+    _threads: crate::driver::joined::Joined,
 }
 
 fn read_one(store: &dyn Store, chunk: &ChunkRef) -> Option<Bytes> {
@@ -76,13 +78,19 @@ impl Reader {
     pub fn spawn(store: Arc<dyn Store>) -> std::io::Result<Self> {
         let (jobs, rx) = sync_channel(DEPTH);
         let rx = Arc::new(Mutex::new(rx));
+        let mut threads = crate::driver::joined::Joined::default();
         for i in 0..THREADS {
             let (store, rx) = (store.clone(), rx.clone());
-            std::thread::Builder::new()
-                .name(format!("pollen-reader-{i}"))
-                .spawn(move || run(store, rx))?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("pollen-reader-{i}"))
+                    .spawn(move || run(store, rx))?,
+            );
         }
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            _threads: threads,
+        })
     }
 
     /// Queues a read of `chunk`; its bytes (or `None`) arrive on the result.
