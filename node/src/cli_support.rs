@@ -148,7 +148,10 @@ pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = error.source();
     while let Some(e) = cause {
         let text = e.to_string();
-        if !line.contains(&text) {
+        if line.is_empty() {
+            // Some wrappers (libp2p's TransportError::Other) print nothing.
+            line = text;
+        } else if !line.contains(&text) {
             line.push_str(": ");
             line.push_str(&text);
         }
@@ -189,7 +192,29 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{create_private_dir, parse_rate};
+    use super::{create_private_dir, one_line, parse_rate};
+
+    /// An error that prints nothing and wraps another.
+    #[derive(Debug)]
+    struct Silent(std::io::Error);
+
+    impl std::fmt::Display for Silent {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            Ok(())
+        }
+    }
+
+    impl std::error::Error for Silent {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn one_line_skips_wrappers_that_print_nothing() {
+        let e = Silent(std::io::Error::other("address in use"));
+        assert_eq!(one_line(&e), "address in use");
+    }
 
     #[test]
     fn private_dirs_are_0700_down_to_the_leaf() {

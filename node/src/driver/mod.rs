@@ -341,7 +341,7 @@ impl Driver {
                 .listen_on(addr.clone())
                 .map_err(|e| NetError::Listen {
                     addr: addr.to_string(),
-                    reason: e.to_string(),
+                    reason: crate::cli_support::one_line(&e),
                 })?;
         }
         let site = config.site.as_deref().map(SiteId::from_name);
