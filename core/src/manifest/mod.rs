@@ -23,7 +23,7 @@ pub use signed::{Signature, SignedManifest, ENVELOPE_VERSION};
 pub use trust::{TrustError, TrustPolicy};
 pub use trust_text::{TrustLine, TrustText, TrustTextError};
 pub(crate) use verify::check_signatures;
-pub use verify::{verify, VerifiedManifest, VerifyContext, VerifyError};
+pub use verify::{check_context, verify, VerifiedManifest, VerifyContext, VerifyError};
 
 /// Version byte that starts every manifest body; others are refused.
 pub const FORMAT_VERSION: u8 = 1;

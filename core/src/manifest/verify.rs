@@ -111,7 +111,13 @@ pub fn verify(
 ) -> Result<VerifiedManifest, VerifyError> {
     let signed = SignedManifest::decode(bytes)?;
     let signers = check_signatures(&signing_digest(signed.body()), signed.signatures(), policy)?;
-    let m = signed.manifest();
+    check_context(signed.manifest(), ctx)?;
+    Ok(VerifiedManifest { signed, signers })
+}
+
+/// Everything [`verify`] checks of a manifest besides its signatures: the
+/// channel, expiry, rollback floor, hardware and chunk list against `ctx`.
+pub fn check_context(m: &Manifest, ctx: &VerifyContext) -> Result<(), VerifyError> {
     if let Some(expected) = &ctx.channel {
         if &m.channel != expected {
             return Err(VerifyError::WrongChannel {
@@ -140,8 +146,7 @@ pub fn verify(
             });
         }
     }
-    m.check_chunk_list().map_err(VerifyError::NotCovered)?;
-    Ok(VerifiedManifest { signed, signers })
+    m.check_chunk_list().map_err(VerifyError::NotCovered)
 }
 
 /// Counts valid signatures over `digest` by distinct trusted keys against

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use pollen_core::chunk::VerifiedChunk;
 use pollen_core::manifest::{
-    verify, SignedManifest, VerifiedManifest, VerifyContext, VerifyError, MAX_MANIFEST_BYTES,
+    check_context, verify, SignedManifest, VerifiedManifest, VerifyContext, VerifyError,
+    MAX_MANIFEST_BYTES,
 };
 use pollen_core::trust::VerifiedPolicy;
 use tokio::sync::oneshot;
@@ -225,20 +226,7 @@ impl Job {
 /// everything else a device checks is checked (and devices check the rest).
 fn unverified(bytes: &[u8], ctx: &VerifyContext) -> Result<VerifiedManifest, VerifyError> {
     let signed = SignedManifest::decode(bytes)?;
-    let m = signed.manifest();
-    if let Some(expected) = ctx.channel.as_ref().filter(|c| **c != m.channel) {
-        return Err(VerifyError::WrongChannel {
-            expected: expected.clone(),
-            found: m.channel.clone(),
-        });
-    }
-    if ctx.now >= m.expires_at {
-        return Err(VerifyError::Expired {
-            expires_at: m.expires_at,
-            now: ctx.now,
-        });
-    }
-    m.check_chunk_list().map_err(VerifyError::NotCovered)?;
+    check_context(signed.manifest(), ctx)?;
     Ok(VerifiedManifest::assume_verified(signed))
 }
 
