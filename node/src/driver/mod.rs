@@ -208,6 +208,9 @@ struct PeerInfo {
     /// This node sent it its hello (a dialer at once; a listener once the
     /// dialer's hello admitted it, so an unadmitted peer hears nothing).
     hello_sent: bool,
+    /// When its first connection was established (the hello deadline
+    /// counts from here).
+    connected_at: Option<Duration>,
 }
 
 /// When a gateway asks for other sites' gateways: every
@@ -861,6 +864,7 @@ impl Driver {
     fn on_tick(&mut self) {
         self.tick_fleet();
         let now = self.now();
+        self.expire_unadmitted(now);
         for h in self.uploads.expire(now) {
             tracing::debug!(peer = %h.peer, index = h.index, "held request of a shunned peer refused");
             let retry_ms = serve::ms(uploads::SHUN_FOR);
@@ -893,7 +897,9 @@ impl Driver {
                 ..
             } => {
                 self.report.connections_opened += 1;
+                let now = self.now();
                 let info = self.peers.entry(peer_id).or_default();
+                info.connected_at.get_or_insert(now);
                 if let Some(addr) = self.static_dials.remove(&connection_id) {
                     info.is_static = true;
                     info.listen.push(addr);

@@ -10,6 +10,7 @@
 //! cut off at once.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use libp2p::PeerId;
 use pollen_core::manifest::TrustPolicy;
@@ -21,6 +22,10 @@ use serde_bytes::ByteBuf;
 use super::{Driver, DriverError, Pending};
 use crate::net::identity::peer_key;
 use crate::policy_store::{self, PolicyStoreError};
+
+/// How long a connection in a closed mesh may stay without an admitting
+/// hello (a dialer speaks at once, and the listener answers at once).
+pub(super) const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Why a peer was not admitted.
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +227,29 @@ impl Driver {
     }
 
     /// Answers nothing more to `peer` and disconnects it.
+    /// Closed mesh: a connection whose peer has not been admitted by a
+    /// hello within [`HELLO_DEADLINE`] is cut (it would otherwise hold a
+    /// connection slot until the idle timeout, saying nothing).
+    pub(super) fn expire_unadmitted(&mut self, now: Duration) {
+        if !self.trust.closed() {
+            return;
+        }
+        let late: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(peer, info)| {
+                info.connected_at
+                    .is_some_and(|t| now.saturating_sub(t) >= HELLO_DEADLINE)
+                    && !self.trust.is_admitted(peer)
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in late {
+            tracing::info!(%peer, deadline = ?HELLO_DEADLINE, "no admitting hello in time: disconnected");
+            self.refuse(peer);
+        }
+    }
+
     pub(super) fn refuse(&mut self, peer: PeerId) {
         self.trust.refused += 1;
         self.report.peers_refused = self.trust.refused;

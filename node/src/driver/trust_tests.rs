@@ -269,6 +269,51 @@ async fn unenrolled_and_impersonating_peers_get_nothing() {
     assert!(report.peers_refused >= 3, "{report:?}");
 }
 
+/// A peer that connects and says nothing holds no slot past the hello
+/// deadline (it would otherwise stay until the idle timeout, 300 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_is_cut_at_the_hello_deadline() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut seeder, device, _, _, _) = closed_mesh(tmp.path()).await;
+    let mut swarm = build_swarm(
+        Keypair::generate_ed25519(),
+        false,
+        &Limits::default(),
+        Transport::Memory,
+        crate::net::Advertise::Listen,
+    )
+    .expect("swarm");
+    swarm.dial(seeder.addr.clone()).expect("dial");
+    let lasted = tokio::time::timeout(DEADLINE, async {
+        let mut established = None;
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { .. } => {
+                    established = Some(std::time::Instant::now())
+                }
+                SwarmEvent::ConnectionClosed { .. } => {
+                    return established.expect("established before closed").elapsed()
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the silent connection was cut in time");
+    // Cut by the deadline, not earlier for some other reason.
+    assert!(
+        lasted + Duration::from_secs(1) >= trust::HELLO_DEADLINE,
+        "cut after {lasted:?}"
+    );
+    wait_for(&mut seeder.events, |e| {
+        matches!(e, NodeEvent::PeerRefused(_)).then_some(())
+    })
+    .await;
+    device.stop().await;
+    let report = seeder.stop().await;
+    assert_eq!(report.peers_refused, 1, "{report:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_device_is_cut_off_by_one_policy_push() {
     let tmp = tempfile::tempdir().expect("tempdir");
