@@ -25,6 +25,12 @@ struct Publisher {
 }
 
 fn publisher() -> Publisher {
+    publisher_of(false)
+}
+
+/// `delta`: release 2 is release 1 with 64 KiB in the middle changed, so
+/// staging copies most of it from the active slot.
+fn publisher_of(delta: bool) -> Publisher {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().to_owned();
     let key = dir.join("publisher.key");
@@ -35,6 +41,12 @@ fn publisher() -> Publisher {
     for n in 1..=2u64 {
         let artifact = dir.join(format!("v{n}.img"));
         write_random_file(&artifact, 3 << 20, 40 + n);
+        if delta && n == 2 {
+            let mut bytes = std::fs::read(dir.join("v1.img")).expect("read v1");
+            let mid = bytes.len() / 2;
+            bytes[mid..mid + (64 << 10)].copy_from_slice(&pollen_e2e::random_bytes(64 << 10, 9));
+            std::fs::write(&artifact, bytes).expect("write v2");
+        }
         let manifest = dir.join(format!("v{n}.pollen"));
         run_json(
             "pollen-seeder",
@@ -160,8 +172,11 @@ fn every_lifecycle_state_survives_a_crash() {
         let health = if good { "true" } else { BAD_HEALTH };
         for &point in FAILPOINTS {
             let reached = match point {
-                "healthy" | "committed" => good,
+                "healthy" | "committed" | "cleanup" => good,
                 "rolled-back" => !good,
+                // Release 2 shares no chunk with release 1: see
+                // `kill_9_during_a_local_copy_from_the_active_slot`.
+                "local-copy" => false,
                 _ => true,
             };
             if !reached {
@@ -211,7 +226,7 @@ fn every_lifecycle_state_survives_a_crash() {
             walked += 1;
         }
     }
-    assert_eq!(walked, 2 * FAILPOINTS.len() - 3);
+    assert_eq!(walked, 2 * FAILPOINTS.len() - 6);
 }
 
 /// Waits for a hook to write its pid into `marker`.
@@ -267,5 +282,44 @@ fn kill_9_while_a_hook_runs() {
         );
         assert_final(&p, &data, true, &format!("kill -9 in {state}"));
         println!("kill -9 while {state} (hook running): ended committed on release 2");
+    }
+}
+
+#[test]
+fn kill_9_during_a_local_copy_from_the_active_slot() {
+    let p = publisher_of(true);
+    for point in ["local-copy", "staging"] {
+        let data = fresh_node_on_v1(&p, &format!("delta-{point}"));
+        let mut cmd = import_cmd(&p, &data, 2, "true");
+        cmd.env("POLLEN_FAILPOINT", point);
+        let crashed = output(cmd);
+        assert!(
+            crashed.status.code().is_none(),
+            "{point}: the failpoint was not reached ({}; {})",
+            crashed.status,
+            String::from_utf8_lossy(&crashed.stderr)
+        );
+        assert_eq!(active(&data).map(|a| a.1), Some(1), "{point}");
+        // The half-written slot claims no release.
+        let slots = Slots::new(&data);
+        assert!(slots.info(Slot::B).expect("info").is_none(), "{point}");
+        let again = output(import_cmd(&p, &data, 2, "true"));
+        assert!(
+            again.status.success(),
+            "{point}: {}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+        assert_final(&p, &data, true, &format!("delta release, crash at {point}"));
+        let check = output({
+            let mut c = Command::new(bin("pollen-node"));
+            c.args(["check", "--data", s(&data)]);
+            c
+        });
+        assert!(
+            check.status.success(),
+            "{point}: check: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+        println!("delta release, crash at {point}: ended committed on release 2, check clean");
     }
 }

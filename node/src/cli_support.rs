@@ -190,9 +190,53 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     Ok(rate as u64)
 }
 
+/// Parses a size: `2GiB`, `512MiB`, `1.5GB`, `100kB`, `1000000` (bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 2GiB or 500MB)"))?;
+    let factor = match unit.trim() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?} (kB, MB, GB, KiB, MiB, GiB)"
+            ))
+        }
+    };
+    let size = (n * factor).round();
+    if !(1.0..=1e15).contains(&size) {
+        return Err(format!("size {s:?} out of range"));
+    }
+    Ok(size as u64)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{create_private_dir, one_line, parse_rate};
+    use super::{create_private_dir, one_line, parse_rate, parse_size};
+
+    #[test]
+    fn sizes_parse_in_both_unit_families() {
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("512 MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5GB"), Ok(1_500_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("2 parsecs").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("-1GiB").is_err());
+    }
 
     /// An error that prints nothing and wraps another.
     #[derive(Debug)]

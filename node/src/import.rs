@@ -21,7 +21,7 @@ use pollen_core::trust::VerifiedPolicy;
 use serde::Serialize;
 
 use crate::policy_store::PolicyStoreError;
-use crate::store::{self, Put, RocksStore, Store, StoreError};
+use crate::store::{self, ImageStore, Places, Put, RocksStore, Store, StoreError};
 use crate::update::{self, Outcome, UpdateConfig, UpdateError, Updater};
 
 /// Where the chunks come from.
@@ -89,6 +89,8 @@ pub struct ImportRequest {
     pub control: Option<Vec<u8>>,
     /// Install through the lifecycle after storing; `None` only stocks the store.
     pub install: Option<UpdateConfig>,
+    /// Most the data directory may take (`--store-budget`).
+    pub store_budget: Option<u64>,
 }
 
 /// What an import did; `--json` prints this.
@@ -156,6 +158,30 @@ pub enum ImportError {
 /// The store directory inside a node's data directory.
 pub fn store_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("store")
+}
+
+/// Opens a device's store: its database in `DATA/store` (created private
+/// if missing), releases written into the slots under `DATA/slots`.
+pub fn open_device_store(data_dir: &Path, budget: Option<u64>) -> Result<ImageStore, StoreError> {
+    open_image_store(
+        data_dir,
+        Places::Slots(crate::update::Slots::new(data_dir)),
+        budget,
+    )
+}
+
+/// Opens the store of a data directory that writes releases into `places`.
+pub fn open_image_store(
+    data_dir: &Path,
+    places: Places,
+    budget: Option<u64>,
+) -> Result<ImageStore, StoreError> {
+    let dir = store_dir(data_dir);
+    crate::cli_support::create_private_dir(&dir).map_err(|source| StoreError::Io {
+        context: format!("creating {}", dir.display()),
+        source,
+    })?;
+    ImageStore::open(RocksStore::open(&dir)?, places, budget)
 }
 
 /// The policy to judge by: the store's, if it holds a newer one than the
@@ -281,7 +307,7 @@ pub fn import(
         path: dir.clone(),
         source,
     })?;
-    let store = Arc::new(RocksStore::open(&dir)?);
+    let store = Arc::new(open_device_store(&req.data_dir, req.store_budget)?);
     let mut updater = match &req.install {
         Some(config) => {
             let mut u = Updater::open(store.clone(), config.clone())?;
@@ -291,13 +317,24 @@ pub fn import(
         }
         None => None,
     };
-    let held = held_policy(Some(store.as_ref()), &req.policy)?;
+    let held = held_policy(Some(store.db()), &req.policy)?;
     if let Some(bytes) = &req.control {
         if let Ok(c) = VerifiedControl::from_bytes(bytes, &held.policy().operator) {
             crate::controls::save_if_newer(store.as_ref(), &c)?;
         }
     }
 
+    // The manifest first: the store names the chunks it holds of a release
+    // by its manifest, so an import killed halfway resumes where it stopped.
+    let stored = store.put_manifest(&verified)?;
+    // Refused here, before any chunk byte is written, if it does not fit
+    // (and the manifest is taken out again: a refusal changes nothing).
+    if let Err(e) = store.take_up(&verified) {
+        if let (StoreError::OverBudget { .. }, Put::New) = (&e, stored) {
+            store.db().delete_manifest(&verified.id())?;
+        }
+        return Err(e.into());
+    }
     let total = m.chunks.len();
     let missing = store::missing_chunks(store.as_ref(), m)?;
     let present = pollen_core::swarm::unique_chunks(m).len() - missing.len();
@@ -316,9 +353,8 @@ pub fn import(
         tracing::debug!(chunk = %c.id, len = c.len, "stored");
         progress(total - missing.len() + i + 1, total);
     }
-    // The manifest names these chunks: durable (power loss too) first.
+    // Durable (power loss too) before the lifecycle goes on.
     store.sync_chunks()?;
-    store.put_manifest(&verified)?;
 
     let reassembled = match &req.out {
         Some(path) => store::reassemble_to_file(store.as_ref(), m, path)?,

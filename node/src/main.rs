@@ -158,6 +158,11 @@ struct LifecycleOpt {
     /// Install attempts per release (interrupted ones included) before giving up.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     max_attempts: u32,
+    /// Most the data directory may take on disk (both slots and the
+    /// database), e.g. 2GiB: a release that would not fit is refused, with
+    /// a status error, before any byte of it is written. Unset: no limit.
+    #[arg(long, value_name = "SIZE", value_parser = pollen_node::cli_support::parse_size)]
+    store_budget: Option<u64>,
 }
 
 impl LifecycleOpt {
@@ -386,6 +391,7 @@ fn run_import(opt: ImportOpt) -> anyhow::Result<()> {
         hardware: opt.hardware,
         channel: opt.channel,
         now: pollen_node::unix_now(),
+        store_budget: opt.lifecycle.store_budget,
     };
     let mut progress = Progress::new("import", 0, "chunks");
     let report = import(req, |done, total| progress.set(done as u64, total as u64))?;
@@ -450,6 +456,18 @@ fn run_check(opt: CheckOpt) -> anyhow::Result<()> {
         manifests: 0,
         problems: Vec::new(),
     };
+    // A device's releases live in its slot images: every chunk at every
+    // offset is checked against its id.
+    let images = pollen_node::store::ImageStore::open_read_only(
+        RocksStore::open_read_only(&dir)?,
+        pollen_node::store::Places::Slots(pollen_node::update::Slots::new(&opt.data)),
+    )?;
+    let (chunks, bytes, problems) = images.check_images()?;
+    report.chunks += chunks as usize;
+    report.chunk_bytes += bytes;
+    report.problems.extend(problems);
+    drop(images);
+    // Chunk bytes kept in the database (a seeder's store).
     for id in store.chunk_ids()? {
         report.chunks += 1;
         match store.get_chunk(&id)? {

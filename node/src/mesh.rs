@@ -9,10 +9,10 @@ use pollen_core::manifest::SignedManifest;
 use pollen_node::api;
 use pollen_node::cli_support::{create_private_dir, note, Progress};
 use pollen_node::driver::{Driver, Mode, NodeConfig, NodeEvent};
-use pollen_node::import::store_dir;
+use pollen_node::import::{open_image_store, store_dir};
 use pollen_node::net::Limits;
 use pollen_node::notify;
-use pollen_node::store::{reassemble_to_file, RocksStore, Store};
+use pollen_node::store::{reassemble_to_file, ImageStore, Places, Store};
 use pollen_node::trust_file::{load_credential, load_policy};
 use tokio::sync::mpsc;
 
@@ -57,10 +57,16 @@ fn config(opt: &MeshOpt, mode: Mode, linger: Duration) -> anyhow::Result<NodeCon
     })
 }
 
-fn open_store(opt: &MeshOpt) -> anyhow::Result<Arc<RocksStore>> {
+/// A device's store: releases written into its slots (`run`) or straight
+/// into the output file (`fetch --out`).
+fn open_store(
+    opt: &MeshOpt,
+    places: Places,
+    budget: Option<u64>,
+) -> anyhow::Result<Arc<ImageStore>> {
     let dir = store_dir(&opt.data);
     create_private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(Arc::new(RocksStore::open(&dir)?))
+    Ok(Arc::new(open_image_store(&opt.data, places, budget)?))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -76,7 +82,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn watch(
     mut rx: mpsc::Receiver<NodeEvent>,
     label: &'static str,
-    out: Option<(Arc<RocksStore>, std::path::PathBuf)>,
+    out: Option<(Arc<ImageStore>, std::path::PathBuf)>,
 ) {
     let mut progress: Option<Progress> = None;
     let mut ready = false;
@@ -139,7 +145,7 @@ async fn watch(
 }
 
 fn write_out(
-    store: &RocksStore,
+    store: &ImageStore,
     id: pollen_core::ManifestId,
     path: &std::path::Path,
 ) -> anyhow::Result<()> {
@@ -158,7 +164,8 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let mut cfg = config(&opt, Mode::Run, Duration::ZERO)?;
     cfg.lifecycle = Some(lifecycle.config(&opt.data, &opt.channel));
-    let store = open_store(&opt)?;
+    let places = Places::Slots(pollen_node::update::Slots::new(&opt.data));
+    let store = open_store(&opt, places, lifecycle.store_budget)?;
     runtime()?.block_on(async move {
         let (tx, rx) = mpsc::channel(64);
         let heartbeat = notify::Heartbeat::new();
@@ -183,7 +190,10 @@ pub fn run(
 
 pub fn fetch(opt: FetchOpt) -> anyhow::Result<()> {
     let cfg = config(&opt.mesh, Mode::Fetch, opt.linger.into())?;
-    let store = open_store(&opt.mesh)?;
+    // Chunks go straight into the output (beside it until complete).
+    let out =
+        std::path::absolute(&opt.out).with_context(|| format!("--out {}", opt.out.display()))?;
+    let store = open_store(&opt.mesh, Places::Output(out), None)?;
     let timeout: Duration = opt.timeout.into();
     let report = runtime()?.block_on({
         let store = store.clone();
@@ -226,11 +236,12 @@ pub fn fetch(opt: FetchOpt) -> anyhow::Result<()> {
     let bytes = store
         .get_manifest(&pollen_core::ManifestId(raw))?
         .context("manifest vanished from the store")?;
-    let whole = reassemble_to_file(
-        store.as_ref(),
-        SignedManifest::decode(&bytes)?.manifest(),
-        &opt.out,
-    )?;
+    let verified =
+        pollen_core::manifest::VerifiedManifest::assume_verified(SignedManifest::decode(&bytes)?);
+    // Verified when it was taken up; its chunks are in the output already.
+    let (_, whole) = store
+        .complete_image(&verified)?
+        .context("the store keeps no image")?;
     if opt.json {
         let mut value = serde_json::to_value(&report)?;
         value["out"] = serde_json::json!(opt.out);

@@ -272,9 +272,14 @@ impl Driver {
             let complete = self.node.is_complete();
             let policy = self.trust.policy();
             let recalled = |id: &_| policy.is_some_and(|p| p.policy().is_recalled(id));
+            let trouble = self
+                .write_trouble
+                .as_ref()
+                .map(|(e, _)| format!("paused: cannot store chunks: {e}"));
             l.tick(
                 r,
                 complete,
+                trouble,
                 &self.device_id,
                 control,
                 crate::unix_now(),

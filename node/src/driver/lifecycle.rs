@@ -17,7 +17,10 @@ use crate::update::{release_ref, Outcome, Record, UpdateConfig, Updater};
 /// What the driver asks of the updater thread.
 #[derive(Debug)]
 enum Command {
-    Downloading(pollen_core::status::ReleaseRef),
+    /// Fetching; `Some`: paused, and why.
+    Downloading(pollen_core::status::ReleaseRef, Option<String>),
+    /// The store refused the release (over its budget), and why.
+    Refuse(pollen_core::status::ReleaseRef, String),
     Hold(pollen_core::status::ReleaseRef, String),
     /// A release to install; `true`: it replaces a recalled one.
     Install(Box<pollen_core::manifest::VerifiedManifest>, bool),
@@ -75,7 +78,10 @@ impl Lifecycle {
             }
             while let Ok(cmd) = rx.recv() {
                 let result = match cmd {
-                    Command::Downloading(r) => updater.downloading(r).map(|()| None),
+                    Command::Downloading(r, trouble) => {
+                        updater.downloading(r, trouble).map(|()| None)
+                    }
+                    Command::Refuse(r, why) => updater.refuse(r, why).map(|()| None),
                     Command::Hold(r, note) => updater.hold(r, &note).map(|()| None),
                     Command::Install(m, recall) => updater.install(&m, recall).map(Some),
                 };
@@ -124,10 +130,28 @@ impl Lifecycle {
     /// Offers the current release (`complete`: all its chunks held) to the
     /// updater when the rollout lets this device install it; otherwise
     /// records why it waits.
+    /// The store refused `manifest`: recorded as failed (not given up: a
+    /// larger budget after a restart tries it again).
+    pub fn refuse(&mut self, manifest: &pollen_core::manifest::VerifiedManifest, why: String) {
+        let _ = self
+            .tx
+            .try_send(Command::Refuse(release_ref(manifest), why));
+    }
+
+    /// The download of `manifest` waits (no room on the disk), and why.
+    pub fn paused(&mut self, manifest: &pollen_core::manifest::VerifiedManifest, why: String) {
+        let _ = self
+            .tx
+            .try_send(Command::Downloading(release_ref(manifest), Some(why)));
+    }
+
+    /// `trouble`: the download is paused, and why (a full disk).
+    #[allow(clippy::too_many_arguments)]
     pub fn tick(
         &mut self,
         release: &Release,
         complete: bool,
+        trouble: Option<String>,
         device_id: &str,
         control: Option<&RolloutControl>,
         unix_now: u64,
@@ -154,8 +178,8 @@ impl Lifecycle {
         let rref = release_ref(&release.manifest);
         let on_target = r.target.as_ref().is_some_and(|t| t.release.manifest == id);
         if !complete {
-            if !(on_target && r.phase == Phase::Downloading) {
-                let _ = self.tx.try_send(Command::Downloading(rref));
+            if !(on_target && r.phase == Phase::Downloading && r.last_error == trouble) {
+                let _ = self.tx.try_send(Command::Downloading(rref, trouble));
             }
             return;
         }

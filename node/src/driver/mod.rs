@@ -257,6 +257,8 @@ impl GatewaySearch {
 
 /// Housekeeping (held uploads, fleet status, progress events) runs this often.
 const TICK: Duration = Duration::from_millis(200);
+/// A chunk that could not be written (disk full) is asked for again after this.
+const WRITE_RETRY: Duration = Duration::from_secs(5);
 /// A seeder that turned this node away is not dialed again sooner than this.
 const TURNED_AWAY: Duration = Duration::from_secs(60);
 
@@ -305,6 +307,15 @@ pub struct Driver {
     trust: trust::Trust,
     /// Beaten every turn of the loop (the systemd watchdog's evidence).
     heartbeat: Option<crate::notify::Heartbeat>,
+    /// Why the last chunk could not be written (disk full, I/O), until
+    /// when the download waits for it.
+    write_trouble: Option<(String, Instant)>,
+    /// Releases the store refused (over its budget): not fetched again
+    /// until the node restarts.
+    refused: std::collections::HashSet<ManifestId>,
+    /// A release the disk had no room for: taken up again after
+    /// [`WRITE_RETRY`].
+    waiting_for_room: Option<pollen_core::manifest::VerifiedManifest>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -409,6 +420,9 @@ impl Driver {
             api: None,
             intake: None,
             heartbeat: None,
+            write_trouble: None,
+            refused: Default::default(),
+            waiting_for_room: None,
             trust,
             config,
         };
@@ -487,7 +501,7 @@ impl Driver {
     /// The newest manifest of the channel already in the store (re-verified
     /// unless seeding), so a restarted node resumes where it stopped.
     fn take_up_stored_release(&mut self) -> Result<(), DriverError> {
-        let mut best: Option<(u64, Vec<u8>)> = None;
+        let mut candidates: Vec<(u64, Vec<u8>)> = Vec::new();
         for id in self.store.manifest_ids()? {
             let Some(bytes) = self.store.get_manifest(&id)? else {
                 continue;
@@ -500,22 +514,28 @@ impl Driver {
                 .trust
                 .policy()
                 .is_some_and(|p| p.policy().is_recalled(&signed.id()));
-            if m.channel == self.config.channel
-                && !recalled
-                && best.as_ref().is_none_or(|(r, _)| m.release > *r)
-            {
-                best = Some((m.release, bytes));
+            if m.channel == self.config.channel && !recalled {
+                candidates.push((m.release, bytes));
             }
         }
-        let Some((_, bytes)) = best else {
-            return Ok(());
-        };
+        // Newest first; one the store refuses (over budget) gives way to the next.
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+        for (_, bytes) in candidates {
+            self.take_up_stored(&bytes)?;
+            if self.release.is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn take_up_stored(&mut self, bytes: &[u8]) -> Result<(), DriverError> {
         let role = self
             .trust
             .release_role()
             .filter(|_| self.config.mode != Mode::Seed);
         let verified = match role {
-            Some(policy) => match verify(&bytes, policy, &self.verify_context()?) {
+            Some(policy) => match verify(bytes, policy, &self.verify_context()?) {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(error = %e, "stored manifest no longer verifies; waiting for a newer one");
@@ -524,7 +544,7 @@ impl Driver {
             },
             // The seeder serves what its publisher stored; it checked it on publish.
             None => {
-                let signed = SignedManifest::decode(&bytes)
+                let signed = SignedManifest::decode(bytes)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 pollen_core::manifest::VerifiedManifest::assume_verified(signed)
             }
@@ -537,6 +557,28 @@ impl Driver {
         &mut self,
         manifest: pollen_core::manifest::VerifiedManifest,
     ) -> Result<(), StoreError> {
+        match self.store.take_up(&manifest) {
+            Ok(()) => {}
+            Err(e @ StoreError::NoSpace { .. }) => {
+                // Taken up again when the disk has room (`retry_take_up`).
+                tracing::error!(manifest = %manifest.id(), error = %e, "no room for the release; waiting");
+                if let Some(l) = &mut self.lifecycle {
+                    l.paused(&manifest, format!("paused: {e}"));
+                }
+                self.write_trouble = Some((e.to_string(), Instant::now() + WRITE_RETRY));
+                self.waiting_for_room = Some(manifest);
+                return Ok(());
+            }
+            Err(e @ StoreError::OverBudget { .. }) => {
+                tracing::error!(manifest = %manifest.id(), error = %e, "release refused");
+                self.refused.insert(manifest.id());
+                if let Some(l) = &mut self.lifecycle {
+                    l.refuse(&manifest, e.to_string());
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
         let (release, have) = Release::new(self.store.as_ref(), manifest)?;
         let now = self.now();
         self.node.take_release(now, release.chunks.clone(), have);
@@ -588,6 +630,31 @@ impl Driver {
             );
         }
         Ok(())
+    }
+
+    /// Takes up a release the disk had no room for, once it is due again.
+    fn retry_take_up(&mut self) {
+        let due = self
+            .write_trouble
+            .as_ref()
+            .is_none_or(|(_, until)| Instant::now() >= *until);
+        if !due {
+            return;
+        }
+        if let Some(m) = self.waiting_for_room.take() {
+            let newer = self
+                .release
+                .as_ref()
+                .is_none_or(|r| m.manifest().release > r.release());
+            if newer {
+                if let Err(e) = self.switch_release(m) {
+                    tracing::error!(error = %e, "taking up the release failed");
+                }
+                if self.waiting_for_room.is_none() {
+                    self.write_trouble = None;
+                }
+            }
+        }
     }
 
     fn announce_of_current(&self) -> Option<Announce> {
@@ -862,6 +929,7 @@ impl Driver {
     }
 
     fn on_tick(&mut self) {
+        self.retry_take_up();
         self.tick_fleet();
         let now = self.now();
         self.expire_unadmitted(now);
@@ -1167,6 +1235,9 @@ impl Driver {
             return;
         }
         let Some(a) = newest else { return };
+        if self.refused.contains(&a.manifest) {
+            return;
+        }
         let ours = self.release.as_ref().map(|r| (r.id(), r.release()));
         if ours.is_some_and(|(id, rel)| id == a.manifest || rel >= a.release) {
             return;
@@ -1264,7 +1335,21 @@ impl Driver {
                 tracing::warn!(peer = %w.peer, index = %w.index, %reason, "chunk failed verification; not stored");
                 Receipt::Rejected
             }
+            writer::Outcome::NotStored => {
+                let error = w.error.unwrap_or_else(|| "writing failed".into());
+                if self.write_trouble.is_none() {
+                    tracing::error!(%error, "cannot store chunks; the download pauses");
+                }
+                self.write_trouble = Some((error, Instant::now() + WRITE_RETRY));
+                // Asked again later, as if the sender were busy.
+                self.node
+                    .handle_request_busy(now, Peer(w.peer), w.index.get(), Some(WRITE_RETRY));
+                return Ok(());
+            }
         };
+        if self.write_trouble.take().is_some() {
+            tracing::info!("chunks are stored again; the download resumes");
+        }
         self.node
             .handle_chunk(now, Peer(w.peer), w.index.get(), receipt);
         Ok(())

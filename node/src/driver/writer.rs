@@ -46,6 +46,9 @@ pub enum Outcome {
     Stored(Put),
     /// It is not the chunk asked for: not stored.
     Rejected(Rejected),
+    /// It is the chunk, but writing it failed (the disk is full, an I/O
+    /// error; [`Written::error`] says which): not stored, try again later.
+    NotStored,
 }
 
 /// Errors of this module: the chunk's fate is unknown, the node stops.
@@ -66,15 +69,22 @@ pub struct Written {
     pub index: ChunkIndex,
     pub len: usize,
     pub outcome: Result<Outcome, WriteError>,
+    /// Why a chunk was [`Outcome::NotStored`].
+    pub error: Option<String>,
 }
 
 fn process(store: &dyn Store, job: Job) -> Written {
     let len = job.data.len();
+    let mut error = None;
     let outcome = match VerifiedChunk::check(&job.chunk, job.data) {
-        Ok(chunk) => store
-            .put_chunk(chunk)
-            .map(Outcome::Stored)
-            .map_err(WriteError::Store),
+        Ok(chunk) => match store.put_chunk(chunk) {
+            Ok(put) => Ok(Outcome::Stored(put)),
+            Err(e @ (StoreError::NoSpace { .. } | StoreError::Io { .. })) => {
+                error = Some(e.to_string());
+                Ok(Outcome::NotStored)
+            }
+            Err(e) => Err(WriteError::Store(e)),
+        },
         Err(r) => Ok(Outcome::Rejected(r)),
     };
     Written {
@@ -83,6 +93,7 @@ fn process(store: &dyn Store, job: Job) -> Written {
         index: job.index,
         len,
         outcome,
+        error,
     }
 }
 
@@ -181,6 +192,7 @@ impl Writer {
                 index: job.index,
                 len: job.data.len(),
                 outcome: Err(WriteError::WriterGone),
+                error: None,
             })),
         }
     }
@@ -273,13 +285,20 @@ mod tests {
     }
 
     #[test]
-    fn a_store_error_comes_back_as_an_error() {
+    fn a_write_failure_is_not_stored_and_says_why() {
+        // An I/O error (a full disk among them) pauses the download; it
+        // does not stop the node.
         let store = Arc::new(Faulty::new(Fault::FailPut));
         runtime().block_on(async move {
             let mut w = Writer::spawn(store).expect("spawn");
             w.submit(job(0, vec![1; 100])).expect("writer alive");
             let r = w.done.recv().await.expect("result");
-            assert!(matches!(r.outcome, Err(WriteError::Store(_))));
+            assert!(
+                matches!(r.outcome, Ok(Outcome::NotStored)),
+                "{:?}",
+                r.outcome
+            );
+            assert!(r.error.is_some_and(|e| e.contains("putting a chunk")));
         });
     }
 }

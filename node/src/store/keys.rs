@@ -9,6 +9,8 @@ pub const IDENTITY: &str = "identity/ed25519";
 pub const UPDATE_PREFIX: &str = "update/";
 /// The newest fleet policy the node took (signed bytes); never replaced by an older one.
 pub const POLICY: &str = "trust/policy";
+/// The release a device writes into its image (`store::ImageStore`).
+pub const IMAGE_TARGET: &str = "image/target";
 /// Prefix of the fleet status records a seeder keeps, one per device key.
 pub const STATUS_PREFIX: &str = "status/";
 
@@ -51,6 +53,7 @@ mod tests {
             control(&ManifestId([0; 32])),
             IDENTITY.to_string(),
             POLICY.to_string(),
+            IMAGE_TARGET.to_string(),
         ];
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {

@@ -1,8 +1,10 @@
 //! Local storage of chunks, manifests and node state.
 //!
 //! [`Store`] is the interface; [`RocksStore`] keeps it on disk (column families
-//! carry a version, e.g. `chunks-0`), [`MemStore`] in memory for tests and the
-//! simulator. A store takes only chunks checked against their id beforehand
+//! carry a version, e.g. `chunks-0`: the seeder's store), [`ImageStore`]
+//! keeps chunk bytes in the artifact images themselves (a device's slots, a
+//! fetch's output) and the rest in RocksDB, [`MemStore`] in memory for tests
+//! and the simulator. A store takes only chunks checked against their id beforehand
 //! ([`VerifiedChunk`]: hashed once, on receipt or by the publisher's
 //! chunker) and does not hash them again; a chunk read back to be served or
 //! reassembled is checked once per read ([`Store::read_chunk`]), which
@@ -16,6 +18,7 @@
 //! [`Store::sync_chunks`]. Node state ([`Store::put_state`]) is synced to
 //! disk on every write.
 
+mod image;
 pub mod keys;
 mod memory;
 mod ops;
@@ -24,6 +27,7 @@ mod rocks;
 use pollen_core::chunk::{ChunkId, Rejected, VerifiedChunk};
 use pollen_core::manifest::{ChunkRef, ManifestId, VerifiedManifest};
 
+pub use image::{disk_usage, partial_path, ImageStore, Places};
 pub use memory::MemStore;
 pub use ops::{missing_chunks, reassemble_to, reassemble_to_file, Reassembled};
 pub use rocks::RocksStore;
@@ -64,6 +68,15 @@ pub enum StoreError {
         context: String,
         source: std::io::Error,
     },
+    #[error("no space left on the device writing {path}")]
+    NoSpace { path: String },
+    #[error("release {release} ({size} bytes) does not fit the store budget of {budget} bytes ({used} bytes in use by the installed release and the database)")]
+    OverBudget {
+        release: u64,
+        size: u64,
+        used: u64,
+        budget: u64,
+    },
 }
 
 /// Whether a put added something.
@@ -71,6 +84,9 @@ pub enum StoreError {
 pub enum Put {
     New,
     AlreadyHeld,
+    /// Not part of the release being written (an answer that came late,
+    /// for a release given up): nothing stored.
+    Unwanted,
 }
 
 /// What every Pollen store offers. Implementations are safe to share
@@ -108,6 +124,31 @@ pub trait Store: Send + Sync {
     fn put_state(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Every state entry whose key starts with `prefix`, in key order.
     fn state_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// The node takes up `manifest`'s release: a store that writes releases
+    /// into images makes room for it here, or refuses it
+    /// ([`StoreError::OverBudget`]) before any byte is written.
+    fn take_up(&self, _manifest: &VerifiedManifest) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Completes the image of `manifest` in place and checks its whole
+    /// BLAKE3, when this store writes releases into images: its path and
+    /// hash. `None`: this store keeps chunks; reassemble them
+    /// ([`reassemble_to`]).
+    fn complete_image(
+        &self,
+        _manifest: &VerifiedManifest,
+    ) -> Result<Option<(std::path::PathBuf, Reassembled)>, StoreError> {
+        Ok(None)
+    }
+    /// The A/B slots were switched: read them again.
+    fn slots_changed(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Deletes what no kept release needs (after a commit, at start).
+    fn collect_garbage(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 impl From<Rejected> for StoreError {

@@ -22,6 +22,11 @@
 //!   only then, and a publish that crashed is simply run again.
 //!
 //! Manifests and state go through the log; state writes are synced.
+//!
+//! `held-0` is the [`super::ImageStore`]'s: which chunks of the release a
+//! device writes into its image are there (keys: target manifest id, then
+//! chunk id), through the log, not synced (a lost entry is a chunk fetched
+//! again).
 
 use std::path::{Path, PathBuf};
 
@@ -38,7 +43,8 @@ const CF_CHUNKS: &str = "chunks-0";
 const CF_HAVE: &str = "have-0";
 const CF_MANIFESTS: &str = "manifests-0";
 const CF_STATE: &str = "state-0";
-const ALL_CFS: [&str; 4] = [CF_CHUNKS, CF_HAVE, CF_MANIFESTS, CF_STATE];
+const CF_HELD: &str = "held-0";
+const ALL_CFS: [&str; 5] = [CF_CHUNKS, CF_HAVE, CF_MANIFESTS, CF_STATE, CF_HELD];
 
 /// A store in a RocksDB directory.
 pub struct RocksStore {
@@ -58,13 +64,19 @@ fn db_options() -> Options {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
-    opts.set_keep_log_file_num(4);
-    opts.set_max_log_file_size(1 << 20);
+    // RocksDB's own info log: at most 2 × 256 KiB on a small disk.
+    opts.set_keep_log_file_num(2);
+    opts.set_max_log_file_size(256 << 10);
     // Bounded memory: a device may have little of it.
     opts.set_write_buffer_size(16 << 20);
     opts.set_max_write_buffer_number(2);
     // Unlogged chunk writes: flush column families together (module docs).
     opts.set_atomic_flush(true);
+    // Little space reserved ahead: RocksDB reserves (fallocates) a log
+    // file of 1.1 × the write buffer and 4 MiB of its manifest, tens of MiB
+    // a device's data directory is measured for against its budget.
+    opts.set_max_total_wal_size(1 << 20);
+    opts.set_manifest_preallocation_size(64 << 10);
     opts
 }
 
@@ -135,8 +147,11 @@ impl RocksStore {
         let mut opts = Options::default();
         // Keep RocksDB's info log out of the directory we promise not to touch.
         opts.set_db_log_dir(std::env::temp_dir().join("pollen-rocksdb-logs"));
+        // A store written by an older version may lack a newer family.
+        let existing = DB::list_cf(&opts, path).unwrap_or_default();
         let descriptors = ALL_CFS
             .iter()
+            .filter(|n| existing.is_empty() || existing.iter().any(|e| e == *n))
             .map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n)));
         let db = DB::open_cf_descriptors_read_only(&opts, path, descriptors, false).map_err(
             |source| StoreError::Open {
@@ -173,6 +188,87 @@ impl RocksStore {
         wo.set_sync(true);
         self.db.put_cf_opt(cf, id.0, manifest.to_bytes(), &wo)?;
         Ok(true)
+    }
+
+    /// Records a chunk of the image being written as held (see the module docs).
+    pub(crate) fn put_held(&self, key: &[u8]) -> Result<(), StoreError> {
+        Ok(self.db.put_cf(self.cf(CF_HELD)?, key, [])?)
+    }
+
+    pub(crate) fn delete_held(&self, key: &[u8]) -> Result<(), StoreError> {
+        Ok(self.db.delete_cf(self.cf(CF_HELD)?, key)?)
+    }
+
+    /// Every `held-0` key that starts with `prefix`.
+    pub(crate) fn held_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let cf = self.cf(CF_HELD)?;
+        let mode = IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, mode) {
+            let (k, _) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push(k.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Deletes every `held-0` entry not under `keep`; how many went.
+    pub(crate) fn delete_held_except(&self, keep: Option<&[u8; 32]>) -> Result<usize, StoreError> {
+        let cf = self.cf(CF_HELD)?;
+        let mut batch = WriteBatch::default();
+        let mut n = 0;
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, _) = item?;
+            if keep.is_none_or(|p| !k.starts_with(p)) {
+                batch.delete_cf(cf, k);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.db.write(batch)?;
+        }
+        Ok(n)
+    }
+
+    /// Deletes every chunk and its presence entry (a device's store of an
+    /// older version kept chunk bytes here) and compacts the space away;
+    /// how many went.
+    pub(crate) fn drop_chunks(&self) -> Result<usize, StoreError> {
+        let ids = self.keys(CF_HAVE)?;
+        let bytes_cf = self.cf(CF_CHUNKS)?;
+        let have_cf = self.cf(CF_HAVE)?;
+        let any_bytes = self
+            .db
+            .iterator_cf(bytes_cf, IteratorMode::Start)
+            .next()
+            .is_some();
+        if ids.is_empty() && !any_bytes {
+            return Ok(0);
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(bytes_cf, &[0u8; 32][..], &[0xffu8; 33][..]);
+        batch.delete_range_cf(have_cf, &[0u8; 32][..], &[0xffu8; 33][..]);
+        self.db.write(batch)?;
+        let mut fo = FlushOptions::default();
+        fo.set_wait(true);
+        self.db.flush_cfs_opt(&[bytes_cf, have_cf], &fo)?;
+        self.db
+            .compact_range_cf(bytes_cf, None::<&[u8]>, None::<&[u8]>);
+        self.db
+            .compact_range_cf(have_cf, None::<&[u8]>, None::<&[u8]>);
+        Ok(ids.len())
+    }
+
+    pub(crate) fn delete_manifest(&self, id: &ManifestId) -> Result<(), StoreError> {
+        Ok(self.db.delete_cf(self.cf(CF_MANIFESTS)?, id.0)?)
+    }
+
+    pub(crate) fn delete_state(&self, key: &str) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        Ok(self.db.delete_cf_opt(self.cf(CF_STATE)?, key, &wo)?)
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {

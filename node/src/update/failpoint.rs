@@ -5,14 +5,22 @@
 
 /// The points, in lifecycle order; tests walk all of them.
 pub const POINTS: &[&str] = &[
+    // A chunk written into the slot image, not yet synced or marked held.
+    "slot-write",
     "importing",
     "verified",
+    // Halfway through completing the slot image (staging).
     "staging",
+    // A chunk shared with the active slot being copied into the new one
+    // (reached only by a release that shares chunks with the active one).
+    "local-copy",
     "staged",
     "switching",
     "switched",
     "healthy",
     "committed",
+    // Clean-up after a commit, part done.
+    "cleanup",
     "rolled-back",
 ];
 

@@ -253,19 +253,38 @@ impl Updater {
         }
     }
 
-    /// The node started fetching `release`.
-    pub fn downloading(&mut self, release: ReleaseRef) -> Result<(), UpdateError> {
+    /// The node is fetching `release`; `trouble`: the download is paused,
+    /// and why (a full disk), shown as the record's error until it resumes.
+    pub fn downloading(
+        &mut self,
+        release: ReleaseRef,
+        trouble: Option<String>,
+    ) -> Result<(), UpdateError> {
         if self.busy() || self.settled_on(&release.manifest) {
             return Ok(());
         }
         let before = self.record.clone();
         self.take_target(release);
         self.record.phase = Phase::Downloading;
-        self.record.note = None;
+        self.record.note = trouble.as_ref().map(|_| "paused".to_owned());
+        self.record.last_error = trouble;
         if self.record != before {
             self.persist()?;
         }
         Ok(())
+    }
+
+    /// The store refused `release` (it does not fit the budget): recorded
+    /// as failed with why, not given up on.
+    pub fn refuse(&mut self, release: ReleaseRef, why: String) -> Result<(), UpdateError> {
+        if self.busy() || self.settled_on(&release.manifest) {
+            return Ok(());
+        }
+        self.take_target(release);
+        self.record.phase = Phase::Failed;
+        self.record.note = Some("refused by the store".into());
+        self.record.last_error = Some(why);
+        self.persist()
     }
 
     /// `release` is complete and verified but may not be installed yet (`note` says why).
@@ -431,6 +450,7 @@ impl Updater {
         self.persist()?;
         failpoint::hit("switching");
         self.slots.point_to(Some(slot))?;
+        self.store.slots_changed()?;
         failpoint::hit("switched");
         self.check_health(slot)
     }
@@ -469,8 +489,10 @@ impl Updater {
             )?;
             if self.slots.active()? != i.slot {
                 self.slots.point_to(i.slot)?;
+                self.store.slots_changed()?;
             }
         }
+        self.store.collect_garbage()?;
         Ok(())
     }
 
@@ -487,6 +509,7 @@ impl Updater {
         let previous = self.record.installed.as_ref().and_then(|i| i.slot);
         if self.slots.active()? != previous {
             self.slots.point_to(previous)?;
+            self.store.slots_changed()?;
         }
         Ok(())
     }
@@ -516,6 +539,7 @@ impl Updater {
                 self.persist()?;
                 if self.slots.active()? != Some(slot) {
                     self.slots.point_to(Some(slot))?;
+                    self.store.slots_changed()?;
                 }
                 self.check_health(slot)
             }

@@ -109,8 +109,27 @@ impl Slots {
         }
     }
 
-    /// Writes the release into `slot` (never the active one): artifact
-    /// through a synced temporary file, then its `release.json`.
+    /// Makes `slot` claim no release (its `release.json` removed, synced):
+    /// done before its artifact is written in place.
+    pub fn forget(&self, slot: Slot) -> Result<(), UpdateError> {
+        if self.active()? == Some(slot) {
+            return Err(UpdateError::Corrupt(format!(
+                "refusing to write into the active slot {}",
+                slot.name()
+            )));
+        }
+        let dir = self.dir(slot);
+        match fs::remove_file(dir.join(INFO)) {
+            Ok(()) => sync_dir(&dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(format!("removing {}/{INFO}", dir.display()))(e)),
+        }
+    }
+
+    /// Stages the release into `slot` (never the active one). A store that
+    /// wrote it into the slot already completes and checks it in place
+    /// ([`Store::complete_image`]); otherwise the artifact is copied out of
+    /// the store through a synced temporary file. Then its `release.json`.
     pub fn stage<S: Store + ?Sized>(
         &self,
         slot: Slot,
@@ -125,9 +144,19 @@ impl Slots {
         }
         let dir = self.dir(slot);
         // Forget what the slot held first: a crash from here on leaves it empty, not stale.
-        let _ = fs::remove_file(dir.join(INFO));
+        self.forget(slot)?;
         fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         let m = manifest.manifest();
+        if let Some((path, whole)) = store.complete_image(manifest)? {
+            if path != self.artifact(slot) {
+                return Err(UpdateError::Corrupt(format!(
+                    "the release was written into {}, not slot {}",
+                    path.display(),
+                    slot.name()
+                )));
+            }
+            return self.describe(slot, manifest, whole.blake3);
+        }
         let tmp = dir.join(".artifact.partial");
         let file = fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -161,6 +190,18 @@ impl Slots {
         }
         let artifact = dir.join(ARTIFACT);
         fs::rename(&tmp, &artifact).map_err(io(format!("renaming into {}", artifact.display())))?;
+        self.describe(slot, manifest, digest)
+    }
+
+    /// Writes `release.json` of a slot whose artifact is complete and checked.
+    fn describe(
+        &self,
+        slot: Slot,
+        manifest: &VerifiedManifest,
+        digest: [u8; 32],
+    ) -> Result<SlotInfo, UpdateError> {
+        let dir = self.dir(slot);
+        let m = manifest.manifest();
         let info = SlotInfo {
             manifest: manifest.id().to_hex(),
             release: m.release,
