@@ -31,6 +31,10 @@
 #      delta    1 MiB replaced at 1/4), then, its node started again, 6 (5
 #               with 1 MiB replaced at 3/4): the bytes written for release 6,
 #               whose inactive slot holds release 4 (no byte moved).
+#   6. xfs      root only: case 3's delta again, with the device's data
+#               directory on XFS (reflinks) on a loop device, through
+#               `pollen-node import` (release 1, then 2): shared chunks are
+#               cloned from the active slot, not written.
 #
 # Bytes written by a process = its block-I/O write accounting: the node is
 # started from a python3 wrapper, which samples /proc/PID/io (write_bytes)
@@ -547,6 +551,40 @@ D5=$(du_b "$C")
 R5=$(get "$T/case5.json" du_running.total)
 RX5=$(($(get "$T/case5.json" status.release.bytes_from_site) + $(get "$T/case5.json" status.release.bytes_from_remote)))
 
+# 6. The delta of case 3 on a file system with reflinks (XFS on a loop
+# device; root only): the chunks release 2 shares with release 1 moved by
+# 4 KiB, a whole number of blocks, so staging clones them into the other
+# slot instead of writing them. Through `pollen-node import` (the offline
+# path: same store and staging code, no network), release 1 then release 2.
+W6=
+if [[ $(id -u) -eq 0 ]] && { command -v mkfs.xfs >/dev/null ||
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs >/dev/null 2>&1; }; then
+  echo "== 6. delta of case 3 on XFS with reflinks (loop device), by offline import"
+  X=$T/xfs
+  mkdir -p "$X"
+  truncate -s $((3 * SIZE + (512 << 20))) "$T/xfs.img"
+  mkfs.xfs -q -m reflink=1 "$T/xfs.img"
+  mount -o loop "$T/xfs.img" "$X"
+  trap 'umount -l "$X" 2>/dev/null || true; cleanup' EXIT
+  STORE6=$T/seeder-store-6
+  for v in 1 2; do
+    "$SEEDER" publish --key "$KEY" --store "$STORE6" --artifact "$T/v$v.img" --channel stable \
+      --version "$v.0.0" --out "$T/v$v-6.pollen" --json >"$T/publish6-$v.json"
+  done
+  D=$X/device-d
+  py exit "$T/import-d1" "$TIMEOUT" "$T/case6a.json" -- "$NODE" import --data "$D" --trust "$TRUST" \
+    --manifest "$T/v1-6.pollen" --chunks "$STORE6" --channel stable --json
+  py exit "$T/import-d2" "$TIMEOUT" "$T/case6.json" -- "$NODE" import --data "$D" --trust "$TRUST" \
+    --manifest "$T/v2-6.pollen" --chunks "$STORE6" --channel stable --json
+  W6=$(get "$T/case6.json" write_bytes_wait4)
+  D6=$(du_b "$D")
+  NEW6=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes_new"])' "$T/import-d2.out")
+  grep -h "image complete" "$T/import-d2.err" | tail -1 || true
+  umount "$X"
+else
+  echo "== 6. skipped: needs root and mkfs.xfs (xfsprogs)"
+fi
+
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f%%", 100 * a / b }'; }
 proc() { get "$T/case$1.json" write_bytes_proc; }
 echo
@@ -577,6 +615,7 @@ echo "$DET3"
 echo "4. fetch --out, release 3: written $W4 B = $(ratio "$W4" "$SIZE2") x; data dir $D4 B = $(ratio "$D4" "$SIZE2") x," \
   "+ output $O4 B: $((D4 + O4)) B = $(ratio "$((D4 + O4))" "$SIZE2") x; received $RX4 B"
 echo "$DET4"
+[[ -z $W6 ]] || echo "6. delta on XFS with reflinks, release 2 imported on a device holding release 1: written $W6 B = $(pct "$W6" "$SIZE2") of release 2; new chunk bytes $NEW6 B = $(pct "$NEW6" "$SIZE2")"
 echo "5. steady-state delta, release 6 on device C (slots: 5 active, 4 inactive): written $W5 B = $(pct "$W5" "$SIZE") of the release;" \
   "received $RX5 B = $(pct "$RX5" "$SIZE"); releases 4 and 5 before it: $W5A B = $(ratio "$W5A" "$SIZE") x one release;" \
   "data dir $R5 B = $(ratio "$R5" "$((2 * SIZE))") x 2 slots running, $D5 B after exit"
@@ -590,6 +629,7 @@ echo
   echo "3. delta: release 2 on a device holding release 1 (1 MiB replaced, 4 KiB inserted)|$W3|$SIZE2|$R3|$D3|$SIZE2|"
   echo "4. fetch --out (data dir after exit; output apart)|$W4|$SIZE2||$D4|$SIZE2| (+ $(mib "$O4") output)"
   echo "5. steady-state delta: release 6 = 5 with 1 MiB replaced, slots hold 5 and 4 (× data dir = per 2 slots)|$W5|$SIZE|$R5|$D5|$((2 * SIZE))|"
+  [[ -z $W6 ]] || echo "6. delta of case 3 on XFS with reflinks (import; du counts the shared blocks in both slots)|$W6|$SIZE2||$D6|$SIZE2|"
 } >"$T/rows"
 py table "$T/rows"
 echo

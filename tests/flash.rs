@@ -317,3 +317,69 @@ fn a_full_disk_pauses_the_download_until_there_is_room() {
     assert_eq!(slot(&data, active).map(|a| a.1), Some(r.blake3.clone()));
     node.terminate();
 }
+
+#[test]
+fn a_flipped_byte_in_a_slot_is_not_served_and_check_finds_it() {
+    let r = Release::publish(4 * MIB, 63);
+    let (mut seeder, addr) = r.serve();
+    let data = r.dir.join("device");
+    let mut device = Daemon::spawn(
+        "pollen-node",
+        &[
+            "run",
+            "--data",
+            s(&data),
+            "--trust",
+            &r.trust,
+            "--channel",
+            "stable",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+            "--peer",
+            &addr,
+        ],
+    );
+    let device_addr = device.loopback_addr();
+    poll(Duration::from_secs(120), "the release committed", || {
+        let st = try_node_status(&data)?;
+        (st["phase"] == "committed")
+            .then_some(())
+            .ok_or(st.to_string())
+    });
+    seeder.terminate();
+    // Corruption at rest in the active slot: its first chunk.
+    let slots = Slots::new(&data);
+    let artifact = slots.artifact(slots.active().expect("active").expect("a slot"));
+    let mut bytes = std::fs::read(&artifact).expect("read slot");
+    bytes[100] ^= 0x01;
+    std::fs::write(&artifact, bytes).expect("write slot");
+
+    // A peer that has only this device to fetch from never gets that chunk.
+    let other = r.dir.join("other");
+    let out = r.dir.join("out.img");
+    let mut args = r.fetch_args(&other, &out, &[&device_addr]);
+    args.extend_from_slice(&["--timeout", "15s", "--linger", "0s"]);
+    let fetch = run("pollen-node", &args);
+    assert!(!fetch.status.success(), "a corrupt release was fetched");
+    assert!(!out.exists());
+    let said = device.wait_for(Duration::from_secs(30), |is_out, l| {
+        (!is_out && l.contains("corrupt")).then_some(())
+    });
+    assert!(said.is_some(), "device stderr: {:?}", device.stderr);
+    assert!(
+        device.child.try_wait().expect("wait").is_none(),
+        "the device stopped"
+    );
+    device.terminate();
+    let out = run("pollen-node", &["check", "--data", s(&data), "--json"]);
+    assert!(!out.status.success(), "check passed a corrupt slot");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("check json");
+    let problems = report["problems"].as_array().expect("problems");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.as_str().is_some_and(|p| p.contains("does not match"))),
+        "{report}"
+    );
+}

@@ -30,6 +30,7 @@ use pollen_core::chunk::{ChunkId, VerifiedChunk};
 use pollen_core::manifest::{Manifest, ManifestId, SignedManifest, VerifiedManifest};
 use serde::{Deserialize, Serialize};
 
+use super::local_copy::{clone_shared, same_place};
 use super::{keys, Put, Reassembled, RocksStore, Store, StoreError};
 use crate::update::{failpoint, Slot, Slots};
 
@@ -568,104 +569,6 @@ impl ImageStore {
         }
         Ok((chunks, bytes, problems))
     }
-}
-
-/// Runs of chunks of `m` (not held) the active image has, as (offset in
-/// the target, offset in the active image, length), consecutive chunks
-/// merged where both sides are contiguous.
-fn shared_runs(
-    m: &Manifest,
-    held: &HashSet<ChunkId>,
-    at: &HashMap<ChunkId, (u32, Vec<u64>)>,
-) -> Vec<(u64, u64, u64)> {
-    let mut runs: Vec<(u64, u64, u64)> = Vec::new();
-    let mut offset = 0u64;
-    for c in &m.chunks {
-        let len = u64::from(c.len);
-        let source = at
-            .get(&c.id)
-            .filter(|(l, _)| *l == c.len && !held.contains(&c.id));
-        if let Some((_, offsets)) = source {
-            let src = offsets[0];
-            match runs.last_mut() {
-                Some((d, s, n)) if *d + *n == offset && *s + *n == src => *n += len,
-                _ => runs.push((offset, src, len)),
-            }
-        }
-        offset += len;
-    }
-    runs
-}
-
-/// File system blocks: clones are made of whole ones.
-const BLOCK: u64 = 4096;
-
-/// Copies the block-aligned middle of each run of chunks shared with the
-/// active image with `copy_file_range`: on a file system with reflinks
-/// (XFS, btrfs) the blocks are shared, no byte is written; elsewhere the
-/// kernel copies them. Best effort: the caller's pass (which checks every
-/// chunk and the whole artifact) copies whatever this did not. Returns
-/// the bytes handed to the kernel.
-fn clone_shared(
-    dst: &File,
-    src: &File,
-    m: &Manifest,
-    held: &HashSet<ChunkId>,
-    at: &HashMap<ChunkId, (u32, Vec<u64>)>,
-) -> u64 {
-    let mut done = 0u64;
-    for (d, s, n) in shared_runs(m, held, at) {
-        // Source and target must sit alike within a block to share blocks.
-        if d % BLOCK != s % BLOCK {
-            continue;
-        }
-        let start = d.next_multiple_of(BLOCK);
-        let end = (d + n) / BLOCK * BLOCK;
-        if end <= start {
-            continue;
-        }
-        failpoint("local-copy");
-        let (Ok(mut off_in), Ok(mut off_out)) =
-            (i64::try_from(start - d + s), i64::try_from(start))
-        else {
-            continue;
-        };
-        let mut left = usize::try_from(end - start).unwrap_or(0);
-        while left > 0 {
-            match nix::fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), left)
-            {
-                Ok(0) | Err(_) => break,
-                Ok(k) => {
-                    left = left.saturating_sub(k);
-                    done += k as u64;
-                }
-            }
-        }
-    }
-    done
-}
-
-/// The chunks of `new` that `old` has at the same offsets (every place
-/// `new` has them).
-fn same_place(old: &Manifest, new: &Manifest) -> HashSet<ChunkId> {
-    let mut at: HashMap<u64, ChunkId> = HashMap::new();
-    let mut offset = 0u64;
-    for c in &old.chunks {
-        at.insert(offset, c.id);
-        offset += u64::from(c.len);
-    }
-    let mut places: HashMap<ChunkId, bool> = HashMap::new();
-    let mut offset = 0u64;
-    for c in &new.chunks {
-        let here = at.get(&offset) == Some(&c.id);
-        let all = places.entry(c.id).or_insert(true);
-        *all &= here;
-        offset += u64::from(c.len);
-    }
-    places
-        .into_iter()
-        .filter_map(|(id, all)| all.then_some(id))
-        .collect()
 }
 
 /// The partial file a one-shot fetch writes beside its output.

@@ -20,6 +20,7 @@
 
 mod image;
 pub mod keys;
+mod local_copy;
 mod memory;
 mod ops;
 mod rocks;
