@@ -179,25 +179,11 @@ fn a_running_device_refuses_a_release_over_its_budget_with_a_status_error() {
     let r = Release::publish(6 * MIB, 61);
     let (_seeder, addr) = r.serve();
     let data = r.dir.join("device");
-    let _node = Daemon::spawn(
-        "pollen-node",
-        &[
-            "run",
-            "--data",
-            s(&data),
-            "--trust",
-            &r.trust,
-            "--channel",
-            "stable",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-            "--peer",
-            &addr,
-            "--store-budget",
-            "4MiB",
-        ],
-    );
+    let _node = {
+        let mut args = r.device_args(&data, &addr);
+        args.extend_from_slice(&["--store-budget", "4MiB"]);
+        Daemon::spawn("pollen-node", &args)
+    };
     let st = poll(Duration::from_secs(120), "the release refused", || {
         let st = try_node_status(&data)?;
         if st["phase"] == "failed" {
@@ -269,23 +255,7 @@ fn a_full_disk_pauses_the_download_until_there_is_room() {
     let (_seeder, addr) = r.serve();
     let disk = SmallDisk::mount("6m");
     let data = disk.dir.path().join("device");
-    let mut node = Daemon::spawn(
-        "pollen-node",
-        &[
-            "run",
-            "--data",
-            s(&data),
-            "--trust",
-            &r.trust,
-            "--channel",
-            "stable",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-            "--peer",
-            &addr,
-        ],
-    );
+    let mut node = Daemon::spawn("pollen-node", &r.device_args(&data, &addr));
     let st = poll(Duration::from_secs(120), "the download paused", || {
         let st = try_node_status(&data)?;
         let paused = st["last_error"]
@@ -323,23 +293,7 @@ fn a_flipped_byte_in_a_slot_is_not_served_and_check_finds_it() {
     let r = Release::publish(4 * MIB, 63);
     let (mut seeder, addr) = r.serve();
     let data = r.dir.join("device");
-    let mut device = Daemon::spawn(
-        "pollen-node",
-        &[
-            "run",
-            "--data",
-            s(&data),
-            "--trust",
-            &r.trust,
-            "--channel",
-            "stable",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-            "--peer",
-            &addr,
-        ],
-    );
+    let mut device = Daemon::spawn("pollen-node", &r.device_args(&data, &addr));
     let device_addr = device.loopback_addr();
     poll(Duration::from_secs(120), "the release committed", || {
         let st = try_node_status(&data)?;

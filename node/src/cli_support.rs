@@ -160,67 +160,67 @@ pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
     line
 }
 
-/// Parses a byte rate: `8mbit`, `10Mbit/s`, `1MB/s`, `512KiB`, `1000000` (bytes/s).
-pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let t = s.trim().trim_end_matches("/s").to_ascii_lowercase();
+/// A number and its unit: `factor` maps a unit (lower case, trimmed) to
+/// bytes; the product, rounded, must lie in 1..=`max`. `what` and `example`
+/// word the errors.
+fn scaled(
+    s: &str,
+    t: &str,
+    what: &str,
+    example: &str,
+    max: f64,
+    factor: impl Fn(&str) -> Option<f64>,
+) -> Result<u64, String> {
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a rate (try 8mbit or 1MB/s)"))?;
-    let factor = match unit.trim() {
-        "" | "b" | "bps" => 1.0,
-        "kbit" => 1e3 / 8.0,
-        "mbit" => 1e6 / 8.0,
-        "gbit" => 1e9 / 8.0,
+        .map_err(|_| format!("{s:?} is not a {what} (try {example})"))?;
+    let unit = unit.trim();
+    let f = factor(unit).ok_or_else(|| format!("unknown {what} unit {unit:?} in {s:?}"))?;
+    let v = (n * f).round();
+    if !(1.0..=max).contains(&v) {
+        return Err(format!("{what} {s:?} out of range"));
+    }
+    Ok(v as u64)
+}
+
+/// Byte multiples both parsers take: kB, MB, GB (1000s), KiB, MiB, GiB (1024s).
+fn byte_unit(unit: &str) -> Option<f64> {
+    Some(match unit {
+        "" | "b" => 1.0,
         "kb" => 1e3,
         "mb" => 1e6,
         "gb" => 1e9,
         "kib" => 1024.0,
         "mib" => 1024.0 * 1024.0,
         "gib" => 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("unknown rate unit {other:?} in {s:?}")),
-    };
-    let rate = (n * factor).round();
-    if !(1.0..=1e12).contains(&rate) {
-        return Err(format!("rate {s:?} out of range"));
-    }
-    Ok(rate as u64)
+        _ => return None,
+    })
+}
+
+/// Parses a byte rate: `8mbit`, `10Mbit/s`, `1MB/s`, `512KiB`, `1000000` (bytes/s).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_end_matches("/s").to_ascii_lowercase();
+    scaled(s, &t, "rate", "8mbit or 1MB/s", 1e12, |unit| match unit {
+        "bps" => Some(1.0),
+        "kbit" => Some(1e3 / 8.0),
+        "mbit" => Some(1e6 / 8.0),
+        "gbit" => Some(1e9 / 8.0),
+        other => byte_unit(other),
+    })
 }
 
 /// Parses a size: `2GiB`, `512MiB`, `1.5GB`, `100kB`, `1000000` (bytes).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (try 2GiB or 500MB)"))?;
-    let factor = match unit.trim() {
-        "" | "b" => 1.0,
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} in {s:?} (kB, MB, GB, KiB, MiB, GiB)"
-            ))
-        }
-    };
-    let size = (n * factor).round();
-    if !(1.0..=1e15).contains(&size) {
-        return Err(format!("size {s:?} out of range"));
-    }
-    Ok(size as u64)
+    scaled(s, &t, "size", "2GiB or 500MB", 1e15, |unit| match unit {
+        "tb" => Some(1e12),
+        "tib" => Some(1024.0f64.powi(4)),
+        other => byte_unit(other),
+    })
 }
 
 #[cfg(test)]

@@ -416,16 +416,16 @@ impl Release {
         }
     }
 
-    /// `pollen-node fetch` arguments for this release on 127.0.0.1 (mDNS
-    /// off): into `data`, writing `out`, from `peers`; callers add the rest.
-    pub fn fetch_args<'a>(
+    /// `pollen-node COMMAND` arguments every node of this release on
+    /// 127.0.0.1 takes (mDNS off): its data in `data`, and `peers`.
+    fn node_args<'a>(
         &'a self,
+        command: &'a str,
         data: &'a Path,
-        out: &'a Path,
         peers: &[&'a str],
     ) -> Vec<&'a str> {
         let mut args = vec![
-            "fetch",
+            command,
             "--data",
             s(data),
             "--trust",
@@ -435,13 +435,31 @@ impl Release {
             "--listen",
             "/ip4/127.0.0.1/tcp/0",
             "--no-mdns",
-            "--out",
-            s(out),
         ];
         for p in peers {
             args.extend_from_slice(&["--peer", p]);
         }
         args
+    }
+
+    /// `pollen-node fetch` arguments for this release on 127.0.0.1 (mDNS
+    /// off): into `data`, writing `out`, from `peers`; callers add the rest.
+    pub fn fetch_args<'a>(
+        &'a self,
+        data: &'a Path,
+        out: &'a Path,
+        peers: &[&'a str],
+    ) -> Vec<&'a str> {
+        let mut args = self.node_args("fetch", data, peers);
+        args.extend_from_slice(&["--out", s(out)]);
+        args
+    }
+
+    /// `pollen-node run` arguments for a device of this release on
+    /// 127.0.0.1 (mDNS off): its data in `data`, `peer` the one address it
+    /// is given; callers add the rest.
+    pub fn device_args<'a>(&'a self, data: &'a Path, peer: &'a str) -> Vec<&'a str> {
+        self.node_args("run", data, &[peer])
     }
 
     /// Serves the release on 127.0.0.1 (mDNS off); returns the seeder and its address.

@@ -4,11 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pollen_core::chunk::Chunk;
-use pollen_core::manifest::{verify, SecretKey, SignedManifest, TrustPolicy, VerifyContext};
 use pollen_core::status::Phase;
 
 use super::*;
-use crate::store::tests::manifest_for;
+use crate::store::tests::{manifest_for, noise, verified};
 use crate::update::{Hooks, Outcome, UpdateConfig, Updater};
 
 struct Device {
@@ -51,32 +50,11 @@ fn release(data: &[u8], n: u64) -> (VerifiedManifest, Vec<Chunk>) {
     let (mut m, cs) = manifest_for(data);
     m.release = n;
     m.version = format!("{n}.0.0");
-    let key = SecretKey::from_bytes(&[3; 32]);
-    let bytes = SignedManifest::sign(m, &[&key]).encode();
-    let v = verify(
-        &bytes,
-        &TrustPolicy::single(key.public()),
-        &VerifyContext::default(),
-    )
-    .expect("verify");
-    (v, cs)
-}
-
-/// `len` pseudo-random bytes; different seeds share nothing.
-fn artifact_of(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    (verified(m), cs)
 }
 
 fn artifact(len: usize) -> Vec<u8> {
-    artifact_of(len, len as u64)
+    noise(len, len as u64)
 }
 
 fn chunk_ref(c: &Chunk) -> pollen_core::manifest::ChunkRef {
@@ -107,7 +85,7 @@ fn fetch(store: &ImageStore, v: &VerifiedManifest, cs: &[Chunk]) -> usize {
 fn patched(v1: &[u8]) -> Vec<u8> {
     let mut v2 = v1.to_vec();
     let mid = v2.len() / 2;
-    v2[mid..mid + 20_000].copy_from_slice(&artifact_of(20_000, 77));
+    v2[mid..mid + 20_000].copy_from_slice(&noise(20_000, 77));
     v2
 }
 

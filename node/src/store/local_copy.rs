@@ -112,19 +112,7 @@ pub(super) fn same_place(old: &Manifest, new: &Manifest) -> HashSet<ChunkId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::manifest_for;
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
+    use crate::store::tests::{manifest_for, noise};
 
     fn places(m: &Manifest) -> HashMap<ChunkId, (u32, Vec<u64>)> {
         let mut at: HashMap<ChunkId, (u32, Vec<u64>)> = HashMap::new();

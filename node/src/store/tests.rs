@@ -14,6 +14,32 @@ pub(crate) fn artifact(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// `len` pseudo-random bytes (xorshift); different seeds share nothing,
+/// unlike [`artifact`], whose outputs are prefixes of one another.
+pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// `m` signed with a fixed test key and verified.
+pub(crate) fn verified(m: Manifest) -> VerifiedManifest {
+    let key = SecretKey::from_bytes(&[5; 32]);
+    let bytes = SignedManifest::sign(m, &[&key]).encode();
+    verify(
+        &bytes,
+        &TrustPolicy::single(key.public()),
+        &VerifyContext::default(),
+    )
+    .expect("verify")
+}
+
 pub(crate) fn manifest_for(data: &[u8]) -> (Manifest, Vec<pollen_core::chunk::Chunk>) {
     let params = ChunkParams::new(16 * 1024, 32 * 1024, 64 * 1024).expect("params");
     let cs: Vec<_> = chunks(data, params)
@@ -96,14 +122,8 @@ fn exercise(store: &dyn Store) {
     assert_eq!(out, data);
     assert_eq!(r.bytes, data.len() as u64);
 
-    let key = SecretKey::from_bytes(&[5; 32]);
-    let bytes = SignedManifest::sign(m, &[&key]).encode();
-    let v = verify(
-        &bytes,
-        &TrustPolicy::single(key.public()),
-        &VerifyContext::default(),
-    )
-    .expect("verify");
+    let v = verified(m);
+    let bytes = v.to_bytes();
     assert_eq!(store.put_manifest(&v).expect("put"), Put::New);
     assert_eq!(store.put_manifest(&v).expect("put"), Put::AlreadyHeld);
     assert_eq!(store.get_manifest(&v.id()).expect("get"), Some(bytes));

@@ -3,11 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pollen_core::manifest::{verify, SecretKey, SignedManifest, TrustPolicy, VerifyContext};
 use pollen_core::status::Phase;
 
 use super::*;
-use crate::store::tests::{artifact, manifest_for};
+use crate::store::tests::{artifact, manifest_for, verified};
 use crate::store::MemStore;
 
 struct Device {
@@ -43,14 +42,7 @@ fn release(d: &Device, n: u64) -> VerifiedManifest {
     for c in &cs {
         d.store.put_chunk(c.clone().into_verified()).expect("put");
     }
-    let key = SecretKey::from_bytes(&[3; 32]);
-    let bytes = SignedManifest::sign(m, &[&key]).encode();
-    verify(
-        &bytes,
-        &TrustPolicy::single(key.public()),
-        &VerifyContext::default(),
-    )
-    .expect("verify")
+    verified(m)
 }
 
 fn updater(d: &Device) -> Updater {
