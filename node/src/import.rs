@@ -350,9 +350,6 @@ pub fn import(
             chunks_new += 1;
             bytes_new += u64::from(c.len);
         }
-        // Recorded as held chunk by chunk: an import killed at any point
-        // (a stick pulled, power cut) resumes after its last chunk.
-        store.sync_chunks()?;
         tracing::debug!(chunk = %c.id, len = c.len, "stored");
         progress(total - missing.len() + i + 1, total);
     }

@@ -879,11 +879,6 @@ impl Driver {
                 None => break,
             }
         }
-        // Chunks written since the last sync are recorded as held, so a
-        // restart does not fetch them again.
-        if let Err(e) = self.store.sync_chunks() {
-            tracing::warn!(error = %e, "syncing stored chunks failed");
-        }
         tracing::info!("stopping: store writes finished");
         Ok(())
     }

@@ -5,12 +5,10 @@
 //!
 //! The rules (docs/DESIGN.md §12, "Storage on flash"):
 //! - A verified chunk is written at each of its offsets in the *target*
-//!   image (the inactive slot, or the output's partial file). It is served
-//!   at once, and recorded as held on disk (`held-0`, keyed by the target's
-//!   manifest id and the chunk id, so an entry left by an older target
-//!   never counts for a newer one) only after the image was synced: one
-//!   `fdatasync` per 8 MiB written, and at [`Store::sync_chunks`]. A crash
-//!   loses the records of at most that much, which is fetched again.
+//!   image (the inactive slot, or the output's partial file) and synced
+//!   before it counts as held. Held chunks are listed in `held-0`, keyed by
+//!   the target's manifest id and the chunk id, so an entry left by an
+//!   older target never counts for a newer one.
 //! - The active slot is never written. Its chunks count as held for any
 //!   release that shares them: [`Store::complete_image`] (staging) copies
 //!   them into the target locally, skipping any already right in place,
@@ -108,11 +106,8 @@ fn write_error(path: &Path, source: std::io::Error) -> StoreError {
 struct Target {
     image: Image,
     slot: Option<Slot>,
-    /// Chunks written into the image (readable; on disk once synced).
+    /// Chunks written into the image and synced.
     held: HashSet<ChunkId>,
-    /// Held chunks not yet synced and recorded in `held-0`, and their bytes.
-    unsynced: Vec<ChunkId>,
-    unsynced_bytes: u64,
     /// The whole image is the release, checked.
     complete: bool,
 }
@@ -168,17 +163,6 @@ pub fn disk_usage(path: &Path) -> u64 {
         }
     }
     total
-}
-
-/// Chunk bytes written between two syncs of the target image at most.
-const SYNC_EVERY: u64 = 8 << 20;
-
-impl Drop for ImageStore {
-    fn drop(&mut self) {
-        if let Err(e) = self.persist_held() {
-            tracing::warn!(error = %e, "recording the last stored chunks failed");
-        }
-    }
 }
 
 fn held_key(target: &ManifestId, chunk: &ChunkId) -> [u8; 64] {
@@ -278,13 +262,21 @@ impl ImageStore {
             }
         }
         let mut target = None;
-        if let Some(bytes) = self.db.get_state(keys::IMAGE_TARGET)? {
-            let rec: TargetRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::Corrupt(format!("image target record: {e}")))?;
-            let mut raw = [0u8; 32];
-            hex::decode_to_slice(&rec.manifest, &mut raw)
-                .map_err(|e| StoreError::Corrupt(format!("image target record: {e}")))?;
-            let id = ManifestId(raw);
+        // A record that does not parse names no release: the release is
+        // taken up again (and its chunks fetched again), the node starts.
+        let record = self.db.get_state(keys::IMAGE_TARGET)?.and_then(|bytes| {
+            let rec: Result<TargetRecord, _> = serde_json::from_slice(&bytes);
+            let rec = rec.ok().and_then(|r| {
+                let mut raw = [0u8; 32];
+                hex::decode_to_slice(&r.manifest, &mut raw).ok()?;
+                Some((r, ManifestId(raw)))
+            });
+            if rec.is_none() {
+                tracing::warn!("the record of the release being written is corrupt; ignored");
+            }
+            rec
+        });
+        if let Some((rec, id)) = record {
             // A target switched to is the active release now.
             let switched = rec.slot.is_some() && rec.slot == active_slot;
             if !switched {
@@ -310,8 +302,6 @@ impl ImageStore {
                             image: Image::new(id, &m, path, file),
                             slot: rec.slot,
                             held,
-                            unsynced: Vec::new(),
-                            unsynced_bytes: 0,
                             complete: rec.complete,
                         });
                     }
@@ -431,8 +421,6 @@ impl ImageStore {
             image: Image::new(id, m, path, file),
             slot,
             held,
-            unsynced: Vec::new(),
-            unsynced_bytes: 0,
             complete,
         };
         self.persist_target(&target)?;
@@ -546,59 +534,11 @@ impl ImageStore {
         ))
     }
 
-    /// Syncs the target image and records the chunks written since the
-    /// last sync as held (group commit: one `fdatasync` and one database
-    /// batch per [`SYNC_EVERY`] bytes, not per chunk). A crash before this
-    /// loses only those records: the chunks are fetched again, never
-    /// trusted unsynced.
-    fn persist_held(&self) -> Result<(), StoreError> {
-        let (file, path, manifest, ids) = {
-            let mut layout = self.lock();
-            let Some(t) = layout.target.as_mut() else {
-                return Ok(());
-            };
-            if t.unsynced.is_empty() {
-                return Ok(());
-            }
-            t.unsynced_bytes = 0;
-            (
-                t.image.file.clone(),
-                t.image.path.clone(),
-                t.image.manifest,
-                std::mem::take(&mut t.unsynced),
-            )
-        };
-        let result = file
-            .sync_data()
-            .map_err(|e| write_error(&path, e))
-            .and_then(|()| {
-                let keys: Vec<[u8; 64]> = ids.iter().map(|c| held_key(&manifest, c)).collect();
-                // A database that cannot record them (its disk full too):
-                // not fatal; they are recorded with the next batch.
-                self.db.put_held_batch(&keys).map_err(|e| StoreError::Io {
-                    context: "recording stored chunks".into(),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            });
-        if result.is_err() {
-            let mut layout = self.lock();
-            if let Some(t) = layout
-                .target
-                .as_mut()
-                .filter(|t| t.image.manifest == manifest)
-            {
-                t.unsynced.extend(ids);
-            }
-        }
-        result
-    }
-
     /// Forgets a held chunk of the target that no longer reads back right.
     fn forget_held(&self, id: &ChunkId) {
         let mut layout = self.lock();
         if let Some(t) = layout.target.as_mut() {
             if t.held.remove(id) {
-                t.unsynced.retain(|c| c != id);
                 let _ = self.db.delete_held(&held_key(&t.image.manifest, id));
             }
         }
@@ -681,30 +621,32 @@ impl Store for ImageStore {
                 failpoint("slot-write");
             }
         }
-        let due = {
-            let mut layout = self.lock();
-            let Some(t) = layout
-                .target
-                .as_mut()
-                .filter(|t| t.image.manifest == manifest)
-            else {
-                return Ok(Put::Unwanted);
-            };
-            // Served from the page cache at once; recorded as held on disk
-            // only once synced (below, every SYNC_EVERY bytes).
-            t.held.insert(id);
-            t.unsynced.push(id);
-            t.unsynced_bytes += chunk.len() as u64;
-            t.unsynced_bytes >= SYNC_EVERY
+        // Synced before it counts as held: a crash never leaves a held
+        // chunk whose bytes did not reach the disk.
+        file.sync_data().map_err(|e| write_error(&path, e))?;
+        let mut layout = self.lock();
+        let Some(t) = layout
+            .target
+            .as_mut()
+            .filter(|t| t.image.manifest == manifest)
+        else {
+            return Ok(Put::Unwanted);
         };
-        if due {
-            self.persist_held()?;
-        }
+        // A database that cannot record it (its disk full too) leaves the
+        // chunk not held: asked for again, not fatal.
+        self.db
+            .put_held(&held_key(&manifest, &id))
+            .map_err(|e| StoreError::Io {
+                context: "recording a stored chunk".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        t.held.insert(id);
         Ok(Put::New)
     }
 
     fn sync_chunks(&self) -> Result<(), StoreError> {
-        self.persist_held()
+        // Every put is synced already.
+        Ok(())
     }
 
     fn get_chunk(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {

@@ -260,33 +260,3 @@ fn clean_up_keeps_the_manifests_of_the_releases_in_the_slots() {
         "older ones dropped"
     );
 }
-
-#[test]
-fn chunks_are_recorded_as_held_on_disk_only_once_synced() {
-    let d = device(None);
-    let (v1, cs1) = release(&artifact(200_000), 1);
-    d.store.put_manifest(&v1).expect("manifest");
-    d.store.take_up(&v1).expect("take up");
-    d.store
-        .put_chunk(cs1[0].clone().into_verified())
-        .expect("put");
-    // Served at once from the image...
-    assert!(d.store.has_chunk(&cs1[0].id()).expect("has"));
-    assert!(d
-        .store
-        .read_chunk(&chunk_ref(&cs1[0]))
-        .expect("read")
-        .is_some());
-    // ...recorded on disk only after the sync (a crash before it fetches
-    // the chunk again, never trusts unsynced bytes).
-    let recorded = || {
-        d.store
-            .db()
-            .held_with_prefix(&v1.id().0)
-            .expect("held")
-            .len()
-    };
-    assert_eq!(recorded(), 0);
-    d.store.sync_chunks().expect("sync");
-    assert_eq!(recorded(), 1);
-}

@@ -195,16 +195,6 @@ impl RocksStore {
         Ok(self.db.put_cf(self.cf(CF_HELD)?, key, [])?)
     }
 
-    /// Records several held chunks in one batch.
-    pub(crate) fn put_held_batch(&self, keys: &[[u8; 64]]) -> Result<(), StoreError> {
-        let cf = self.cf(CF_HELD)?;
-        let mut batch = WriteBatch::default();
-        for k in keys {
-            batch.put_cf(cf, k, []);
-        }
-        Ok(self.db.write(batch)?)
-    }
-
     pub(crate) fn delete_held(&self, key: &[u8]) -> Result<(), StoreError> {
         Ok(self.db.delete_cf(self.cf(CF_HELD)?, key)?)
     }
