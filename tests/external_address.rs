@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use pollen_e2e::{free_port, s, Daemon, Release};
+use pollen_e2e::{free_port, s, serve_args, Daemon, Release};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -15,22 +15,7 @@ fn device(r: &Release, name: &str, peer: &str) -> Daemon {
     let (data, out) = (r.dir.join(name), r.dir.join(format!("{name}.img")));
     Daemon::spawn(
         "pollen-node",
-        &[
-            "run",
-            "--data",
-            s(&data),
-            "--trust",
-            &r.trust,
-            "--channel",
-            "stable",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-            "--peer",
-            peer,
-            "--out",
-            s(&out),
-        ],
+        &[r.device_args(&data, peer), vec!["--out", s(&out)]].concat(),
     )
 }
 
@@ -43,17 +28,10 @@ fn a_device_told_of_the_seeder_by_a_peer_dials_its_dns_name() {
     let mut seeder = Daemon::spawn(
         "pollen-seeder",
         &[
-            "serve",
-            "--store",
-            s(&r.store),
-            "--channel",
-            "stable",
-            "--listen",
-            &listen,
-            "--external-address",
-            &named,
-            "--no-mdns",
-        ],
+            serve_args(&r.store, &listen),
+            vec!["--external-address", &named],
+        ]
+        .concat(),
     );
     let seeder_addr = seeder.loopback_addr();
     let seeder_id = seeder_addr.rsplit('/').next().expect("peer id").to_owned();

@@ -10,23 +10,14 @@ use pollen_core::manifest::ManifestId;
 use pollen_core::rollout::bucket;
 use pollen_e2e::{
     file_blake3, free_port, node_status, poll, release_stages, run_json, run_ok, s, seeder_status,
-    write_random_file, Daemon, Release,
+    serve_args, write_random_file, Daemon, Release,
 };
 
 const WAIT: Duration = Duration::from_secs(180);
 
 fn seeder(r: &Release, port: u16, key: bool) -> (Daemon, String) {
     let listen = format!("/ip4/127.0.0.1/tcp/{port}");
-    let mut args = vec![
-        "serve",
-        "--store",
-        s(&r.store),
-        "--channel",
-        "stable",
-        "--listen",
-        &listen,
-        "--no-mdns",
-    ];
+    let mut args = serve_args(&r.store, &listen);
     if key {
         args.extend_from_slice(&["--key", s(&r.key)]);
     }
@@ -37,33 +28,20 @@ fn seeder(r: &Release, port: u16, key: bool) -> (Daemon, String) {
 
 /// A device daemon; `peer` is the one address it is given.
 fn node(r: &Release, data: &Path, device: &str, peer: &str, health: &str) -> (Daemon, String) {
-    let mut d = Daemon::spawn(
-        "pollen-node",
-        &[
-            "run",
-            "--data",
-            s(data),
-            "--trust",
-            &r.trust,
-            "--channel",
-            "stable",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-            "--peer",
-            peer,
-            "--device-id",
-            device,
-            "--status-interval",
-            "2s",
-            "--retry-interval",
-            "1s",
-            "--install-hook",
-            r#"echo "$POLLEN_VERSION" > "$POLLEN_SLOT/installed-by-hook""#,
-            "--health-hook",
-            health,
-        ],
-    );
+    let mut args = r.device_args(data, peer);
+    args.extend_from_slice(&[
+        "--device-id",
+        device,
+        "--status-interval",
+        "2s",
+        "--retry-interval",
+        "1s",
+        "--install-hook",
+        r#"echo "$POLLEN_VERSION" > "$POLLEN_SLOT/installed-by-hook""#,
+        "--health-hook",
+        health,
+    ]);
+    let mut d = Daemon::spawn("pollen-node", &args);
     let addr = d.loopback_addr();
     (d, addr)
 }
@@ -436,19 +414,7 @@ fn bad_releases(r: &Release, halted: bool) -> Vec<Bad> {
 }
 
 fn serve_store(store: &Path) -> (Daemon, String) {
-    let mut d = Daemon::spawn(
-        "pollen-seeder",
-        &[
-            "serve",
-            "--store",
-            s(store),
-            "--channel",
-            "stable",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-        ],
-    );
+    let mut d = Daemon::spawn("pollen-seeder", &serve_args(store, "/ip4/127.0.0.1/tcp/0"));
     let addr = d.loopback_addr();
     (d, addr)
 }

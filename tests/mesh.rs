@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use pollen_e2e::{file_blake3, run_json, s, Daemon, Release};
+use pollen_e2e::{file_blake3, run_json, s, serve_args, Daemon, Release};
 
 #[test]
 fn seeder_and_six_nodes_share_a_release() {
@@ -154,16 +154,7 @@ fn fetch_over_quic() {
     let r = Release::publish(16 << 20, 79);
     let mut seeder = Daemon::spawn(
         "pollen-seeder",
-        &[
-            "serve",
-            "--store",
-            s(&r.store),
-            "--channel",
-            "stable",
-            "--listen",
-            "/ip4/127.0.0.1/udp/0/quic-v1",
-            "--no-mdns",
-        ],
+        &serve_args(&r.store, "/ip4/127.0.0.1/udp/0/quic-v1"),
     );
     let addr = seeder.listen_addr("/quic-v1/");
     let out = r.dir.join("quic.img");

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use pollen_e2e::{
-    node_status, poll, run, run_json, s, try_node_status, write_random_file, Daemon, Release,
+    node_status, poll, run, run_json, s, serve_args, try_node_status, write_random_file, Daemon,
+    Release,
 };
 use pollen_node::api;
 
@@ -122,19 +123,7 @@ fn three_releases_published_to_a_running_seeder_install_on_connected_devices() {
     // packaged service does) and every release reaches it live.
     let r = Release::publish(1 << 10, 71);
     let store = r.dir.join("live-store");
-    let mut seeder = Daemon::spawn(
-        "pollen-seeder",
-        &[
-            "serve",
-            "--store",
-            s(&store),
-            "--channel",
-            "stable",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-        ],
-    );
+    let mut seeder = Daemon::spawn("pollen-seeder", &serve_args(&store, "/ip4/127.0.0.1/tcp/0"));
     let seeder_addr = seeder.loopback_addr();
     let pid = seeder.child.id();
     let datas = [r.dir.join("press-1"), r.dir.join("press-2")];

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use pollen_e2e::{
-    free_port, node_status, poll, run, run_json, s, try_node_status, write_random_file, Daemon,
-    Release,
+    free_port, node_status, poll, run, run_json, s, serve_args, try_node_status, write_random_file,
+    Daemon, Release,
 };
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -19,18 +19,7 @@ fn seeder(r: &Release, policy: &Path, port: u16) -> Daemon {
     let listen = format!("/ip4/127.0.0.1/tcp/{port}");
     let mut d = Daemon::spawn(
         "pollen-seeder",
-        &[
-            "serve",
-            "--store",
-            s(&r.store),
-            "--channel",
-            "stable",
-            "--listen",
-            &listen,
-            "--no-mdns",
-            "--policy",
-            s(policy),
-        ],
+        &[serve_args(&r.store, &listen), vec!["--policy", s(policy)]].concat(),
     );
     d.loopback_addr();
     d

@@ -9,7 +9,9 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pollen_e2e::{file_blake3, node_status, poll, run, s, try_node_status, Daemon, Release};
+use pollen_e2e::{
+    file_blake3, node_status, poll, run, s, serve_args, try_node_status, Daemon, Release,
+};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -249,18 +251,7 @@ fn systemd_ready_watchdog_and_stopping() {
     let data = r.dir.join("dev");
     let mut n = Daemon::spawn_env(
         "pollen-node",
-        &[
-            "run",
-            "--data",
-            s(&data),
-            "--trust",
-            &r.trust,
-            "--channel",
-            "stable",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-        ],
+        &r.node_args("run", &data, &[]),
         &[("NOTIFY_SOCKET", s(&path)), ("WATCHDOG_USEC", "2000000")],
         &["WATCHDOG_PID"],
     );
@@ -286,16 +277,7 @@ fn systemd_ready_watchdog_and_stopping() {
     let (sock, path) = notify_socket(&r.dir);
     let mut seeder = Daemon::spawn_env(
         "pollen-seeder",
-        &[
-            "serve",
-            "--store",
-            s(&r.store),
-            "--channel",
-            "stable",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-        ],
+        &serve_args(&r.store, "/ip4/127.0.0.1/tcp/0"),
         &[("NOTIFY_SOCKET", s(&path)), ("WATCHDOG_USEC", "2000000")],
         &["WATCHDOG_PID"],
     );

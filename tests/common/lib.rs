@@ -351,6 +351,21 @@ impl Drop for Daemon {
     }
 }
 
+/// `pollen-seeder serve` arguments for `store` on channel `stable`,
+/// listening on `listen`, mDNS off; callers add the rest.
+pub fn serve_args<'a>(store: &'a Path, listen: &'a str) -> Vec<&'a str> {
+    vec![
+        "serve",
+        "--store",
+        s(store),
+        "--channel",
+        "stable",
+        "--listen",
+        listen,
+        "--no-mdns",
+    ]
+}
+
 /// A release published with the real `pollen-seeder` into a fresh store,
 /// in a temporary directory that lives as long as this value.
 #[derive(Debug)]
@@ -418,7 +433,7 @@ impl Release {
 
     /// `pollen-node COMMAND` arguments every node of this release on
     /// 127.0.0.1 takes (mDNS off): its data in `data`, and `peers`.
-    fn node_args<'a>(
+    pub fn node_args<'a>(
         &'a self,
         command: &'a str,
         data: &'a Path,
@@ -466,16 +481,7 @@ impl Release {
     pub fn serve(&self) -> (Daemon, String) {
         let mut seeder = Daemon::spawn(
             "pollen-seeder",
-            &[
-                "serve",
-                "--store",
-                s(&self.store),
-                "--channel",
-                "stable",
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--no-mdns",
-            ],
+            &serve_args(&self.store, "/ip4/127.0.0.1/tcp/0"),
         );
         let addr = seeder.loopback_addr();
         (seeder, addr)
@@ -485,20 +491,7 @@ impl Release {
     /// off); returns the seeder and its address.
     pub fn serve_in(&self, ns: &str, ip: &str) -> (Daemon, String) {
         let listen = format!("/ip4/{ip}/tcp/4000");
-        let mut seeder = Daemon::spawn_in(
-            ns,
-            "pollen-seeder",
-            &[
-                "serve",
-                "--store",
-                s(&self.store),
-                "--channel",
-                "stable",
-                "--listen",
-                &listen,
-                "--no-mdns",
-            ],
-        );
+        let mut seeder = Daemon::spawn_in(ns, "pollen-seeder", &serve_args(&self.store, &listen));
         let addr = seeder.listen_addr(ip);
         (seeder, addr)
     }

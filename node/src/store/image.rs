@@ -89,7 +89,7 @@ fn read_at(file: &File, path: &Path, offset: u64, len: u32) -> Result<Vec<u8>, S
 }
 
 fn write_error(path: &Path, source: std::io::Error) -> StoreError {
-    if source.raw_os_error() == Some(nix::libc::ENOSPC) {
+    if source.kind() == std::io::ErrorKind::StorageFull {
         StoreError::NoSpace {
             path: path.display().to_string(),
         }
@@ -380,6 +380,11 @@ impl ImageStore {
                 });
             }
         }
+        // The old record goes first: a crash from here on leaves no release
+        // being written (it is taken up afresh), never one whose marks name
+        // bytes about to be truncated or overwritten.
+        self.db.delete_state(keys::IMAGE_TARGET)?;
+        layout.target = None;
         let path = self.target_path(slot, complete);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
@@ -515,15 +520,7 @@ impl ImageStore {
         if let Some(t) = layout.target.as_mut().filter(|t| t.image.manifest == id) {
             t.complete = true;
             t.image.path = path.clone();
-            let rec = TargetRecord {
-                manifest: id.to_hex(),
-                slot: t.slot,
-                complete: true,
-                path: Some(path.clone()),
-            };
-            let bytes = serde_json::to_vec(&rec)
-                .map_err(|e| StoreError::Corrupt(format!("encoding the image target: {e}")))?;
-            self.db.put_state(keys::IMAGE_TARGET, &bytes)?;
+            self.persist_target(t)?;
         }
         Ok((
             path,
