@@ -302,11 +302,6 @@ pub fn import(
 ) -> Result<ImportReport, ImportError> {
     let verified = check_manifest(&req)?;
     let m = verified.manifest();
-    let dir = store_dir(&req.data_dir);
-    crate::cli_support::create_private_dir(&dir).map_err(|source| ImportError::Io {
-        path: dir.clone(),
-        source,
-    })?;
     let store = Arc::new(open_device_store(&req.data_dir, req.store_budget)?);
     let mut updater = match &req.install {
         Some(config) => {

@@ -449,25 +449,21 @@ struct CheckReport {
 fn run_check(opt: CheckOpt) -> anyhow::Result<()> {
     let dir = store_dir(&opt.data);
     anyhow::ensure!(RocksStore::exists(&dir), "no store at {}", dir.display());
-    let store = RocksStore::open_read_only(&dir)?;
-    let mut report = CheckReport {
-        chunks: 0,
-        chunk_bytes: 0,
-        manifests: 0,
-        problems: Vec::new(),
-    };
     // A device's releases live in its slot images: every chunk at every
     // offset is checked against its id.
     let images = pollen_node::store::ImageStore::open_read_only(
         RocksStore::open_read_only(&dir)?,
         pollen_node::store::Places::Slots(pollen_node::update::Slots::new(&opt.data)),
     )?;
-    let (chunks, bytes, problems) = images.check_images()?;
-    report.chunks += chunks as usize;
-    report.chunk_bytes += bytes;
-    report.problems.extend(problems);
-    drop(images);
+    let (chunks, chunk_bytes, problems) = images.check_images()?;
+    let mut report = CheckReport {
+        chunks: chunks as usize,
+        chunk_bytes,
+        manifests: 0,
+        problems,
+    };
     // Chunk bytes kept in the database (a seeder's store).
+    let store = images.db();
     for id in store.chunk_ids()? {
         report.chunks += 1;
         match store.get_chunk(&id)? {

@@ -7,9 +7,9 @@ use anyhow::{bail, Context};
 use pollen_core::admission::AdmissionConfig;
 use pollen_core::manifest::SignedManifest;
 use pollen_node::api;
-use pollen_node::cli_support::{create_private_dir, note, Progress};
+use pollen_node::cli_support::{note, Progress};
 use pollen_node::driver::{Driver, Mode, NodeConfig, NodeEvent};
-use pollen_node::import::{open_image_store, store_dir};
+use pollen_node::import::{open_device_store, open_image_store};
 use pollen_node::net::Limits;
 use pollen_node::notify;
 use pollen_node::store::{reassemble_to_file, ImageStore, Places, Store};
@@ -55,18 +55,6 @@ fn config(opt: &MeshOpt, mode: Mode, linger: Duration) -> anyhow::Result<NodeCon
         status_interval: opt.status_interval.into(),
         publisher_key: None,
     })
-}
-
-/// A device's store: releases written into its slots (`run`) or straight
-/// into the output file (`fetch --out`).
-fn open_store(
-    opt: &MeshOpt,
-    places: Places,
-    budget: Option<u64>,
-) -> anyhow::Result<Arc<ImageStore>> {
-    let dir = store_dir(&opt.data);
-    create_private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(Arc::new(open_image_store(&opt.data, places, budget)?))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -164,8 +152,7 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let mut cfg = config(&opt, Mode::Run, Duration::ZERO)?;
     cfg.lifecycle = Some(lifecycle.config(&opt.data, &opt.channel));
-    let places = Places::Slots(pollen_node::update::Slots::new(&opt.data));
-    let store = open_store(&opt, places, lifecycle.store_budget)?;
+    let store = Arc::new(open_device_store(&opt.data, lifecycle.store_budget)?);
     runtime()?.block_on(async move {
         let (tx, rx) = mpsc::channel(64);
         let heartbeat = notify::Heartbeat::new();
@@ -193,7 +180,7 @@ pub fn fetch(opt: FetchOpt) -> anyhow::Result<()> {
     // Chunks go straight into the output (beside it until complete).
     let out =
         std::path::absolute(&opt.out).with_context(|| format!("--out {}", opt.out.display()))?;
-    let store = open_store(&opt.mesh, Places::Output(out), None)?;
+    let store = Arc::new(open_image_store(&opt.mesh.data, Places::Output(out), None)?);
     let timeout: Duration = opt.timeout.into();
     let report = runtime()?.block_on({
         let store = store.clone();

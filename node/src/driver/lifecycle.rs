@@ -127,9 +127,6 @@ impl Lifecycle {
         }
     }
 
-    /// Offers the current release (`complete`: all its chunks held) to the
-    /// updater when the rollout lets this device install it; otherwise
-    /// records why it waits.
     /// The store refused `manifest`: recorded as failed (not given up: a
     /// larger budget after a restart tries it again).
     pub fn refuse(&mut self, manifest: &pollen_core::manifest::VerifiedManifest, why: String) {
@@ -145,7 +142,10 @@ impl Lifecycle {
             .try_send(Command::Downloading(release_ref(manifest), Some(why)));
     }
 
-    /// `trouble`: the download is paused, and why (a full disk).
+    /// Offers the current release (`complete`: all its chunks held) to the
+    /// updater when the rollout lets this device install it; otherwise
+    /// records why it waits (`trouble`: the download is paused, and why,
+    /// such as a full disk).
     #[allow(clippy::too_many_arguments)]
     pub fn tick(
         &mut self,

@@ -46,6 +46,9 @@ const CF_STATE: &str = "state-0";
 const CF_HELD: &str = "held-0";
 const ALL_CFS: [&str; 5] = [CF_CHUNKS, CF_HAVE, CF_MANIFESTS, CF_STATE, CF_HELD];
 
+/// A key and its value, as RocksDB's iterators return them.
+type Entry = (Box<[u8]>, Box<[u8]>);
+
 /// A store in a RocksDB directory.
 pub struct RocksStore {
     db: DB,
@@ -201,15 +204,23 @@ impl RocksStore {
 
     /// Every `held-0` key that starts with `prefix`.
     pub(crate) fn held_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
-        let cf = self.cf(CF_HELD)?;
+        Ok(self
+            .with_prefix(CF_HELD, prefix)?
+            .into_iter()
+            .map(|(k, _)| k.into_vec())
+            .collect())
+    }
+
+    /// Every entry of column family `cf` whose key starts with `prefix`, in key order.
+    fn with_prefix(&self, cf: &str, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
         let mode = IteratorMode::From(prefix, rocksdb::Direction::Forward);
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf, mode) {
-            let (k, _) = item?;
+        for item in self.db.iterator_cf(self.cf(cf)?, mode) {
+            let (k, v) = item?;
             if !k.starts_with(prefix) {
                 break;
             }
-            out.push(k.to_vec());
+            out.push((k, v));
         }
         Ok(out)
     }
@@ -389,15 +400,10 @@ impl Store for RocksStore {
     }
 
     fn state_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let mode = IteratorMode::From(prefix.as_bytes(), rocksdb::Direction::Forward);
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_STATE)?, mode) {
-            let (k, v) = item?;
-            if !k.starts_with(prefix.as_bytes()) {
-                break;
-            }
-            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
-        }
-        Ok(out)
+        Ok(self
+            .with_prefix(CF_STATE, prefix.as_bytes())?
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.into_vec()))
+            .collect())
     }
 }

@@ -445,12 +445,19 @@ impl Updater {
         self.switch_and_check(slot)
     }
 
+    /// Points `active` at `slot` and tells the store, which serves from
+    /// the slots (every switch, commit and rollback goes through here).
+    fn point_to(&self, slot: Option<Slot>) -> Result<(), UpdateError> {
+        self.slots.point_to(slot)?;
+        self.store.slots_changed()?;
+        Ok(())
+    }
+
     fn switch_and_check(&mut self, slot: Slot) -> Result<Outcome, UpdateError> {
         self.record.phase = Phase::Switched;
         self.persist()?;
         failpoint::hit("switching");
-        self.slots.point_to(Some(slot))?;
-        self.store.slots_changed()?;
+        self.point_to(Some(slot))?;
         failpoint::hit("switched");
         self.check_health(slot)
     }
@@ -488,8 +495,7 @@ impl Updater {
                 &i.release.manifest.0,
             )?;
             if self.slots.active()? != i.slot {
-                self.slots.point_to(i.slot)?;
-                self.store.slots_changed()?;
+                self.point_to(i.slot)?;
             }
         }
         self.store.collect_garbage()?;
@@ -508,8 +514,7 @@ impl Updater {
     fn finish_roll_back(&mut self) -> Result<(), UpdateError> {
         let previous = self.record.installed.as_ref().and_then(|i| i.slot);
         if self.slots.active()? != previous {
-            self.slots.point_to(previous)?;
-            self.store.slots_changed()?;
+            self.point_to(previous)?;
         }
         Ok(())
     }
@@ -538,8 +543,7 @@ impl Updater {
                 }
                 self.persist()?;
                 if self.slots.active()? != Some(slot) {
-                    self.slots.point_to(Some(slot))?;
-                    self.store.slots_changed()?;
+                    self.point_to(Some(slot))?;
                 }
                 self.check_health(slot)
             }
