@@ -152,6 +152,15 @@ pub enum DecodeError {
 }
 
 impl Manifest {
+    /// Each entry of the chunk list with its offset in the artifact.
+    pub fn placed_chunks(&self) -> impl Iterator<Item = (u64, &ChunkRef)> {
+        self.chunks.iter().scan(0u64, |offset, c| {
+            let at = *offset;
+            *offset += u64::from(c.len);
+            Some((at, c))
+        })
+    }
+
     /// Canonical body bytes: the format version, then postcard.
     pub fn encode(&self) -> Vec<u8> {
         crate::encode::canonical(&[FORMAT_VERSION], self)
@@ -283,6 +292,16 @@ pub(crate) mod tests {
             rollout: Rollout::default(),
             install: Install::FullImage,
         }
+    }
+
+    #[test]
+    fn placed_chunks_sit_end_to_end() {
+        let m = sample(1, 3);
+        let placed: Vec<(u64, u32)> = m.placed_chunks().map(|(o, c)| (o, c.len)).collect();
+        assert_eq!(
+            placed,
+            [(0, 100_000), (100_000, 100_001), (200_001, 100_002)]
+        );
     }
 
     #[test]

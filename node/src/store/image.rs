@@ -20,7 +20,7 @@
 //!   written ([`StoreError::OverBudget`]); [`Store::collect_garbage`] (at
 //!   open and after a commit) drops what no kept release needs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -30,7 +30,7 @@ use pollen_core::chunk::{ChunkId, VerifiedChunk};
 use pollen_core::manifest::{Manifest, ManifestId, SignedManifest, VerifiedManifest};
 use serde::{Deserialize, Serialize};
 
-use super::local_copy::{clone_shared, same_place};
+use super::local_copy::{chunk_places, clone_shared, same_place, ChunkPlaces};
 use super::{keys, Put, Reassembled, RocksStore, Store, StoreError};
 use crate::update::{failpoint, Slot, Slots};
 
@@ -50,23 +50,16 @@ struct Image {
     manifest: ManifestId,
     path: PathBuf,
     file: Arc<File>,
-    /// Chunk id → (length, every offset it occupies; read from the first).
-    at: HashMap<ChunkId, (u32, Vec<u64>)>,
+    at: ChunkPlaces,
 }
 
 impl Image {
     fn new(manifest: ManifestId, m: &Manifest, path: PathBuf, file: File) -> Self {
-        let mut at: HashMap<ChunkId, (u32, Vec<u64>)> = HashMap::new();
-        let mut offset = 0u64;
-        for c in &m.chunks {
-            at.entry(c.id).or_insert((c.len, Vec::new())).1.push(offset);
-            offset += u64::from(c.len);
-        }
         Self {
             manifest,
             path,
             file: Arc::new(file),
-            at,
+            at: chunk_places(m),
         }
     }
 
@@ -468,10 +461,10 @@ impl ImageStore {
             _ => 0,
         };
         let mut hasher = blake3::Hasher::new();
-        let mut offset = 0u64;
+        let mut hashed = 0u64;
         let mut copied = 0u64;
         let half = m.chunks.len() / 2;
-        for (i, c) in m.chunks.iter().enumerate() {
+        for (i, (offset, c)) in m.placed_chunks().enumerate() {
             if i == half {
                 failpoint("staging");
             }
@@ -495,11 +488,11 @@ impl ImageStore {
                 src.bytes().to_vec()
             };
             hasher.update(&bytes);
-            offset += u64::from(c.len);
+            hashed += u64::from(c.len);
         }
         file.sync_data().map_err(|e| write_error(&path, e))?;
         let digest = *hasher.finalize().as_bytes();
-        if digest != m.artifact.blake3 || offset != m.artifact.size {
+        if digest != m.artifact.blake3 || hashed != m.artifact.size {
             return Err(StoreError::ArtifactMismatch {
                 expected: hex::encode(m.artifact.blake3),
                 actual: hex::encode(digest),
@@ -525,7 +518,7 @@ impl ImageStore {
         Ok((
             path,
             Reassembled {
-                bytes: offset,
+                bytes: hashed,
                 blake3: digest,
             },
         ))
@@ -745,14 +738,15 @@ impl Store for ImageStore {
     }
 
     fn collect_garbage(&self) -> Result<(), StoreError> {
-        let (target, kept) = {
+        let (target, mut kept) = {
             let layout = self.lock();
-            let mut kept: Vec<ManifestId> = Vec::new();
-            kept.extend(layout.active.as_ref().map(|a| a.manifest));
-            kept.extend(layout.target.as_ref().map(|t| t.image.manifest));
-            (layout.target.as_ref().map(|t| t.image.manifest), kept)
+            let target = layout.target.as_ref().map(|t| t.image.manifest);
+            let active = layout.active.as_ref().map(|a| a.manifest);
+            (
+                target,
+                [target, active].into_iter().flatten().collect::<Vec<_>>(),
+            )
         };
-        let mut kept = kept;
         if let Places::Slots(slots) = &self.places {
             for slot in [Slot::A, Slot::B] {
                 kept.extend(Self::slot_release(slots, slot)?);
@@ -774,7 +768,12 @@ impl Store for ImageStore {
                 if kept.contains(&id) {
                     continue;
                 }
-                let old = self.manifest(&id)?.is_none_or(|m| m.release < oldest);
+                // One that no longer decodes goes too (it could not be used).
+                let old = self
+                    .manifest(&id)
+                    .ok()
+                    .flatten()
+                    .is_none_or(|m| m.release < oldest);
                 if old {
                     self.db.delete_manifest(&id)?;
                     self.db.delete_state(&keys::control(&id))?;

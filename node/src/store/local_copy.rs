@@ -11,17 +11,29 @@ use pollen_core::manifest::Manifest;
 
 use crate::update::failpoint;
 
+/// Where each chunk of a release sits: id → (length, every offset it
+/// occupies; read from the first).
+pub(super) type ChunkPlaces = HashMap<ChunkId, (u32, Vec<u64>)>;
+
+/// The places of every chunk of `m`.
+pub(super) fn chunk_places(m: &Manifest) -> ChunkPlaces {
+    let mut at = ChunkPlaces::new();
+    for (offset, c) in m.placed_chunks() {
+        at.entry(c.id).or_insert((c.len, Vec::new())).1.push(offset);
+    }
+    at
+}
+
 /// Runs of chunks of `m` (not held) the active image has, as (offset in
 /// the target, offset in the active image, length), consecutive chunks
 /// merged where both sides are contiguous.
 pub(super) fn shared_runs(
     m: &Manifest,
     held: &HashSet<ChunkId>,
-    at: &HashMap<ChunkId, (u32, Vec<u64>)>,
+    at: &ChunkPlaces,
 ) -> Vec<(u64, u64, u64)> {
     let mut runs: Vec<(u64, u64, u64)> = Vec::new();
-    let mut offset = 0u64;
-    for c in &m.chunks {
+    for (offset, c) in m.placed_chunks() {
         let len = u64::from(c.len);
         let source = at
             .get(&c.id)
@@ -33,7 +45,6 @@ pub(super) fn shared_runs(
                 _ => runs.push((offset, src, len)),
             }
         }
-        offset += len;
     }
     runs
 }
@@ -52,7 +63,7 @@ pub(super) fn clone_shared(
     src: &File,
     m: &Manifest,
     held: &HashSet<ChunkId>,
-    at: &HashMap<ChunkId, (u32, Vec<u64>)>,
+    at: &ChunkPlaces,
 ) -> u64 {
     let mut done = 0u64;
     for (d, s, n) in shared_runs(m, held, at) {
@@ -89,19 +100,11 @@ pub(super) fn clone_shared(
 /// The chunks of `new` that `old` has at the same offsets (every place
 /// `new` has them).
 pub(super) fn same_place(old: &Manifest, new: &Manifest) -> HashSet<ChunkId> {
-    let mut at: HashMap<u64, ChunkId> = HashMap::new();
-    let mut offset = 0u64;
-    for c in &old.chunks {
-        at.insert(offset, c.id);
-        offset += u64::from(c.len);
-    }
+    let at: HashMap<u64, ChunkId> = old.placed_chunks().map(|(o, c)| (o, c.id)).collect();
     let mut places: HashMap<ChunkId, bool> = HashMap::new();
-    let mut offset = 0u64;
-    for c in &new.chunks {
+    for (offset, c) in new.placed_chunks() {
         let here = at.get(&offset) == Some(&c.id);
-        let all = places.entry(c.id).or_insert(true);
-        *all &= here;
-        offset += u64::from(c.len);
+        *places.entry(c.id).or_insert(true) &= here;
     }
     places
         .into_iter()
@@ -113,16 +116,6 @@ pub(super) fn same_place(old: &Manifest, new: &Manifest) -> HashSet<ChunkId> {
 mod tests {
     use super::*;
     use crate::store::tests::{manifest_for, noise};
-
-    fn places(m: &Manifest) -> HashMap<ChunkId, (u32, Vec<u64>)> {
-        let mut at: HashMap<ChunkId, (u32, Vec<u64>)> = HashMap::new();
-        let mut offset = 0;
-        for c in &m.chunks {
-            at.entry(c.id).or_insert((c.len, Vec::new())).1.push(offset);
-            offset += u64::from(c.len);
-        }
-        at
-    }
 
     #[test]
     fn chunks_in_place_are_only_those_that_did_not_move() {
@@ -151,7 +144,7 @@ mod tests {
         moved.extend_from_slice(&a);
         let (ma, _) = manifest_for(&a);
         let (mm, _) = manifest_for(&moved);
-        let at = places(&ma);
+        let at = chunk_places(&ma);
         let runs = shared_runs(&mm, &HashSet::new(), &at);
         assert_eq!(runs.len(), 1, "{runs:?}");
         let (dst, src, len) = runs[0];
