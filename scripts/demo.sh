@@ -35,7 +35,7 @@ for k in root release operator enroll; do "$seeder" keygen --out "$work/$k.key" 
 "$seeder" policy create --root "$work/root.key.pub" --release "$work/release.key.pub" \
   --operator "$work/operator.key.pub" --enroll "$work/enroll.key.pub" --key "$work/root.key" \
   --out "$work/fleet.policy" >/dev/null
-"$seeder" policy show "$work/fleet.policy" | head -6
+"$seeder" policy show "$work/fleet.policy" | sed -n 1,6p
 # Enrolls the node with peer id $1 as device $2 (site $3, if given).
 enroll() {
   "$seeder" enroll --key "$work/enroll.key" --policy "$work/fleet.policy" --peer-id "$1" \
@@ -164,7 +164,7 @@ sys.exit(0 if (sum(x["installed"] for x in st), sum(x["rolled_back"] for x in st
   ((SECONDS < deadline)) || { echo "demo: the seeder never saw 4 installs and 1 rollback" >&2; exit 1; }
   sleep 0.5
 done
-"$seeder" status --store "$work/seeder-store" | head -3
+"$seeder" status --store "$work/seeder-store" | sed -n 1,3p
 
 echo "== offline path: the same release on a USB stick"
 "$seeder" export --store "$work/seeder-store" --manifest "$work/release.pollen" --out "$work/usb" >/dev/null
