@@ -199,6 +199,39 @@ fn export_serve_reexport_and_move_to_the_next_release() {
     let served = origin.get("index/stable").expect("GET index");
     let v = verify_index(&served.body, &held, "stable", now()).expect("verifies");
     assert_eq!(v.index().manifest.to_hex(), moved);
+    // A halt with --origin: the control is published and the index names it.
+    let halted = run_json(
+        "pollen-seeder",
+        &[
+            "rollout",
+            "--key",
+            s(&release.key),
+            "--store",
+            s(&release.store),
+            "--channel",
+            "stable",
+            "--origin",
+            s(&dir),
+            "halt",
+        ],
+    );
+    assert_eq!(halted["halted"], true);
+    let bytes = std::fs::read(dir.join("index/stable")).expect("index");
+    let with_control = verify_index(&bytes, &held, "stable", now()).expect("verifies");
+    assert_eq!(with_control.index().manifest.to_hex(), moved);
+    let control_id = with_control
+        .index()
+        .control
+        .expect("the index names the halt");
+    let control = std::fs::read(dir.join(pollen_core::origin::control_path(&control_id)))
+        .expect("control file");
+    assert!(control_id.matches(&control));
+    let control =
+        pollen_core::rollout::VerifiedControl::from_bytes(&control, &held.policy().operator)
+            .expect("the control verifies");
+    assert!(control.control().halted);
+    assert!(with_control.index().seq > v.index().seq);
+    no_temporaries(&dir);
     // The first index is stale to a device holding the new one, not the reverse.
     let old = verify_index(&index.body, &held, "stable", now()).expect("old verifies");
     assert!(old.check_not_older(v.index().seq).is_err());
