@@ -385,3 +385,38 @@ fn bad_invocations_are_refused_and_leave_the_tree_unchanged() {
     assert_eq!(status["releases"].as_array().map(Vec::len), Some(1));
     assert_eq!(snapshot(&dir), before);
 }
+
+#[test]
+fn publish_to_a_running_seeder_with_origin_exports_what_it_now_serves() {
+    let release = Release::publish(1 << 20, 31);
+    let held = trust_of(&release);
+    let dir = release.dir.join("origin");
+    let (_seeder, _addr) = release.serve();
+    let artifact = release.dir.join("image-2.bin");
+    write_random_file(&artifact, 3 << 20, 32);
+    let published = run_json(
+        "pollen-seeder",
+        &[
+            "publish",
+            "--key",
+            s(&release.key),
+            "--store",
+            s(&release.store),
+            "--artifact",
+            s(&artifact),
+            "--channel",
+            "stable",
+            "--version",
+            "2.0.0",
+            "--origin",
+            s(&dir),
+        ],
+    );
+    assert_eq!(published["live"], true, "{published}");
+    // The store the seeder holds, read while it runs: the new release and
+    // every chunk of it are in the tree, the index names it.
+    let named = check_tree(&dir, &held);
+    assert_eq!(published["manifest_id"].as_str(), Some(named.as_str()));
+    assert_eq!(published["origin"]["channels"][0]["release"], 2);
+    no_temporaries(&dir);
+}
