@@ -320,6 +320,14 @@ pub fn plan<S: Store + ?Sized>(store: &S, req: OriginRequest) -> Result<Plan, Or
             });
         }
         let (m, bytes) = newest(&manifests, &channel, held.as_ref())?;
+        if m.manifest().expires_at <= req.now_ms / 1000 {
+            tracing::warn!(
+                channel = %channel,
+                release = m.manifest().release,
+                expires_at = m.manifest().expires_at,
+                "the channel's newest release has expired: devices will refuse it"
+            );
+        }
         let mut seen = BTreeSet::new();
         let mut chunks = Vec::new();
         for c in &m.manifest().chunks {
