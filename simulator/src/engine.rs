@@ -67,6 +67,13 @@ enum Ev {
     /// and batched gained-chunk notices.
     Timer(u32),
     Crash(u32),
+    /// The origin's first byte for a device's request: its response
+    /// starts flowing (the request's time to first byte has passed).
+    OriginServe {
+        to: u32,
+        index: u32,
+        epoch: u32,
+    },
     Sample,
     /// Gateways top up their connections to other sites' gateways (as the
     /// node does on its redial tick).
@@ -94,6 +101,10 @@ pub struct Node {
     admission: Option<Admission<u64, u32>>,
     /// Connected to the seeder (its connection limit may refuse).
     seeder_conn: bool,
+    /// Requests this device has at the origin now, and those waiting on
+    /// the device for one to end (index, epoch).
+    origin_active: usize,
+    origin_waiting: std::collections::VecDeque<(u32, u32)>,
     /// Seconds.
     pub start: f64,
     pub finish: Option<f64>,
@@ -133,6 +144,8 @@ pub struct Sample {
 /// A finished (or stopped) run.
 #[derive(Debug)]
 pub struct Outcome {
+    /// The HTTPS origin (not among `nodes`), if the fleet has one.
+    pub origin: Option<Node>,
     /// The seeder's admission counters (`central`: none).
     pub seeder_admission: Option<AdmissionStats>,
     pub nodes: Vec<Node>,
@@ -173,6 +186,10 @@ pub struct Sim {
     next_token: u64,
     /// Devices that are their site's gateways now.
     gateways: std::collections::BTreeSet<u32>,
+    /// The origin's node id (after every device), if the fleet has one.
+    origin: Option<u32>,
+    /// One past the last device's id.
+    devices_end: u32,
 }
 
 impl Sim {
@@ -181,7 +198,7 @@ impl Sim {
         let release_bytes = chunks.iter().map(|c| u64::from(c.len)).sum();
         let mut rng = ChaCha8Rng::seed_from_u64(sc.seed);
         let mut net = Net::default();
-        let seeder_up = net.add_link(sc.seeder.upload_mbit * MBIT);
+        let seeder_up = net.add_link(sc.seeder().map_or(1.0, |s| s.upload_mbit) * MBIT);
         let unlimited = net.add_link(f64::MAX / 4.0);
         let mut nodes = vec![Node {
             site: None,
@@ -194,11 +211,11 @@ impl Sim {
             timer: None,
             up_link: seeder_up,
             down_link: unlimited,
-            admission: (sc.strategy != Strategy::Central).then(|| {
+            admission: (sc.strategy != Strategy::Central && sc.seeder().is_some()).then(|| {
                 // The publisher's seeder super-seeds when sites share.
                 let config = AdmissionConfig {
                     spread: sc.sched.cross_site,
-                    max_active: sc.seeder.upload_slots,
+                    max_active: sc.seeder().map_or(1, |s| s.upload_slots),
                     ..AdmissionConfig::origin()
                 };
                 let mut a = Admission::new(config, None);
@@ -206,6 +223,8 @@ impl Sim {
                 a
             }),
             seeder_conn: false,
+            origin_active: 0,
+            origin_waiting: Default::default(),
             start: 0.0,
             finish: Some(0.0),
             bytes_in_lan: 0,
@@ -242,6 +261,8 @@ impl Sim {
                         down_link: net.add_link(group.lan_down_mbit * MBIT * factor),
                         admission: None,
                         seeder_conn: false,
+                        origin_active: 0,
+                        origin_waiting: Default::default(),
                         start: 0.0,
                         finish: None,
                         bytes_in_lan: 0,
@@ -265,9 +286,39 @@ impl Sim {
             }
         }
         let remaining = nodes.len() - 1;
+        let devices_end = nodes.len() as u32;
+        let origin = sc.origin().map(|o| {
+            let up_link = net.add_link(o.upload_mbit * MBIT);
+            nodes.push(Node {
+                site: None,
+                name: "origin".into(),
+                machine: None,
+                peers: Vec::new(),
+                up: true,
+                joined: true,
+                epoch: 0,
+                timer: None,
+                up_link,
+                down_link: unlimited,
+                // An HTTP server: no admission control of Pollen's.
+                admission: None,
+                seeder_conn: false,
+                origin_active: 0,
+                origin_waiting: Default::default(),
+                start: 0.0,
+                finish: Some(0.0),
+                bytes_in_lan: 0,
+                bytes_in_uplink: 0,
+                bytes_out: 0,
+                crashes: 0,
+                sched: SwarmStats::default(),
+                have_at_crash: None,
+            });
+            devices_end
+        });
         let site_count = sites.len();
         let mut sim = Self {
-            seeder_latency: sc.seeder.latency_ms / 1000.0,
+            seeder_latency: sc.seeder().map_or(0.0, |s| s.latency_ms) / 1000.0,
             chunks: chunks.into(),
             held_from_old,
             release_bytes,
@@ -287,6 +338,8 @@ impl Sim {
             held: std::collections::HashMap::new(),
             next_token: 0,
             gateways: std::collections::BTreeSet::new(),
+            origin,
+            devices_end,
             sc,
         };
         sim.wire_peers();
@@ -308,9 +361,14 @@ impl Sim {
     /// peer exchange hands out); `swarm` adds random devices anywhere (as a
     /// tracker hands out); `central` nothing else. Links are symmetric.
     fn wire_peers(&mut self) {
-        let n = self.nodes.len() as u32;
+        let n = self.devices_end;
         for id in 1..n {
-            self.nodes[id as usize].peers.push(SEEDER);
+            if self.sc.seeder().is_some() {
+                self.nodes[id as usize].peers.push(SEEDER);
+            }
+            if let Some(origin) = self.origin {
+                self.nodes[id as usize].peers.push(origin);
+            }
         }
         match self.sc.strategy {
             Strategy::Central => {}
@@ -352,7 +410,12 @@ impl Sim {
     /// exchange hands out peers with their roles; gateways keep connections
     /// to gateways). Links are symmetric.
     fn connect_gateways(&mut self, id: u32) {
-        if !self.sc.sched.cross_site || self.sc.strategy != Strategy::Pollen {
+        // Without a seeder no one hands out other sites' gateways (the
+        // origin takes no part in peer exchange).
+        if !self.sc.sched.cross_site
+            || self.sc.strategy != Strategy::Pollen
+            || self.sc.seeder().is_none()
+        {
             return;
         }
         let now = Duration::from_nanos(self.now_ns);
@@ -393,13 +456,15 @@ impl Sim {
     fn introduce(&mut self, now: Duration, a: u32, b: u32) {
         let (info_a, has_a) = (self.info(a), self.have_of(a));
         let (info_b, has_b) = (self.info(b), self.have_of(b));
-        // Every device names the seeder as its static peer.
+        // Every device names the seeder (and the origin) as static peers.
+        let configured = |p: u32| p == SEEDER || Some(p) == self.origin;
+        let (conf_a, conf_b) = (configured(a), configured(b));
         if let Some(m) = &mut self.nodes[a as usize].machine {
-            m.handle_peer_up(now, b, info_b, b == SEEDER);
+            m.handle_peer_up(now, b, info_b, conf_b);
             m.handle_have_all(now, b, has_b);
         }
         if let Some(m) = &mut self.nodes[b as usize].machine {
-            m.handle_peer_up(now, a, info_a, a == SEEDER);
+            m.handle_peer_up(now, a, info_a, conf_a);
             m.handle_have_all(now, a, has_a);
             self.dirty.push(b);
         }
@@ -442,7 +507,7 @@ impl Sim {
                 .collect(),
             max_failures: None,
         };
-        for id in 1..self.nodes.len() as u32 {
+        for id in 1..self.devices_end {
             let start = if stages.is_empty() {
                 0.0
             } else {
@@ -458,7 +523,7 @@ impl Sim {
             }
         }
         let churn = self.sc.churn.clone();
-        for id in 1..self.nodes.len() as u32 {
+        for id in 1..self.devices_end {
             if unit(&mut self.rng) < churn.crash_fraction {
                 let at = self.nodes[id as usize].start + unit(&mut self.rng) * churn.crash_window_s;
                 self.push(at, Ev::Crash(id));
@@ -471,6 +536,10 @@ impl Sim {
     }
 
     fn latency(&self, a: u32, b: u32) -> f64 {
+        // The origin's delay is all in its time to first byte.
+        if self.origin.is_some_and(|o| o == a || o == b) {
+            return 0.0;
+        }
         let (sa, sb) = (self.nodes[a as usize].site, self.nodes[b as usize].site);
         let wan = |s: Option<u32>| match s {
             Some(s) => self.sites[s as usize].wan_latency,
@@ -506,6 +575,7 @@ impl Sim {
 
     fn holds(&self, node: u32, index: u32) -> bool {
         node == SEEDER
+            || Some(node) == self.origin
             || self.nodes[node as usize]
                 .machine
                 .as_ref()
@@ -519,7 +589,9 @@ impl Sim {
             .as_ref()
             .and_then(|m| m.have())
         {
-            _ if node == SEEDER => Bitfield::full(self.chunks.len() as u32),
+            _ if node == SEEDER || Some(node) == self.origin => {
+                Bitfield::full(self.chunks.len() as u32)
+            }
             Some(h) => h.clone(),
             None => Bitfield::new(self.chunks.len() as u32),
         }
@@ -528,6 +600,15 @@ impl Sim {
     /// What `node` tells a peer about itself (the seeder: an origin that
     /// serves every site).
     fn info(&self, node: u32) -> PeerInfo {
+        if Some(node) == self.origin {
+            // As the node introduces its `--origin`: an origin on no site.
+            return PeerInfo {
+                site: None,
+                origin: true,
+                uplink: false,
+                gateway: false,
+            };
+        }
         let role = match &self.nodes[node as usize].machine {
             _ if node == SEEDER => Role {
                 origin: true,
@@ -548,10 +629,13 @@ impl Sim {
     /// The device connects to the seeder, if the seeder keeps it.
     fn connect_seeder(&mut self, id: u32) {
         let site = self.nodes[id as usize].site.unwrap_or(0) as usize;
+        let Some(seeder) = self.sc.seeder() else {
+            return;
+        };
         let keep = self.sc.strategy == Strategy::Central
             || keep_connection(
                 self.seeder_conns,
-                self.sc.seeder.max_connections,
+                seeder.max_connections,
                 self.seeder_site_conns[site],
             );
         if keep {
@@ -611,7 +695,7 @@ impl Sim {
         let mut machine = Machine::new(config, id, now);
         machine.take_release(now, self.chunks.clone(), have);
         self.nodes[id as usize].machine = Some(machine);
-        if !self.nodes[id as usize].seeder_conn {
+        if !self.nodes[id as usize].seeder_conn && self.sc.seeder().is_some() {
             // Turned away by the seeder: reach other sites through their gateways.
             self.connect_gateways(id);
         }
@@ -641,6 +725,8 @@ impl Sim {
             }
         }
         node.admission = None;
+        node.origin_active = 0;
+        node.origin_waiting.clear();
         self.gateways.remove(&id);
         if std::mem::take(&mut node.seeder_conn) {
             let site = node.site.unwrap_or(0) as usize;
@@ -763,6 +849,10 @@ impl Sim {
             );
             return;
         }
+        if Some(peer) == self.origin {
+            self.origin_request(id, index, epoch);
+            return;
+        }
         let site = self.requester_site(id);
         let t = Duration::from_nanos(self.now_ns);
         self.next_token += 1;
@@ -815,6 +905,64 @@ impl Sim {
         }
     }
 
+    /// `id` asks the origin for `index`: the request goes out if the device
+    /// has fewer than `max_requests` at the origin, or waits on the device.
+    fn origin_request(&mut self, id: u32, index: u32, epoch: u32) {
+        let Some(spec) = self.sc.origin() else {
+            return;
+        };
+        let (limit, ttfb) = (spec.max_requests, spec.latency_ms / 1000.0);
+        let n = &mut self.nodes[id as usize];
+        if n.origin_active >= limit {
+            n.origin_waiting.push_back((index, epoch));
+            return;
+        }
+        n.origin_active += 1;
+        let at = self.now() + ttfb;
+        self.push(
+            at,
+            Ev::OriginServe {
+                to: id,
+                index,
+                epoch,
+            },
+        );
+    }
+
+    /// The first byte of the origin's response to `to` is due: the response
+    /// flows (HTTP over TCP: a fair share, no deadline, never cut off).
+    fn origin_serve(&mut self, to: u32, index: u32, epoch: u32) {
+        let Some(origin) = self.origin else {
+            return;
+        };
+        let n = &self.nodes[to as usize];
+        if !n.up || n.epoch != epoch {
+            return;
+        }
+        self.next_token += 1;
+        let job = Job {
+            token: self.next_token,
+            index,
+            bytes: u64::from(self.chunks[index as usize].len),
+            epoch,
+            deadline: f64::INFINITY,
+        };
+        let path = self.path(origin, to);
+        self.net.enqueue(self.now(), origin, to, || path, job);
+    }
+
+    /// One of `to`'s requests at the origin ended: its next waiting one
+    /// (if any) goes out.
+    fn origin_request_ended(&mut self, to: u32) {
+        let n = &mut self.nodes[to as usize];
+        n.origin_active = n.origin_active.saturating_sub(1);
+        if let Some((index, epoch)) = n.origin_waiting.pop_front() {
+            if n.up && n.epoch == epoch {
+                self.origin_request(to, index, epoch);
+            }
+        }
+    }
+
     /// Starts the requests `server` held whose turn has come (dropping
     /// those whose requester went away meanwhile).
     fn start_held(&mut self, server: u32) {
@@ -864,7 +1012,11 @@ impl Sim {
 
     /// A response ended (`sent` of its bytes left): the sender's admission
     /// starts the next one.
-    fn finished(&mut self, from: u32, job: &Job, sent: u64) {
+    fn finished(&mut self, from: u32, to: u32, job: &Job, sent: u64) {
+        if Some(from) == self.origin {
+            self.origin_request_ended(to);
+            return;
+        }
         let t = Duration::from_nanos(self.now_ns);
         if let Some(a) = &mut self.nodes[from as usize].admission {
             a.finished(t, job.token, sent);
@@ -879,7 +1031,7 @@ impl Sim {
         let dropped = std::mem::take(&mut self.net.dropped);
         let now = self.now();
         for (from, to, job) in &dropped {
-            self.finished(*from, job, 0);
+            self.finished(*from, *to, job, 0);
             let n = &self.nodes[*to as usize];
             if n.up && n.epoch == job.epoch {
                 self.push(
@@ -905,7 +1057,7 @@ impl Sim {
         let Some((from, to, job)) = self.net.complete(now) else {
             return;
         };
-        self.finished(from, &job, job.bytes);
+        self.finished(from, to, &job, job.bytes);
         self.release_dropped();
         let (index, epoch) = (job.index, job.epoch);
         if job.deadline >= now {
@@ -1006,8 +1158,9 @@ impl Sim {
                 }
             }
             Ev::Crash(id) => self.crash(id),
+            Ev::OriginServe { to, index, epoch } => self.origin_serve(to, index, epoch),
             Ev::Maintain => {
-                let keep: Vec<u32> = (1..self.nodes.len() as u32)
+                let keep: Vec<u32> = (1..self.devices_end)
                     .filter(|&d| {
                         let n = &self.nodes[d as usize];
                         n.up && (self.gateways.contains(&d) || !n.seeder_conn)
@@ -1076,7 +1229,7 @@ impl Sim {
     /// `progress(done, total)` is called now and then.
     pub fn run(mut self, mut progress: impl FnMut(usize, usize)) -> Outcome {
         let limit = ns(self.sc.time_limit_s);
-        let total = self.nodes.len() - 1;
+        let total = self.devices_end as usize - 1;
         let mut last_report = 0u64;
         loop {
             // The next event, or the next transfer to finish (events first on a tie).
@@ -1110,7 +1263,9 @@ impl Sim {
                 add_stats(&mut n.sched, stats);
             }
         }
+        let origin = self.origin.and_then(|_| self.nodes.pop());
         Outcome {
+            origin,
             seeder_admission: self.nodes[0].admission.as_ref().map(|a| a.stats().clone()),
             nodes: self.nodes,
             sites: self.sites,

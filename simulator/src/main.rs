@@ -146,10 +146,12 @@ fn print_summary(s: &Summary, wall: Option<f64>) {
         s.ratio_to_bound.map_or("-".into(), |r| format!("{r:.2}"))
     );
     println!(
-        "uplinks: max {:.2} x release, mean {:.2}; seeder sent {:.2} x; {} duplicate chunks; {} events{}",
+        "uplinks: max {:.2} x release, mean {:.2}; seeder sent {:.2} x{}; {} duplicate chunks; {} events{}",
         s.uplink_multiple_max,
         s.uplink_multiple_mean,
         s.seeder_multiple,
+        s.origin_multiple
+            .map_or(String::new(), |m| format!(", origin {m:.2} x")),
         s.duplicate_chunks,
         s.events,
         wall.map_or(String::new(), |w| format!(
@@ -225,14 +227,14 @@ fn sweep(o: SweepOpt) -> anyhow::Result<()> {
     let results = results
         .into_inner()
         .map_err(|_| anyhow::anyhow!("a run panicked"))?;
-    let mut csv = String::from("run,strategy,devices,devices_done,completion_p50_s,completion_p90_s,completion_max_s,bound_s,ratio_to_bound,uplink_multiple_max,uplink_multiple_mean,seeder_multiple,duplicate_chunks,events\n");
+    let mut csv = String::from("run,strategy,devices,devices_done,completion_p50_s,completion_p90_s,completion_max_s,bound_s,ratio_to_bound,uplink_multiple_max,uplink_multiple_mean,seeder_multiple,origin_multiple,duplicate_chunks,events\n");
     let mut cdfs = Vec::new();
     let mut uplink = Vec::new();
     for ((name, _, _), r) in runs.iter().zip(results) {
         let (s, times) = r.with_context(|| format!("run {name} did not finish"))??;
         let f = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
         csv.push_str(&format!(
-            "\"{name}\",{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "\"{name}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             s.strategy,
             s.devices,
             s.devices_done,
@@ -244,6 +246,7 @@ fn sweep(o: SweepOpt) -> anyhow::Result<()> {
             s.uplink_multiple_max,
             s.uplink_multiple_mean,
             s.seeder_multiple,
+            f(s.origin_multiple),
             s.duplicate_chunks,
             s.events
         ));

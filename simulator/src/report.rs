@@ -29,9 +29,18 @@ pub struct Bounds {
 ///   downlink and is sent by the seeder or another site's uplink;
 /// - without: `max(F/u_s, F/d_min, max F/U_down, S·F/u_s, N·F/(u_s + Σ u_i))`
 ///   — the seeder sends every site its copy.
+///
+/// With an HTTPS origin, `u_s` is the sources' capacity: the seeder's
+/// upload plus the origin's. With the origin the only source, nothing
+/// flows before its time to first byte `L`: both bounds are `L +` the above.
 pub fn bounds(sc: &Scenario, release_bytes: u64) -> Bounds {
     let f = release_bytes as f64;
-    let us = sc.seeder.upload_mbit * MBIT;
+    let us = sc.seeder().map_or(0.0, |s| s.upload_mbit * MBIT)
+        + sc.origin().map_or(0.0, |o| o.upload_mbit * MBIT);
+    let first_byte = match (sc.seeder(), sc.origin()) {
+        (None, Some(o)) => o.latency_ms / 1000.0,
+        _ => 0.0,
+    };
     let spread = 1.0 - sc.heterogeneity.lan_spread;
     let d_min = sc
         .sites
@@ -59,16 +68,17 @@ pub fn bounds(sc: &Scenario, release_bytes: u64) -> Bounds {
         .into_iter()
         .fold(0.0, f64::max);
     Bounds {
-        cross_site: common.max(sites * f / (us + sum_uplink_up)),
-        no_cross_site: common.max(sites * f / us),
+        cross_site: first_byte + common.max(sites * f / (us + sum_uplink_up)),
+        no_cross_site: first_byte + common.max(sites * f / us),
     }
 }
 
 /// The bound a run is measured against: without cross-site sharing when the
-/// scenario turns it off for `pollen`, with it otherwise.
+/// scenario turns it off for `pollen`, or has no seeder (no one hands out
+/// other sites' gateways), with it otherwise.
 pub fn bound_for(sc: &Scenario, release_bytes: u64) -> f64 {
     let b = bounds(sc, release_bytes);
-    if sc.strategy == crate::Strategy::Pollen && !sc.sched.cross_site {
+    if sc.strategy == crate::Strategy::Pollen && (!sc.sched.cross_site || sc.seeder().is_none()) {
         b.no_cross_site
     } else {
         b.cross_site
@@ -96,6 +106,12 @@ pub struct Summary {
     pub uplink_multiple_per_site: Vec<f64>,
     pub bytes_from_seeder: u64,
     pub seeder_multiple: f64,
+    /// Bytes the HTTPS origin sent, and as a multiple of the release (only
+    /// with an origin).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_from_origin: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_multiple: Option<f64>,
     pub duplicate_chunks: u64,
     /// Chunk requests sent, refused (`Busy` or not held) and abandoned
     /// (no byte for a whole deadline), over all devices.
@@ -159,6 +175,8 @@ pub fn summary(sc: &Scenario, o: &Outcome) -> Summary {
         uplink_multiple_per_site: per_site,
         bytes_from_seeder: o.nodes[0].bytes_out,
         seeder_multiple: r6(o.nodes[0].bytes_out as f64 / f),
+        bytes_from_origin: o.origin.as_ref().map(|n| n.bytes_out),
+        origin_multiple: o.origin.as_ref().map(|n| r6(n.bytes_out as f64 / f)),
         duplicate_chunks: o.nodes.iter().map(|n| n.sched.duplicates).sum(),
         requests: o.nodes.iter().map(|n| n.sched.requests).sum(),
         requests_refused: o.nodes.iter().map(|n| n.sched.failures).sum(),

@@ -12,6 +12,8 @@ pub enum ScenarioError {
     Toml(#[from] toml::de::Error),
     #[error("scenario: {0}")]
     Invalid(String),
+    #[error("scenario has no source: give a [seeder] or an [origin] (or both) that is not `enabled = false`")]
+    NoSource,
     #[error("--param {0}: {1}")]
     Param(String, String),
 }
@@ -81,6 +83,11 @@ fn twenty_ms() -> f64 {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeederSpec {
+    /// `false`: the fleet runs without a seeder (origin only); lets a sweep
+    /// turn it off (`--param seeder.enabled=true,false`).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
     pub upload_mbit: f64,
     /// One-way latency from the seeder to the internet, ms.
     #[serde(default = "twenty_ms")]
@@ -93,6 +100,38 @@ pub struct SeederSpec {
     /// Responses it sends at once (`pollen-seeder serve --upload-slots`).
     #[serde(default = "seeder_slots")]
     pub upload_slots: usize,
+}
+
+/// An HTTPS origin (a web server, object store or CDN holding every
+/// chunk, `pollen-node --origin URL`): an uplink source with its own
+/// capacity, shared fairly among the devices downloading, and a time to
+/// first byte per request. It runs no admission control of Pollen's, never
+/// fetches, announces nothing and takes no part in peer exchange.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginSpec {
+    /// `false`: as if the table were absent (for sweeps).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Its capacity towards the internet, Mbit/s.
+    pub upload_mbit: f64,
+    /// Per request, from the device sending it to the first byte arriving
+    /// (request round trip + server/CDN processing), ms. The site's
+    /// `wan_latency_ms` does not add to it.
+    #[serde(default = "origin_latency_ms")]
+    pub latency_ms: f64,
+    /// Requests a device has at the origin at once (the node's origin
+    /// client concurrency); the scheduler's further requests wait on the
+    /// device for one to end.
+    #[serde(default = "origin_requests")]
+    pub max_requests: usize,
+}
+
+fn origin_latency_ms() -> f64 {
+    50.0
+}
+fn origin_requests() -> usize {
+    4
 }
 
 fn seeder_slots() -> usize {
@@ -261,7 +300,11 @@ pub struct Scenario {
     #[serde(default = "chunk_kib")]
     pub chunk_kib: u32,
     pub files: Option<FilesSpec>,
-    pub seeder: SeederSpec,
+    /// The publisher's seeder (absent or `enabled = false`: none).
+    pub seeder: Option<SeederSpec>,
+    /// An HTTPS origin (absent or `enabled = false`: none). At least one
+    /// of the two sources is needed.
+    pub origin: Option<OriginSpec>,
     #[serde(rename = "site")]
     pub sites: Vec<SiteSpec>,
     #[serde(default)]
@@ -324,8 +367,27 @@ impl Scenario {
         if self.chunk_kib == 0 || self.chunk_kib > 16 * 1024 {
             return bad("chunk_kib must be in 1..=16384");
         }
-        let rates = [self.seeder.upload_mbit]
+        if self.seeder().is_none() && self.origin().is_none() {
+            return Err(ScenarioError::NoSource);
+        }
+        if self.strategy != Strategy::Pollen && self.seeder().is_none() {
+            return bad(
+                "strategies central and swarm need a [seeder]; an origin-only fleet runs pollen",
+            );
+        }
+        if self.strategy != Strategy::Pollen && self.origin().is_some() {
+            return bad("an [origin] is modelled for strategy pollen only");
+        }
+        if let Some(o) = self.origin() {
+            if !(o.latency_ms >= 0.0 && o.latency_ms.is_finite()) || o.max_requests == 0 {
+                return bad("origin.latency_ms must be >= 0 and origin.max_requests >= 1");
+            }
+        }
+        let rates = self
+            .seeder()
+            .map(|s| s.upload_mbit)
             .into_iter()
+            .chain(self.origin().map(|o| o.upload_mbit))
             .chain(self.sites.iter().flat_map(|s| {
                 [
                     s.lan_up_mbit,
@@ -365,6 +427,16 @@ impl Scenario {
             return bad("sched.notify_ms and sched.notify_remote_ms must be >= 0");
         }
         Ok(())
+    }
+
+    /// The seeder, if the fleet has one.
+    pub fn seeder(&self) -> Option<&SeederSpec> {
+        self.seeder.as_ref().filter(|s| s.enabled)
+    }
+
+    /// The HTTPS origin, if the fleet has one.
+    pub fn origin(&self) -> Option<&OriginSpec> {
+        self.origin.as_ref().filter(|o| o.enabled)
     }
 
     /// Devices in all sites.
@@ -450,6 +522,12 @@ upload_mbit = 100.0
 latency_ms = 20.0          # seeder to the internet, one way
 max_connections = 512      # the seeder keeps this many; past half, two per site
 upload_slots = 64          # responses it sends at once at most (about 2 s of its rate); more wait, the rest hear Busy
+# enabled = false          # no seeder (then an [origin] is needed)
+
+# [origin]                 # an HTTPS origin (web server, S3, CDN) holding every chunk: pollen only
+# upload_mbit = 1000.0     # its capacity, shared fairly among the devices downloading
+# latency_ms = 50.0        # per request: time to first byte (round trip + processing)
+# max_requests = 4         # requests a device has at the origin at once (the node's client concurrency)
 
 [[site]]                   # repeat [[site]] for different kinds of sites
 name = "plant"
