@@ -3,7 +3,9 @@
 //! `handle_*`/`poll_*` API (the code the node ships), and the flow model of
 //! [`crate::net`] for every transfer. Deterministic: all randomness comes
 //! from the scenario's seed, times are integer nanoseconds in the heap, and
-//! ties break by insertion order.
+//! ties break by insertion order. An HTTPS origin (`[origin]`) is one more
+//! node after the devices: an HTTP server with a time to first byte per
+//! request, served as `central`'s HTTP over TCP.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,7 +85,7 @@ enum Ev {
 /// One simulated node's state and counters.
 #[derive(Debug)]
 pub struct Node {
-    /// Site index (`None`: the seeder, on the internet).
+    /// Site index (`None`: the seeder or the origin, on the internet).
     pub site: Option<u32>,
     pub name: String,
     /// The node's logic (`pollen_core::node`, the code the node ships),

@@ -151,3 +151,48 @@ uplink_down_mbit = 10.0
         format!("strategy = \"central\"\nrelease_mib = 8.0\n[origin]\nupload_mbit = 10.0\n{site}");
     assert!(Scenario::from_toml(&central).is_err());
 }
+
+/// No run with an origin beats the reported lower bound (one that did
+/// would be a model bug): origin only and beside a seeder, slow and fast
+/// origins, with and without a time to first byte.
+#[test]
+fn no_origin_run_beats_the_bound() {
+    let base = r#"strategy = "pollen"
+seed = 11
+release_mib = 16.0
+chunk_kib = 256
+[seeder]
+upload_mbit = 20.0
+[origin]
+upload_mbit = 20.0
+[[site]]
+count = 4
+devices = 4
+lan_up_mbit = 100.0
+lan_down_mbit = 100.0
+uplink_up_mbit = 40.0
+uplink_down_mbit = 40.0
+"#;
+    for seeder in ["true", "false"] {
+        for cap in ["20", "1000"] {
+            for latency in ["0", "100"] {
+                let p: Vec<(String, String)> = [
+                    ("seeder.enabled", seeder),
+                    ("origin.upload_mbit", cap),
+                    ("origin.latency_ms", latency),
+                ]
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+                let sc = Scenario::from_toml_with(base, &p).expect("scenario");
+                let (times, o) = run(&sc);
+                let last = times[times.len() - 1];
+                let bound = bound_for(&sc, o.release_bytes);
+                println!(
+                    "seeder {seeder}, origin {cap} Mbit/s {latency} ms: {last:.2} s, bound {bound:.2} s"
+                );
+                assert!(last >= bound, "{p:?}: {last} s beats the bound {bound} s");
+            }
+        }
+    }
+}
