@@ -60,7 +60,7 @@ const SITE_HINT: Duration = Duration::from_secs(1);
 /// Responses delivered before a lane trusts its measured rate.
 const MEASURED: u64 = 8;
 /// A chunk declined for [`Spread`] is not asked for again sooner than this.
-pub const MIN_SPREAD_HINT: Duration = Duration::from_secs(1);
+const MIN_SPREAD_HINT: Duration = Duration::from_secs(1);
 /// A freed slot goes to the oldest waiting request of a peer with fewer
 /// responses than this under way, if there is one: a peer that never
 /// acknowledges what it got (its slots are held until the caller gives up

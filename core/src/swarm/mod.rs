@@ -77,10 +77,6 @@ const ORIGIN_PRESSURE: Duration = Duration::from_secs(5);
 /// unmeasured server hints a second; a saturated one, the time its queue
 /// takes to drain past its bound).
 const PRESSURE_HINT: Duration = Duration::from_secs(4);
-/// A `Declined` with a hint at least this long says the server is the
-/// bottleneck: it declines so only with a backlog of more than a second
-/// (`admission`'s spread hints start there).
-const PRESSURE_DECLINE: Duration = crate::admission::MIN_SPREAD_HINT;
 
 /// How a peer relates to this node, from what it announced: a site
 /// member, a device elsewhere, or a publisher's server.
@@ -411,9 +407,6 @@ pub struct Swarm<P: PeerKey> {
     budget: Option<TokenBucket>,
     actions: VecDeque<Action<P>>,
     stats: SwarmStats,
-    /// An origin said, some time in this release, that it is the fleet's
-    /// bottleneck: from then on other sites' gateways are sources too.
-    fleet_pressed: bool,
     complete: bool,
     /// Who fetches which chunk across the uplink: built when first needed
     /// after the site's membership changed.
@@ -499,7 +492,6 @@ impl<P: PeerKey> Swarm<P> {
             budget,
             actions,
             stats: SwarmStats::default(),
-            fleet_pressed: false,
             complete,
             split: None,
             local_uplinks: std::cell::Cell::new(None),
@@ -860,13 +852,7 @@ impl<P: PeerKey> Swarm<P> {
         if self.finish_request(now, &peer, index, false) {
             self.stats.declined += 1;
             let until = now + retry_after.mul_f64(1.0 + 0.5 * self.unit());
-            // A decline with a long hint comes from a server with a backlog
-            // (spreading, or the chunk queued for this site behind others):
-            // the bottleneck. A short one only says that this site has the
-            // chunk coming from it already.
-            if retry_after >= PRESSURE_DECLINE {
-                self.pressed(now, &peer);
-            }
+            self.pressed(now, &peer);
             let n_chunks = self.chunks.len() as u32;
             if let Some(st) = self.peers.get_mut(&peer) {
                 st.declined.expire(now);
@@ -973,16 +959,6 @@ impl<P: PeerKey> Swarm<P> {
     /// them every peer is).
     fn shares_across_sites(&self) -> bool {
         !matches!(self.config.policy, SwarmPolicy::Sites { cross_site: false })
-    }
-
-    /// Whether devices of other sites (their gateways) may be asked: with
-    /// cross-site sharing, once an origin has said it is the bottleneck,
-    /// or while no origin is connected. An origin with room to spare
-    /// serves each site itself, and sites' uplinks carry nothing for each
-    /// other: a site's download is bounded by its own uplink either way,
-    /// so fetching from another site would only add traffic to both.
-    pub fn asks_other_sites(&self) -> bool {
-        self.shares_across_sites() && (self.fleet_pressed || self.origin_peers.is_empty())
     }
 
     /// With cross-site sharing: an origin said lately it is the fleet's
@@ -1170,7 +1146,6 @@ impl<P: PeerKey> Swarm<P> {
         if let Some(st) = self.peers.get_mut(peer) {
             st.declined_at = Some(now);
             if st.class == Class::Origin {
-                self.fleet_pressed = true;
                 // Its pressure ends then: a full pass may ask it first again.
                 self.wakeups.insert(now + ORIGIN_PRESSURE);
             }

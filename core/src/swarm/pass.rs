@@ -89,7 +89,7 @@ impl<P: PeerKey> Swarm<P> {
         }
         let last_resort =
             class == Class::Origin && self.shares_across_sites() && self.origins_pressed(now);
-        (class == Class::Origin || (class == Class::Remote && self.asks_other_sites()))
+        (class == Class::Origin || (class == Class::Remote && self.shares_across_sites()))
             && !self.on_site.get(index)
             && !(last_resort && self.on_remote.get(index))
             && self.warm(now)
@@ -206,7 +206,7 @@ impl<P: PeerKey> Swarm<P> {
             return nonzero_words(open.len(), |k| open[k]);
         }
         if class == Class::Bystander
-            || (class == Class::Remote && !self.asks_other_sites())
+            || (class == Class::Remote && !self.shares_across_sites())
             || !self.warm(now)
         {
             return Vec::new();

@@ -300,8 +300,6 @@ pub struct Driver {
     /// When stale status records were last looked for.
     last_expiry: Option<Instant>,
     gateway_search: GatewaySearch,
-    /// This node asks other sites for chunks ([`Self::seeks_other_sites`]).
-    sharing: bool,
     api: Option<(Shared, mpsc::Receiver<ApiCommand>)>,
     /// A release `pollen-seeder publish` staged for this seeder, being imported.
     intake: Option<intake::Intake>,
@@ -419,7 +417,6 @@ impl Driver {
             last_status: None,
             last_expiry: None,
             gateway_search: GatewaySearch::default(),
-            sharing: false,
             api: None,
             intake: None,
             heartbeat: None,
@@ -741,37 +738,10 @@ impl Driver {
         self.node.remote_count()
     }
 
-    /// Whether this node wants connections to other sites' gateways: with
-    /// cross-site sharing, once the scheduler asks other sites (an origin
-    /// said it is the bottleneck, or none is connected); before a release,
-    /// while no origin is connected. Until then a site's uplink carries
-    /// nothing between sites, not even the chatter of idle connections.
-    fn seeks_other_sites(&self) -> bool {
-        self.config.cross_site
-            && match self.node.swarm() {
-                Some(swarm) => swarm.asks_other_sites(),
-                None => !self.peers.values().any(|i| i.hello && i.role.origin),
-            }
-    }
-
-    /// After a refusal: when it made an origin the bottleneck, a gateway
-    /// looks for other sites' gateways at once.
-    fn sharing_changed(&mut self) {
-        let sharing = self.seeks_other_sites();
-        if sharing && !self.sharing {
-            tracing::info!("an origin is the bottleneck: sharing with other sites");
-            self.gateway_search = GatewaySearch::default();
-            if self.node.role().gateway {
-                self.find_gateways();
-            }
-        }
-        self.sharing = sharing;
-    }
-
     /// A gateway with room for more connections to other sites asks its
     /// origins and site peers for peers (their answers name gateways).
     fn find_gateways(&mut self) {
-        if !self.seeks_other_sites()
+        if !self.config.cross_site
             || self.config.no_lan
             || self.remote_count() >= self.config.max_remote_peers
             || !self.gateway_search.due(Instant::now(), self.fetching())
@@ -835,7 +805,7 @@ impl Driver {
         }
         if let Some((site, role)) = known {
             if self.other_site(site, role) {
-                let wanted = self.seeks_other_sites()
+                let wanted = self.config.cross_site
                     && role.gateway
                     && (self.node.role().gateway || !self.node.role().uplink)
                     && self.remote_count() < self.config.max_remote_peers;
@@ -1219,7 +1189,6 @@ impl Driver {
                         }
                         _ => n.handle_request_busy(now, p, index, None),
                     }
-                    self.sharing_changed();
                 }
             }
             (Pending::Peers, Response::Peers(list)) => self.on_peers(list),
