@@ -12,6 +12,7 @@
 //!   simulator; [`admission`]: which chunk requests a
 //!   server accepts; [`wire`]: messages between peers.
 //! - [`rollout`]: staged-rollout eligibility and signed rollout controls.
+//! - [`origin`]: the static origin tree's names and its signed channel index.
 //! - [`status`]: the signed status record each device publishes;
 //!   [`fleet`]: those records summed per release and rollout stage.
 
@@ -22,6 +23,7 @@ pub mod fleet;
 pub mod local_http;
 pub mod manifest;
 pub mod node;
+pub mod origin;
 pub mod rollout;
 pub mod status;
 pub mod swarm;

@@ -1,9 +1,10 @@
 //! Co-signing: one more signature on a signed Pollen object (manifest,
-//! rollout control, fleet policy, credential), under that object's own
+//! rollout control, fleet policy, credential, origin channel index), under that object's own
 //! signing context, so a k-of-n role is signed on k separate machines
 //! without any of them holding another's key.
 
 use crate::manifest::{open_envelope, seal_envelope, sign_body, DecodeError, Manifest, SecretKey};
+use crate::origin::{SignedIndex, INDEX_FORMAT};
 use crate::rollout::SignedControl;
 
 use super::credential::{SignedCredential, CREDENTIAL_FORMAT};
@@ -19,6 +20,7 @@ pub enum Kind {
     Control,
     Policy,
     Credential,
+    Index,
 }
 
 impl Kind {
@@ -28,6 +30,7 @@ impl Kind {
             Kind::Control => crate::rollout::SIGNING_CONTEXT,
             Kind::Policy => super::policy::SIGNING_CONTEXT,
             Kind::Credential => super::credential::SIGNING_CONTEXT,
+            Kind::Index => crate::origin::index::SIGNING_CONTEXT,
         }
     }
 
@@ -37,6 +40,7 @@ impl Kind {
             Kind::Control => "rollout control",
             Kind::Policy => "fleet policy",
             Kind::Credential => "device credential",
+            Kind::Index => "channel index",
         }
     }
 }
@@ -47,7 +51,7 @@ impl Kind {
 pub enum CosignError {
     #[error("not a signed Pollen object: {0}")]
     Decode(#[from] DecodeError),
-    #[error("not a manifest, rollout control, fleet policy or credential Pollen can read")]
+    #[error("not a manifest, rollout control, fleet policy, credential or channel index Pollen can read")]
     UnknownKind,
     #[error("key {key_id} already signed this {kind}")]
     AlreadySigned {
@@ -65,6 +69,9 @@ fn kind_of(bytes: &[u8], body: &[u8]) -> Result<Kind, CosignError> {
             .map_err(|_| CosignError::UnknownKind),
         Some(&CREDENTIAL_FORMAT) => SignedCredential::decode(bytes)
             .map(|_| Kind::Credential)
+            .map_err(|_| CosignError::UnknownKind),
+        Some(&INDEX_FORMAT) => SignedIndex::decode(bytes)
+            .map(|_| Kind::Index)
             .map_err(|_| CosignError::UnknownKind),
         _ if Manifest::decode(body).is_ok() => Ok(Kind::Manifest),
         _ if SignedControl::decode(bytes).is_ok() => Ok(Kind::Control),
@@ -132,5 +139,30 @@ mod tests {
         assert_eq!(kind, Kind::Control);
         let both = TrustPolicy::new(vec![key(1).public(), key(2).public()], 2).expect("valid");
         assert!(VerifiedControl::from_bytes(&two, &both).is_ok());
+    }
+
+    #[test]
+    fn channel_indexes_are_cosigned_under_their_own_context() {
+        use crate::origin::{verify, ChannelIndex};
+        use crate::trust::VerifiedPolicy;
+        let index = ChannelIndex {
+            channel: "stable".into(),
+            seq: 1,
+            issued_at: 1,
+            expires_at: 1_900_000_000,
+            manifest: crate::manifest::ManifestId([1; 32]),
+            release: 3,
+            control: None,
+            policy_version: None,
+        };
+        let bytes = SignedIndex::sign(index, &[&key(1)])
+            .expect("signs")
+            .encode();
+        let (kind, two) = cosign(&bytes, &key(2)).expect("co-signs");
+        assert_eq!(kind, Kind::Index);
+        let both = TrustPolicy::new(vec![key(1).public(), key(2).public()], 2).expect("valid");
+        let held = VerifiedPolicy::from_trust(both);
+        assert!(verify(&bytes, &held, "stable", 1_800_000_000).is_err());
+        assert!(verify(&two, &held, "stable", 1_800_000_000).is_ok());
     }
 }

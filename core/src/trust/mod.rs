@@ -12,7 +12,9 @@
 //! Each role signs under its own domain-separation context: manifests
 //! "pollen manifest v1" (release), controls "pollen rollout v1" (operator),
 //! policies "pollen policy v1" (root), credentials "pollen credential v1"
-//! (enroll). A signature of one role never passes as another's.
+//! (enroll); the operator also signs origins' channel indexes under
+//! "pollen index v1" (`crate::origin`). A signature of one role never
+//! passes as another's.
 
 pub mod cosign;
 pub mod credential;
