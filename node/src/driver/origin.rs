@@ -16,13 +16,14 @@ use std::time::Duration;
 use libp2p::PeerId;
 use pollen_core::chunk::{ChunkIndex, Rejected};
 use pollen_core::manifest::ManifestId;
+use pollen_core::origin::chunk_path;
 use pollen_core::swarm::{Bitfield, PeerInfo as SchedPeer};
 use tokio::sync::mpsc;
 
 use super::{writer, Driver, DriverError, Peer};
 use crate::net::protocol::Counter;
 use crate::origin::{
-    chunk_path, Expect, Fetched, OriginClient, OriginConfig, OriginError, OriginView,
+    Expect, Fetched, OriginClient, OriginConfig, OriginError, OriginView,
 };
 
 /// Answers from origin tasks waiting for the loop at most (each task holds

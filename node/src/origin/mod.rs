@@ -13,14 +13,12 @@ mod client;
 mod config;
 mod error;
 mod mirror;
-mod paths;
 mod view;
 
 pub use client::{Expect, Fetched, OriginClient};
 pub use config::{parse_origin_url, OriginConfig};
 pub use error::OriginError;
 pub use mirror::{MirrorState, MirrorStatus};
-pub use paths::{chunk_path, control_path, index_path, manifest_path, policy_path};
 pub use view::OriginView;
 
 #[cfg(test)]
