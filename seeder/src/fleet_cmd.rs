@@ -30,6 +30,12 @@ pub struct RolloutOpt {
     /// Also write the signed control here, to carry to offline devices.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The fleet policy (or trust file) devices hold, for --origin: the
+    /// key must hold its operator role; a signed policy is published too.
+    #[arg(long, requires = "origin")]
+    policy: Option<PathBuf>,
+    #[command(flatten)]
+    origin: crate::origin_cmd::AfterOpt,
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -88,6 +94,8 @@ fn open_ro(dir: &Path) -> anyhow::Result<RocksStore> {
 pub fn rollout(o: RolloutOpt) -> anyhow::Result<()> {
     let key = keyfile::load_secret(&o.key)?;
     let now = pollen_node::unix_now();
+    // --origin is checked before the control is signed or delivered.
+    let origin = crate::origin_cmd::prepare(&o.origin, &o.key, o.policy.as_deref(), &o.store)?;
     let (manifest, current) = {
         let store = open_ro(&o.store)?;
         let all = manifests(&store, Some(&o.channel))?;
@@ -131,6 +139,15 @@ pub fn rollout(o: RolloutOpt) -> anyhow::Result<()> {
     if let Some(out) = &o.out {
         std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
     }
+    let exported = match origin {
+        Some(p) => Some(crate::origin_cmd::run_after(
+            p,
+            &o.store,
+            &o.channel,
+            vec![bytes.clone()],
+        )?),
+        None => None,
+    };
     let stage = current_stage(rollout, next.promoted, now);
     let share = stage.map(|i| f64::from(rollout.stages[i].share) / 100.0);
     if o.json {
@@ -145,6 +162,7 @@ pub fn rollout(o: RolloutOpt) -> anyhow::Result<()> {
                 "open_stage": stage,
                 "open_share_percent": share,
                 "delivered": delivered,
+                "origin": exported,
             }))?
         );
     } else {
@@ -158,6 +176,9 @@ pub fn rollout(o: RolloutOpt) -> anyhow::Result<()> {
             share.unwrap_or(0.0)
         );
         println!("control    seq {}, {delivered}", next.seq);
+        if let Some(e) = &exported {
+            print!("{}", pollen_seeder::origin_export::summary(e));
+        }
     }
     Ok(())
 }

@@ -42,7 +42,9 @@ enum Command {
     Inspect(InspectOpt),
     /// Exit 0 only if a manifest (and optionally an artifact) verifies.
     Verify(VerifyOpt),
-    /// Copy a release out of a store as a manifest plus a chunk folder (for USB sticks).
+    /// Copy a release out of a store as a manifest plus a chunk folder (for
+    /// USB sticks), or, with --origin, write the store's current releases
+    /// as a static tree a web server, S3 or a CDN serves.
     Export(ExportOpt),
     /// Serve the newest release of a channel into the mesh.
     Serve(ServeOpt),
@@ -188,6 +190,8 @@ struct PublishOpt {
     /// enforced by `serve --key`.
     #[arg(long)]
     max_failures: Option<String>,
+    #[command(flatten)]
+    origin: origin_cmd::AfterOpt,
     #[arg(long)]
     json: bool,
 }
@@ -220,15 +224,47 @@ struct ExportOpt {
     #[arg(long)]
     store: PathBuf,
     /// Manifest id (hex) in the store, or a manifest file.
-    #[arg(long)]
-    manifest: String,
+    #[arg(long, required_unless_present = "origin", conflicts_with = "origin")]
+    manifest: Option<String>,
     /// Output folder: gets `manifest.pollen` and `chunks/`.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "origin", conflicts_with = "origin")]
+    out: Option<PathBuf>,
+    /// Write an origin tree here instead: each channel's newest release
+    /// (chunks, manifest, rollout control), the fleet policy, and a signed
+    /// channel index, written so that a reader never sees a half-written
+    /// file; files already there are kept. Serve it with any web server,
+    /// or sync it to S3 or a CDN (README).
+    #[arg(long, value_name = "DIR", requires = "key")]
+    origin: Option<PathBuf>,
+    /// A channel to export (repeatable; default: every channel in the store).
+    #[arg(long, requires = "origin")]
+    channel: Vec<String>,
+    /// Operator key signing the channel indexes (repeatable, for an
+    /// operator role that needs several signatures). Without a fleet
+    /// policy, a key of the devices' trust file.
+    #[arg(long, value_name = "SECRET", requires = "origin")]
+    key: Vec<PathBuf>,
+    /// The fleet policy (or trust file) devices hold: the keys must hold
+    /// its operator role; a signed policy is published under `policy/`.
+    /// The store's own policy is used when it is newer.
+    #[arg(long, requires = "origin")]
+    policy: Option<PathBuf>,
+    /// How long each channel index is valid: devices refuse an origin or
+    /// mirror whose index expired (a frozen mirror). Export again before
+    /// half of it has passed; an export renews an index past that point.
+    #[arg(long, default_value = "7d", value_name = "DURATION")]
+    index_ttl: humantime::Duration,
+    /// Re-hash the chunk files already in the tree (default: a file of the
+    /// right size is kept).
+    #[arg(long, requires = "origin")]
+    verify: bool,
+    #[arg(long, requires = "origin")]
+    json: bool,
 }
 
 mod enroll_cmd;
 mod fleet_cmd;
+mod origin_cmd;
 mod policy_cmd;
 mod sign_cmd;
 
@@ -359,6 +395,9 @@ fn run_publish(o: PublishOpt) -> anyhow::Result<()> {
         }
         None => Default::default(),
     };
+    // --origin is checked before anything is published.
+    let origin = origin_cmd::prepare(&o.origin, &o.key, o.policy.as_deref(), &o.store)?;
+    let channel = o.channel.clone();
     let req = PublishRequest {
         key: &key,
         artifact: o.artifact.clone(),
@@ -404,8 +443,16 @@ fn run_publish(o: PublishOpt) -> anyhow::Result<()> {
         std::fs::write(out, verified.to_bytes())
             .with_context(|| format!("writing {}", out.display()))?;
     }
+    let exported = match origin {
+        Some(p) => Some(origin_cmd::run_after(p, &o.store, &channel, Vec::new())?),
+        None => None,
+    };
     if o.json {
-        return print_json(&report);
+        let mut value = serde_json::to_value(&report)?;
+        if let Some(e) = exported {
+            value["origin"] = serde_json::to_value(e)?;
+        }
+        return print_json(&value);
     }
     println!(
         "published {} {} (release {}) on channel {}",
@@ -425,6 +472,9 @@ fn run_publish(o: PublishOpt) -> anyhow::Result<()> {
     );
     if let Some(out) = &o.out {
         println!("written to {}", out.display());
+    }
+    if let Some(e) = &exported {
+        print!("{}", pollen_seeder::origin_export::summary(e));
     }
     Ok(())
 }
@@ -522,19 +572,34 @@ fn run_verify(o: VerifyOpt) -> anyhow::Result<()> {
 }
 
 fn export(o: ExportOpt) -> anyhow::Result<()> {
+    if let Some(dir) = &o.origin {
+        return origin_cmd::export_origin(
+            &o.store,
+            dir,
+            o.channel,
+            &o.key,
+            o.policy.as_deref(),
+            o.index_ttl.as_secs(),
+            o.verify,
+            o.json,
+        );
+    }
+    let (Some(manifest), Some(out)) = (o.manifest, o.out) else {
+        bail!("export needs --manifest and --out, or --origin");
+    };
     let store = RocksStore::open_read_only(&o.store)?;
-    let bytes = if Path::new(&o.manifest).is_file() {
-        read_manifest(Path::new(&o.manifest))?
+    let bytes = if Path::new(&manifest).is_file() {
+        read_manifest(Path::new(&manifest))?
     } else {
         let mut id = [0u8; 32];
-        hex::decode_to_slice(&o.manifest, &mut id)
+        hex::decode_to_slice(&manifest, &mut id)
             .context("--manifest is neither a file nor a manifest id")?;
         store
             .get_manifest(&pollen_core::ManifestId(id))?
-            .with_context(|| format!("manifest {} is not in the store", o.manifest))?
+            .with_context(|| format!("manifest {manifest} is not in the store"))?
     };
     let signed = SignedManifest::decode(&bytes)?;
-    let chunk_dir = o.out.join("chunks");
+    let chunk_dir = out.join("chunks");
     std::fs::create_dir_all(&chunk_dir)
         .with_context(|| format!("creating {}", chunk_dir.display()))?;
     for c in &signed.manifest().chunks {
@@ -543,11 +608,11 @@ fn export(o: ExportOpt) -> anyhow::Result<()> {
             .with_context(|| format!("chunk {} is not in the store", c.id))?;
         std::fs::write(chunk_dir.join(c.id.to_hex()), chunk.bytes())?;
     }
-    std::fs::write(o.out.join("manifest.pollen"), &bytes)?;
+    std::fs::write(out.join("manifest.pollen"), &bytes)?;
     println!(
         "exported {} chunks and manifest.pollen to {}",
         signed.manifest().chunks.len(),
-        o.out.display()
+        out.display()
     );
     Ok(())
 }
