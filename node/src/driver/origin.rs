@@ -22,9 +22,7 @@ use tokio::sync::mpsc;
 
 use super::{writer, Driver, DriverError, Peer};
 use crate::net::protocol::Counter;
-use crate::origin::{
-    Expect, Fetched, OriginClient, OriginConfig, OriginError, OriginView,
-};
+use crate::origin::{Expect, Fetched, OriginClient, OriginConfig, OriginError, OriginView};
 
 /// Answers from origin tasks waiting for the loop at most (each task holds
 /// one request the scheduler made, and the scheduler bounds those).

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use pollen_core::manifest::{ManifestId, MAX_MANIFEST_BYTES};
 use pollen_core::origin::{
-    control_path, index_path, manifest_path, policy_path, ControlId, VerifiedIndex,
-    MAX_INDEX_BYTES,
+    control_path, index_path, manifest_path, policy_path, ControlId, VerifiedIndex, MAX_INDEX_BYTES,
 };
 use pollen_core::rollout::MAX_CONTROL_BYTES;
 use pollen_core::trust::policy::MAX_POLICY_BYTES;
@@ -278,7 +277,11 @@ impl Driver {
         let Some(index) = o.index.newest.as_ref().map(|v| v.index().clone()) else {
             return;
         };
-        if self.release.as_ref().is_none_or(|r| r.id() != index.manifest) {
+        if self
+            .release
+            .as_ref()
+            .is_none_or(|r| r.id() != index.manifest)
+        {
             return;
         }
         match index.control {

@@ -101,7 +101,7 @@ impl Mirror {
             state: self.state,
             last_error: self.last_error.clone(),
             bytes_fetched: self.bytes,
-            backoff_seconds: (!rest.is_zero()).then(|| rest.as_secs_f64()),
+            backoff_seconds: (!rest.is_zero()).then_some(rest.as_secs_f64()),
         }
     }
 }

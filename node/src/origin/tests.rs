@@ -370,7 +370,9 @@ fn origin_urls_are_checked() {
     let url = parse_origin_url("https://cdn.example.com/pollen").expect("valid");
     assert_eq!(url.as_str(), "https://cdn.example.com/pollen/");
     assert_eq!(
-        url.join(&pollen_core::origin::index_path("stable")).expect("join").as_str(),
+        url.join(&pollen_core::origin::index_path("stable"))
+            .expect("join")
+            .as_str(),
         "https://cdn.example.com/pollen/index/stable"
     );
 }
