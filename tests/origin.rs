@@ -159,6 +159,11 @@ fn a_fleet_without_a_seeder_takes_one_copy_from_the_origin() {
         assert_eq!(file_blake3(&out), r.blake3, "device {name}'s artifact");
     }
     let from_origin = nginx.chunk_bytes();
+    eprintln!(
+        "origin chunk bytes {from_origin} for a {} byte release ({:.3} copies)",
+        r.size,
+        from_origin as f64 / r.size as f64
+    );
     assert!(
         from_origin >= r.size,
         "the origin sent {from_origin} bytes of {}",

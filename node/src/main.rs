@@ -92,7 +92,7 @@ struct MeshOpt {
     #[arg(long, value_parser = pollen_node::origin::parse_origin_url)]
     origin: Vec<reqwest::Url>,
     /// An extra PEM root certificate for the origin (added to the built-in roots).
-    #[arg(long, value_name = "FILE", requires = "origin")]
+    #[arg(long, value_name = "FILE")]
     origin_ca: Option<PathBuf>,
     /// How often the origin's channel index is polled for a new release
     /// (a conditional GET: an unchanged index costs a few hundred bytes).

@@ -59,14 +59,15 @@ fn config(opt: &MeshOpt, mode: Mode, linger: Duration) -> anyhow::Result<NodeCon
 }
 
 /// The origin settings of `--origin`, `--origin-ca` and `--origin-poll`.
-fn origin_config(opt: &MeshOpt) -> Option<OriginConfig> {
+fn origin_config(opt: &MeshOpt) -> anyhow::Result<Option<OriginConfig>> {
     if opt.origin.is_empty() {
-        return None;
+        anyhow::ensure!(opt.origin_ca.is_none(), "--origin-ca needs an --origin");
+        return Ok(None);
     }
     let mut config = OriginConfig::new(opt.origin.clone());
     config.ca_file = opt.origin_ca.clone();
     config.poll = opt.origin_poll.into();
-    Some(config)
+    Ok(Some(config))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -170,7 +171,7 @@ pub fn run(
         let heartbeat = notify::Heartbeat::new();
         let mut driver =
             Driver::new(store.clone(), cfg, Some(tx))?.with_heartbeat(heartbeat.clone());
-        if let Some(origin) = origin_config(&opt) {
+        if let Some(origin) = origin_config(&opt)? {
             driver = driver.with_origins(origin)?;
         }
         notify::spawn_watchdog(heartbeat);
@@ -202,7 +203,7 @@ pub fn fetch(opt: FetchOpt) -> anyhow::Result<()> {
         async move {
             let (tx, rx) = mpsc::channel(64);
             let mut driver = Driver::new(store, cfg, Some(tx))?;
-            if let Some(origin) = origin_config(&opt.mesh) {
+            if let Some(origin) = origin_config(&opt.mesh)? {
                 driver = driver.with_origins(origin)?;
             }
             tokio::spawn(watch(rx, "fetch", None));
