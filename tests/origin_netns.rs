@@ -25,12 +25,14 @@ const RELEASE: u64 = 16 << 20;
 const UPLINK: &str = "20mbit";
 const UPLINK_BPS: f64 = 20e6;
 /// Time allowed before the copy can start, on top of 1.2 × one copy at the
-/// uplink rate: six processes start and open their stores, the devices
-/// find each other by mDNS (a first query goes out at start, answers
-/// come within a second), every device reads the channel index and the
-/// manifest through the proxy (a few round trips) and the site split
-/// settles who fetches which chunk. Measured at about 1-2 s here; 3 s
-/// leaves room on a loaded two-core machine.
+/// uplink rate: six processes start and open their stores, every device
+/// reads the channel index and the manifest through the proxy (a few
+/// round trips, well under a second here), and the devices find each
+/// other by mDNS before the site split hands out the uplink fetches (the
+/// answers to the first queries take a second or two). Measured here: 1 %
+/// of the release had crossed the uplink 2.3 s after the devices were
+/// started (HTTP and HTTPS alike); 3 s leaves a little room on a loaded
+/// two-core machine. The copy itself is also held to 1.2 × on its own.
 const START_ALLOWANCE_SECS: f64 = 3.0;
 
 /// Exports the release's store as an origin tree into `dir`.
@@ -143,6 +145,7 @@ fn run_site(t: &Setup, ca: Option<&Path>, tag: &str) {
     let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.clone())).collect();
     let rx_before = site.uplink_rx_bytes();
     let start = Instant::now();
+    let sampler = UplinkSampler::start(site);
     let mut nodes: Vec<Daemon> = (0..site.devices.len())
         .map(|i| {
             let args = device_args(site, r, i, &url, ca);
@@ -157,6 +160,7 @@ fn run_site(t: &Setup, ca: Option<&Path>, tag: &str) {
         last_done = last_done.max(start.elapsed().as_secs_f64());
     }
     let rx = site.uplink_rx_bytes() - rx_before;
+    let samples = sampler.stop();
     for (i, node) in nodes.iter_mut().enumerate() {
         let out = out_of(r, i);
         // The artifact is written right after the completion line.
@@ -177,6 +181,30 @@ fn run_site(t: &Setup, ca: Option<&Path>, tag: &str) {
          (one copy at the uplink rate {one_copy:.2} s, allowed {allowed:.2} s)",
         r.size >> 20,
         rx as f64 / f
+    );
+    // Where the time went: until 1 % of the release had crossed the
+    // uplink (start-up: processes, mDNS, index, manifest), and from then
+    // until 99 % had (the copy itself, against one copy at the rate).
+    let crossed = |share: f64| {
+        samples
+            .iter()
+            .find(|(_, b)| (*b - rx_before) as f64 >= share * f)
+            .map(|(t, _)| *t)
+    };
+    let (first, most) = (
+        crossed(0.01).expect("1 % of the release crossed the uplink"),
+        crossed(0.99).expect("99 % of the release crossed the uplink"),
+    );
+    println!(
+        "{tag}: 1 % of the release over the uplink after {first:.2} s, 99 % after {most:.2} s \
+             (the copy took {:.2} s: {:.2} x one copy at the uplink rate)",
+        most - first,
+        (most - first) / (0.98 * one_copy)
+    );
+    assert!(
+        most - first <= 1.2 * 0.98 * one_copy,
+        "{tag}: 98 % of the release took {:.2} s over the uplink",
+        most - first
     );
     assert!(
         rx as f64 <= 1.05 * f,
@@ -285,10 +313,41 @@ fn refuses_without_the_ca(t: &Setup) {
         .unwrap_or_default();
     println!("without --origin-ca: {error}");
     assert!(
-        error.contains("cannot connect") || error.to_lowercase().contains("certificate"),
+        error.contains("cannot connect") && error.contains("certificate"),
         "the device's origin error: {status}"
     );
     assert_ne!(status["origin"]["mirrors"][0]["state"], "ok", "{status}");
     assert_eq!(status["origin"]["bytes_verified"], 0, "{status}");
     assert_ne!(status["release"]["complete"], true, "{status}");
+}
+
+/// Samples the site's uplink receive counter every 50 ms on a thread of
+/// its own, as (seconds since start, bytes) pairs.
+struct UplinkSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(f64, u64)>>,
+}
+
+impl UplinkSampler {
+    fn start(site: &Site) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (router, dev) = (site.router.clone(), format!("{}u1", site.prefix));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut samples = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let bytes = pollen_e2e::netns::link_counter(&router, &dev, "rx_bytes");
+                samples.push((start.elapsed().as_secs_f64(), bytes));
+                std::thread::park_timeout(Duration::from_millis(50));
+            }
+            samples
+        });
+        UplinkSampler { stop, thread }
+    }
+
+    fn stop(self) -> Vec<(f64, u64)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the uplink sampler")
+    }
 }
