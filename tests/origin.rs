@@ -263,3 +263,123 @@ fn a_hostile_first_mirror_is_survived_from_the_second() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+/// A second release of `r` (2.0.0, other bytes) published into its store.
+fn publish_second(r: &Release) {
+    let artifact = r.dir.join("image2.bin");
+    pollen_e2e::write_random_file(&artifact, 3 << 20, 99);
+    run_json(
+        "pollen-seeder",
+        &[
+            "publish",
+            "--key",
+            s(&r.key),
+            "--store",
+            s(&r.store),
+            "--artifact",
+            s(&artifact),
+            "--channel",
+            "stable",
+            "--version",
+            "2.0.0",
+            "--out",
+            s(&r.dir.join("release2.pollen")),
+        ],
+    );
+}
+
+#[test]
+fn a_stale_mirror_is_refused_and_reported() {
+    let r = Release::publish(2 << 20, 17);
+    let t = r.dir.as_path();
+    // The stale mirror holds release 1's tree; the fresh one release 2's.
+    let stale = t.join("stale");
+    export(&r, &stale);
+    publish_second(&r);
+    let fresh = t.join("fresh");
+    export(&r, &fresh);
+    let mut fresh_nginx = Nginx::serve(&fresh, &t.join("nginx-fresh"));
+    let stale_nginx = Nginx::serve(&stale, &t.join("nginx-stale"));
+    let data = t.join("dev");
+    let out = t.join("dev.img");
+    let mut dev = device(
+        &r,
+        &data,
+        &out,
+        5,
+        &[
+            "--origin",
+            &fresh_nginx.url,
+            "--origin",
+            &stale_nginx.url,
+            "--origin-poll",
+            "1s",
+        ],
+    );
+    let report = wait_done(&mut dev, &out, "the device");
+    assert_eq!(report["release"], 2, "{report}");
+    // The fresh mirror goes away: the stale one answers the next polls,
+    // and its older index is refused.
+    let _ = fresh_nginx.child.kill();
+    let _ = fresh_nginx.child.wait();
+    let status = poll(Duration::from_secs(30), "the stale index refused", || {
+        let status = try_node_status(&data)?;
+        let error = status["origin"]["index_error"].as_str().unwrap_or_default();
+        match error.contains("older than the one held") {
+            true => Ok(status),
+            false => Err(status.to_string()),
+        }
+    });
+    assert_eq!(status["release"]["release"], 2, "still release 2: {status}");
+    let stale_error = status["origin"]["mirrors"][1]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(stale_error.contains("older"), "{status}");
+}
+
+#[test]
+fn an_expired_index_is_reported() {
+    let r = Release::publish(1 << 20, 18);
+    let t = r.dir.as_path();
+    let tree = t.join("tree");
+    run_json(
+        "pollen-seeder",
+        &[
+            "export",
+            "--store",
+            s(&r.store),
+            "--origin",
+            s(&tree),
+            "--key",
+            s(&r.key),
+            "--policy",
+            &r.trust,
+            "--index-ttl",
+            "4s",
+        ],
+    );
+    let nginx = Nginx::serve(&tree, &t.join("nginx"));
+    let data = t.join("dev");
+    let out = t.join("dev.img");
+    let mut dev = device(
+        &r,
+        &data,
+        &out,
+        6,
+        &["--origin", &nginx.url, "--origin-poll", "1s"],
+    );
+    wait_done(&mut dev, &out, "the device");
+    // Nobody exports again: once the index's life is over, status says so.
+    poll(
+        Duration::from_secs(30),
+        "the expired index reported",
+        || {
+            let status = try_node_status(&data)?;
+            let error = status["origin"]["index_error"].as_str().unwrap_or_default();
+            match error.contains("expired") {
+                true => Ok(()),
+                false => Err(status.to_string()),
+            }
+        },
+    );
+}

@@ -41,7 +41,8 @@ pub(in crate::driver) struct IndexPoll {
     every: Duration,
     next: Instant,
     running: bool,
-    etag: Option<String>,
+    /// The last index's `ETag` and the mirror (by position) that gave it.
+    etag: Option<(usize, String)>,
     /// The newest index verified (a node never goes back from it).
     newest: Option<VerifiedIndex>,
     error: Option<String>,
@@ -105,7 +106,8 @@ impl Driver {
         tokio::spawn(async move {
             let path = index_path(&channel);
             let expect = Expect::AtMost(MAX_INDEX_BYTES as u64);
-            let result = client.fetch_retrying(&path, expect, etag.as_deref()).await;
+            let tag = etag.as_ref().map(|(m, t)| (*m, t.as_str()));
+            let result = client.fetch_retrying(&path, expect, tag).await;
             let _ = tx.send(Done::Index(IndexDone::Index(result))).await;
         });
     }
@@ -238,7 +240,7 @@ impl Driver {
             }
         };
         tracing::debug!(seq = index.index().seq, manifest = %index.index().manifest, "origin index");
-        o.index.etag = etag;
+        o.index.etag = etag.map(|t| (mirror, t));
         o.index.error = None;
         o.index.newest = Some(index.clone());
         // An origin answered: a fetch may now finish once complete.
@@ -246,9 +248,7 @@ impl Driver {
         let i = index.index();
         let held_policy = self.trust.policy().map_or(0, |p| p.version());
         if let Some(v) = i.policy_version.filter(|&v| v > held_policy) {
-            let o = self.origins.as_mut().expect("checked above");
-            if o.index.policy.is_none() {
-                o.index.policy = Some(v);
+            if self.claim(|p| p.policy.replace(v).is_none()) {
                 self.fetch_object(policy_path(v), MAX_POLICY_BYTES, IndexDone::Policy);
             }
         }
@@ -257,9 +257,7 @@ impl Driver {
         let refused = self.refused.contains(&i.manifest);
         if !current && !refused {
             let id = i.manifest;
-            let o = self.origins.as_mut().expect("checked above");
-            if o.index.manifest != Some(id) {
-                o.index.manifest = Some(id);
+            if self.claim(|p| p.manifest.replace(id) != Some(id)) {
                 self.fetch_object(manifest_path(&id), MAX_MANIFEST_BYTES, move |r| {
                     IndexDone::Manifest(id, r)
                 });
@@ -267,6 +265,12 @@ impl Driver {
         }
         self.origin_control_step();
         Ok(())
+    }
+
+    /// Marks an object fetch as started in the poll state; whether it was
+    /// not already running (`mark` says so).
+    fn claim(&mut self, mark: impl FnOnce(&mut IndexPoll) -> bool) -> bool {
+        self.origins.as_mut().is_some_and(|o| mark(&mut o.index))
     }
 
     /// When the newest index names the current release: its control is

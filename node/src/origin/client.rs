@@ -128,13 +128,15 @@ impl OriginClient {
 
     /// GETs `path` from the first mirror that answers well, in order,
     /// skipping resting ones. A failing mirror rests (jittered back-off,
-    /// or its `Retry-After`) and the next one is asked. `progress` counts
-    /// body bytes as they arrive.
+    /// or its `Retry-After`) and the next one is asked. `etag` is the
+    /// `ETag` a mirror (by position) gave earlier: sent to that mirror only
+    /// (another one's tags mean nothing). `progress` counts body bytes as
+    /// they arrive.
     pub async fn fetch(
         &self,
         path: &str,
         expect: Expect,
-        etag: Option<&str>,
+        etag: Option<(usize, &str)>,
         progress: Option<&Counter>,
     ) -> Result<Fetched, OriginError> {
         let count = self.lock().len();
@@ -158,7 +160,8 @@ impl OriginClient {
                     })
                 }
             };
-            let (result, read) = self.get(&url, i, expect, etag, progress).await;
+            let tag = etag.filter(|(m, _)| *m == i).map(|(_, t)| t);
+            let (result, read) = self.get(&url, i, expect, tag, progress).await;
             let mut mirrors = self.lock();
             let m = &mut mirrors[i];
             m.add_bytes(read);
@@ -194,7 +197,7 @@ impl OriginClient {
         &self,
         path: &str,
         expect: Expect,
-        etag: Option<&str>,
+        etag: Option<(usize, &str)>,
     ) -> Result<Fetched, OriginError> {
         let mut round = 0;
         loop {

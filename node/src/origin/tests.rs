@@ -323,18 +323,30 @@ async fn an_unchanged_index_is_not_modified() {
         .fetch("index/stable", Expect::AtMost(100), None, None)
         .await;
     let Ok(Fetched::Body {
-        etag: Some(tag), ..
+        etag: Some(tag),
+        mirror,
+        ..
     }) = first
     else {
         panic!("{first:?}");
     };
     let again = c
-        .fetch("index/stable", Expect::AtMost(100), Some(&tag), None)
+        .fetch(
+            "index/stable",
+            Expect::AtMost(100),
+            Some((mirror, &tag)),
+            None,
+        )
         .await;
     assert!(
         matches!(again, Ok(Fetched::NotModified { mirror: 0 })),
         "{again:?}"
     );
+    // Another mirror's tag is not sent: the whole index comes back.
+    let other = c
+        .fetch("index/stable", Expect::AtMost(100), Some((1, &tag)), None)
+        .await;
+    assert!(matches!(other, Ok(Fetched::Body { .. })), "{other:?}");
 }
 
 #[tokio::test]
