@@ -7,12 +7,16 @@
 # python3 for scripts/demo.sh and the benchmark scripts; nginx for the
 # origin tests (tests/common/origin.rs runs its own nginx with a config of
 # its own on a free loopback port; the packaged service is not wanted, so
-# when this script installs nginx it stops and disables that service).
+# when this script installs nginx it stops and disables that service);
+# squid and openssl for the origin tests in namespaces (tests/origin_netns.rs
+# runs squid as the site's forward proxy with a config of its own and makes
+# a test CA with openssl; the packaged squid service is stopped and
+# disabled the same way).
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 
 need=()
-for pkg in libclang-dev clang g++ pkg-config time iproute2 dpkg-dev systemd python3 nginx; do
+for pkg in libclang-dev clang g++ pkg-config time iproute2 dpkg-dev systemd python3 nginx squid openssl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -24,6 +28,10 @@ if ((${#need[@]})); then
   if [[ " ${need[*]} " == *" nginx "* ]] && command -v systemctl >/dev/null &&
     systemctl is-active --quiet nginx 2>/dev/null; then
     $sudo systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
+  if [[ " ${need[*]} " == *" squid "* ]] && command -v systemctl >/dev/null &&
+    systemctl is-active --quiet squid 2>/dev/null; then
+    $sudo systemctl disable --now squid >/dev/null 2>&1 || true
   fi
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }

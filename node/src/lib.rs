@@ -19,6 +19,7 @@ pub mod import;
 pub mod net;
 pub mod node_id;
 pub mod notify;
+pub mod origin;
 pub mod policy_store;
 pub mod status_store;
 pub mod store;

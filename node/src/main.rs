@@ -84,6 +84,20 @@ struct MeshOpt {
     /// uplink, or LAN peers where multicast is blocked.
     #[arg(long)]
     peer: Vec<Multiaddr>,
+    /// An HTTP(S) origin: the base URL of a tree `pollen-seeder export
+    /// --origin` wrote, on any web server, object store or CDN
+    /// (repeatable: mirrors, tried in order, a failing one backing off).
+    /// The site's gateways fetch their uplink copy from it; proxies come
+    /// from HTTPS_PROXY / HTTP_PROXY / NO_PROXY.
+    #[arg(long, value_parser = pollen_node::origin::parse_origin_url)]
+    origin: Vec<reqwest::Url>,
+    /// An extra PEM root certificate for the origin (added to the built-in roots).
+    #[arg(long, value_name = "FILE")]
+    origin_ca: Option<PathBuf>,
+    /// How often the origin's channel index is polled for a new release
+    /// (a conditional GET: an unchanged index costs a few hundred bytes).
+    #[arg(long, default_value = "60s")]
+    origin_poll: humantime::Duration,
     /// This node's site (its LAN); peers on the same site are preferred.
     #[arg(long)]
     site: Option<String>,

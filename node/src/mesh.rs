@@ -12,6 +12,7 @@ use pollen_node::driver::{Driver, Mode, NodeConfig, NodeEvent};
 use pollen_node::import::{open_device_store, open_image_store};
 use pollen_node::net::Limits;
 use pollen_node::notify;
+use pollen_node::origin::OriginConfig;
 use pollen_node::store::{reassemble_to_file, ImageStore, Places, Store};
 use pollen_node::trust_file::{load_credential, load_policy};
 use tokio::sync::mpsc;
@@ -55,6 +56,18 @@ fn config(opt: &MeshOpt, mode: Mode, linger: Duration) -> anyhow::Result<NodeCon
         status_interval: opt.status_interval.into(),
         publisher_key: None,
     })
+}
+
+/// The origin settings of `--origin`, `--origin-ca` and `--origin-poll`.
+fn origin_config(opt: &MeshOpt) -> anyhow::Result<Option<OriginConfig>> {
+    if opt.origin.is_empty() {
+        anyhow::ensure!(opt.origin_ca.is_none(), "--origin-ca needs an --origin");
+        return Ok(None);
+    }
+    let mut config = OriginConfig::new(opt.origin.clone());
+    config.ca_file = opt.origin_ca.clone();
+    config.poll = opt.origin_poll.into();
+    Ok(Some(config))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -158,6 +171,9 @@ pub fn run(
         let heartbeat = notify::Heartbeat::new();
         let mut driver =
             Driver::new(store.clone(), cfg, Some(tx))?.with_heartbeat(heartbeat.clone());
+        if let Some(origin) = origin_config(&opt)? {
+            driver = driver.with_origins(origin)?;
+        }
         notify::spawn_watchdog(heartbeat);
         if let Some(addr) = opt.api {
             let (shared, commands) = api::start(addr, &opt.data).await?;
@@ -186,7 +202,10 @@ pub fn fetch(opt: FetchOpt) -> anyhow::Result<()> {
         let store = store.clone();
         async move {
             let (tx, rx) = mpsc::channel(64);
-            let driver = Driver::new(store, cfg, Some(tx))?;
+            let mut driver = Driver::new(store, cfg, Some(tx))?;
+            if let Some(origin) = origin_config(&opt.mesh)? {
+                driver = driver.with_origins(origin)?;
+            }
             tokio::spawn(watch(rx, "fetch", None));
             let span = tracing::info_span!("node", peer = %driver.peer_id());
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

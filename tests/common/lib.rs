@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 pub mod fleet;
 pub mod netns;
 pub mod origin;
+pub mod proxy;
 
 /// Directory holding the binaries of the profile the tests were built
 /// with, or `POLLEN_BIN_DIR` (benchmarks compare another build's binaries).

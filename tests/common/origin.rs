@@ -1,6 +1,8 @@
 //! An HTTP origin for tests: nginx (Debian's package, `scripts/setup.sh`)
 //! serving a directory as static files on 127.0.0.1 at a free port, as a
-//! publisher's web server serves a `pollen-seeder export --origin` tree.
+//! publisher's web server serves a `pollen-seeder export --origin` tree;
+//! or ([`Origin::start_in`]) on a given address inside a network
+//! namespace, over plain HTTP or TLS with a given certificate.
 //!
 //! nginx runs in the foreground as one process (`daemon off`,
 //! `master_process off`: no workers switching to another user, so it
@@ -28,10 +30,26 @@ pub struct Origin {
     work: tempfile::TempDir,
 }
 
-/// nginx's config for serving `root` on 127.0.0.1:`port`, everything it
-/// writes under `work`.
-fn config(root: &Path, port: u16, work: &Path) -> String {
+/// A server certificate (chain) and its key, PEM files, for nginx's TLS.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// nginx's config for serving `root` on `listen` (`IP:PORT`), over TLS
+/// with `tls`, everything it writes under `work`.
+fn config(root: &Path, listen: &str, tls: Option<&Tls>, work: &Path) -> String {
     let w = work.display();
+    let server_tls = match tls {
+        Some(t) => format!(
+            "\x20   ssl_certificate {};\n\x20   ssl_certificate_key {};\n",
+            t.cert.display(),
+            t.key.display()
+        ),
+        None => String::new(),
+    };
+    let ssl = if tls.is_some() { " ssl" } else { "" };
     format!(
         "daemon off;\n\
          master_process off;\n\
@@ -49,7 +67,8 @@ fn config(root: &Path, port: u16, work: &Path) -> String {
          \x20 default_type application/octet-stream;\n\
          \x20 sendfile on;\n\
          \x20 server {{\n\
-         \x20   listen 127.0.0.1:{port};\n\
+         \x20   listen {listen}{ssl};\n\
+         {server_tls}\
          \x20   root {root};\n\
          \x20   location / {{ }}\n\
          \x20 }}\n\
@@ -70,7 +89,9 @@ impl Origin {
             let work = tempfile::tempdir().expect("tempdir for nginx");
             let port = crate::free_port();
             let conf = work.path().join("nginx.conf");
-            std::fs::write(&conf, config(&root, port, work.path())).expect("write nginx.conf");
+            let listen = format!("127.0.0.1:{port}");
+            std::fs::write(&conf, config(&root, &listen, None, work.path()))
+                .expect("write nginx.conf");
             let mut child = Command::new(nginx())
                 .arg("-p")
                 .arg(work.path())
@@ -111,6 +132,54 @@ impl Origin {
             }
         }
         panic!("nginx did not start: {last}");
+    }
+
+    /// Starts nginx in network namespace `ns` serving `dir` on `ip`:`port`
+    /// (`https://` with `tls`, else `http://`) and returns once it accepts
+    /// connections there. Panics, with nginx's error log, if it does not
+    /// start within 10 s. ([`Origin::get`] reads 127.0.0.1 only: not for
+    /// this one.)
+    pub fn start_in(ns: &str, ip: &str, port: u16, dir: &Path, tls: Option<&Tls>) -> Origin {
+        let root = std::path::absolute(dir).expect("absolute path of the served directory");
+        let work = tempfile::tempdir().expect("tempdir for nginx");
+        let conf = work.path().join("nginx.conf");
+        let listen = format!("{ip}:{port}");
+        std::fs::write(&conf, config(&root, &listen, tls, work.path())).expect("write nginx.conf");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(nginx())
+            .arg("-p")
+            .arg(work.path())
+            .arg("-e")
+            .arg(work.path().join("error.log"))
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nginx (scripts/setup.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !crate::proxy::tcp_connects(ns, ip, port) {
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "nginx in {ns} did not accept connections on {listen} ({exited:?}): {}",
+                    std::fs::read_to_string(work.path().join("error.log")).unwrap_or_default()
+                );
+            }
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        Origin {
+            child,
+            url: format!("{scheme}://{ip}:{port}"),
+            port,
+            root,
+            work,
+        }
     }
 
     /// `GET` of `path` (relative to the served root, e.g. `index/stable`).

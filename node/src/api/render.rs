@@ -45,6 +45,8 @@ pub struct View<'a> {
     pub stages: Option<Vec<StageCounts>>,
     pub manifests_refused: u64,
     pub bytes_served: u64,
+    /// The HTTPS origin's mirrors and counters (`--origin`).
+    pub origin: Option<crate::origin::OriginView>,
 }
 
 const PHASES: [Phase; 8] = [
@@ -99,6 +101,9 @@ impl View<'_> {
         });
         if let Some(stages) = &self.stages {
             v["stages"] = serde_json::json!(stages);
+        }
+        if let Some(origin) = &self.origin {
+            v["origin"] = serde_json::json!(origin);
         }
         v
     }
@@ -238,6 +243,7 @@ mod tests {
             stages: None,
             manifests_refused: 2,
             bytes_served: 9,
+            origin: None,
         }
     }
 

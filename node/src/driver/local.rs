@@ -80,6 +80,7 @@ impl Driver {
             stages,
             manifests_refused: self.report.manifests_refused,
             bytes_served: self.report.bytes_served,
+            origin: self.origin_view(),
         }
     }
 

@@ -9,6 +9,8 @@ mod intake;
 mod joined;
 mod lifecycle;
 mod local;
+mod origin;
+mod origin_index;
 mod release;
 mod serve;
 mod trust;
@@ -136,6 +138,8 @@ pub enum DriverError {
     Policy(#[from] crate::policy_store::PolicyStoreError),
     #[error("this node's credential: {0}")]
     Credential(#[from] trust::Refusal),
+    #[error("origin: {0}")]
+    Origin(#[from] crate::origin::OriginError),
 }
 
 /// What the driver tells its owner while it runs (bounded; dropped if nobody reads).
@@ -316,6 +320,8 @@ pub struct Driver {
     /// A release the disk had no room for: taken up again after
     /// [`WRITE_RETRY`].
     waiting_for_room: Option<pollen_core::manifest::VerifiedManifest>,
+    /// The HTTPS origin (`--origin`), a synthetic peer of the node logic.
+    origins: Option<origin::Origins>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -423,6 +429,7 @@ impl Driver {
             write_trouble: None,
             refused: Default::default(),
             waiting_for_room: None,
+            origins: None,
             trust,
             config,
         };
@@ -582,6 +589,7 @@ impl Driver {
         let (release, have) = Release::new(self.store.as_ref(), manifest)?;
         let now = self.now();
         self.node.take_release(now, release.chunks.clone(), have);
+        self.origin_has(release.chunks.len());
         let id = release.id();
         tracing::info!(manifest = %id, release = release.release(), chunks = release.chunks.len(), held = release.held_at_start, "taking up release");
         self.emit(NodeEvent::NewRelease {
@@ -694,6 +702,10 @@ impl Driver {
     }
 
     fn send(&mut self, peer: PeerId, req: Request, what: Pending) {
+        // Notices, acknowledgements and roles to the origin go nowhere.
+        if self.is_origin(&peer) {
+            return;
+        }
         self.swarm.behaviour_mut().pollen.send(&peer, req, what);
     }
 
@@ -849,6 +861,7 @@ impl Driver {
                     self.publish_status(false);
                 }
                 Some(cmd) = recv_api(&mut self.api) => self.on_api(cmd)?,
+                Some(done) = origin::recv_origin(&mut self.origins) => self.on_origin(done)?,
                 done = intake::intake_done(&mut self.intake) => self.on_intake_done(done)?,
                 _ = &mut shutdown => {
                     self.finish_writes().await?;
@@ -930,6 +943,7 @@ impl Driver {
 
     fn on_tick(&mut self) {
         self.retry_take_up();
+        self.poll_index();
         self.tick_fleet();
         let now = self.now();
         self.expire_unadmitted(now);
@@ -1321,6 +1335,9 @@ impl Driver {
         if self.release.as_ref().is_none_or(|r| r.id() != w.manifest) {
             return Ok(());
         }
+        if self.origin_written(w.peer, w.index, w.len, &outcome) {
+            return Ok(());
+        }
         let receipt = match outcome {
             writer::Outcome::Stored(_) => {
                 *self
@@ -1381,6 +1398,9 @@ impl Driver {
                 continue;
             };
             match out {
+                Output::Request { peer, index, .. } if self.is_origin(&peer.0) => {
+                    self.origin_request(index)
+                }
                 Output::Request { peer, index, .. } => {
                     let progress = Counter::default();
                     self.chunk_progress

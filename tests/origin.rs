@@ -1,0 +1,385 @@
+//! The HTTPS origin on loopback, with no seeder: nginx serves a tree
+//! `pollen-seeder export --origin` wrote; one device knows the origin, two
+//! others know only devices. Everyone completes with the same BLAKE3 and
+//! the origin sends about one copy of the release. And a hostile first
+//! mirror (a chunk with wrong bytes, a truncated chunk): the device
+//! completes from the second mirror, stores nothing bad, and its status
+//! names the error.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use pollen_e2e::{file_blake3, free_port, poll, run_json, s, try_node_status, Daemon, Release};
+
+/// nginx serving `root` on 127.0.0.1, its access log counting body bytes
+/// per request; stopped when dropped.
+struct Nginx {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Nginx {
+    fn serve(root: &Path, dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("nginx dir");
+        let port = free_port();
+        let log = dir.join("access.log");
+        let conf = dir.join("nginx.conf");
+        let d = s(dir);
+        std::fs::write(
+            &conf,
+            format!(
+                "daemon off;\nmaster_process off;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+                 error_log {d}/error.log;\nevents {{ worker_connections 256; }}\n\
+                 http {{\n  log_format bytes '$uri $status $body_bytes_sent';\n\
+                 access_log {log} bytes;\n  client_body_temp_path {d}/body;\n\
+                 proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
+                 uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+                 server {{\n    listen 127.0.0.1:{port};\n    root {root};\n\
+                 location / {{ }}\n  }}\n}}\n",
+                log = s(&log),
+                root = s(root),
+            ),
+        )
+        .expect("nginx.conf");
+        let child = Command::new("nginx")
+            .args(["-c", s(&conf), "-p", d])
+            .spawn()
+            .expect("nginx (Debian package nginx-light or nginx)");
+        let url = format!("http://127.0.0.1:{port}/");
+        poll(Duration::from_secs(10), "nginx to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        Self { child, url, log }
+    }
+
+    /// Body bytes of successful chunk responses, from the access log.
+    fn chunk_bytes(&self) -> u64 {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let (uri, status, bytes) = (f.next()?, f.next()?, f.next()?);
+                (uri.starts_with("/chunk/") && status == "200")
+                    .then(|| bytes.parse::<u64>().ok())?
+            })
+            .sum()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Exports the release's store as an origin tree into `dir`.
+fn export(r: &Release, dir: &Path) {
+    run_json(
+        "pollen-seeder",
+        &[
+            "export",
+            "--store",
+            s(&r.store),
+            "--origin",
+            s(dir),
+            "--key",
+            s(&r.key),
+            "--policy",
+            &r.trust,
+        ],
+    );
+}
+
+/// `pollen-node run` on 127.0.0.1 in site `plant` writing `out`, with `extra`.
+fn device(r: &Release, data: &Path, out: &Path, seed: u32, extra: &[&str]) -> Daemon {
+    let seed = seed.to_string();
+    let mut args = r.node_args("run", data, &[]);
+    args.extend_from_slice(&["--site", "plant", "--out", s(out), "--seed", &seed]);
+    args.extend_from_slice(extra);
+    Daemon::spawn("pollen-node", &args)
+}
+
+fn wait_done(node: &mut Daemon, out: &Path, what: &str) -> serde_json::Value {
+    let report = node
+        .wait_complete(Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("{what} did not complete; stderr: {:?}", node.stderr));
+    // The artifact is written right after the completion line.
+    poll(Duration::from_secs(30), "the artifact", || {
+        node.wait_for(Duration::from_millis(50), |_, _| None::<()>);
+        out.exists()
+            .then_some(())
+            .ok_or_else(|| "not yet".to_owned())
+    });
+    report
+}
+
+/// The node's status once it shows the release complete (its snapshot
+/// is refreshed by the event loop, a moment after the completion line).
+fn complete_status(data: &Path) -> serde_json::Value {
+    poll(
+        Duration::from_secs(10),
+        "status to show the release complete",
+        || {
+            let status = try_node_status(data)?;
+            match status["release"]["complete"] == true {
+                true => Ok(status),
+                false => Err(status.to_string()),
+            }
+        },
+    )
+}
+
+#[test]
+fn a_fleet_without_a_seeder_takes_one_copy_from_the_origin() {
+    let r = Release::publish(24 << 20, 15);
+    let t = r.dir.as_path();
+    let tree = t.join("tree");
+    export(&r, &tree);
+    let nginx = Nginx::serve(&tree, &t.join("nginx"));
+    let poll_every = ["--origin", nginx.url.as_str(), "--origin-poll", "1s"];
+    let mut gate = device(&r, &t.join("a"), &t.join("a.img"), 1, &poll_every);
+    let gate_addr = gate.loopback_addr();
+    let mut b = device(
+        &r,
+        &t.join("b"),
+        &t.join("b.img"),
+        2,
+        &["--peer", &gate_addr],
+    );
+    let b_addr = b.loopback_addr();
+    let mut c = device(&r, &t.join("c"), &t.join("c.img"), 3, &["--peer", &b_addr]);
+    for (node, name) in [(&mut gate, "a"), (&mut b, "b"), (&mut c, "c")] {
+        let out = t.join(format!("{name}.img"));
+        wait_done(node, &out, name);
+        assert_eq!(file_blake3(&out), r.blake3, "device {name}'s artifact");
+    }
+    let from_origin = nginx.chunk_bytes();
+    eprintln!(
+        "origin chunk bytes {from_origin} for a {} byte release ({:.3} copies)",
+        r.size,
+        from_origin as f64 / r.size as f64
+    );
+    assert!(
+        from_origin >= r.size,
+        "the origin sent {from_origin} bytes of {}",
+        r.size
+    );
+    assert!(
+        from_origin as f64 <= 1.05 * r.size as f64,
+        "the origin sent {from_origin} bytes for a {} byte release",
+        r.size
+    );
+    // The device with the origin shows it, with the bytes it verified.
+    let status = complete_status(&t.join("a"));
+    let origin = &status["origin"];
+    assert_eq!(origin["mirrors"][0]["state"], "ok", "{status}");
+    assert!(
+        origin["bytes_verified"]
+            .as_u64()
+            .is_some_and(|v| v >= r.size * 9 / 10),
+        "{status}"
+    );
+    assert_eq!(origin["chunks_rejected"], 0);
+}
+
+/// The chunk files of a tree, largest first.
+fn chunk_files(tree: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(tree.join("chunk"))
+        .expect("chunk dir")
+        .flat_map(|d| std::fs::read_dir(d.expect("entry").path()).expect("subdir"))
+        .map(|f| f.expect("file").path())
+        .collect();
+    files.sort_by_key(|f| std::cmp::Reverse(std::fs::metadata(f).map_or(0, |m| m.len())));
+    files
+}
+
+#[test]
+fn a_hostile_first_mirror_is_survived_from_the_second() {
+    let r = Release::publish(6 << 20, 16);
+    let t = r.dir.as_path();
+    let good = t.join("good");
+    export(&r, &good);
+    // The bad mirror: the same tree, one chunk's bytes altered (same
+    // length), another chunk cut short.
+    let bad = t.join("bad");
+    let copied = Command::new("cp")
+        .args(["-a", s(&good), s(&bad)])
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    let files = chunk_files(&bad);
+    assert!(files.len() >= 2, "{files:?}");
+    let mut altered = std::fs::read(&files[0]).expect("chunk");
+    for b in altered.iter_mut().take(64) {
+        *b ^= 0xff;
+    }
+    std::fs::write(&files[0], &altered).expect("write");
+    let short = std::fs::read(&files[1]).expect("chunk");
+    std::fs::write(&files[1], &short[..short.len() / 2]).expect("write");
+    let bad_nginx = Nginx::serve(&bad, &t.join("nginx-bad"));
+    let good_nginx = Nginx::serve(&good, &t.join("nginx-good"));
+    let data = t.join("dev");
+    let out = t.join("dev.img");
+    let mut dev = device(
+        &r,
+        &data,
+        &out,
+        4,
+        &[
+            "--origin",
+            &bad_nginx.url,
+            "--origin",
+            &good_nginx.url,
+            "--origin-poll",
+            "1s",
+        ],
+    );
+    let report = wait_done(&mut dev, &out, "the device");
+    assert_eq!(file_blake3(&out), r.blake3);
+    assert_eq!(report["complete"], true);
+    let status = complete_status(&data);
+    let origin = &status["origin"];
+    let first = &origin["mirrors"][0];
+    let error = first["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("failed verification") || error.contains("expected exactly"),
+        "the bad mirror's error: {status}"
+    );
+    assert_eq!(origin["mirrors"][1]["state"], "ok", "{status}");
+    // Nothing bad stored: the device's own check of every chunk passes.
+    let _ = dev.terminate();
+    let check = Command::new(pollen_e2e::bin("pollen-node"))
+        .args(["check", "--data", s(&data)])
+        .output()
+        .expect("check");
+    assert!(
+        check.status.success(),
+        "check: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// A second release of `r` (2.0.0, other bytes) published into its store.
+fn publish_second(r: &Release) {
+    let artifact = r.dir.join("image2.bin");
+    pollen_e2e::write_random_file(&artifact, 3 << 20, 99);
+    run_json(
+        "pollen-seeder",
+        &[
+            "publish",
+            "--key",
+            s(&r.key),
+            "--store",
+            s(&r.store),
+            "--artifact",
+            s(&artifact),
+            "--channel",
+            "stable",
+            "--version",
+            "2.0.0",
+            "--out",
+            s(&r.dir.join("release2.pollen")),
+        ],
+    );
+}
+
+#[test]
+fn a_stale_mirror_is_refused_and_reported() {
+    let r = Release::publish(2 << 20, 17);
+    let t = r.dir.as_path();
+    // The stale mirror holds release 1's tree; the fresh one release 2's.
+    let stale = t.join("stale");
+    export(&r, &stale);
+    publish_second(&r);
+    let fresh = t.join("fresh");
+    export(&r, &fresh);
+    let mut fresh_nginx = Nginx::serve(&fresh, &t.join("nginx-fresh"));
+    let stale_nginx = Nginx::serve(&stale, &t.join("nginx-stale"));
+    let data = t.join("dev");
+    let out = t.join("dev.img");
+    let mut dev = device(
+        &r,
+        &data,
+        &out,
+        5,
+        &[
+            "--origin",
+            &fresh_nginx.url,
+            "--origin",
+            &stale_nginx.url,
+            "--origin-poll",
+            "1s",
+        ],
+    );
+    let report = wait_done(&mut dev, &out, "the device");
+    assert_eq!(report["release"], 2, "{report}");
+    // The fresh mirror goes away: the stale one answers the next polls,
+    // and its older index is refused.
+    let _ = fresh_nginx.child.kill();
+    let _ = fresh_nginx.child.wait();
+    let status = poll(Duration::from_secs(30), "the stale index refused", || {
+        let status = try_node_status(&data)?;
+        let error = status["origin"]["index_error"].as_str().unwrap_or_default();
+        match error.contains("older than the one held") {
+            true => Ok(status),
+            false => Err(status.to_string()),
+        }
+    });
+    assert_eq!(status["release"]["release"], 2, "still release 2: {status}");
+    let stale_error = status["origin"]["mirrors"][1]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(stale_error.contains("older"), "{status}");
+}
+
+#[test]
+fn an_expired_index_is_reported() {
+    let r = Release::publish(1 << 20, 18);
+    let t = r.dir.as_path();
+    let tree = t.join("tree");
+    run_json(
+        "pollen-seeder",
+        &[
+            "export",
+            "--store",
+            s(&r.store),
+            "--origin",
+            s(&tree),
+            "--key",
+            s(&r.key),
+            "--policy",
+            &r.trust,
+            "--index-ttl",
+            "4s",
+        ],
+    );
+    let nginx = Nginx::serve(&tree, &t.join("nginx"));
+    let data = t.join("dev");
+    let out = t.join("dev.img");
+    let mut dev = device(
+        &r,
+        &data,
+        &out,
+        6,
+        &["--origin", &nginx.url, "--origin-poll", "1s"],
+    );
+    wait_done(&mut dev, &out, "the device");
+    // Nobody exports again: once the index's life is over, status says so.
+    poll(
+        Duration::from_secs(30),
+        "the expired index reported",
+        || {
+            let status = try_node_status(&data)?;
+            let error = status["origin"]["index_error"].as_str().unwrap_or_default();
+            match error.contains("expired") {
+                true => Ok(()),
+                false => Err(status.to_string()),
+            }
+        },
+    );
+}
