@@ -4,12 +4,15 @@
 # libFuzzer for scripts/fuzz.sh); for the Debian packages (scripts/package.sh,
 # scripts/package-check.sh) dpkg-dev (cargo-deb's dependency scan) and
 # systemd (systemd-analyze, systemd-sysusers; it need not run as PID 1);
-# python3 for scripts/demo.sh and the benchmark scripts.
+# python3 for scripts/demo.sh and the benchmark scripts; nginx for the
+# origin tests (tests/common/origin.rs runs its own nginx with a config of
+# its own on a free loopback port; the packaged service is not wanted, so
+# when this script installs nginx it stops and disables that service).
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 
 need=()
-for pkg in libclang-dev clang g++ pkg-config time iproute2 dpkg-dev systemd python3; do
+for pkg in libclang-dev clang g++ pkg-config time iproute2 dpkg-dev systemd python3 nginx; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -18,5 +21,9 @@ if ((${#need[@]})); then
   echo "setup: installing ${need[*]}" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  if [[ " ${need[*]} " == *" nginx "* ]] && command -v systemctl >/dev/null &&
+    systemctl is-active --quiet nginx 2>/dev/null; then
+    $sudo systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }

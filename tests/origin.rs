@@ -355,7 +355,7 @@ fn an_expired_index_is_reported() {
             "--policy",
             &r.trust,
             "--index-ttl",
-            "4s",
+            "60s",
         ],
     );
     let nginx = Nginx::serve(&tree, &t.join("nginx"));

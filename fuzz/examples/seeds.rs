@@ -164,6 +164,14 @@ fn all_seeds() -> Vec<(&'static str, Seeds)> {
             ),
         ),
         ("local_http", named(pollen_fuzz::http_requests())),
+        (
+            "origin_index",
+            named(
+                ["fleet-operator", "trust-file"]
+                    .into_iter()
+                    .zip(pollen_fuzz::indexes().iter().cloned()),
+            ),
+        ),
     ]
 }
 

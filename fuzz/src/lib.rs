@@ -13,6 +13,7 @@ use pollen_core::chunk::chunks;
 use pollen_core::manifest::{
     Artifact, ChunkRef, Install, Rollout, RolloutStage, SecretKey, TrustPolicy, VerifyContext,
 };
+use pollen_core::origin::{ChannelIndex, ControlId, SignedIndex};
 use pollen_core::rollout::{RolloutControl, SignedControl};
 use pollen_core::status::{Phase, ReleaseRef, SignedStatus, StatusRecord};
 use pollen_core::swarm::{unique_chunks, Bitfield, SiteId};
@@ -494,5 +495,45 @@ pub fn held_policy() -> &'static VerifiedPolicy {
             .expect("a valid policy")
             .encode();
         VerifiedPolicy::first(&bytes, NOW).expect("signed by its root")
+    })
+}
+
+/// A fleet on the publisher's trust file ([`policy`]) as a device holds it.
+pub fn held_publisher_trust() -> &'static VerifiedPolicy {
+    static P: OnceLock<VerifiedPolicy> = OnceLock::new();
+    P.get_or_init(|| VerifiedPolicy::from_trust(policy()))
+}
+
+/// Channel indexes as `pollen-seeder export --origin` writes them for the
+/// firmware: one under the fixture fleet (signed by its operator key,
+/// naming the halt control and policy version 1, [`held_policy`]), one
+/// for a fleet on the publisher's trust file (no control, no policy).
+pub fn indexes() -> &'static [Vec<u8>] {
+    static I: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    I.get_or_init(|| {
+        let fleet = ChannelIndex {
+            channel: CHANNEL.into(),
+            seq: NOW * 1000,
+            issued_at: NOW,
+            expires_at: NOW + 7 * 86_400,
+            manifest: firmware().signed.id(),
+            release: 24,
+            control: Some(ControlId::of(&controls()[1])),
+            policy_version: Some(1),
+        };
+        let trust_file = ChannelIndex {
+            seq: NOW * 1000 + 1,
+            control: None,
+            policy_version: None,
+            ..fleet.clone()
+        };
+        [(fleet, fleet_key("operator")), (trust_file, publisher())]
+            .into_iter()
+            .map(|(index, key)| {
+                SignedIndex::sign(index, &[&key])
+                    .expect("a plain channel name")
+                    .encode()
+            })
+            .collect()
     })
 }

@@ -11,7 +11,7 @@ use pollen_core::trust::VerifiedPolicy;
 use pollen_node::store::RocksStore;
 use pollen_seeder::keyfile;
 use pollen_seeder::origin_export::{
-    check_keys, export, held_policy, summary, ExportReport, OriginRequest,
+    check_keys, export, held_policy, summary, ExportReport, OriginRequest, MIN_INDEX_TTL_SECS,
 };
 
 /// `--origin` on `publish` and `rollout`.
@@ -71,6 +71,10 @@ pub fn prepare(
     let Some(dir) = &o.origin else {
         return Ok(None);
     };
+    anyhow::ensure!(
+        o.index_ttl.as_secs() >= MIN_INDEX_TTL_SECS,
+        "--index-ttl must be at least {MIN_INDEX_TTL_SECS} s"
+    );
     let paths = if o.origin_key.is_empty() {
         vec![default_key.to_owned()]
     } else {

@@ -31,6 +31,8 @@ use crate::origin_tree::{Tree, TreeError};
 /// Default life of a channel index: mirrors not refreshed for this long
 /// are refused by devices as frozen.
 pub const DEFAULT_INDEX_TTL_SECS: u64 = 7 * 86_400;
+/// Shortest index life accepted.
+pub const MIN_INDEX_TTL_SECS: u64 = 60;
 
 /// Errors of this module; each names what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,8 @@ pub enum OriginError {
     Tree(#[from] TreeError),
     #[error("no key given to sign the channel index (an operator key)")]
     NoKey,
+    #[error("--index-ttl of {0} s is too short: devices would refuse the index within a minute (at least {MIN_INDEX_TTL_SECS} s)")]
+    TtlTooShort(u64),
     #[error("key {key_id} is not an operator key of fleet policy version {version}{roles}: devices would refuse the channel index it signs")]
     NotOperator {
         key_id: KeyId,
@@ -278,6 +282,9 @@ fn control_for<S: Store + ?Sized>(
 
 /// Reads and checks everything the export needs; writes nothing.
 pub fn plan<S: Store + ?Sized>(store: &S, req: OriginRequest) -> Result<Plan, OriginError> {
+    if req.index_ttl_secs < MIN_INDEX_TTL_SECS {
+        return Err(OriginError::TtlTooShort(req.index_ttl_secs));
+    }
     let held = held_policy(store, req.policy)?;
     check_keys(&req.keys, held.as_ref())?;
     let mut manifests = Vec::new();
@@ -320,6 +327,14 @@ pub fn plan<S: Store + ?Sized>(store: &S, req: OriginRequest) -> Result<Plan, Or
             });
         }
         let (m, bytes) = newest(&manifests, &channel, held.as_ref())?;
+        if m.manifest().expires_at <= req.now_ms / 1000 {
+            tracing::warn!(
+                channel = %channel,
+                release = m.manifest().release,
+                expires_at = m.manifest().expires_at,
+                "the channel's newest release has expired: devices will refuse it"
+            );
+        }
         let mut seen = BTreeSet::new();
         let mut chunks = Vec::new();
         for c in &m.manifest().chunks {

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 pub mod fleet;
 pub mod netns;
+pub mod origin;
 
 /// Directory holding the binaries of the profile the tests were built
 /// with, or `POLLEN_BIN_DIR` (benchmarks compare another build's binaries).

@@ -199,6 +199,13 @@ fn an_unknown_or_unnamable_channel_is_refused_before_anything_is_written() {
         export(&MemStore::new(), request(&dir, vec![key(3)], NOW * 1000)),
         Err(OriginError::Empty)
     ));
+    let mut req = request(&dir, vec![key(3)], NOW * 1000);
+    req.index_ttl_secs = 0;
+    assert!(matches!(
+        export(&store, req),
+        Err(OriginError::TtlTooShort(0))
+    ));
+    assert!(!dir.exists());
 }
 
 #[test]
