@@ -355,7 +355,7 @@ fn an_expired_index_is_reported() {
             "--policy",
             &r.trust,
             "--index-ttl",
-            "4s",
+            "60s",
         ],
     );
     let nginx = Nginx::serve(&tree, &t.join("nginx"));
@@ -370,8 +370,9 @@ fn an_expired_index_is_reported() {
     );
     wait_done(&mut dev, &out, "the device");
     // Nobody exports again: once the index's life is over, status says so.
+    // The exporter's shortest index life is a minute.
     poll(
-        Duration::from_secs(30),
+        Duration::from_secs(100),
         "the expired index reported",
         || {
             let status = try_node_status(&data)?;
