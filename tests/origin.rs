@@ -7,74 +7,33 @@
 //! names the error.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
-use pollen_e2e::{file_blake3, free_port, poll, run_json, s, try_node_status, Daemon, Release};
+use pollen_e2e::origin::Origin;
+use pollen_e2e::{file_blake3, poll, run_json, s, try_node_status, Daemon, Release};
 
-/// nginx serving `root` on 127.0.0.1, its access log counting body bytes
-/// per request; stopped when dropped.
-struct Nginx {
-    child: Child,
-    url: String,
-    log: PathBuf,
+/// Body bytes of successful chunk responses in an nginx access log
+/// (combined format: `"GET /chunk/... HTTP/1.1" 200 BYTES`).
+fn chunk_bytes(origin: &Origin) -> u64 {
+    origin
+        .access_log()
+        .lines()
+        .filter_map(|l| {
+            let (_, after) = l.split_once("\"GET /chunk/")?;
+            let (_, rest) = after.split_once('"')?;
+            let mut f = rest.split_whitespace();
+            let (status, bytes) = (f.next()?, f.next()?);
+            (status == "200").then(|| bytes.parse::<u64>().ok())?
+        })
+        .sum()
 }
 
-impl Nginx {
-    fn serve(root: &Path, dir: &Path) -> Self {
-        std::fs::create_dir_all(dir).expect("nginx dir");
-        let port = free_port();
-        let log = dir.join("access.log");
-        let conf = dir.join("nginx.conf");
-        let d = s(dir);
-        std::fs::write(
-            &conf,
-            format!(
-                "daemon off;\nmaster_process off;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\n\
-                 error_log {d}/error.log;\nevents {{ worker_connections 256; }}\n\
-                 http {{\n  log_format bytes '$uri $status $body_bytes_sent';\n\
-                 access_log {log} bytes;\n  client_body_temp_path {d}/body;\n\
-                 proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
-                 uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-                 server {{\n    listen 127.0.0.1:{port};\n    root {root};\n\
-                 location / {{ }}\n  }}\n}}\n",
-                log = s(&log),
-                root = s(root),
-            ),
-        )
-        .expect("nginx.conf");
-        let child = Command::new("nginx")
-            .args(["-c", s(&conf), "-p", d])
-            .spawn()
-            .expect("nginx (Debian package nginx-light or nginx)");
-        let url = format!("http://127.0.0.1:{port}/");
-        poll(Duration::from_secs(10), "nginx to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port))
-                .map(drop)
-                .map_err(|e| e.to_string())
-        });
-        Self { child, url, log }
-    }
-
-    /// Body bytes of successful chunk responses, from the access log.
-    fn chunk_bytes(&self) -> u64 {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        log.lines()
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                let (uri, status, bytes) = (f.next()?, f.next()?, f.next()?);
-                (uri.starts_with("/chunk/") && status == "200")
-                    .then(|| bytes.parse::<u64>().ok())?
-            })
-            .sum()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// nginx serving `root` on loopback, and the URL a node is given for it.
+fn serve(root: &Path) -> (Origin, String) {
+    let origin = Origin::start(root);
+    let url = format!("{}/", origin.url);
+    (origin, url)
 }
 
 /// Exports the release's store as an origin tree into `dir`.
@@ -140,8 +99,8 @@ fn a_fleet_without_a_seeder_takes_one_copy_from_the_origin() {
     let t = r.dir.as_path();
     let tree = t.join("tree");
     export(&r, &tree);
-    let nginx = Nginx::serve(&tree, &t.join("nginx"));
-    let poll_every = ["--origin", nginx.url.as_str(), "--origin-poll", "1s"];
+    let (nginx, nginx_url) = serve(&tree);
+    let poll_every = ["--origin", nginx_url.as_str(), "--origin-poll", "1s"];
     let mut gate = device(&r, &t.join("a"), &t.join("a.img"), 1, &poll_every);
     let gate_addr = gate.loopback_addr();
     let mut b = device(
@@ -158,7 +117,7 @@ fn a_fleet_without_a_seeder_takes_one_copy_from_the_origin() {
         wait_done(node, &out, name);
         assert_eq!(file_blake3(&out), r.blake3, "device {name}'s artifact");
     }
-    let from_origin = nginx.chunk_bytes();
+    let from_origin = chunk_bytes(&nginx);
     eprintln!(
         "origin chunk bytes {from_origin} for a {} byte release ({:.3} copies)",
         r.size,
@@ -221,8 +180,8 @@ fn a_hostile_first_mirror_is_survived_from_the_second() {
     std::fs::write(&files[0], &altered).expect("write");
     let short = std::fs::read(&files[1]).expect("chunk");
     std::fs::write(&files[1], &short[..short.len() / 2]).expect("write");
-    let bad_nginx = Nginx::serve(&bad, &t.join("nginx-bad"));
-    let good_nginx = Nginx::serve(&good, &t.join("nginx-good"));
+    let (_bad_nginx, bad_url) = serve(&bad);
+    let (_good_nginx, good_url) = serve(&good);
     let data = t.join("dev");
     let out = t.join("dev.img");
     let mut dev = device(
@@ -232,9 +191,9 @@ fn a_hostile_first_mirror_is_survived_from_the_second() {
         4,
         &[
             "--origin",
-            &bad_nginx.url,
+            &bad_url,
             "--origin",
-            &good_nginx.url,
+            &good_url,
             "--origin-poll",
             "1s",
         ],
@@ -298,8 +257,8 @@ fn a_stale_mirror_is_refused_and_reported() {
     publish_second(&r);
     let fresh = t.join("fresh");
     export(&r, &fresh);
-    let mut fresh_nginx = Nginx::serve(&fresh, &t.join("nginx-fresh"));
-    let stale_nginx = Nginx::serve(&stale, &t.join("nginx-stale"));
+    let (fresh_nginx, fresh_url) = serve(&fresh);
+    let (_stale_nginx, stale_url) = serve(&stale);
     let data = t.join("dev");
     let out = t.join("dev.img");
     let mut dev = device(
@@ -309,9 +268,9 @@ fn a_stale_mirror_is_refused_and_reported() {
         5,
         &[
             "--origin",
-            &fresh_nginx.url,
+            &fresh_url,
             "--origin",
-            &stale_nginx.url,
+            &stale_url,
             "--origin-poll",
             "1s",
         ],
@@ -320,8 +279,7 @@ fn a_stale_mirror_is_refused_and_reported() {
     assert_eq!(report["release"], 2, "{report}");
     // The fresh mirror goes away: the stale one answers the next polls,
     // and its older index is refused.
-    let _ = fresh_nginx.child.kill();
-    let _ = fresh_nginx.child.wait();
+    drop(fresh_nginx);
     let status = poll(Duration::from_secs(30), "the stale index refused", || {
         let status = try_node_status(&data)?;
         let error = status["origin"]["index_error"].as_str().unwrap_or_default();
@@ -358,7 +316,7 @@ fn an_expired_index_is_reported() {
             "60s",
         ],
     );
-    let nginx = Nginx::serve(&tree, &t.join("nginx"));
+    let (_nginx, nginx_url) = serve(&tree);
     let data = t.join("dev");
     let out = t.join("dev.img");
     let mut dev = device(
@@ -366,7 +324,7 @@ fn an_expired_index_is_reported() {
         &data,
         &out,
         6,
-        &["--origin", &nginx.url, "--origin-poll", "1s"],
+        &["--origin", &nginx_url, "--origin-poll", "1s"],
     );
     wait_done(&mut dev, &out, "the device");
     // Nobody exports again: once the index's life is over, status says so.
