@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use pollen_e2e::origin::Origin;
+use pollen_e2e::origin::{export, Origin};
 use pollen_e2e::{file_blake3, poll, run_json, s, try_node_status, Daemon, Release};
 
 /// Body bytes of successful chunk responses in an nginx access log
@@ -34,24 +34,6 @@ fn serve(root: &Path) -> (Origin, String) {
     let origin = Origin::start(root);
     let url = format!("{}/", origin.url);
     (origin, url)
-}
-
-/// Exports the release's store as an origin tree into `dir`.
-fn export(r: &Release, dir: &Path) {
-    run_json(
-        "pollen-seeder",
-        &[
-            "export",
-            "--store",
-            s(&r.store),
-            "--origin",
-            s(dir),
-            "--key",
-            s(&r.key),
-            "--policy",
-            &r.trust,
-        ],
-    );
 }
 
 /// `pollen-node run` on 127.0.0.1 in site `plant` writing `out`, with `extra`.

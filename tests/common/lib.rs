@@ -32,18 +32,14 @@ fn bin_dir() -> PathBuf {
             .and_then(|n| n.to_str())
             .unwrap_or("debug")
             .to_owned();
-        // Make sure the binaries exist and are current (a no-op when they are).
+        // Make sure the binaries exist and are current (a no-op when they
+        // are). The whole workspace, as `scripts/test.sh` builds it: with
+        // fewer packages cargo unifies other features for the shared
+        // dependencies (rustls, tokio, ...), and would build them and the
+        // node a second time.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "pollen-node",
-            "-p",
-            "pollen-seeder",
-            "--bins",
-        ]);
+        cmd.args(["build", "--quiet", "--workspace", "--bins"]);
         if profile != "debug" {
             cmd.args([
                 "--profile",

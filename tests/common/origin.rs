@@ -268,3 +268,22 @@ pub fn http_get(port: u16, path: &str) -> Result<HttpResponse, String> {
         body: raw[end + 4..].to_vec(),
     })
 }
+
+/// Exports the release's store as an origin tree into `dir` (signed by
+/// the release's key, as its trust file's operator).
+pub fn export(r: &crate::Release, dir: &Path) {
+    crate::run_json(
+        "pollen-seeder",
+        &[
+            "export",
+            "--store",
+            crate::s(&r.store),
+            "--origin",
+            crate::s(dir),
+            "--key",
+            crate::s(&r.key),
+            "--policy",
+            &r.trust,
+        ],
+    );
+}
