@@ -215,6 +215,12 @@ struct PeerInfo {
     /// When its first connection was established (the hello deadline
     /// counts from here).
     connected_at: Option<Duration>,
+    /// The role this node last told it (in a hello either way, or a role
+    /// notice). A role that changes while hellos cross is told again once
+    /// the peer is up: until then the node logic does not know the peer,
+    /// so its role notices skip it, and a stale role would make two site
+    /// members each fetch the same chunks across the uplink.
+    told_role: Option<Role>,
 }
 
 /// When a gateway asks for other sites' gateways: every
@@ -697,7 +703,9 @@ impl Driver {
     /// Sends this node's hello to `peer` (once per peer while connected).
     fn send_hello(&mut self, peer: PeerId) {
         let hello = self.hello();
-        self.peers.entry(peer).or_default().hello_sent = true;
+        let info = self.peers.entry(peer).or_default();
+        info.hello_sent = true;
+        info.told_role = Some(hello.role);
         self.send(peer, Request::Hello(hello), Pending::Hello);
     }
 
@@ -776,9 +784,22 @@ impl Driver {
         let now = self.now();
         if let Some(info) = self.peers.get(&peer).filter(|i| i.hello) {
             let sched_peer = Self::sched_peer(info);
+            let told = info.told_role;
             self.node
                 .handle_peer_up(now, Peer(peer), sched_peer, info.is_static);
+            let role = self.node.role();
+            if told != Some(role) {
+                self.tell_role(peer, role);
+            }
         }
+    }
+
+    /// Sends `peer` this node's role (see [`PeerInfo::told_role`]).
+    fn tell_role(&mut self, peer: PeerId, role: Role) {
+        if let Some(info) = self.peers.get_mut(&peer) {
+            info.told_role = Some(role);
+        }
+        self.send(peer, Request::Role(role), Pending::Notice);
     }
 
     fn dial_static(&mut self) {
@@ -1393,7 +1414,7 @@ impl Driver {
                 if let Output::RoleChanged(role) = out {
                     self.role_changed(role);
                 } else if let Output::Role { peer, role } = out {
-                    self.send(peer.0, Request::Role(role), Pending::Notice);
+                    self.tell_role(peer.0, role);
                 }
                 continue;
             };
@@ -1402,6 +1423,7 @@ impl Driver {
                     self.origin_request(index)
                 }
                 Output::Request { peer, index, .. } => {
+                    tracing::debug!(peer = %peer.0, index, "chunk requested");
                     let progress = Counter::default();
                     self.chunk_progress
                         .insert((peer.0, index), progress.clone());
@@ -1434,9 +1456,7 @@ impl Driver {
                     };
                     self.send(peer.0, ack, Pending::Notice);
                 }
-                Output::Role { peer, role } => {
-                    self.send(peer.0, Request::Role(role), Pending::Notice)
-                }
+                Output::Role { peer, role } => self.tell_role(peer.0, role),
                 Output::RoleChanged(role) => self.role_changed(role),
                 Output::Penalise { peer } => {
                     tracing::warn!(peer = %peer.0, "peer penalised for a bad chunk")
@@ -1463,6 +1483,8 @@ impl Driver {
     }
 }
 
+#[cfg(test)]
+mod role_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

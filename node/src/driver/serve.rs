@@ -68,7 +68,11 @@ impl Driver {
                 if h.channel == self.config.channel {
                     self.consider(peer, h.newest);
                 }
-                Response::Hello(self.hello())
+                let hello = self.hello();
+                if let Some(info) = self.peers.get_mut(&peer) {
+                    info.told_role = Some(hello.role);
+                }
+                Response::Hello(hello)
             }
             Request::Role(role) => {
                 if let Some(info) = self.peers.get_mut(&peer) {

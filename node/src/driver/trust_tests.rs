@@ -21,7 +21,7 @@ use crate::net::identity::peer_key;
 use crate::store::tests::artifact;
 use crate::store::{keys, MemStore, RocksStore};
 
-const DEADLINE: Duration = Duration::from_secs(60);
+pub(super) const DEADLINE: Duration = Duration::from_secs(60);
 
 fn key(n: u8) -> SecretKey {
     SecretKey::from_bytes(&[n; 32])
@@ -71,8 +71,8 @@ fn closed(base: NodeConfig, store: &dyn Store, device: &str) -> NodeConfig {
 }
 
 /// A running driver: its address, events, endpoint commands and stop.
-struct Running {
-    addr: Multiaddr,
+pub(super) struct Running {
+    pub(super) addr: Multiaddr,
     peer: PeerId,
     events: mpsc::Receiver<NodeEvent>,
     commands: mpsc::Sender<ApiCommand>,
@@ -82,13 +82,13 @@ struct Running {
 
 impl Running {
     /// Stops the driver and waits until it has (its store closed with it).
-    async fn stop(self) -> Report {
+    pub(super) async fn stop(self) -> Report {
         let _ = self.stop.send(());
         self.task.await.expect("join").expect("the driver ran")
     }
 }
 
-async fn start(store: Arc<dyn Store>, config: NodeConfig) -> Running {
+pub(super) async fn start(store: Arc<dyn Store>, config: NodeConfig) -> Running {
     let (tx, mut events) = mpsc::channel(256);
     let driver = Driver::new(store, config, Some(tx)).expect("driver");
     let peer = driver.peer_id();
