@@ -243,7 +243,7 @@ impl Aggregate {
     /// interval as an error bar; `None` if the sweep has no such column.
     pub fn svg(&self, metric: &str) -> Option<String> {
         let r = self.results.iter().position(|c| c == metric)?;
-        let bars: Vec<(String, f64, Option<(f64, f64)>)> = self
+        let bars: Vec<plot::ErrorBar> = self
             .groups
             .iter()
             .map(|g| {
@@ -253,7 +253,11 @@ impl Aggregate {
                     g.config.join(" ")
                 };
                 let d = g.results[r];
-                (label, d.map_or(0.0, |d| d.mean), d.and_then(|d| d.ci95))
+                plot::ErrorBar {
+                    label,
+                    value: d.map_or(0.0, |d| d.mean),
+                    interval: d.and_then(|d| d.ci95),
+                }
             })
             .collect();
         let n: Vec<usize> = self.groups.iter().map(|g| g.n).collect();

@@ -271,16 +271,20 @@ pub fn bars(title: &str, ylabel: &str, bars: &[(String, f64)]) -> String {
     out
 }
 
-/// A bar chart of `(label, mean, interval)` with each interval drawn as an
-/// error bar (whiskers from `lo` to `hi`).
-pub fn bars_with_errors(
-    title: &str,
-    ylabel: &str,
-    bars: &[(String, f64, Option<(f64, f64)>)],
-) -> String {
+/// One bar of [`bars_with_errors`]: a value and its interval `(lo, hi)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ErrorBar {
+    pub label: String,
+    pub value: f64,
+    pub interval: Option<(f64, f64)>,
+}
+
+/// A bar chart with each bar's interval drawn as an error bar (whiskers
+/// from `lo` to `hi`).
+pub fn bars_with_errors(title: &str, ylabel: &str, bars: &[ErrorBar]) -> String {
     let top = bars
         .iter()
-        .map(|(_, v, ci)| ci.map_or(*v, |(_, hi)| hi.max(*v)))
+        .map(|b| b.interval.map_or(b.value, |(_, hi)| hi.max(b.value)))
         .fold(0.0, f64::max);
     let ymax = top.max(1e-9) * 1.1;
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
@@ -293,7 +297,8 @@ pub fn bars_with_errors(
     frame(&mut out, title, "", ylabel, x, ymax);
     let slot = pw / bars.len().max(1) as f64;
     let y = |v: f64| TOP + ph - (v.max(0.0) / ymax * ph);
-    for (i, (label, v, ci)) in bars.iter().enumerate() {
+    for (i, b) in bars.iter().enumerate() {
+        let (label, v, ci) = (&b.label, &b.value, &b.interval);
         let x = LEFT + i as f64 * slot + slot * 0.2;
         let mid = x + slot * 0.3;
         let _ = writeln!(

@@ -83,15 +83,8 @@ pub fn resolved(sc: &Scenario, base: &Path, out: &Path) -> Result<String, Proven
         }
     }
     if let Some(files) = &mut sc.files {
-        let abs = |p: &str| {
-            let joined = base.join(p);
-            std::fs::canonicalize(&joined)
-                .unwrap_or(joined)
-                .display()
-                .to_string()
-        };
-        files.new = abs(&files.new);
-        files.old = files.old.as_deref().map(abs);
+        files.new = absolute(base, &files.new);
+        files.old = files.old.as_deref().map(|p| absolute(base, p));
     }
     let mut text = String::from(
         "# The fully resolved scenario of this run (defaults filled in, overrides applied);\n\
@@ -99,6 +92,15 @@ pub fn resolved(sc: &Scenario, base: &Path, out: &Path) -> Result<String, Proven
     );
     text.push_str(&toml::to_string(&sc)?);
     Ok(text)
+}
+
+/// `p` (relative to `base`) as an absolute path, where it exists.
+fn absolute(base: &Path, p: &str) -> String {
+    let joined = base.join(p);
+    std::fs::canonicalize(&joined)
+        .unwrap_or(joined)
+        .display()
+        .to_string()
 }
 
 /// Writes `scenario.resolved.toml` and `run.json` into `out`.

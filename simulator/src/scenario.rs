@@ -440,9 +440,8 @@ impl Scenario {
         if self.devices() > 200_000 {
             return bad("at most 200 000 devices");
         }
-        if !(self.churn.rate_per_hour >= 0.0 && self.churn.rate_per_hour.is_finite())
-            || !positive(self.churn.mean_offline_s)
-        {
+        let rate = self.churn.rate_per_hour;
+        if !(rate >= 0.0 && rate.is_finite() && positive(self.churn.mean_offline_s)) {
             return bad("churn.rate_per_hour must be >= 0 and churn.mean_offline_s positive");
         }
         if !(0.0..=1.0).contains(&self.churn.crash_fraction)

@@ -370,7 +370,7 @@ mod tests {
         let names: Vec<String> = odd.iter().map(|c| run_dir_name(c)).collect();
         for n in &names {
             assert!(
-                n.chars().all(|c| key_safe(c)),
+                n.chars().all(key_safe),
                 "{n} has a character outside [A-Za-z0-9._-]"
             );
         }
