@@ -39,6 +39,8 @@ enum Command {
 #[derive(Args, Debug)]
 struct RunOpt {
     scenario: PathBuf,
+    /// Results, with scenario.resolved.toml (the scenario as run, loadable
+    /// again) and run.json (version, command line).
     #[arg(long)]
     out: PathBuf,
     /// Overrides the scenario's seed.
@@ -57,6 +59,9 @@ struct SweepOpt {
     /// `site.0.count=1..3,10`.
     #[arg(long, required = true, value_name = "KEY=VALUES")]
     param: Vec<String>,
+    /// Results: a directory per run named from its parameters
+    /// (`strategy-pollen_seed-3`), each with scenario.resolved.toml and
+    /// run.json, and sweep.csv (parameter columns, strategy, seed, results).
     #[arg(long)]
     out: PathBuf,
     /// Parallel runs (default: the number of cores).
