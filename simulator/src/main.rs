@@ -146,17 +146,18 @@ fn run(o: RunOpt) -> anyhow::Result<()> {
     let (sc, base) = load(&o.scenario, &params)?;
     let bar = progress_bar(sc.strategy.name().into(), sc.devices());
     let started = std::time::Instant::now();
-    let (s, _) = run_to_dir(&sc, &base, &o.out, |done, _| {
-        if let Some(b) = &bar {
-            b.set_position(done as u64);
-        }
-    })?;
+    // The provenance first: a run that cannot record it does not start.
     provenance::write(
         &sc,
         &base,
         &o.out,
         &Meta::new(command_line(), &o.scenario, &params),
     )?;
+    let (s, _) = run_to_dir(&sc, &base, &o.out, |done, _| {
+        if let Some(b) = &bar {
+            b.set_position(done as u64);
+        }
+    })?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -229,13 +230,10 @@ fn sweep(o: SweepOpt) -> anyhow::Result<()> {
                     break;
                 };
                 let dir = o.out.join(name);
-                let r = run_to_dir(sc, base, &dir, |_, _| {})
+                let meta = Meta::new(command.clone(), &o.scenario, &combos[i]);
+                let r = provenance::write(sc, base, &dir, &meta)
                     .map_err(anyhow::Error::from)
-                    .and_then(|r| {
-                        let meta = Meta::new(command.clone(), &o.scenario, &combos[i]);
-                        provenance::write(sc, base, &dir, &meta)?;
-                        Ok(r)
-                    });
+                    .and_then(|()| Ok(run_to_dir(sc, base, &dir, |_, _| {})?));
                 if let Ok(mut all) = results.lock() {
                     all[i] = Some(r);
                 }
