@@ -5,7 +5,9 @@
 //! from the scenario's seed, times are integer nanoseconds in the heap, and
 //! ties break by insertion order. An HTTPS origin (`[origin]`) is one more
 //! node after the devices: an HTTP server with a time to first byte per
-//! request, served as `central`'s HTTP over TCP.
+//! request, served as `central`'s HTTP over TCP. Uplink trace steps
+//! ([`crate::trace`]) and churn leaves ([`crate::churn`]) are events in the
+//! same heap.
 
 use std::sync::Arc;
 use std::time::Duration;

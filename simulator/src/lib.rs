@@ -1,7 +1,10 @@
 //! Pollen's simulator as a library: scenarios ([`scenario`]), the
 //! deterministic discrete-event engine that runs one real
 //! `pollen_core::swarm::Swarm` per device ([`engine`]) over a flow-level
-//! network model ([`net`]), and what a run writes ([`report`], [`plot`]).
+//! network model ([`net`]), and what a run writes ([`report`], [`plot`],
+//! [`provenance`]). Realism knobs: uplink capacity traces ([`trace`]) and
+//! churn as a rate ([`churn`]). Sweeps and their analysis: [`sweep`],
+//! [`aggregate`], [`stats`].
 //!
 //! Guarantee: the same scenario and seed give byte-identical outputs.
 
