@@ -16,15 +16,19 @@ import sys
 from collections import defaultdict
 
 
-def params(run):
-    return dict(kv.split("=", 1) for kv in run.split(","))
+def params(row):
+    """The swept parameters: their own columns (`site.0.count` as
+    `site_0_count`), or, in CSVs written before those columns, `run` ("k=v,k=v")."""
+    if "site_0_count" in row:
+        return {"seeder.upload_mbit": row["seeder_upload_mbit"], "site.0.count": row["site_0_count"]}
+    return dict(kv.split("=", 1) for kv in row["run"].split(","))
 
 
 def load(path):
     series = defaultdict(list)  # sites -> [(upload, ratio, seeder multiple)]
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
-            p = params(row["run"])
+            p = params(row)
             up = float(p["seeder.upload_mbit"])
             sites = int(p["site.0.count"])
             series[sites].append((up, float(row["ratio_to_bound"]), float(row["seeder_multiple"])))

@@ -5,7 +5,9 @@
 //! from the scenario's seed, times are integer nanoseconds in the heap, and
 //! ties break by insertion order. An HTTPS origin (`[origin]`) is one more
 //! node after the devices: an HTTP server with a time to first byte per
-//! request, served as `central`'s HTTP over TCP.
+//! request, served as `central`'s HTTP over TCP. Uplink trace steps
+//! ([`crate::trace`]) and churn leaves ([`crate::churn`]) are events in the
+//! same heap.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +24,11 @@ use pollen_core::wire::Role;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::churn::ChurnClock;
 use crate::net::{to_ns as ns, Job, LinkId, Net};
 use crate::queue::Queue;
 use crate::scenario::{Scenario, Strategy};
+use crate::trace::SiteTraces;
 
 /// The seeder's node id.
 pub const SEEDER: u32 = 0;
@@ -77,6 +81,19 @@ enum Ev {
         epoch: u32,
     },
     Sample,
+    /// A device leaves under churn as a rate (ignored if it has restarted
+    /// since: another epoch).
+    Leave {
+        id: u32,
+        epoch: u32,
+    },
+    /// A site's uplink takes step `step` of its trace (`up`: out of the
+    /// site, else into it).
+    Uplink {
+        site: u32,
+        up: bool,
+        step: u32,
+    },
     /// Gateways top up their connections to other sites' gateways (as the
     /// node does on its redial tick).
     Maintain,
@@ -192,6 +209,10 @@ pub struct Sim {
     origin: Option<u32>,
     /// One past the last device's id.
     devices_end: u32,
+    /// Churn as a rate.
+    churn: ChurnClock,
+    /// Uplink capacity traces per site (empty: none).
+    traces: Vec<SiteTraces>,
 }
 
 impl Sim {
@@ -342,6 +363,8 @@ impl Sim {
             gateways: std::collections::BTreeSet::new(),
             origin,
             devices_end,
+            churn: ChurnClock::new(&sc.churn, sc.seed),
+            traces: Vec::new(),
             sc,
         };
         sim.wire_peers();
@@ -709,14 +732,74 @@ impl Sim {
             self.introduce(now, id, p);
         }
         self.dirty.push(id);
+        if let Some(after) = self.churn.next_leave() {
+            let epoch = self.nodes[id as usize].epoch;
+            self.push(self.now() + after, Ev::Leave { id, epoch });
+        }
     }
 
     fn crash(&mut self, id: u32) {
-        let now = Duration::from_nanos(self.now_ns);
-        let node = &mut self.nodes[id as usize];
+        let node = &self.nodes[id as usize];
         if !node.up || node.finish.is_some() {
             return;
         }
+        self.take_down(id);
+        if self.sc.churn.rejoin_after_s >= 0.0 {
+            let at = self.now() + self.sc.churn.rejoin_after_s;
+            self.push(at, Ev::Join(id));
+        } else {
+            self.remaining -= 1;
+        }
+    }
+
+    /// Churn as a rate: the device leaves (finished or not) and rejoins
+    /// after an offline time.
+    fn leave(&mut self, id: u32, epoch: u32) {
+        let node = &self.nodes[id as usize];
+        if !node.up || node.epoch != epoch {
+            return;
+        }
+        self.take_down(id);
+        let at = self.now() + self.churn.offline();
+        self.push(at, Ev::Join(id));
+    }
+
+    /// A site's uplink moves to step `step` of its trace.
+    fn uplink_step(&mut self, site: u32, up: bool, step: u32) {
+        let traces = &self.traces[site as usize];
+        let trace = if up { &traces.up } else { &traces.down };
+        let Some(&(_, mbit)) = trace.as_ref().and_then(|t| t.steps.get(step as usize)) else {
+            return;
+        };
+        let s = &self.sites[site as usize];
+        let link = if up { s.uplink_up } else { s.uplink_down };
+        self.net.set_capacity(self.now(), link, mbit * MBIT);
+    }
+
+    /// Uses `traces` (one per site, in site order) for the sites' uplink
+    /// capacities: every step is an event.
+    pub fn with_traces(mut self, traces: Vec<SiteTraces>) -> Self {
+        for (site, t) in traces.iter().enumerate() {
+            for (up, trace) in [(false, &t.down), (true, &t.up)] {
+                for (step, &(time, _)) in trace.iter().flat_map(|t| t.steps.iter()).enumerate() {
+                    let ev = Ev::Uplink {
+                        site: site as u32,
+                        up,
+                        step: step as u32,
+                    };
+                    self.push(time, ev);
+                }
+            }
+        }
+        self.traces = traces;
+        self
+    }
+
+    /// Takes a device down: its connections and the requests it held or
+    /// made end; its peers hear of it. What it stored survives.
+    fn take_down(&mut self, id: u32) {
+        let now = Duration::from_nanos(self.now_ns);
+        let node = &mut self.nodes[id as usize];
         node.up = false;
         node.crashes += 1;
         node.timer = None;
@@ -766,12 +849,6 @@ impl Sim {
                 m.handle_peer_down(now, id);
                 self.dirty.push(p);
             }
-        }
-        if self.sc.churn.rejoin_after_s >= 0.0 {
-            let at = self.now() + self.sc.churn.rejoin_after_s;
-            self.push(at, Ev::Join(id));
-        } else {
-            self.remaining -= 1;
         }
     }
 
@@ -1160,6 +1237,8 @@ impl Sim {
                 }
             }
             Ev::Crash(id) => self.crash(id),
+            Ev::Leave { id, epoch } => self.leave(id, epoch),
+            Ev::Uplink { site, up, step } => self.uplink_step(site, up, step),
             Ev::OriginServe { to, index, epoch } => self.origin_serve(to, index, epoch),
             Ev::Maintain => {
                 let keep: Vec<u32> = (1..self.devices_end)

@@ -1,17 +1,26 @@
 //! Pollen's simulator as a library: scenarios ([`scenario`]), the
 //! deterministic discrete-event engine that runs one real
 //! `pollen_core::swarm::Swarm` per device ([`engine`]) over a flow-level
-//! network model ([`net`]), and what a run writes ([`report`], [`plot`]).
+//! network model ([`net`]), and what a run writes ([`report`], [`plot`],
+//! [`provenance`]). Realism knobs: uplink capacity traces ([`trace`]) and
+//! churn as a rate ([`churn`]). Sweeps and their analysis: [`sweep`],
+//! [`aggregate`], [`stats`].
 //!
 //! Guarantee: the same scenario and seed give byte-identical outputs.
 
+pub mod aggregate;
+pub mod churn;
 pub mod engine;
 pub mod net;
 pub mod plot;
+pub mod provenance;
 pub mod queue;
 pub mod release;
 pub mod report;
 pub mod scenario;
+pub mod stats;
+pub mod sweep;
+pub mod trace;
 
 use std::path::Path;
 
@@ -25,6 +34,8 @@ pub use scenario::{Scenario, Strategy};
 pub enum SimError {
     #[error(transparent)]
     Release(#[from] release::ReleaseError),
+    #[error(transparent)]
+    Trace(#[from] trace::TraceError),
     #[error("writing results: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -36,7 +47,10 @@ pub fn simulate(
     progress: impl FnMut(usize, usize),
 ) -> Result<Outcome, SimError> {
     let (chunks, held) = release::build(sc, base)?;
-    Ok(Sim::new(sc.clone(), chunks, held).run(progress))
+    let traces = trace::load_all(sc, base)?;
+    Ok(Sim::new(sc.clone(), chunks, held)
+        .with_traces(traces)
+        .run(progress))
 }
 
 /// Sorted completion times of the devices that finished.

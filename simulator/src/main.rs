@@ -8,8 +8,9 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use pollen_sim::provenance::{self, Meta};
 use pollen_sim::scenario::EXAMPLE;
-use pollen_sim::{plot, run_to_dir, Scenario, Summary};
+use pollen_sim::{aggregate, plot, run_to_dir, sweep, trace, Scenario, Summary};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -28,6 +29,9 @@ enum Command {
     Run(RunOpt),
     /// Run a scenario for every combination of parameter values, across cores.
     Sweep(SweepOpt),
+    /// Mean, median and 95 % t-interval per configuration across seeds of
+    /// a sweep: reads DIR/sweep.csv, writes DIR/aggregate.csv and DIR/aggregate.svg.
+    Aggregate(AggregateOpt),
     /// Print a commented example scenario.
     Example,
 }
@@ -35,6 +39,8 @@ enum Command {
 #[derive(Args, Debug)]
 struct RunOpt {
     scenario: PathBuf,
+    /// Results, with scenario.resolved.toml (the scenario as run, loadable
+    /// again) and run.json (version, command line).
     #[arg(long)]
     out: PathBuf,
     /// Overrides the scenario's seed.
@@ -48,9 +54,14 @@ struct RunOpt {
 #[derive(Args, Debug)]
 struct SweepOpt {
     scenario: PathBuf,
-    /// `KEY=V1,V2,...` (repeatable: every combination runs).
-    #[arg(long, required = true)]
+    /// `KEY=V1,V2,...` (repeatable: every combination runs). A value may be an
+    /// inclusive integer range `A..B`, mixed with others: `seed=1..20`,
+    /// `site.0.count=1..3,10`.
+    #[arg(long, required = true, value_name = "KEY=VALUES")]
     param: Vec<String>,
+    /// Results: a directory per run named from its parameters
+    /// (`strategy-pollen_seed-3`), each with scenario.resolved.toml and
+    /// run.json, and sweep.csv (parameter columns, strategy, seed, results).
     #[arg(long)]
     out: PathBuf,
     /// Parallel runs (default: the number of cores).
@@ -58,11 +69,21 @@ struct SweepOpt {
     jobs: Option<usize>,
 }
 
+#[derive(Args, Debug)]
+struct AggregateOpt {
+    /// A sweep's output directory (holding sweep.csv).
+    dir: PathBuf,
+    /// The result column aggregate.svg plots.
+    #[arg(long, default_value = "completion_max_s")]
+    metric: String,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(o) => run(o),
         Command::Sweep(o) => sweep(o),
+        Command::Aggregate(o) => aggregate(o),
         Command::Example => {
             print!("{EXAMPLE}");
             Ok(())
@@ -90,7 +111,13 @@ fn load(path: &Path, params: &[(String, String)]) -> anyhow::Result<(Scenario, P
     let sc = Scenario::from_toml_with(&text, params)
         .with_context(|| format!("scenario {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new(".")).to_owned();
+    // Bad traces are refused before anything runs.
+    trace::load_all(&sc, &base).with_context(|| format!("scenario {}", path.display()))?;
     Ok((sc, base))
+}
+
+fn command_line() -> Vec<String> {
+    std::env::args().collect()
 }
 
 fn progress_bar(label: String, total: u64) -> Option<indicatif::ProgressBar> {
@@ -119,6 +146,13 @@ fn run(o: RunOpt) -> anyhow::Result<()> {
     let (sc, base) = load(&o.scenario, &params)?;
     let bar = progress_bar(sc.strategy.name().into(), sc.devices());
     let started = std::time::Instant::now();
+    // The provenance first: a run that cannot record it does not start.
+    provenance::write(
+        &sc,
+        &base,
+        &o.out,
+        &Meta::new(command_line(), &o.scenario, &params),
+    )?;
     let (s, _) = run_to_dir(&sc, &base, &o.out, |done, _| {
         if let Some(b) = &bar {
             b.set_position(done as u64);
@@ -165,36 +199,21 @@ fn print_summary(s: &Summary, wall: Option<f64>) {
 type RunResult = anyhow::Result<(Summary, Vec<f64>)>;
 
 fn sweep(o: SweepOpt) -> anyhow::Result<()> {
-    let mut axes: Vec<(String, Vec<String>)> = Vec::new();
-    for p in &o.param {
-        let (k, vs) = split_kv(p)?;
-        let values: Vec<String> = vs.split(',').map(|v| v.trim().to_owned()).collect();
-        anyhow::ensure!(
-            !values.iter().any(String::is_empty),
-            "--param {p}: empty value"
-        );
-        axes.push((k, values));
-    }
-    let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
-    for (k, values) in &axes {
-        combos = combos
-            .into_iter()
-            .flat_map(|c| {
-                values.iter().map(move |v| {
-                    let mut c = c.clone();
-                    c.push((k.clone(), v.clone()));
-                    c
-                })
-            })
-            .collect();
-    }
+    let axes: Vec<sweep::Axis> = o
+        .param
+        .iter()
+        .map(|p| sweep::parse_param(p))
+        .collect::<Result<_, _>>()?;
+    let mut table = sweep::Table::new(&axes)?;
+    let combos = sweep::combinations(&axes);
     // Check every combination before running any.
     let mut runs = Vec::new();
     for c in &combos {
         let (sc, base) = load(&o.scenario, c)?;
-        let name: Vec<String> = c.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        runs.push((name.join(","), sc, base));
+        runs.push((sweep::run_dir_name(c), sc, base));
     }
+    sweep::check_names(runs.iter().map(|r| r.0.as_str()))?;
+    let command = command_line();
     let jobs = o
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -210,8 +229,11 @@ fn sweep(o: SweepOpt) -> anyhow::Result<()> {
                 let Some((name, sc, base)) = runs.get(i) else {
                     break;
                 };
-                let r =
-                    run_to_dir(sc, base, &o.out.join(name), |_, _| {}).map_err(anyhow::Error::from);
+                let dir = o.out.join(name);
+                let meta = Meta::new(command.clone(), &o.scenario, &combos[i]);
+                let r = provenance::write(sc, base, &dir, &meta)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| Ok(run_to_dir(sc, base, &dir, |_, _| {})?));
                 if let Ok(mut all) = results.lock() {
                     all[i] = Some(r);
                 }
@@ -227,29 +249,11 @@ fn sweep(o: SweepOpt) -> anyhow::Result<()> {
     let results = results
         .into_inner()
         .map_err(|_| anyhow::anyhow!("a run panicked"))?;
-    let mut csv = String::from("run,strategy,devices,devices_done,completion_p50_s,completion_p90_s,completion_max_s,bound_s,ratio_to_bound,uplink_multiple_max,uplink_multiple_mean,seeder_multiple,origin_multiple,duplicate_chunks,events\n");
     let mut cdfs = Vec::new();
     let mut uplink = Vec::new();
-    for ((name, _, _), r) in runs.iter().zip(results) {
+    for (((name, _, _), r), combo) in runs.iter().zip(results).zip(&combos) {
         let (s, times) = r.with_context(|| format!("run {name} did not finish"))??;
-        let f = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
-        csv.push_str(&format!(
-            "\"{name}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-            s.strategy,
-            s.devices,
-            s.devices_done,
-            f(s.completion_p50_s),
-            f(s.completion_p90_s),
-            f(s.completion_max_s),
-            s.bound_s,
-            f(s.ratio_to_bound),
-            s.uplink_multiple_max,
-            s.uplink_multiple_mean,
-            s.seeder_multiple,
-            f(s.origin_multiple),
-            s.duplicate_chunks,
-            s.events
-        ));
+        table.push(name, combo, &s);
         println!("{name}:");
         print_summary(&s, None);
         uplink.push((
@@ -259,7 +263,7 @@ fn sweep(o: SweepOpt) -> anyhow::Result<()> {
         cdfs.push((name.clone(), times, s.devices));
     }
     std::fs::create_dir_all(&o.out)?;
-    std::fs::write(o.out.join("sweep.csv"), csv)?;
+    std::fs::write(o.out.join(aggregate::SWEEP_CSV), table.csv())?;
     std::fs::write(
         o.out.join("cdf.svg"),
         plot::cdf("Completion per run", &cdfs),
@@ -270,7 +274,7 @@ fn sweep(o: SweepOpt) -> anyhow::Result<()> {
     )?;
     if let Some(central) = uplink
         .iter()
-        .find(|(n, _)| n.contains("strategy=central"))
+        .find(|(n, _)| n.split('_').any(|p| p == "strategy-central"))
         .map(|x| x.1)
     {
         let saved: Vec<(String, f64)> = uplink
@@ -283,5 +287,18 @@ fn sweep(o: SweepOpt) -> anyhow::Result<()> {
         )?;
     }
     println!("results in {}", o.out.display());
+    Ok(())
+}
+
+fn aggregate(o: AggregateOpt) -> anyhow::Result<()> {
+    let agg = aggregate::run(&o.dir, &o.metric)?;
+    println!(
+        "{} configurations, {} result columns; {} and {} in {}",
+        agg.groups.len(),
+        agg.results.len(),
+        aggregate::AGGREGATE_CSV,
+        aggregate::AGGREGATE_SVG,
+        o.dir.display()
+    );
     Ok(())
 }

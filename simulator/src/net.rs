@@ -115,6 +115,14 @@ impl Net {
         (self.links.len() - 1) as LinkId
     }
 
+    /// Sets link `link`'s capacity to `bytes_per_s` at `now` (a trace
+    /// step): the rates of the connections on it are recomputed, and what
+    /// they moved so far at the old rates is kept.
+    pub fn set_capacity(&mut self, now: f64, link: LinkId, bytes_per_s: f64) {
+        self.links[link as usize].cap = bytes_per_s;
+        self.recompute(now, &[link], &[]);
+    }
+
     /// Queues `job` from `from` to `to` over `path` (used when the pair
     /// first talks).
     pub fn enqueue(

@@ -270,3 +270,74 @@ pub fn bars(title: &str, ylabel: &str, bars: &[(String, f64)]) -> String {
     out.push_str("</svg>\n");
     out
 }
+
+/// One bar of [`bars_with_errors`]: a value and its interval `(lo, hi)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ErrorBar {
+    pub label: String,
+    pub value: f64,
+    pub interval: Option<(f64, f64)>,
+}
+
+/// A bar chart with each bar's interval drawn as an error bar (whiskers
+/// from `lo` to `hi`).
+pub fn bars_with_errors(title: &str, ylabel: &str, bars: &[ErrorBar]) -> String {
+    let top = bars
+        .iter()
+        .map(|b| b.interval.map_or(b.value, |(_, hi)| hi.max(b.value)))
+        .fold(0.0, f64::max);
+    let ymax = top.max(1e-9) * 1.1;
+    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    let mut out = String::new();
+    let x = XAxis {
+        log: false,
+        min: 0.0,
+        max: 1.0,
+    };
+    frame(&mut out, title, "", ylabel, x, ymax);
+    let slot = pw / bars.len().max(1) as f64;
+    let y = |v: f64| TOP + ph - (v.max(0.0) / ymax * ph);
+    for (i, b) in bars.iter().enumerate() {
+        let (label, v, ci) = (&b.label, &b.value, &b.interval);
+        let x = LEFT + i as f64 * slot + slot * 0.2;
+        let mid = x + slot * 0.3;
+        let _ = writeln!(
+            out,
+            r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"/><text x="{mid:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            y(*v),
+            slot * 0.6,
+            TOP + ph - y(*v),
+            COLOURS[i % COLOURS.len()],
+            TOP + ph + 30.0,
+            esc(label),
+        );
+        let label_y = match ci {
+            Some((lo, hi)) => {
+                let w = slot * 0.12;
+                let _ = writeln!(
+                    out,
+                    r#"<path d="M{mid:.1} {:.1}V{:.1}M{:.1} {:.1}H{:.1}M{:.1} {:.1}H{:.1}" stroke="black" stroke-width="1.5" fill="none"/>"#,
+                    y(*lo),
+                    y(*hi),
+                    mid - w,
+                    y(*lo),
+                    mid + w,
+                    mid - w,
+                    y(*hi),
+                    mid + w
+                );
+                y(*hi)
+            }
+            None => y(*v),
+        };
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="start">{}</text>"#,
+            mid + slot * 0.14,
+            label_y - 5.0,
+            fmt_tick(*v)
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}

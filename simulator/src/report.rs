@@ -113,6 +113,8 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin_multiple: Option<f64>,
     pub duplicate_chunks: u64,
+    /// Times a device went down (`[churn]` crashes and leaves), over all devices.
+    pub device_leaves: u64,
     /// Chunk requests sent, refused (`Busy` or not held) and abandoned
     /// (no byte for a whole deadline), over all devices.
     pub requests: u64,
@@ -178,6 +180,7 @@ pub fn summary(sc: &Scenario, o: &Outcome) -> Summary {
         bytes_from_origin: o.origin.as_ref().map(|n| n.bytes_out),
         origin_multiple: o.origin.as_ref().map(|n| r6(n.bytes_out as f64 / f)),
         duplicate_chunks: o.nodes.iter().map(|n| n.sched.duplicates).sum(),
+        device_leaves: o.nodes.iter().map(|n| u64::from(n.crashes)).sum(),
         requests: o.nodes.iter().map(|n| n.sched.requests).sum(),
         requests_refused: o.nodes.iter().map(|n| n.sched.failures).sum(),
         requests_timed_out: o.nodes.iter().map(|n| n.sched.timeouts).sum(),

@@ -2,7 +2,7 @@
 //! typed [`Scenario`] before anything runs. `pollen-sim example` prints a
 //! commented one ([`EXAMPLE`]).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +19,7 @@ pub enum ScenarioError {
 }
 
 /// How devices get the release.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// Central HTTP: every device downloads the whole artifact from the seeder.
@@ -41,7 +41,7 @@ impl Strategy {
 }
 
 /// A group of identical sites.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteSpec {
     /// Name (sites of a group are numbered after it).
@@ -64,6 +64,15 @@ pub struct SiteSpec {
     /// One-way latency from the site to the internet, ms.
     #[serde(default = "twenty_ms")]
     pub wan_latency_ms: f64,
+    /// A CSV trace of the uplink's capacity into the site (`time_s,mbit`
+    /// rows, a step function whose last value holds; before its first
+    /// time, `uplink_down_mbit`), relative to the scenario file. Every site
+    /// of the group follows it ([`crate::trace`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink_trace: Option<String>,
+    /// The same for the uplink's capacity out of the site (`uplink_up_mbit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink_up_trace: Option<String>,
 }
 
 fn default_site_name() -> String {
@@ -80,7 +89,7 @@ fn twenty_ms() -> f64 {
 }
 
 /// The publisher's seeder, on the internet.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeederSpec {
     /// `false`: the fleet runs without a seeder (origin only); lets a sweep
@@ -107,7 +116,7 @@ pub struct SeederSpec {
 /// capacity, shared fairly among the devices downloading, and a time to
 /// first byte per request. It runs no admission control of Pollen's, never
 /// fetches, announces nothing and takes no part in peer exchange.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OriginSpec {
     /// `false`: as if the table were absent (for sweeps).
@@ -143,7 +152,7 @@ fn max_connections() -> u32 {
 }
 
 /// Devices leaving and joining.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChurnSpec {
     /// Fraction of devices that crash once, at a uniform time in `[0, crash_window_s]`.
@@ -154,6 +163,26 @@ pub struct ChurnSpec {
     /// A crashed device comes back (with what it had stored) after this long; < 0: never.
     #[serde(default = "thirty")]
     pub rejoin_after_s: f64,
+    /// Churn as a rate: each device leaves this many times an hour on
+    /// average while it is up (exponential times between leaves, from the
+    /// scenario's seed), finished or not, and comes back with what it
+    /// stored after an exponential time of mean `mean_offline_s`. 0: off.
+    #[serde(default)]
+    pub rate_per_hour: f64,
+    #[serde(default = "sixty")]
+    pub mean_offline_s: f64,
+}
+
+impl Default for ChurnSpec {
+    fn default() -> Self {
+        Self {
+            crash_fraction: 0.0,
+            crash_window_s: sixty(),
+            rejoin_after_s: thirty(),
+            rate_per_hour: 0.0,
+            mean_offline_s: sixty(),
+        }
+    }
 }
 
 fn sixty() -> f64 {
@@ -164,7 +193,7 @@ fn thirty() -> f64 {
 }
 
 /// Device bandwidth heterogeneity.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeterogeneitySpec {
     /// Each device's LAN up/down is scaled by a factor uniform in `[1 - spread, 1 + spread]`.
@@ -173,7 +202,7 @@ pub struct HeterogeneitySpec {
 }
 
 /// A rollout stage: devices whose bucket is below the share start at `start_s`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageSpec {
     pub share_percent: f64,
@@ -181,7 +210,7 @@ pub struct StageSpec {
 }
 
 /// The scheduler's knobs the simulator exposes.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchedSpec {
     #[serde(default = "eight")]
@@ -223,7 +252,7 @@ pub struct SchedSpec {
 }
 
 /// [`SchedSpec::window`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Window {
     #[default]
@@ -280,15 +309,16 @@ fn twenty() -> u32 {
 
 /// Real files instead of a synthetic release: the chunk list of `new`, and
 /// (with `old`) the chunks every device already holds from `old`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilesSpec {
     pub new: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub old: Option<String>,
 }
 
 /// A whole scenario.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     #[serde(default)]
@@ -299,11 +329,14 @@ pub struct Scenario {
     pub release_mib: f64,
     #[serde(default = "chunk_kib")]
     pub chunk_kib: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<FilesSpec>,
     /// The publisher's seeder (absent or `enabled = false`: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seeder: Option<SeederSpec>,
     /// An HTTPS origin (absent or `enabled = false`: none). At least one
     /// of the two sources is needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<OriginSpec>,
     #[serde(rename = "site")]
     pub sites: Vec<SiteSpec>,
@@ -406,6 +439,10 @@ impl Scenario {
         }
         if self.devices() > 200_000 {
             return bad("at most 200 000 devices");
+        }
+        let rate = self.churn.rate_per_hour;
+        if !(rate >= 0.0 && rate.is_finite() && positive(self.churn.mean_offline_s)) {
+            return bad("churn.rate_per_hour must be >= 0 and churn.mean_offline_s positive");
         }
         if !(0.0..=1.0).contains(&self.churn.crash_fraction)
             || !(0.0..1.0).contains(&self.heterogeneity.lan_spread)
@@ -539,11 +576,15 @@ uplink_up_mbit = 10.0      # the site's internet link
 uplink_down_mbit = 10.0
 lan_latency_ms = 0.5
 wan_latency_ms = 20.0
+# uplink_trace = "traces/plant.csv"    # time_s,mbit rows: the downlink's capacity over time (step function)
+# uplink_up_trace = "traces/plant-up.csv"  # the same for the direction out of the site
 
 [churn]
 crash_fraction = 0.0       # devices that crash once, at a uniform time in [0, crash_window_s]
 crash_window_s = 60.0
 rejoin_after_s = 30.0      # and come back with what they stored (< 0: never)
+rate_per_hour = 0.0        # churn as a rate: each device leaves this often an hour (exponential gaps), ...
+mean_offline_s = 60.0      # ... and is away for an exponential time of this mean, then rejoins
 
 [heterogeneity]
 lan_spread = 0.0           # each device's LAN rates scaled by U[1 - spread, 1 + spread]

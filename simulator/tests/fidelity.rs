@@ -141,17 +141,30 @@ fn same_scenario_and_seed_give_identical_outputs() {
             ("churn.rejoin_after_s".to_owned(), "5".to_owned()),
             ("churn.crash_window_s".to_owned(), "10".to_owned()),
             ("heterogeneity.lan_spread".to_owned(), "0.5".to_owned()),
+            // Churn as a rate and an uplink trace take part too.
+            ("churn.rate_per_hour".to_owned(), "120".to_owned()),
+            ("churn.mean_offline_s".to_owned(), "5".to_owned()),
+            ("site.0.uplink_trace".to_owned(), "trace.csv".to_owned()),
             ("seed".to_owned(), seed.to_owned()),
         ]
     };
     let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("trace.csv"),
+        "time_s,mbit\n0,10\n3,4\n9,12\n",
+    )
+    .expect("trace");
     let mut outs = Vec::new();
     for (i, seed) in ["3", "3", "4"].iter().enumerate() {
         let sc = Scenario::from_toml_with(text, &params(seed)).expect("scenario");
         let out = dir.path().join(i.to_string());
         run_to_dir(&sc, dir.path(), &out, |_, _| {}).expect("run");
         let read = |f: &str| std::fs::read(out.join(f)).expect("output");
-        outs.push((read("summary.json"), read("nodes.csv")));
+        outs.push((
+            read("summary.json"),
+            read("nodes.csv"),
+            read("timeline.csv"),
+        ));
     }
     assert_eq!(outs[0], outs[1], "same seed, different results");
     assert_ne!(outs[0].1, outs[2].1, "the seed changes nothing");
