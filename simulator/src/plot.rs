@@ -240,35 +240,15 @@ pub fn cdf(title: &str, series: &[(String, Vec<f64>, usize)]) -> String {
 
 /// A bar chart of `(label, value)`.
 pub fn bars(title: &str, ylabel: &str, bars: &[(String, f64)]) -> String {
-    let ymax = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1e-9) * 1.1;
-    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
-    let mut out = String::new();
-    let x = XAxis {
-        log: false,
-        min: 0.0,
-        max: 1.0,
-    };
-    frame(&mut out, title, "", ylabel, x, ymax);
-    let slot = pw / bars.len().max(1) as f64;
-    for (i, (label, v)) in bars.iter().enumerate() {
-        let h = v / ymax * ph;
-        let x = LEFT + i as f64 * slot + slot * 0.2;
-        let _ = writeln!(
-            out,
-            r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="{}"/><text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            TOP + ph - h,
-            slot * 0.6,
-            COLOURS[i % COLOURS.len()],
-            x + slot * 0.3,
-            TOP + ph + 30.0,
-            esc(label),
-            x + slot * 0.3,
-            TOP + ph - h - 5.0,
-            fmt_tick(*v)
-        );
-    }
-    out.push_str("</svg>\n");
-    out
+    let bars: Vec<ErrorBar> = bars
+        .iter()
+        .map(|(label, value)| ErrorBar {
+            label: label.clone(),
+            value: *value,
+            interval: None,
+        })
+        .collect();
+    bars_with_errors(title, ylabel, &bars)
 }
 
 /// One bar of [`bars_with_errors`]: a value and its interval `(lo, hi)`.
