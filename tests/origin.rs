@@ -4,29 +4,40 @@
 //! the origin sends about one copy of the release. And a hostile first
 //! mirror (a chunk with wrong bytes, a truncated chunk): the device
 //! completes from the second mirror, stores nothing bad, and its status
-//! names the error.
+//! names the error. The same against a first mirror that misbehaves at the
+//! HTTP level (`pollen_e2e::hostile_origin`): chunk responses longer than
+//! the chunk (declared so, chunked, or ended by the close) and a response
+//! that stalls for good after its first bytes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use pollen_e2e::hostile_origin::{Framing, HostileOrigin, Misbehaviour};
 use pollen_e2e::origin::{export, Origin};
 use pollen_e2e::{file_blake3, poll, run_json, s, try_node_status, Daemon, Release};
 
-/// Body bytes of successful chunk responses in an nginx access log
-/// (combined format: `"GET /chunk/... HTTP/1.1" 200 BYTES`).
-fn chunk_bytes(origin: &Origin) -> u64 {
+/// The successful chunk responses in an nginx access log (combined
+/// format: `"GET /chunk/... HTTP/1.1" 200 BYTES`): path and body bytes.
+fn chunks_served(origin: &Origin) -> Vec<(String, u64)> {
     origin
         .access_log()
         .lines()
         .filter_map(|l| {
-            let (_, after) = l.split_once("\"GET /chunk/")?;
-            let (_, rest) = after.split_once('"')?;
+            let (_, after) = l.split_once("\"GET ")?;
+            let (path, rest) = after.split_once(' ')?;
+            let (_, rest) = rest.split_once('"')?;
             let mut f = rest.split_whitespace();
             let (status, bytes) = (f.next()?, f.next()?);
-            (status == "200").then(|| bytes.parse::<u64>().ok())?
+            let ok = path.starts_with("/chunk/") && status == "200";
+            ok.then(|| Some((path.to_owned(), bytes.parse::<u64>().ok()?)))?
         })
-        .sum()
+        .collect()
+}
+
+/// Body bytes of successful chunk responses in an nginx access log.
+fn chunk_bytes(origin: &Origin) -> u64 {
+    chunks_served(origin).iter().map(|(_, n)| n).sum()
 }
 
 /// nginx serving `root` on loopback, and the URL a node is given for it.
@@ -322,5 +333,175 @@ fn an_expired_index_is_reported() {
                 false => Err(status.to_string()),
             }
         },
+    );
+}
+
+/// What a device made of a hostile first mirror and nginx as the second,
+/// both serving one tree.
+struct HostileRun {
+    release: Release,
+    status: serde_json::Value,
+    report: serde_json::Value,
+    /// The chunk paths the hostile mirror answered badly.
+    misbehaved: Vec<String>,
+    /// The chunk responses nginx sent: path and body bytes.
+    served: Vec<(String, u64)>,
+    /// The release's chunk paths in the tree, with their sizes.
+    chunks: Vec<(String, u64)>,
+    took: Duration,
+}
+
+/// A device with `--origin HOSTILE --origin NGINX` (no seeder, no peer)
+/// fetching a release whose chunks the hostile mirror answers as `mode`
+/// says. Checks the device completes with the right artifact and that its
+/// own check of its store passes afterwards.
+fn against_hostile(mode: Misbehaviour, seed: u64) -> HostileRun {
+    let r = Release::publish(3 << 20, seed);
+    let t = r.dir.as_path();
+    let tree = t.join("tree");
+    export(&r, &tree);
+    let hostile = HostileOrigin::start(&tree, mode);
+    let (nginx, nginx_url) = serve(&tree);
+    let (data, out) = (t.join("dev"), t.join("dev.img"));
+    let started = Instant::now();
+    let mut dev = device(
+        &r,
+        &data,
+        &out,
+        7,
+        &[
+            "--origin",
+            &hostile.url,
+            "--origin",
+            &nginx_url,
+            "--origin-poll",
+            "1s",
+        ],
+    );
+    let report = wait_done(&mut dev, &out, "the device");
+    let took = started.elapsed();
+    assert_eq!(file_blake3(&out), r.blake3, "the artifact");
+    let status = complete_status(&data);
+    let _ = dev.terminate();
+    let check = Command::new(pollen_e2e::bin("pollen-node"))
+        .args(["check", "--data", s(&data)])
+        .output()
+        .expect("check");
+    assert!(
+        check.status.success(),
+        "check: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let chunks = chunk_files(&tree)
+        .iter()
+        .map(|f| {
+            let rel = f.strip_prefix(&tree).expect("under the tree");
+            let len = std::fs::metadata(f).expect("chunk").len();
+            (format!("/{}", rel.display()), len)
+        })
+        .collect();
+    eprintln!("hostile mirror asked: {:?}", hostile.asked());
+    HostileRun {
+        misbehaved: hostile.misbehaved(),
+        served: chunks_served(&nginx),
+        chunks,
+        status,
+        report,
+        took,
+        release: r,
+    }
+}
+
+impl HostileRun {
+    /// The first mirror's last error names `what`; the second one is fine;
+    /// nothing the hostile mirror sent reached the store (nothing failed
+    /// verification: it was refused before), and every chunk it answered
+    /// badly came whole from nginx.
+    fn assert_refused_and_served_elsewhere(&self, what: &str) {
+        let (status, origin) = (&self.status, &self.status["origin"]);
+        let error = origin["mirrors"][0]["last_error"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(error.contains(what), "the hostile mirror's error: {status}");
+        assert_eq!(origin["mirrors"][1]["state"], "ok", "{status}");
+        assert_eq!(origin["chunks_rejected"], 0, "{status}");
+        assert_eq!(self.report["chunks_rejected"], 0, "{}", self.report);
+        assert!(!self.misbehaved.is_empty(), "the hostile mirror was asked");
+        for path in &self.misbehaved {
+            let (_, len) = self
+                .chunks
+                .iter()
+                .find(|(p, _)| p == path)
+                .unwrap_or_else(|| panic!("{path} is no chunk of the tree"));
+            assert!(
+                self.served.iter().any(|(p, n)| p == path && n == len),
+                "nginx did not serve {path} ({len} bytes) whole: {:?}",
+                self.served
+            );
+        }
+    }
+
+    /// Every chunk came from nginx (the hostile mirror answered every
+    /// chunk request badly): nginx served each chunk of the tree, and the
+    /// origin's verified bytes are one copy of the release.
+    fn assert_all_chunks_from_nginx(&self) {
+        for (path, len) in &self.chunks {
+            assert!(
+                self.served.iter().any(|(p, n)| p == path && n == len),
+                "nginx never served {path} whole: {:?}",
+                self.served
+            );
+        }
+        let origin = &self.status["origin"];
+        assert_eq!(
+            origin["bytes_verified"].as_u64(),
+            Some(self.release.size),
+            "{}",
+            self.status
+        );
+    }
+}
+
+fn oversize(framing: Framing, seed: u64) {
+    let run = against_hostile(
+        Misbehaviour::Oversize {
+            extra: 4096,
+            framing,
+        },
+        seed,
+    );
+    eprintln!("{framing:?}: complete in {:?}", run.took);
+    run.assert_refused_and_served_elsewhere("response too large");
+    run.assert_all_chunks_from_nginx();
+}
+
+#[test]
+fn an_oversized_chunk_declared_so_is_refused_and_fetched_from_the_second_mirror() {
+    oversize(Framing::Declared, 19);
+}
+
+#[test]
+fn an_oversized_chunked_response_is_refused_and_fetched_from_the_second_mirror() {
+    oversize(Framing::Chunked, 20);
+}
+
+#[test]
+fn an_oversized_close_delimited_response_is_refused_and_fetched_from_the_second_mirror() {
+    oversize(Framing::CloseDelimited, 21);
+}
+
+/// Chunk responses that stop after their first bytes: each is given up
+/// after the client's stall timeout (30 s, the default: the node has no
+/// flag for it) and its chunk fetched from nginx.
+#[test]
+fn a_stalled_chunk_response_times_out_and_is_fetched_from_the_second_mirror() {
+    let run = against_hostile(Misbehaviour::Stall { sent: 1000 }, 22);
+    eprintln!("stall: complete in {:?}", run.took);
+    run.assert_refused_and_served_elsewhere("stalled");
+    run.assert_all_chunks_from_nginx();
+    assert!(
+        run.took >= Duration::from_secs(30),
+        "complete in {:?}, before a stall could time out",
+        run.took
     );
 }

@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub mod fleet;
+pub mod hostile_origin;
 pub mod netns;
 pub mod origin;
 pub mod proxy;

@@ -143,14 +143,26 @@ impl OriginClient {
         let mut last = None;
         let mut min_rest: Option<Duration> = None;
         for i in 0..count {
-            let url = {
-                let mirrors = self.lock();
-                let rest = mirrors[i].resting(Instant::now());
-                if !rest.is_zero() {
+            let (url, probe) = {
+                let mut mirrors = self.lock();
+                let now = Instant::now();
+                let Some(probe) = mirrors[i].admit(now) else {
+                    // Resting, or its probe is out: asked again once that
+                    // ends (a back-off's time at most).
+                    let rest = mirrors[i].resting(now);
+                    let rest = if rest.is_zero() {
+                        self.config.backoff
+                    } else {
+                        rest
+                    };
                     min_rest = Some(min_rest.map_or(rest, |m| m.min(rest)));
                     continue;
-                }
-                mirrors[i].url.join(path)
+                };
+                (mirrors[i].url.join(path), probe)
+            };
+            let probe = Probe {
+                client: self,
+                mirror: probe.then_some(i),
             };
             let url = match url {
                 Ok(u) => u,
@@ -162,6 +174,7 @@ impl OriginClient {
             };
             let tag = etag.filter(|(m, _)| *m == i).map(|(_, t)| t);
             let (result, read) = self.get(&url, i, expect, tag, progress).await;
+            probe.answered();
             let mut mirrors = self.lock();
             let m = &mut mirrors[i];
             m.add_bytes(read);
@@ -347,6 +360,30 @@ impl OriginClient {
             etag,
             mirror,
         })
+    }
+}
+
+/// A failing mirror's probe in flight (`mirror: None`: not a probe).
+/// Dropped before its answer (the fetch was dropped), it ends the probe.
+struct Probe<'a> {
+    client: &'a OriginClient,
+    mirror: Option<usize>,
+}
+
+impl Probe<'_> {
+    /// The answer came: recording it ends the probe.
+    fn answered(mut self) {
+        self.mirror = None;
+    }
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        if let Some(i) = self.mirror {
+            if let Some(m) = self.client.lock().get_mut(i) {
+                m.end_probe();
+            }
+        }
     }
 }
 

@@ -1,5 +1,8 @@
 //! One mirror's health: its back-off after failures in a row, its last
-//! error and the bytes it delivered (for the status JSON).
+//! error and the bytes it delivered (for the status JSON). A failing
+//! mirror whose rest is over takes one request (a probe) until it answers;
+//! meanwhile the others go on to the next mirror, so a mirror that stalls
+//! costs one request per rest, not every request made while it hangs.
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +42,8 @@ pub(super) struct Mirror {
     rest_until: Option<Instant>,
     last_error: Option<String>,
     bytes: u64,
+    /// Failing, rested, and one request is asking it again.
+    probing: bool,
 }
 
 impl Mirror {
@@ -50,7 +55,24 @@ impl Mirror {
             rest_until: None,
             last_error: None,
             bytes: 0,
+            probing: false,
         }
+    }
+
+    /// Whether a request may ask it at `now`, and whether that request is
+    /// its probe (it failed last; the probe's end is told with
+    /// [`Mirror::end_probe`], or its answer). `None`: resting, or a probe is out.
+    pub(super) fn admit(&mut self, now: Instant) -> Option<bool> {
+        if !self.resting(now).is_zero() || self.probing {
+            return None;
+        }
+        self.probing = self.state == MirrorState::Failing;
+        Some(self.probing)
+    }
+
+    /// The probe ended without an answer (its request was dropped).
+    pub(super) fn end_probe(&mut self) {
+        self.probing = false;
     }
 
     /// How long it still rests at `now` (zero: it may be asked).
@@ -65,6 +87,7 @@ impl Mirror {
 
     pub(super) fn succeeded(&mut self) {
         self.state = MirrorState::Ok;
+        self.probing = false;
         self.failures = 0;
         self.rest_until = None;
     }
@@ -72,6 +95,7 @@ impl Mirror {
     /// An error that is not the mirror's fault (a 404 while it syncs): kept, no rest.
     pub(super) fn note_error(&mut self, error: String) {
         self.last_error = Some(error);
+        self.probing = false;
     }
 
     /// A failure: it rests `hint` (the server's `Retry-After`) or a
@@ -85,6 +109,7 @@ impl Mirror {
         max: Duration,
     ) {
         self.state = MirrorState::Failing;
+        self.probing = false;
         self.failures = self.failures.saturating_add(1);
         self.last_error = Some(error);
         let wait = match hint {

@@ -297,6 +297,72 @@ async fn a_failing_mirror_rests_and_the_next_answers() {
     assert_eq!(status[1].state, MirrorState::Ok);
 }
 
+/// A first mirror whose `chunk/p` stalls after 10 of its 64 bytes, a
+/// second that serves it; the client after one fetch of it, the first
+/// mirror failing, its rest over.
+async fn after_a_stall() -> (Server, Server, OriginClient) {
+    let mut stall = head_only("200 OK", "Content-Length: 64\r\n");
+    stall.extend_from_slice(&[3u8; 10]);
+    let bad = serve(vec![("chunk/p", Reply::Stall(stall))]);
+    let good = serve(vec![("chunk/p", Reply::Raw(ok(&[3u8; 64])))]);
+    let c = client(vec![bad.url.clone(), good.url.clone()]);
+    let got = c.fetch("chunk/p", Expect::Exactly(64), None, None).await;
+    assert!(
+        matches!(got, Ok(Fetched::Body { mirror: 1, .. })),
+        "{got:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while c.status()[0].backoff_seconds.is_some() {
+        assert!(std::time::Instant::now() < deadline, "still resting");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(c.status()[0].state, MirrorState::Failing);
+    (bad, good, c)
+}
+
+#[tokio::test]
+async fn a_failing_mirror_takes_one_probe_while_the_others_go_on() {
+    let (bad, good, c) = after_a_stall().await;
+    // Three at once: one probes the first mirror (and stalls again), the
+    // other two go straight to the second, without waiting for the stall.
+    let started = std::time::Instant::now();
+    let one = || async {
+        let got = c.fetch("chunk/p", Expect::Exactly(64), None, None).await;
+        (got, started.elapsed())
+    };
+    let (a, b, d) = tokio::join!(one(), one(), one());
+    let stall = c.config().stall_timeout;
+    let mut quick = 0;
+    for (got, took) in [a, b, d] {
+        assert!(
+            matches!(got, Ok(Fetched::Body { mirror: 1, .. })),
+            "{got:?}"
+        );
+        quick += usize::from(took < stall);
+    }
+    assert_eq!(quick, 2, "only the probe waits for the stall");
+    assert_eq!((bad.hits("/chunk/p"), good.hits("/chunk/p")), (2, 4));
+}
+
+#[tokio::test]
+async fn a_probe_dropped_before_its_answer_ends() {
+    let (bad, _good, c) = after_a_stall().await;
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(50),
+        c.fetch("chunk/p", Expect::Exactly(64), None, None),
+    )
+    .await;
+    assert!(dropped.is_err(), "the probe was still waiting: {dropped:?}");
+    assert_eq!(bad.hits("/chunk/p"), 2);
+    // The next request probes the first mirror again.
+    let got = c.fetch("chunk/p", Expect::Exactly(64), None, None).await;
+    assert!(
+        matches!(got, Ok(Fetched::Body { mirror: 1, .. })),
+        "{got:?}"
+    );
+    assert_eq!(bad.hits("/chunk/p"), 3);
+}
+
 #[tokio::test]
 async fn a_blamed_mirror_rests() {
     let one = serve(vec![("chunk/v", Reply::Raw(ok(&[3u8; 8])))]);
