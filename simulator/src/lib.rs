@@ -5,6 +5,7 @@
 //!
 //! Guarantee: the same scenario and seed give byte-identical outputs.
 
+pub mod bittorrent;
 pub mod engine;
 pub mod net;
 pub mod plot;
@@ -36,6 +37,9 @@ pub fn simulate(
     progress: impl FnMut(usize, usize),
 ) -> Result<Outcome, SimError> {
     let (chunks, held) = release::build(sc, base)?;
+    if sc.strategy == Strategy::Bittorrent {
+        return Ok(bittorrent::run(sc, &chunks, progress));
+    }
     Ok(Sim::new(sc.clone(), chunks, held).run(progress))
 }
 
