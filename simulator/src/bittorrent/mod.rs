@@ -472,15 +472,18 @@ impl<'a> Sim<'a> {
         if free == 0 {
             return;
         }
-        let mut cands: Vec<(u64, u32)> = (0..p.links.len() as u32)
+        let waiting: Vec<u32> = (0..p.links.len() as u32)
             .filter(|&i| p.links[i as usize].am_choking && self.interested_in(s, i))
-            .map(|i| {
-                let l = &p.links[i as usize];
-                (if seed { l.gave } else { l.got }, i)
-            })
             .collect();
+        // Best rate first, equal rates (at the start: none yet) in a random order.
+        let mut cands: Vec<(u64, u64, u32)> = Vec::with_capacity(waiting.len());
+        for i in waiting {
+            let l = &self.peers[s as usize].links[i as usize];
+            let rate = if seed { l.gave } else { l.got };
+            cands.push((rate, self.rng.next_u64(), i));
+        }
         cands.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        for (_, i) in cands.into_iter().take(free) {
+        for (_, _, i) in cands.into_iter().take(free) {
             self.unchoke(s, i);
         }
     }
