@@ -438,6 +438,7 @@ impl Sim {
             }
         }
         match self.sc.strategy {
+            // `bittorrent` runs in `crate::bittorrent`, never here.
             Strategy::Central | Strategy::Bittorrent => {}
             Strategy::Pollen => {
                 // Sites' gateways find each other when they become gateways
