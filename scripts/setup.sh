@@ -11,12 +11,15 @@
 # squid and openssl for the origin tests in namespaces (tests/origin_netns.rs
 # runs squid as the site's forward proxy with a config of its own and makes
 # a test CA with openssl; the packaged squid service is stopped and
-# disabled the same way).
+# disabled the same way); aria2 and opentracker (with curl) for the
+# BitTorrent cross-check in namespaces (tests/bittorrent_crosscheck.rs runs
+# its own tracker and clients; the packaged opentracker service is stopped
+# and disabled the same way).
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 
 need=()
-for pkg in libclang-dev clang g++ pkg-config time iproute2 dpkg-dev systemd python3 nginx squid openssl; do
+for pkg in libclang-dev clang g++ pkg-config time iproute2 dpkg-dev systemd python3 nginx squid openssl aria2 opentracker curl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -28,6 +31,10 @@ if ((${#need[@]})); then
   if [[ " ${need[*]} " == *" nginx "* ]] && command -v systemctl >/dev/null &&
     systemctl is-active --quiet nginx 2>/dev/null; then
     $sudo systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
+  if [[ " ${need[*]} " == *" opentracker "* ]] && command -v systemctl >/dev/null &&
+    systemctl is-active --quiet opentracker 2>/dev/null; then
+    $sudo systemctl disable --now opentracker >/dev/null 2>&1 || true
   fi
   if [[ " ${need[*]} " == *" squid "* ]] && command -v systemctl >/dev/null &&
     systemctl is-active --quiet squid 2>/dev/null; then

@@ -136,6 +136,50 @@ pub struct Node {
     have_at_crash: Option<Bitfield>,
 }
 
+impl Node {
+    /// A node as the reports see it, for a model that runs outside this
+    /// engine (`crate::bittorrent`): `bytes` is in from the LAN, in across
+    /// the uplink, out.
+    pub(crate) fn reported(
+        site: Option<u32>,
+        name: String,
+        start: f64,
+        finish: Option<f64>,
+        bytes: [u64; 3],
+        requests: u64,
+        duplicates: u64,
+    ) -> Self {
+        Node {
+            site,
+            name,
+            machine: None,
+            peers: Vec::new(),
+            up: false,
+            joined: true,
+            epoch: 0,
+            timer: None,
+            up_link: 0,
+            down_link: 0,
+            admission: None,
+            seeder_conn: false,
+            origin_active: 0,
+            origin_waiting: Default::default(),
+            start,
+            finish,
+            bytes_in_lan: bytes[0],
+            bytes_in_uplink: bytes[1],
+            bytes_out: bytes[2],
+            crashes: 0,
+            sched: SwarmStats {
+                requests,
+                duplicates,
+                ..SwarmStats::default()
+            },
+            have_at_crash: None,
+        }
+    }
+}
+
 /// Per-site link ids and counters.
 #[derive(Debug)]
 pub struct Site {
@@ -147,6 +191,27 @@ pub struct Site {
     /// Bytes that crossed the uplink into the site.
     pub bytes_in: u64,
     pub devices: Vec<u32>,
+}
+
+impl Site {
+    /// A site as the reports see it (see [`Node::reported`]).
+    pub(crate) fn reported(
+        name: String,
+        lan_latency: f64,
+        wan_latency: f64,
+        bytes_in: u64,
+        devices: Vec<u32>,
+    ) -> Self {
+        Site {
+            name,
+            uplink_up: 0,
+            uplink_down: 0,
+            lan_latency,
+            wan_latency,
+            bytes_in,
+            devices,
+        }
+    }
 }
 
 /// One timeline sample.
@@ -396,7 +461,8 @@ impl Sim {
             }
         }
         match self.sc.strategy {
-            Strategy::Central => {}
+            // `bittorrent` runs in `crate::bittorrent`, never here.
+            Strategy::Central | Strategy::Bittorrent => {}
             Strategy::Pollen => {
                 // Sites' gateways find each other when they become gateways
                 // (`connect_gateways`), as peer exchange hands them out.
@@ -696,7 +762,7 @@ impl Sim {
                 cross_site: self.sc.sched.cross_site,
             },
             Strategy::Swarm => Preset::Flat,
-            Strategy::Central => Preset::Central,
+            Strategy::Central | Strategy::Bittorrent => Preset::Central,
         };
         let site =
             (strategy == Strategy::Pollen).then(|| SiteId(u64::from(node.site.unwrap_or(0)) + 1));

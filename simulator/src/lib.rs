@@ -9,6 +9,7 @@
 //! Guarantee: the same scenario and seed give byte-identical outputs.
 
 pub mod aggregate;
+pub mod bittorrent;
 pub mod churn;
 pub mod engine;
 pub mod net;
@@ -47,6 +48,10 @@ pub fn simulate(
     progress: impl FnMut(usize, usize),
 ) -> Result<Outcome, SimError> {
     let (chunks, held) = release::build(sc, base)?;
+    if sc.strategy == Strategy::Bittorrent {
+        // Scenario checks refuse traces, churn and stages for it.
+        return Ok(bittorrent::run(sc, &chunks, progress));
+    }
     let traces = trace::load_all(sc, base)?;
     Ok(Sim::new(sc.clone(), chunks, held)
         .with_traces(traces)

@@ -28,6 +28,9 @@ pub enum Strategy {
     Swarm,
     /// Pollen's default: site-aware swarm.
     Pollen,
+    /// A model of a standard BitTorrent client (`crate::bittorrent`,
+    /// parameters in `[bittorrent]`).
+    Bittorrent,
 }
 
 impl Strategy {
@@ -36,6 +39,7 @@ impl Strategy {
             Strategy::Central => "central",
             Strategy::Swarm => "swarm",
             Strategy::Pollen => "pollen",
+            Strategy::Bittorrent => "bittorrent",
         }
     }
 }
@@ -348,6 +352,9 @@ pub struct Scenario {
     pub stages: Vec<StageSpec>,
     #[serde(default)]
     pub sched: SchedSpec,
+    /// The `bittorrent` strategy's client model.
+    #[serde(default)]
+    pub bittorrent: crate::bittorrent::BittorrentSpec,
     /// Give up after this much simulated time, s.
     #[serde(default = "limit")]
     pub time_limit_s: f64,
@@ -405,8 +412,26 @@ impl Scenario {
         }
         if self.strategy != Strategy::Pollen && self.seeder().is_none() {
             return bad(
-                "strategies central and swarm need a [seeder]; an origin-only fleet runs pollen",
+                "strategies central, swarm and bittorrent need a [seeder]; an origin-only fleet runs pollen",
             );
+        }
+        if self.strategy == Strategy::Bittorrent {
+            if let Some(why) = self.bittorrent.problem() {
+                return bad(why);
+            }
+            if !self.stages.is_empty()
+                || self.churn.crash_fraction > 0.0
+                || self.churn.rate_per_hour > 0.0
+                || self.files.as_ref().is_some_and(|f| f.old.is_some())
+                || self
+                    .sites
+                    .iter()
+                    .any(|g| g.uplink_trace.is_some() || g.uplink_up_trace.is_some())
+            {
+                return bad(
+                    "bittorrent models no stages, churn, uplink traces or delta updates ([files] old)",
+                );
+            }
         }
         if self.strategy != Strategy::Pollen && self.origin().is_some() {
             return bad("an [origin] is modelled for strategy pollen only");
@@ -545,7 +570,7 @@ fn set_param(table: &mut toml::Table, key: &str, raw: &str) -> Result<(), Scenar
 /// A commented example scenario (`pollen-sim example`).
 pub const EXAMPLE: &str = r#"# A Pollen simulation scenario. Rates in Mbit/s, times in seconds unless named _ms.
 seed = 1                   # one seed for every random choice: same scenario + seed = same results
-strategy = "pollen"        # central (HTTP from the seeder) | swarm (P2P, no sites) | pollen
+strategy = "pollen"        # central (HTTP from the seeder) | swarm (P2P, no sites) | pollen | bittorrent
 release_mib = 500.0        # synthetic release of this size ...
 chunk_kib = 1024           # ... in chunks of this size
 # [files]                  # or a real chunk list (FastCDC, as `pollen-seeder publish` cuts it):
