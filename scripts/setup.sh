@@ -11,12 +11,14 @@
 # squid and openssl for the origin tests in namespaces (tests/origin_netns.rs
 # runs squid as the site's forward proxy with a config of its own and makes
 # a test CA with openssl; the packaged squid service is stopped and
-# disabled the same way).
+# disabled the same way); chromium for the operator console's browser test
+# (tests/console_browser.rs runs it headless, driven over the DevTools
+# protocol).
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 
 need=()
-for pkg in libclang-dev clang g++ pkg-config time iproute2 dpkg-dev systemd python3 nginx squid openssl; do
+for pkg in libclang-dev clang g++ pkg-config time iproute2 dpkg-dev systemd python3 nginx squid openssl chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
