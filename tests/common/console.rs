@@ -30,8 +30,7 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> 
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).expect("send");
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).expect("read reply");
+    let reply = read_reply(&mut stream);
     let text = String::from_utf8_lossy(&reply).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
@@ -48,6 +47,31 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> 
         body.to_owned()
     };
     (status, body)
+}
+
+/// The reply: up to its Content-Length when it gives one (a server may
+/// keep the connection open), else to the end of the stream.
+fn read_reply(stream: &mut TcpStream) -> Vec<u8> {
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut buf).expect("read reply");
+        if n == 0 {
+            return reply;
+        }
+        reply.extend_from_slice(&buf[..n]);
+        let Some(end) = reply.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&reply[..end]).to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        if length.is_some_and(|len| reply.len() >= end + 4 + len) {
+            return reply;
+        }
+    }
 }
 
 fn dechunk(mut body: &str) -> String {

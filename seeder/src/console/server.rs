@@ -94,3 +94,96 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, router: axum
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A self-signed certificate for 127.0.0.1 made with openssl (scripts/setup.sh).
+    fn certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let status = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl (scripts/setup.sh installs it)");
+        assert!(status.success());
+        (cert, key)
+    }
+
+    #[tokio::test]
+    async fn serves_https_with_the_given_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = certificate(dir.path());
+        let acceptor = tls_acceptor(&cert, &key).expect("acceptor");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "over tls" }));
+        let server = tokio::spawn(serve(listener, Some(acceptor), router));
+
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&cert).expect("pem") {
+            roots.add(c.expect("cert")).expect("root");
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+        let mut tls = connector.connect(name, tcp).await.expect("handshake");
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("request");
+        let mut reply = String::new();
+        tls.read_to_string(&mut reply).await.ok();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        assert!(reply.ends_with("over tls"), "{reply}");
+
+        // Plain HTTP on the TLS port gets no answer.
+        let mut plain = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        plain
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("request");
+        let mut buf = Vec::new();
+        let _ = plain.read_to_end(&mut buf).await;
+        assert!(!String::from_utf8_lossy(&buf).contains("over tls"));
+        server.abort();
+    }
+
+    #[test]
+    fn bad_certificate_files_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").expect("write");
+        let missing = dir.path().join("missing.pem");
+        assert!(matches!(
+            tls_acceptor(&missing, &missing),
+            Err(TlsError::Pem { .. })
+        ));
+        assert!(matches!(
+            tls_acceptor(&empty, &empty),
+            Err(TlsError::NoCertificate(_))
+        ));
+    }
+}
