@@ -445,6 +445,21 @@ mod tests {
     }
 
     #[test]
+    fn byte_counters_alone_are_no_change() {
+        let mut f = Fleet::new(key(1));
+        let r = record("press-1");
+        assert!(f.changed(&r), "nothing published yet");
+        f.publish(r.clone(), None, 1_000);
+        let mut more = r.clone();
+        more.traffic.from_site += 4096;
+        more.traffic.from_uplink += 1;
+        assert!(!f.changed(&more), "only the counters moved");
+        let mut phase = more.clone();
+        phase.phase = pollen_core::status::Phase::Committed;
+        assert!(f.changed(&phase));
+    }
+
+    #[test]
     fn newest_record_per_device_wins_and_is_relayed_once() {
         let mut a = Fleet::new(key(1));
         let mut b = Fleet::new(key(2));
