@@ -129,21 +129,21 @@ struct ServeOpt {
     log_format: LogFormat,
     /// Serve the operator console (HTTP API, dashboard, /metrics) on this
     /// address, e.g. 127.0.0.1:8443; off by default.
-    #[arg(long, value_name = "ADDR", requires = "http_tokens")]
+    #[arg(long, value_name = "ADDR")]
     http: Option<std::net::SocketAddr>,
     /// The console's bearer tokens: `SCOPE NAME TOKEN` a line, SCOPE
     /// `read` or `operator` (README, "Operator console").
-    #[arg(long, value_name = "FILE", requires = "http")]
+    #[arg(long, value_name = "FILE")]
     http_tokens: Option<PathBuf>,
     /// PEM certificate chain: the console speaks HTTPS (with --http-key).
-    #[arg(long, value_name = "FILE", requires_all = ["http", "http_key"])]
+    #[arg(long, value_name = "FILE")]
     http_cert: Option<PathBuf>,
     /// PEM private key of --http-cert.
-    #[arg(long, value_name = "FILE", requires_all = ["http", "http_cert"])]
+    #[arg(long, value_name = "FILE")]
     http_key: Option<PathBuf>,
     /// Append-only audit log of the console's actions (JSON lines, synced
     /// per line).
-    #[arg(long, value_name = "FILE", requires = "http")]
+    #[arg(long, value_name = "FILE")]
     http_audit: Option<PathBuf>,
 }
 
@@ -686,6 +686,33 @@ async fn start_console(
 
 fn serve(o: ServeOpt) -> anyhow::Result<()> {
     use pollen_node::driver::{Driver, Mode, NodeConfig, NodeEvent};
+    // Checked here, not with clap's `requires`: the config file checks
+    // each flag on its own.
+    let console = match (o.http, &o.http_tokens) {
+        (Some(addr), Some(tokens)) => {
+            anyhow::ensure!(
+                o.http_cert.is_some() == o.http_key.is_some(),
+                "--http-cert and --http-key go together"
+            );
+            Some(pollen_seeder::console::ConsoleConfig {
+                addr,
+                tokens: tokens.clone(),
+                tls: o.http_cert.clone().zip(o.http_key.clone()),
+                audit: o.http_audit.clone(),
+            })
+        }
+        (Some(_), None) => anyhow::bail!("--http needs --http-tokens"),
+        (None, _) => {
+            anyhow::ensure!(
+                o.http_tokens.is_none()
+                    && o.http_cert.is_none()
+                    && o.http_key.is_none()
+                    && o.http_audit.is_none(),
+                "--http-tokens, --http-cert, --http-key and --http-audit need --http"
+            );
+            None
+        }
+    };
     // A new store is created empty: the seeder serves nothing until the
     // first `publish` reaches it (live, through its local endpoint).
     create_private_dir(&o.store).with_context(|| format!("creating {}", o.store.display()))?;
@@ -709,15 +736,6 @@ fn serve(o: ServeOpt) -> anyhow::Result<()> {
         None => None,
     };
     anyhow::ensure!(o.api.ip().is_loopback(), "--api must be a loopback address");
-    let console = match (o.http, &o.http_tokens) {
-        (Some(addr), Some(tokens)) => Some(pollen_seeder::console::ConsoleConfig {
-            addr,
-            tokens: tokens.clone(),
-            tls: o.http_cert.clone().zip(o.http_key.clone()),
-            audit: o.http_audit.clone(),
-        }),
-        _ => None,
-    };
     let console_store: std::sync::Arc<dyn Store + Send + Sync> = store.clone();
     let console_key = publisher_key.clone();
     let config = NodeConfig {
