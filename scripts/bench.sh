@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Pollen's benchmarks and prints medians and ratios from the same run.
-#   scripts/bench.sh            criterion benches + publish memory check
+#   scripts/bench.sh            criterion benches (publish, store, console) + publish memory check
 # Results: target/criterion (HTML off), summary on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,7 +8,7 @@ bash scripts/setup.sh
 target="${CARGO_TARGET_DIR:-target}"
 # The dev profile (dependencies at opt-level 3, RocksDB at -O1) shares the
 # test build; a release build of RocksDB costs ~40 min on 2 cores.
-cargo bench --profile dev -p pollen-seeder -p pollen-node --bench publish --bench store -- --noplot
+cargo bench --profile dev -p pollen-seeder -p pollen-node --bench publish --bench store --bench console -- --noplot
 
 python3 - "$target/criterion" <<'PY'
 import json, os, sys

@@ -14,12 +14,14 @@
 # disabled the same way); aria2 and opentracker (with curl) for the
 # BitTorrent cross-check in namespaces (tests/bittorrent_crosscheck.rs runs
 # its own tracker and clients; the packaged opentracker service is stopped
-# and disabled the same way).
+# and disabled the same way); chromium for the operator console's browser
+# test (tests/console_browser.rs runs it headless, driven over the DevTools
+# protocol).
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 
 need=()
-for pkg in libclang-dev clang g++ pkg-config time iproute2 dpkg-dev systemd python3 nginx squid openssl aria2 opentracker curl; do
+for pkg in libclang-dev clang g++ pkg-config time iproute2 dpkg-dev systemd python3 nginx squid openssl aria2 opentracker curl chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -123,6 +123,7 @@ mod tests {
             note: None,
             last_error: None,
             attempts: 1,
+            traffic: Default::default(),
             seq: 1,
         }
     }

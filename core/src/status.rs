@@ -68,6 +68,15 @@ pub struct ReleaseRef {
     pub version: String,
 }
 
+/// Bytes a device fetched for its target: from peers of its own site (the
+/// LAN) and from beyond it (the site's uplink: other sites, the seeder,
+/// an origin).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub from_site: u64,
+    pub from_uplink: u64,
+}
+
 /// What a device says about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusRecord {
@@ -86,6 +95,9 @@ pub struct StatusRecord {
     pub last_error: Option<String>,
     /// Install attempts of the target.
     pub attempts: u32,
+    /// Bytes of the target fetched so far, by where they came from (the
+    /// operator console's uplink savings per site).
+    pub traffic: Traffic,
     /// Milliseconds since the Unix epoch when the record was made; newest wins.
     pub seq: u64,
 }
@@ -231,6 +243,7 @@ mod tests {
             note: None,
             last_error: Some("é".repeat(MAX_ERROR_LEN)),
             attempts: 1,
+            traffic: Default::default(),
             seq: 17,
         }
     }

@@ -208,6 +208,7 @@ pub fn status_records() -> &'static [SignedStatus] {
             note: None,
             last_error: None,
             attempts: 0,
+            traffic: Default::default(),
             seq: NOW * 1000,
         };
         let records = [
@@ -228,6 +229,7 @@ pub fn status_records() -> &'static [SignedStatus] {
                     installed: Some(new.clone()),
                     phase: Phase::Committed,
                     attempts: 1,
+                    traffic: Default::default(),
                     seq: NOW * 1000 + 95_000,
                     ..base.clone()
                 },
@@ -242,6 +244,7 @@ pub fn status_records() -> &'static [SignedStatus] {
                         "health hook /usr/lib/pollen/selftest exited with status 3".into(),
                     ),
                     attempts: 2,
+                    traffic: Default::default(),
                     seq: NOW * 1000 + 120_000,
                     ..base.clone()
                 },

@@ -4,6 +4,7 @@
 //! credentials, co-signed releases), and the static origin tree a web
 //! server or CDN serves (`origin_export`, `origin_tree`).
 
+pub mod console;
 pub mod cosigned;
 pub mod enroll;
 pub mod files;

@@ -127,6 +127,24 @@ struct ServeOpt {
     /// Log lines on stderr as text or as one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve the operator console (HTTP API, dashboard, /metrics) on this
+    /// address, e.g. 127.0.0.1:8443; off by default.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// The console's bearer tokens: `SCOPE NAME TOKEN` a line, SCOPE
+    /// `read` or `operator` (README, "Operator console").
+    #[arg(long, value_name = "FILE")]
+    http_tokens: Option<PathBuf>,
+    /// PEM certificate chain: the console speaks HTTPS (with --http-key).
+    #[arg(long, value_name = "FILE")]
+    http_cert: Option<PathBuf>,
+    /// PEM private key of --http-cert.
+    #[arg(long, value_name = "FILE")]
+    http_key: Option<PathBuf>,
+    /// Append-only audit log of the console's actions (JSON lines, synced
+    /// per line).
+    #[arg(long, value_name = "FILE")]
+    http_audit: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -642,8 +660,59 @@ fn check_online_key(
     Ok(())
 }
 
+/// Starts the operator console; its actions reach the driver through the
+/// local endpoint, as `pollen-seeder rollout` does.
+async fn start_console(
+    config: pollen_seeder::console::ConsoleConfig,
+    store: std::sync::Arc<dyn Store + Send + Sync>,
+    key: Option<std::sync::Arc<pollen_core::manifest::SecretKey>>,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
+    let file = pollen_node::api::addr_file(data_dir);
+    let local: std::net::SocketAddr = std::fs::read_to_string(&file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{}", file.display()))?;
+    let deliver = Box::new(move |bytes: &[u8]| {
+        pollen_node::api::request(local, "POST", "/control", bytes)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    let (addr, tls) = pollen_seeder::console::start(config, store, key, deliver).await?;
+    println!("console {}://{addr}/", if tls { "https" } else { "http" });
+    Ok(())
+}
+
 fn serve(o: ServeOpt) -> anyhow::Result<()> {
     use pollen_node::driver::{Driver, Mode, NodeConfig, NodeEvent};
+    // Checked here, not with clap's `requires`: the config file checks
+    // each flag on its own.
+    let console = match (o.http, &o.http_tokens) {
+        (Some(addr), Some(tokens)) => {
+            anyhow::ensure!(
+                o.http_cert.is_some() == o.http_key.is_some(),
+                "--http-cert and --http-key go together"
+            );
+            Some(pollen_seeder::console::ConsoleConfig {
+                addr,
+                tokens: tokens.clone(),
+                tls: o.http_cert.clone().zip(o.http_key.clone()),
+                audit: o.http_audit.clone(),
+            })
+        }
+        (Some(_), None) => anyhow::bail!("--http needs --http-tokens"),
+        (None, _) => {
+            anyhow::ensure!(
+                o.http_tokens.is_none()
+                    && o.http_cert.is_none()
+                    && o.http_key.is_none()
+                    && o.http_audit.is_none(),
+                "--http-tokens, --http-cert, --http-key and --http-audit need --http"
+            );
+            None
+        }
+    };
     // A new store is created empty: the seeder serves nothing until the
     // first `publish` reaches it (live, through its local endpoint).
     create_private_dir(&o.store).with_context(|| format!("creating {}", o.store.display()))?;
@@ -667,6 +736,8 @@ fn serve(o: ServeOpt) -> anyhow::Result<()> {
         None => None,
     };
     anyhow::ensure!(o.api.ip().is_loopback(), "--api must be a loopback address");
+    let console_store: std::sync::Arc<dyn Store + Send + Sync> = store.clone();
+    let console_key = publisher_key.clone();
     let config = NodeConfig {
         channel: o.channel,
         policy,
@@ -713,6 +784,9 @@ fn serve(o: ServeOpt) -> anyhow::Result<()> {
         notify::spawn_watchdog(heartbeat);
         let (shared, commands) = pollen_node::api::start(o.api, &o.store).await?;
         let driver = driver.with_api(shared, commands);
+        if let Some(config) = console {
+            start_console(config, console_store, console_key, &o.store).await?;
+        }
         note(&format!("seeder peer id {}", driver.peer_id()));
         tokio::spawn(async move {
             let mut ready = false;

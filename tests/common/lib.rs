@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod cdp;
+pub mod console;
 pub mod fleet;
 pub mod hostile_origin;
 pub mod netns;

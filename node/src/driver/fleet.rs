@@ -80,8 +80,14 @@ impl Fleet {
     }
 
     /// Whether `record` (seq ignored) differs from the last one published.
+    /// Byte counters alone do not count as a change (they grow with every
+    /// chunk); they travel with the next record that is due anyway.
     pub fn changed(&self, record: &StatusRecord) -> bool {
-        self.last_own.as_ref() != Some(record)
+        self.last_own.as_ref().is_none_or(|last| {
+            let mut last = last.clone();
+            last.traffic = record.traffic;
+            last != *record
+        })
     }
 
     /// Signs and publishes this node's record; `now_ms` orders it.
@@ -227,6 +233,20 @@ impl Driver {
         site.into_iter().map(|(p, _)| *p).collect()
     }
 
+    /// Bytes of the current release fetched so far, LAN versus uplink.
+    fn traffic(&self) -> pollen_core::status::Traffic {
+        self.node
+            .swarm()
+            .map(|s| {
+                let stats = s.stats();
+                pollen_core::status::Traffic {
+                    from_site: stats.bytes_from_site,
+                    from_uplink: stats.bytes_from_remote,
+                }
+            })
+            .unwrap_or_default()
+    }
+
     /// This node's record from its lifecycle, if it installs releases.
     fn own_record(&self) -> Option<StatusRecord> {
         let l = self.lifecycle.as_ref()?;
@@ -242,6 +262,7 @@ impl Driver {
             note: r.note.clone(),
             last_error: r.last_error.clone(),
             attempts: r.attempts,
+            traffic: self.traffic(),
             seq: 0,
         })
     }
@@ -386,6 +407,7 @@ mod tests {
             note: None,
             last_error: None,
             attempts: 0,
+            traffic: Default::default(),
             seq: 0,
         }
     }
@@ -420,6 +442,21 @@ mod tests {
                 .expect("valid")
                 .encode(),
         )
+    }
+
+    #[test]
+    fn byte_counters_alone_are_no_change() {
+        let mut f = Fleet::new(key(1));
+        let r = record("press-1");
+        assert!(f.changed(&r), "nothing published yet");
+        f.publish(r.clone(), None, 1_000);
+        let mut more = r.clone();
+        more.traffic.from_site += 4096;
+        more.traffic.from_uplink += 1;
+        assert!(!f.changed(&more), "only the counters moved");
+        let mut phase = more.clone();
+        phase.phase = pollen_core::status::Phase::Committed;
+        assert!(f.changed(&phase));
     }
 
     #[test]

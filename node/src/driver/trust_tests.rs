@@ -479,6 +479,7 @@ async fn forged_status_records_change_no_count_and_trigger_no_halt() {
         note: None,
         last_error: None,
         attempts: 1,
+        traffic: Default::default(),
         seq: crate::unix_now() * 1000,
     };
     use pollen_core::status::{Phase, SignedStatus};
