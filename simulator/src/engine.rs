@@ -27,7 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::churn::ChurnClock;
 use crate::net::{to_ns as ns, Job, LinkId, Net};
 use crate::queue::Queue;
-use crate::scenario::{Scenario, Strategy};
+use crate::scenario::{Scenario, SiteSpec, Strategy};
 use crate::trace::SiteTraces;
 
 /// The seeder's node id.
@@ -194,24 +194,53 @@ pub struct Site {
 }
 
 impl Site {
-    /// A site as the reports see it (see [`Node::reported`]).
-    pub(crate) fn reported(
-        name: String,
-        lan_latency: f64,
-        wan_latency: f64,
-        bytes_in: u64,
-        devices: Vec<u32>,
-    ) -> Self {
+    /// Site `name`, one of `group`, its uplink's two directions added to `net`.
+    pub(crate) fn build(name: String, group: &SiteSpec, net: &mut Net, devices: Vec<u32>) -> Self {
         Site {
             name,
-            uplink_up: 0,
-            uplink_down: 0,
-            lan_latency,
-            wan_latency,
-            bytes_in,
+            uplink_up: net.add_link(group.uplink_up_mbit * MBIT),
+            uplink_down: net.add_link(group.uplink_down_mbit * MBIT),
+            lan_latency: group.lan_latency_ms / 1000.0,
+            wan_latency: group.wan_latency_ms / 1000.0,
+            bytes_in: 0,
             devices,
         }
     }
+}
+
+/// The one-way latency between a node at site `a` and one at site `b`
+/// (`None`: the seeder's side of the WAN): the LAN's within a site, else
+/// both ends' WAN latencies.
+pub(crate) fn latency(sites: &[Site], seeder_latency: f64, a: Option<u32>, b: Option<u32>) -> f64 {
+    let wan = |s: Option<u32>| match s {
+        Some(s) => sites[s as usize].wan_latency,
+        None => seeder_latency,
+    };
+    match (a, b) {
+        (Some(x), Some(y)) if x == y => sites[x as usize].lan_latency,
+        _ => wan(a) + wan(b),
+    }
+}
+
+/// The links a transfer crosses from a node at site `from.0` (its upload
+/// link `from.1`) to one at site `to.0` (its download link `to.1`): both
+/// sites' uplinks when they differ.
+pub(crate) fn path(
+    sites: &[Site],
+    from: (Option<u32>, LinkId),
+    to: (Option<u32>, LinkId),
+) -> Vec<LinkId> {
+    let mut p = vec![from.1];
+    if from.0 != to.0 {
+        if let Some(s) = from.0 {
+            p.push(sites[s as usize].uplink_up);
+        }
+        if let Some(s) = to.0 {
+            p.push(sites[s as usize].uplink_down);
+        }
+    }
+    p.push(to.1);
+    p
 }
 
 /// One timeline sample.
@@ -362,15 +391,7 @@ impl Sim {
                     });
                     devices.push(id);
                 }
-                sites.push(Site {
-                    name,
-                    uplink_up: net.add_link(group.uplink_up_mbit * MBIT),
-                    uplink_down: net.add_link(group.uplink_down_mbit * MBIT),
-                    lan_latency: group.lan_latency_ms / 1000.0,
-                    wan_latency: group.wan_latency_ms / 1000.0,
-                    bytes_in: 0,
-                    devices,
-                });
+                sites.push(Site::build(name, group, &mut net, devices));
             }
         }
         let remaining = nodes.len() - 1;
@@ -632,29 +653,12 @@ impl Sim {
             return 0.0;
         }
         let (sa, sb) = (self.nodes[a as usize].site, self.nodes[b as usize].site);
-        let wan = |s: Option<u32>| match s {
-            Some(s) => self.sites[s as usize].wan_latency,
-            None => self.seeder_latency,
-        };
-        match (sa, sb) {
-            (Some(x), Some(y)) if x == y => self.sites[x as usize].lan_latency,
-            _ => wan(sa) + wan(sb),
-        }
+        latency(&self.sites, self.seeder_latency, sa, sb)
     }
 
     fn path(&self, from: u32, to: u32) -> Vec<LinkId> {
         let (f, t) = (&self.nodes[from as usize], &self.nodes[to as usize]);
-        let mut p = vec![f.up_link];
-        if f.site != t.site {
-            if let Some(s) = f.site {
-                p.push(self.sites[s as usize].uplink_up);
-            }
-            if let Some(s) = t.site {
-                p.push(self.sites[s as usize].uplink_down);
-            }
-        }
-        p.push(t.down_link);
-        p
+        path(&self.sites, (f.site, f.up_link), (t.site, t.down_link))
     }
 
     fn site_id(&self, node: u32) -> SiteId {

@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 
 pub use spec::BittorrentSpec;
 
-use crate::engine::{Node as Reported, Outcome, Sample, Site as ReportedSite};
+use crate::engine::{self, Node as Reported, Outcome, Sample, Site};
 use crate::net::{to_ns as ns, Job, LinkId, Net};
 use crate::queue::Queue;
 use crate::scenario::Scenario;
@@ -105,16 +105,6 @@ struct Peer {
     requests: u64,
 }
 
-struct SiteState {
-    name: String,
-    uplink_up: LinkId,
-    uplink_down: LinkId,
-    lan_latency: f64,
-    wan_latency: f64,
-    bytes_in: u64,
-    devices: Vec<u32>,
-}
-
 /// Runs the `bittorrent` strategy on `sc` (the release's total size is
 /// what matters; it is cut into `[bittorrent] piece_kib` pieces).
 pub fn run(sc: &Scenario, chunks: &[ChunkRef], mut progress: impl FnMut(usize, usize)) -> Outcome {
@@ -153,7 +143,7 @@ struct Sim<'a> {
     sc: &'a Scenario,
     bt: BittorrentSpec,
     peers: Vec<Peer>,
-    sites: Vec<SiteState>,
+    sites: Vec<Site>,
     net: Net,
     queue: Queue<Ev>,
     rng: ChaCha8Rng,
@@ -238,15 +228,7 @@ impl<'a> Sim<'a> {
                         down,
                     ));
                 }
-                sites.push(SiteState {
-                    name,
-                    uplink_up: net.add_link(group.uplink_up_mbit * MBIT),
-                    uplink_down: net.add_link(group.uplink_down_mbit * MBIT),
-                    lan_latency: group.lan_latency_ms / 1000.0,
-                    wan_latency: group.wan_latency_ms / 1000.0,
-                    bytes_in: 0,
-                    devices,
-                });
+                sites.push(Site::build(name, group, &mut net, devices));
             }
         }
         let mut sim = Sim {
@@ -296,29 +278,12 @@ impl<'a> Sim<'a> {
 
     fn latency(&self, a: u32, b: u32) -> f64 {
         let (sa, sb) = (self.peers[a as usize].site, self.peers[b as usize].site);
-        let wan = |s: Option<u32>| match s {
-            Some(s) => self.sites[s as usize].wan_latency,
-            None => self.seeder_latency,
-        };
-        match (sa, sb) {
-            (Some(x), Some(y)) if x == y => self.sites[x as usize].lan_latency,
-            _ => wan(sa) + wan(sb),
-        }
+        engine::latency(&self.sites, self.seeder_latency, sa, sb)
     }
 
     fn path(&self, from: u32, to: u32) -> Vec<LinkId> {
         let (f, t) = (&self.peers[from as usize], &self.peers[to as usize]);
-        let mut p = vec![f.up_link];
-        if f.site != t.site {
-            if let Some(s) = f.site {
-                p.push(self.sites[s as usize].uplink_up);
-            }
-            if let Some(s) = t.site {
-                p.push(self.sites[s as usize].uplink_down);
-            }
-        }
-        p.push(t.down_link);
-        p
+        engine::path(&self.sites, (f.site, f.up_link), (t.site, t.down_link))
     }
 
     fn handle(&mut self, ev: Ev) {
@@ -820,14 +785,7 @@ impl<'a> Sim<'a> {
                 )
             })
             .collect();
-        let sites = self
-            .sites
-            .into_iter()
-            .map(|s| {
-                let _ = (s.uplink_up, s.uplink_down);
-                ReportedSite::reported(s.name, s.lan_latency, s.wan_latency, s.bytes_in, s.devices)
-            })
-            .collect();
+        let sites = self.sites;
         Outcome {
             origin: None,
             seeder_admission: None,
