@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use pollen_e2e::console::{get_json, http, Mesh, OPERATOR, READ};
-use pollen_e2e::{node_status, poll, s};
+use pollen_e2e::{node_status, poll, run_json, s};
 
 const WAIT: Duration = Duration::from_secs(180);
 
@@ -227,4 +227,37 @@ fn console_api_reads_acts_and_halts_a_rollout() {
     assert_eq!(lines[3]["action"], "promote");
     assert_eq!(lines[3]["seq"], seq);
     println!("audit log {}:\n{audit}", s(&mesh.audit));
+
+    // A control signed elsewhere (the rollout command against the running
+    // seeder) enters the history too, attributed to no token.
+    let r = &mesh.release;
+    let resumed = run_json(
+        "pollen-seeder",
+        &[
+            "rollout",
+            "--key",
+            s(&r.key),
+            "--store",
+            s(&r.store),
+            "--channel",
+            "stable",
+            "resume",
+        ],
+    );
+    let resumed_seq = resumed["seq"].as_u64().expect("seq");
+    let history = poll(WAIT, "the console to see the resume", || {
+        let c = get_json(addr, "/api/controls", READ);
+        let h = c["history"].clone();
+        if h[0]["seq"] == resumed_seq {
+            Ok(h)
+        } else {
+            Err(c.to_string())
+        }
+    });
+    assert_eq!(history[0]["who"], "(signed elsewhere)");
+    assert_eq!(history[0]["action"], "resume");
+    assert_eq!(history[0]["result"], "observed");
+    assert_eq!(history.as_array().map(Vec::len), Some(5), "{history}");
+    let audit = std::fs::read_to_string(&mesh.audit).expect("audit log");
+    assert_eq!(audit.lines().count(), 5, "{audit}");
 }

@@ -6,8 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pollen_core::manifest::ManifestId;
-use pollen_core::rollout::bucket;
 use pollen_e2e::{
     file_blake3, free_port, node_status, poll, release_stages, run_json, run_ok, s, seeder_status,
     serve_args, write_random_file, Daemon, Release,
@@ -194,29 +192,6 @@ fn release_installs_then_rolls_back_where_health_fails() {
     drop(nodes);
 }
 
-/// Device ids whose buckets for `release` fall inside (`true`) or outside a
-/// stage of `share` basis points: `inside` of the first kind, `outside` of the other.
-fn pick_devices(release: &str, share: u16, inside: usize, outside: usize) -> Vec<(String, bool)> {
-    let mut raw = [0u8; 32];
-    hex::decode_to_slice(release, &mut raw).expect("manifest id");
-    let id = ManifestId(raw);
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for n in 0.. {
-        let d = format!("line-{n}");
-        if bucket(&d, &id) < share {
-            if a.len() < inside {
-                a.push((d, true));
-            }
-        } else if b.len() < outside {
-            b.push((d, false));
-        }
-        if a.len() == inside && b.len() == outside {
-            break;
-        }
-    }
-    a.into_iter().chain(b).collect()
-}
-
 #[test]
 fn failing_rollout_halts_itself_after_the_first_stage() {
     let r = Release::publish_with(
@@ -228,7 +203,7 @@ fn failing_rollout_halts_itself_after_the_first_stage() {
         .as_str()
         .expect("manifest id")
         .to_owned();
-    let devices = pick_devices(&id, 3400, 2, 4);
+    let devices = pollen_e2e::pick_devices("line", &id, 3400, 2, 4);
     let port = free_port();
     let (seed, _) = seeder(&r, port, true);
     let seeder_addr = format!("/ip4/127.0.0.1/tcp/{port}");

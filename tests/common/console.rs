@@ -8,9 +8,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pollen_core::manifest::ManifestId;
-use pollen_core::rollout::bucket;
-
 use crate::{s, serve_args, Daemon, Release};
 
 /// A read-only token of the tokens file [`Mesh::start`] writes.
@@ -96,34 +93,6 @@ pub fn get_json(addr: SocketAddr, path: &str, token: &str) -> serde_json::Value 
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
 }
 
-/// Device ids whose buckets for `release` (hex) fall inside (`true`) a
-/// stage of `share` basis points or outside it: `inside` and `outside` of each.
-pub fn pick_devices(
-    release: &str,
-    share: u16,
-    inside: usize,
-    outside: usize,
-) -> Vec<(String, bool)> {
-    let mut raw = [0u8; 32];
-    hex::decode_to_slice(release, &mut raw).expect("manifest id");
-    let id = ManifestId(raw);
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for n in 0.. {
-        let d = format!("press-{n}");
-        if bucket(&d, &id) < share {
-            if a.len() < inside {
-                a.push((d, true));
-            }
-        } else if b.len() < outside {
-            b.push((d, false));
-        }
-        if a.len() == inside && b.len() == outside {
-            break;
-        }
-    }
-    a.into_iter().chain(b).collect()
-}
-
 /// A device of the mesh.
 #[derive(Debug)]
 pub struct Device {
@@ -184,7 +153,7 @@ impl Mesh {
         let console = console_addr(&mut seeder);
         let peer = seeder.loopback_addr();
         let mut devices = Vec::new();
-        for (i, (device, first)) in pick_devices(&id, first_share, inside, outside)
+        for (i, (device, first)) in crate::pick_devices("press", &id, first_share, inside, outside)
             .into_iter()
             .enumerate()
         {

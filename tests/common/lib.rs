@@ -551,3 +551,33 @@ pub fn release_stages(status: &serde_json::Value, n: u64) -> Vec<serde_json::Val
         .and_then(|r| r["stages"].as_array().cloned())
         .unwrap_or_default()
 }
+
+/// Device ids `PREFIX-N` whose rollout buckets for `release` (hex) fall
+/// inside (`true`) or outside a first stage of `share` basis points:
+/// `inside` of the first kind, then `outside` of the other.
+pub fn pick_devices(
+    prefix: &str,
+    release: &str,
+    share: u16,
+    inside: usize,
+    outside: usize,
+) -> Vec<(String, bool)> {
+    let mut raw = [0u8; 32];
+    hex::decode_to_slice(release, &mut raw).expect("manifest id");
+    let id = pollen_core::manifest::ManifestId(raw);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for n in 0.. {
+        let d = format!("{prefix}-{n}");
+        if pollen_core::rollout::bucket(&d, &id) < share {
+            if a.len() < inside {
+                a.push((d, true));
+            }
+        } else if b.len() < outside {
+            b.push((d, false));
+        }
+        if a.len() == inside && b.len() == outside {
+            break;
+        }
+    }
+    a.into_iter().chain(b).collect()
+}

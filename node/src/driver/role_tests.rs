@@ -14,7 +14,7 @@ use pollen_core::wire::{Hello, Request, Response, Role};
 use tokio::sync::mpsc;
 
 use super::tests::config;
-use super::trust_tests::{start, DEADLINE};
+use super::trust_tests::{memory_swarm, start, DEADLINE};
 use super::*;
 use crate::store::MemStore;
 
@@ -27,14 +27,7 @@ fn raw_peer(
     mut release: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> mpsc::Receiver<Request> {
     let (tx, rx) = mpsc::channel(64);
-    let mut swarm = build_swarm(
-        Keypair::generate_ed25519(),
-        false,
-        &Limits::default(),
-        Transport::Memory,
-        crate::net::Advertise::Listen,
-    )
-    .expect("swarm");
+    let mut swarm = memory_swarm(Keypair::generate_ed25519());
     swarm.dial(target).expect("dial");
     tokio::spawn(async move {
         let mut held = None;

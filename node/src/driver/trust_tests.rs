@@ -134,6 +134,18 @@ async fn wait_for<T>(
     .expect("the event came in time")
 }
 
+/// A bare protocol peer's swarm on the memory transport (no mDNS).
+pub(super) fn memory_swarm(key: Keypair) -> libp2p::Swarm<Behaviour> {
+    build_swarm(
+        key,
+        false,
+        &Limits::default(),
+        Transport::Memory,
+        crate::net::Advertise::Listen,
+    )
+    .expect("swarm")
+}
+
 /// What a hostile peer got for its requests.
 #[derive(Debug, Default)]
 struct Outcome {
@@ -145,14 +157,7 @@ struct Outcome {
 /// A peer with a fresh identity that dials `target`, says `hello` (if
 /// any) and asks for a manifest, a chunk, peers and a has-set at once.
 async fn attack(target: &Multiaddr, hello: Option<Hello>, manifest: ManifestId) -> Outcome {
-    let mut swarm = build_swarm(
-        Keypair::generate_ed25519(),
-        false,
-        &Limits::default(),
-        Transport::Memory,
-        crate::net::Advertise::Listen,
-    )
-    .expect("swarm");
+    let mut swarm = memory_swarm(Keypair::generate_ed25519());
     swarm.dial(target.clone()).expect("dial");
     let mut out = Outcome::default();
     let mut sent = 0;
@@ -275,14 +280,7 @@ async fn unenrolled_and_impersonating_peers_get_nothing() {
 async fn a_silent_peer_is_cut_at_the_hello_deadline() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (mut seeder, device, _, _, _) = closed_mesh(tmp.path()).await;
-    let mut swarm = build_swarm(
-        Keypair::generate_ed25519(),
-        false,
-        &Limits::default(),
-        Transport::Memory,
-        crate::net::Advertise::Listen,
-    )
-    .expect("swarm");
+    let mut swarm = memory_swarm(Keypair::generate_ed25519());
     swarm.dial(seeder.addr.clone()).expect("dial");
     let lasted = tokio::time::timeout(DEADLINE, async {
         let mut established = None;
@@ -505,14 +503,7 @@ async fn forged_status_records_change_no_count_and_trigger_no_halt() {
         credential: Some(ByteBuf::from(credential.clone())),
     });
 
-    let mut swarm = build_swarm(
-        me,
-        false,
-        &Limits::default(),
-        Transport::Memory,
-        crate::net::Advertise::Listen,
-    )
-    .expect("swarm");
+    let mut swarm = memory_swarm(me);
     swarm.dial(seeder.addr.clone()).expect("dial");
     let mut hello = hello(Some(credential.clone()));
     hello.site = None;

@@ -74,6 +74,13 @@ impl Steerer {
         }
     }
 
+    /// Whether this console issued control `seq` of `release` (the last
+    /// one it issued for it; waits for an action under way).
+    pub fn issued(&self, release: &ManifestId, seq: u64) -> bool {
+        let issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        issued.get(release).is_some_and(|c| c.seq == seq)
+    }
+
     /// Whether actions can be signed at all.
     pub fn can_sign(&self) -> bool {
         self.key.is_some()

@@ -21,6 +21,7 @@ pub mod audit;
 pub mod auth;
 pub mod fixture;
 pub mod fleet;
+pub mod observed;
 pub mod server;
 pub mod views;
 
@@ -109,6 +110,15 @@ impl Console {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .sample(&fleet, now);
+        let seen = observed::observed(&self.fleet(), &fleet, &self.audit.recent(), |id, seq| {
+            self.steerer.issued(id, seq)
+        });
+        for entry in seen {
+            tracing::info!(channel = %entry.channel, release = entry.release, seq = ?entry.seq, action = %entry.action, "control signed elsewhere");
+            if let Err(e) = self.audit.append(entry) {
+                tracing::warn!(error = %e, "audit log: an observed control not recorded");
+            }
+        }
         *self.fleet.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fleet);
         Ok(())
     }
