@@ -5,8 +5,8 @@
 //! `pollen-node` processes finding their site peers by mDNS and other
 //! sites' gateways by peer exchange. Bytes are counted on the veths.
 //!
-//! - Sites stay sites: with several sites sharing, each site's uplink
-//!   carries about one copy in.
+//! - Sites stay sites: with a seeder that has room, each site's uplink
+//!   carries one copy in, on the wire.
 //! - One-shot `fetch` devices linger for their site: still one copy.
 //! - Release day behind a slow publisher link: every device completes near
 //!   the lower bound, the seeder sends about one copy in all, and the
@@ -108,7 +108,7 @@ fn chunks_across(across: &[u64], per_site: usize, size: u64) -> Vec<f64> {
 
 #[test]
 #[ignore = "needs root"]
-fn sites_share_and_each_uplink_carries_one_copy() {
+fn a_seeder_with_room_sends_each_site_one_copy_on_the_wire() {
     let _lock = exclusive();
     require();
     let fleet = Fleet::new(3, 5);
@@ -146,10 +146,11 @@ fn sites_share_and_each_uplink_carries_one_copy() {
             "site{i} fetched {:.3} x F across its uplink",
             chunks[i]
         );
-        // On the wire: TCP/IP, Noise and yamux framing, notices, and the
-        // acknowledgments of what the site serves others.
+        // On the wire too (TCP/IP, Noise and yamux framing, requests): the
+        // seeder has room, so sites do not seek each other and no chatter
+        // between sites crosses the uplinks.
         assert!(
-            (inb as f64) <= 1.25 * f,
+            (inb as f64) <= 1.05 * f,
             "site{i}'s uplink carried {:.3} x F in",
             inb as f64 / f
         );

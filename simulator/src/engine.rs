@@ -531,6 +531,12 @@ impl Sim {
             return;
         }
         let now = Duration::from_nanos(self.now_ns);
+        // As the node: only while its logic seeks other sites (an origin
+        // said it is the bottleneck, or none is in reach).
+        let seeks = |m: &Machine<u32>| m.seeks_other_sites(now);
+        if !self.nodes[id as usize].machine.as_ref().is_some_and(seeks) {
+            return;
+        }
         let own = self.nodes[id as usize].site;
         let others: Vec<u32> = self
             .gateways

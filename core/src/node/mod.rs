@@ -38,6 +38,10 @@ pub const NOTICE_EVERY: Duration = Duration::from_millis(200);
 /// notice is a stream across two uplinks).
 pub const REMOTE_NOTICE_EVERY: Duration = Duration::from_secs(1);
 
+/// After an origin last said it is the fleet's bottleneck, a node keeps
+/// seeking other sites this long ([`Node::seeks_other_sites`]).
+pub const CROSS_SITE_HOLD: Duration = Duration::from_secs(60);
+
 /// A node's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -340,6 +344,28 @@ impl<P: PeerKey> Node<P> {
     /// Whether a peer that announced `info` is a device of another site.
     pub fn elsewhere(&self, info: &PeerInfo) -> bool {
         !info.origin && self.config.site.is_some() && info.site != self.config.site
+    }
+
+    /// Whether this node should look for other sites' gateways now (connect
+    /// to them, and so hear and send notices across the uplinks): with
+    /// cross-site sharing, while it lacks chunks of a release, once an
+    /// origin said within [`CROSS_SITE_HOLD`] that it is the fleet's
+    /// bottleneck, or while no origin is among its sources (other sites are
+    /// then its way to the release). While the origins have room, each site
+    /// fetches its copy from them and the uplinks carry no chatter between
+    /// sites.
+    pub fn seeks_other_sites(&self, now: Duration) -> bool {
+        let Some(s) = &self.swarm else {
+            return false;
+        };
+        let shares = self.config.site.is_some()
+            && self.config.preset == (Preset::Device { cross_site: true });
+        if !shares || s.is_complete() {
+            return false;
+        }
+        !s.has_origin()
+            || s.origin_pressed_at()
+                .is_some_and(|t| now.saturating_sub(t) < CROSS_SITE_HOLD)
     }
 
     /// Greeted peers that are devices of other sites.

@@ -190,3 +190,57 @@ fn out_of_range_notices_are_ignored() {
     let asked = requests(&drain(&mut n));
     assert_eq!(asked, vec![(1, 2)]);
 }
+
+#[test]
+fn other_sites_are_sought_only_while_an_origin_is_the_bottleneck() {
+    let mut n = Node::new(
+        NodeConfig::new(Preset::Device { cross_site: true }, Some(SITE)),
+        0,
+        Duration::ZERO,
+    );
+    assert!(!n.seeks_other_sites(MS), "no release yet");
+    n.take_release(Duration::ZERO, chunks(4), Bitfield::new(4));
+    assert!(n.seeks_other_sites(MS), "no origin in reach");
+    n.handle_peer_up(MS, 2, info(99, true), true);
+    n.handle_have_all(MS, 2, Bitfield::full(4));
+    assert!(!n.seeks_other_sites(2 * MS), "the origin has room");
+    // The origin is asked after the site's warm-up.
+    let mut asked = requests(&drain(&mut n));
+    while asked.is_empty() {
+        let t = n.poll_timeout().expect("a deadline ahead");
+        assert!(t < Duration::from_secs(10), "no request by {t:?}");
+        n.handle_timeout(t, |_, _| 0);
+        asked = requests(&drain(&mut n));
+    }
+    let &(peer, index) = asked.first().expect("a request");
+    assert_eq!(peer, 2);
+    let at = Duration::from_secs(10);
+    assert!(!n.seeks_other_sites(at), "the origin still has room");
+    n.handle_request_declined(at, 2, index, Duration::from_secs(1));
+    assert!(n.seeks_other_sites(at), "the origin declined a chunk");
+    assert!(n.seeks_other_sites(at + CROSS_SITE_HOLD - MS));
+    assert!(!n.seeks_other_sites(at + CROSS_SITE_HOLD), "pressure over");
+    n.handle_request_busy(at, 2, index, Some(Duration::from_secs(1)));
+    assert!(
+        !n.seeks_other_sites(at + CROSS_SITE_HOLD),
+        "a short Busy hint is no bottleneck"
+    );
+}
+
+#[test]
+fn other_sites_are_not_sought_without_cross_site_sharing_or_once_complete() {
+    for preset in [
+        Preset::Device { cross_site: false },
+        Preset::Flat,
+        Preset::Central,
+    ] {
+        let mut n: Node<u32> = Node::new(NodeConfig::new(preset, Some(SITE)), 0, Duration::ZERO);
+        n.take_release(Duration::ZERO, chunks(4), Bitfield::new(4));
+        assert!(!n.seeks_other_sites(MS), "{preset:?}");
+    }
+    let mut n = device();
+    n.take_release(MS, chunks(4), Bitfield::full(4));
+    n.handle_peer_up(MS, 5, info(1, false), false);
+    assert!(n.is_complete());
+    assert!(!n.seeks_other_sites(2 * MS), "complete");
+}

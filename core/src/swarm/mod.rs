@@ -395,6 +395,8 @@ pub struct Swarm<P: PeerKey> {
     local_peers: Vec<P>,
     remote_peers: Vec<P>,
     origin_peers: Vec<P>,
+    /// When an origin last said it is the fleet's bottleneck.
+    origin_pressed_at: Option<Duration>,
     bystanders: Vec<P>,
     /// What this node last told its peers: (uplink, gateway).
     role: (bool, bool),
@@ -482,6 +484,7 @@ impl<P: PeerKey> Swarm<P> {
             local_peers: Vec::new(),
             remote_peers: Vec::new(),
             origin_peers: Vec::new(),
+            origin_pressed_at: None,
             bystanders: Vec::new(),
             role: (false, false),
             started: now,
@@ -562,6 +565,17 @@ impl<P: PeerKey> Swarm<P> {
     pub fn has_uplink(&self) -> bool {
         !self.origin_peers.is_empty()
             || (self.shares_across_sites() && !self.remote_peers.is_empty())
+    }
+
+    /// When an origin last said it is the fleet's bottleneck (declined a
+    /// chunk, or was busy for long); `None`: never, for this release.
+    pub fn origin_pressed_at(&self) -> Option<Duration> {
+        self.origin_pressed_at
+    }
+
+    /// Whether an origin is among this node's sources.
+    pub fn has_origin(&self) -> bool {
+        !self.origin_peers.is_empty()
     }
 
     /// Whether this node is one of its site's gateways: with site
@@ -1146,6 +1160,7 @@ impl<P: PeerKey> Swarm<P> {
         if let Some(st) = self.peers.get_mut(peer) {
             st.declined_at = Some(now);
             if st.class == Class::Origin {
+                self.origin_pressed_at = Some(now);
                 // Its pressure ends then: a full pass may ask it first again.
                 self.wakeups.insert(now + ORIGIN_PRESSURE);
             }

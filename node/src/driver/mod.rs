@@ -759,10 +759,12 @@ impl Driver {
     }
 
     /// A gateway with room for more connections to other sites asks its
-    /// origins and site peers for peers (their answers name gateways).
+    /// origins and site peers for peers (their answers name gateways),
+    /// while the node logic seeks other sites.
     fn find_gateways(&mut self) {
         if !self.config.cross_site
             || self.config.no_lan
+            || !self.node.seeks_other_sites(self.now())
             || self.remote_count() >= self.config.max_remote_peers
             || !self.gateway_search.due(Instant::now(), self.fetching())
         {
@@ -826,7 +828,9 @@ impl Driver {
 
     /// Dials a peer learned by mDNS or peer exchange. Devices of other
     /// sites are dialed only with cross-site sharing, by gateways (or by a
-    /// node without an uplink connection of its own), and only gateways.
+    /// node without an uplink connection of its own), only gateways, and
+    /// only while the node logic seeks other sites (an origin said it is
+    /// the bottleneck, or none is in reach).
     fn dial_discovered(
         &mut self,
         peer: PeerId,
@@ -841,6 +845,7 @@ impl Driver {
                 let wanted = self.config.cross_site
                     && role.gateway
                     && (self.node.role().gateway || !self.node.role().uplink)
+                    && self.node.seeks_other_sites(self.now())
                     && self.remote_count() < self.config.max_remote_peers;
                 if !wanted {
                     return;

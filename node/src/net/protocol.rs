@@ -178,6 +178,12 @@ async fn read_response_frame<T: AsyncRead + Unpin + Send>(
 }
 
 /// Writes one frame made of `parts` (its length, then each part in turn).
+///
+/// The length and the leading bytes go out in one write of up to
+/// [`PIECE`] bytes, the rest in pieces: each write is a yamux frame, a
+/// Noise message and (the socket has no Nagle delay) a TCP segment, so a
+/// small message is one packet, not a 4-byte length packet and then its
+/// body (a notice across a site's uplink costs half the packets).
 async fn write_frame<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
     parts: &[&[u8]],
@@ -186,8 +192,24 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let header = frame_header(total)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    io.write_all(&header).await?;
+    let mut first = Vec::with_capacity(PIECE.min(header.len() + total));
+    first.extend_from_slice(&header);
+    let mut rest: Vec<&[u8]> = Vec::with_capacity(parts.len());
     for part in parts {
+        let room = PIECE.saturating_sub(first.len());
+        if rest.is_empty() && part.len() <= room {
+            first.extend_from_slice(part);
+        } else if rest.is_empty() {
+            let (head, tail) = part.split_at(room);
+            first.extend_from_slice(head);
+            rest.push(tail);
+        } else {
+            rest.push(part);
+        }
+    }
+    io.write_all(&first).await?;
+    count(progress, first.len() - header.len());
+    for part in rest {
         for piece in part.chunks(PIECE) {
             io.write_all(piece).await?;
             count(progress, piece.len());
