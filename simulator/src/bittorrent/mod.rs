@@ -263,11 +263,20 @@ impl<'a> Sim<'a> {
             pieces,
         };
         // Every client starts at once (the seeder, already running, is
-        // connectable at once); devices connect after `connect_delay_s`.
+        // connectable at once); devices connect after `connect_delay_s`,
+        // in a random order (who is first to ask the seeder is chance).
         let delay = sim.bt.connect_delay_s;
+        let mut order: Vec<u32> = (1..sim.peers.len() as u32).collect();
+        for i in (1..order.len()).rev() {
+            let j = (sim.draw() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        sim.push(0.0, Ev::Join(0));
         for id in 0..sim.peers.len() as u32 {
             sim.push(0.0, Ev::Start(id));
-            sim.push(if id == 0 { 0.0 } else { delay }, Ev::Join(id));
+        }
+        for id in order {
+            sim.push(delay, Ev::Join(id));
         }
         sim.push(0.0, Ev::Sample);
         sim
@@ -721,7 +730,9 @@ impl<'a> Sim<'a> {
                 am_choking: l.am_choking,
                 rate,
                 recent_block: now - l.last_block < RECENT_BLOCK_S,
-                outstanding: !l.queue.is_empty() || l.in_net > 0,
+                // aria2's own send queue: empty while the socket's buffer
+                // takes a whole pipeline (see the README).
+                outstanding: false,
                 recent_unchoke: (now - l.last_unchoke < RECENT_UNCHOKE_S).then_some(l.last_unchoke),
                 optimistic: l.optimistic,
                 choke: false,
