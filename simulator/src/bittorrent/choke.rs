@@ -91,7 +91,7 @@ pub struct Entry {
 }
 
 /// Shuffles `v` with `draw` (Fisher-Yates).
-fn shuffle<T>(v: &mut [T], draw: &mut impl FnMut() -> u64) {
+pub fn shuffle<T>(v: &mut [T], draw: &mut impl FnMut() -> u64) {
     for i in (1..v.len()).rev() {
         let j = (draw() % (i as u64 + 1)) as usize;
         v.swap(i, j);

@@ -267,10 +267,7 @@ impl<'a> Sim<'a> {
         // in a random order (who is first to ask the seeder is chance).
         let delay = sim.bt.connect_delay_s;
         let mut order: Vec<u32> = (1..sim.peers.len() as u32).collect();
-        for i in (1..order.len()).rev() {
-            let j = (sim.draw() % (i as u64 + 1)) as usize;
-            order.swap(i, j);
-        }
+        choke::shuffle(&mut order, &mut || sim.rng.next_u64());
         sim.push(0.0, Ev::Join(0));
         for id in 0..sim.peers.len() as u32 {
             sim.push(0.0, Ev::Start(id));
