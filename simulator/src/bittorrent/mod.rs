@@ -25,7 +25,7 @@ use crate::engine::{self, Node as Reported, Outcome, Sample, Site};
 use crate::net::{to_ns as ns, Job, LinkId, Net};
 use crate::queue::Queue;
 use crate::scenario::Scenario;
-use choke::Candidate;
+use choke::{Entry, Rate, RECENT_BLOCK_S, RECENT_UNCHOKE_S};
 use picker::{Picker, Received};
 
 const MBIT: f64 = 1_000_000.0 / 8.0;
@@ -35,9 +35,12 @@ const IN_NET: u8 = 2;
 
 #[derive(Clone, Copy, Debug)]
 enum Ev {
-    /// A peer starts: local peer discovery, its first announce, its choker.
+    /// A peer starts: its choker's first round.
+    Start(u32),
+    /// A peer connects: local peer discovery, its first announce.
     Join(u32),
     Announce(u32),
+    /// The periodic choke round is due (unless one ran meanwhile).
     Choke(u32),
     /// A block request reaches its sender `to` (sent under choke
     /// generation `gen` of that connection).
@@ -70,6 +73,10 @@ struct Link {
     am_choking: bool,
     /// `peer` holds this peer's optimistic unchoke.
     optimistic: bool,
+    /// When this peer last unchoked `peer`.
+    last_unchoke: f64,
+    /// When `peer` last sent this peer a block.
+    last_block: f64,
     /// Bumped at every choke: requests sent before it are void.
     gen: u32,
     /// This peer's requests to `peer`, and whether `peer` has started sending each.
@@ -78,9 +85,9 @@ struct Link {
     /// `peer`'s requests to this peer, not yet handed to the network.
     queue: VecDeque<(u32, u16)>,
     in_net: u8,
-    /// Bytes from and to `peer` since the last choke round.
-    got: u64,
-    gave: u64,
+    /// Bytes from and to `peer` over the last seconds.
+    got: Rate,
+    gave: Rate,
 }
 
 /// One BitTorrent client (the seeder is peer 0).
@@ -93,7 +100,10 @@ struct Peer {
     index: HashMap<u32, u32>,
     joined: bool,
     announced: bool,
-    rounds: u64,
+    /// The choker's round counters (leeching, seeding) and its last round.
+    leech_round: u32,
+    seed_round: u32,
+    last_choke: f64,
     up_link: LinkId,
     down_link: LinkId,
     start: f64,
@@ -183,7 +193,9 @@ impl<'a> Sim<'a> {
             index: HashMap::new(),
             joined: false,
             announced: false,
-            rounds: 0,
+            leech_round: 0,
+            seed_round: 0,
+            last_choke: f64::NEG_INFINITY,
             up_link,
             down_link,
             start: 0.0,
@@ -250,8 +262,18 @@ impl<'a> Sim<'a> {
             block_bytes,
             pieces,
         };
+        // Every client starts at once (the seeder, already running, is
+        // connectable at once); devices connect after `connect_delay_s`,
+        // in a random order (who is first to ask the seeder is chance).
+        let delay = sim.bt.connect_delay_s;
+        let mut order: Vec<u32> = (1..sim.peers.len() as u32).collect();
+        choke::shuffle(&mut order, &mut || sim.rng.next_u64());
+        sim.push(0.0, Ev::Join(0));
         for id in 0..sim.peers.len() as u32 {
-            sim.push(0.0, Ev::Join(id));
+            sim.push(0.0, Ev::Start(id));
+        }
+        for id in order {
+            sim.push(delay, Ev::Join(id));
         }
         sim.push(0.0, Ev::Sample);
         sim
@@ -288,9 +310,22 @@ impl<'a> Sim<'a> {
 
     fn handle(&mut self, ev: Ev) {
         match ev {
+            Ev::Start(id) => {
+                self.choke_round(id);
+                let next = self.now() + self.bt.choke_interval_s;
+                self.push(next, Ev::Choke(id));
+            }
             Ev::Join(id) => self.join(id),
             Ev::Announce(id) => self.announce(id),
-            Ev::Choke(id) => self.choke_round(id),
+            Ev::Choke(id) => {
+                let interval = self.bt.choke_interval_s;
+                let last = self.peers[id as usize].last_choke;
+                if self.now() - last >= interval - 1e-9 {
+                    self.choke_round(id);
+                }
+                let next = self.peers[id as usize].last_choke + interval;
+                self.push(next, Ev::Choke(id));
+            }
             Ev::Request {
                 to,
                 from,
@@ -312,13 +347,11 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Local peer discovery (the site's devices that started), the first
-    /// announce, and the choker's rounds from a random phase.
+    /// Local peer discovery (the site's devices that connected) and the
+    /// first announce.
     fn join(&mut self, id: u32) {
-        let now = self.now();
         let p = &mut self.peers[id as usize];
         p.joined = true;
-        p.start = now;
         if let (true, Some(site)) = (self.bt.lpd, p.site) {
             let mates: Vec<u32> = self.sites[site as usize]
                 .devices
@@ -331,8 +364,6 @@ impl<'a> Sim<'a> {
             }
         }
         self.announce(id);
-        let phase = unit(&mut self.rng) * self.bt.choke_interval_s;
-        self.push(now + phase, Ev::Choke(id));
     }
 
     /// The tracker returns up to `tracker_peers` random peers among those
@@ -372,13 +403,15 @@ impl<'a> Sim<'a> {
             wanted: 0,
             am_choking: true,
             optimistic: false,
+            last_unchoke: f64::NEG_INFINITY,
+            last_block: f64::NEG_INFINITY,
             gen: 0,
             outstanding: Vec::new(),
             sent: Vec::new(),
             queue: VecDeque::new(),
             in_net: 0,
-            got: 0,
-            gave: 0,
+            got: Rate::default(),
+            gave: Rate::default(),
         };
         for (x, y, back) in [(a, b, lb), (b, a, la)] {
             let held: Vec<u32> = self.peers[y as usize].picker.have.iter_ones().collect();
@@ -401,13 +434,13 @@ impl<'a> Sim<'a> {
     }
 
     /// Peer `x` became interested in the peer of its link `lx`: that peer
-    /// unchokes it at once if it has a regular slot free (as libtorrent
-    /// does), or — if it already does — `x` requests.
+    /// runs a choke round if it chokes `x` (as aria2 does on `INTERESTED`),
+    /// or — if it already unchokes it — `x` requests.
     fn became_interested(&mut self, x: u32, lx: u32) {
         let l = &self.peers[x as usize].links[lx as usize];
         let (s, back) = (l.peer, l.back);
         if self.peers[s as usize].links[back as usize].am_choking {
-            self.fill_slots(s);
+            self.choke_round(s);
         } else {
             self.pump(x, lx);
         }
@@ -423,39 +456,11 @@ impl<'a> Sim<'a> {
         self.peers[s as usize].picker.is_complete()
     }
 
-    /// Unchokes interested peers (best rate first) while `s` has regular
-    /// slots free.
-    fn fill_slots(&mut self, s: u32) {
-        let seed = self.is_seed(s);
-        let p = &self.peers[s as usize];
-        let used = p
-            .links
-            .iter()
-            .filter(|l| !l.am_choking && !l.optimistic)
-            .count();
-        let free = self.bt.unchoke_slots.saturating_sub(used);
-        if free == 0 {
-            return;
-        }
-        let waiting: Vec<u32> = (0..p.links.len() as u32)
-            .filter(|&i| p.links[i as usize].am_choking && self.interested_in(s, i))
-            .collect();
-        // Best rate first, equal rates (at the start: none yet) in a random order.
-        let mut cands: Vec<(u64, u64, u32)> = Vec::with_capacity(waiting.len());
-        for i in waiting {
-            let l = &self.peers[s as usize].links[i as usize];
-            let rate = if seed { l.gave } else { l.got };
-            cands.push((rate, self.rng.next_u64(), i));
-        }
-        cands.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        for (_, _, i) in cands.into_iter().take(free) {
-            self.unchoke(s, i);
-        }
-    }
-
     fn unchoke(&mut self, s: u32, ls: u32) {
+        let now = self.now();
         let l = &mut self.peers[s as usize].links[ls as usize];
         l.am_choking = false;
+        l.last_unchoke = now;
         let (r, back) = (l.peer, l.back);
         self.pump(r, back);
     }
@@ -589,7 +594,7 @@ impl<'a> Sim<'a> {
         if let Some(&ls) = self.peers[s as usize].index.get(&r) {
             let l = &mut self.peers[s as usize].links[ls as usize];
             l.in_net = l.in_net.saturating_sub(1);
-            l.gave += job.bytes;
+            l.gave.add(now, job.bytes);
             self.peers[s as usize].bytes_out += job.bytes;
             self.feed(s, ls);
         }
@@ -620,8 +625,10 @@ impl<'a> Sim<'a> {
         let Some(&lr) = rp.index.get(&s) else {
             return;
         };
+        let now = self.now_ns as f64 / 1e9;
         let l = &mut rp.links[lr as usize];
-        l.got += len;
+        l.got.add(now, len);
+        l.last_block = now;
         if let Some(k) = l.outstanding.iter().position(|&o| o == (piece, block)) {
             l.outstanding.swap_remove(k);
             l.sent.swap_remove(k);
@@ -685,11 +692,10 @@ impl<'a> Sim<'a> {
                 let l = &mut self.peers[r as usize].links[i];
                 l.wanted = l.wanted.saturating_sub(1);
                 if l.wanted == 0 {
-                    // Not interested any more: the peer chokes it and
-                    // gives the slot to someone else.
+                    // Not interested any more: a peer that unchokes it
+                    // runs a choke round (aria2 on `NOT_INTERESTED`).
                     if !self.peers[q as usize].links[back as usize].am_choking {
-                        self.choke(q, back);
-                        self.fill_slots(q);
+                        self.choke_round(q);
                     }
                 }
             }
@@ -700,54 +706,61 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// A choke round of `s`: the regular slots by rate over the round, the
-    /// optimistic unchoke kept or rotated.
+    /// A choke round of `s` (aria2's, see [`choke`]): who it unchokes, by
+    /// the leecher's or the seeder's rule.
     fn choke_round(&mut self, s: u32) {
+        let now = self.now();
         let seed = self.is_seed(s);
-        let interval = self.bt.choke_interval_s;
-        let every = (self.bt.optimistic_interval_s / interval).round().max(1.0) as u64;
-        let rotate = self.peers[s as usize].rounds.is_multiple_of(every);
-        self.peers[s as usize].rounds += 1;
-        let mut cands = Vec::new();
-        for i in 0..self.peers[s as usize].links.len() as u32 {
-            if self.interested_in(s, i) {
-                let l = &self.peers[s as usize].links[i as usize];
-                let bytes = if seed { l.gave } else { l.got };
-                let peer = l.peer;
-                cands.push(Candidate {
-                    peer,
-                    rate: bytes as f64 / interval,
-                    tie: self.rng.next_u64(),
-                });
-            }
-        }
-        let current = self.peers[s as usize]
-            .links
-            .iter()
-            .find(|l| l.optimistic && !l.am_choking)
-            .map(|l| l.peer);
-        let regular = choke::regular(&cands, self.bt.unchoke_slots);
-        let draw = self.draw();
-        let opt = choke::optimistic(&cands, &regular, current, rotate, draw);
         let n = self.peers[s as usize].links.len() as u32;
-        let want = |peer: u32| regular.contains(&peer) || opt == Some(peer);
+        let mut entries = Vec::with_capacity(n as usize);
         for i in 0..n {
-            let l = &self.peers[s as usize].links[i as usize];
-            if !l.am_choking && !want(l.peer) {
-                self.choke(s, i);
-            }
-        }
-        for i in 0..n {
+            let interested = self.interested_in(s, i);
             let l = &mut self.peers[s as usize].links[i as usize];
-            l.optimistic = opt == Some(l.peer) && !regular.contains(&l.peer);
-            l.got = 0;
-            l.gave = 0;
-            if l.am_choking && want(l.peer) {
-                self.unchoke(s, i);
+            let rate = if seed {
+                l.gave.get(now)
+            } else {
+                l.got.get(now)
+            };
+            entries.push(Entry {
+                link: i,
+                interested,
+                am_choking: l.am_choking,
+                rate,
+                recent_block: now - l.last_block < RECENT_BLOCK_S,
+                // aria2's own send queue: empty while the socket's buffer
+                // takes a whole pipeline (see the README).
+                outstanding: false,
+                recent_unchoke: (now - l.last_unchoke < RECENT_UNCHOKE_S).then_some(l.last_unchoke),
+                optimistic: l.optimistic,
+                choke: false,
+            });
+        }
+        let slots = self.bt.unchoke_slots;
+        let rng = &mut self.rng;
+        let mut draw = || rng.next_u64();
+        let p = &mut self.peers[s as usize];
+        p.last_choke = now;
+        if seed {
+            choke::seeder(&mut entries, slots, p.seed_round, &mut draw);
+            p.seed_round = (p.seed_round + 1) % 3;
+        } else {
+            choke::leecher(&mut entries, slots, p.leech_round, &mut draw);
+            p.leech_round = (p.leech_round + 1) % 3;
+        }
+        let keep = |e: &Entry| !e.choke || e.optimistic;
+        for e in &entries {
+            if !keep(e) && !self.peers[s as usize].links[e.link as usize].am_choking {
+                self.choke(s, e.link);
             }
         }
-        let next = self.now() + interval;
-        self.push(next, Ev::Choke(s));
+        for e in &entries {
+            self.peers[s as usize].links[e.link as usize].optimistic = e.optimistic;
+        }
+        for e in &entries {
+            if keep(e) && self.peers[s as usize].links[e.link as usize].am_choking {
+                self.unchoke(s, e.link);
+            }
+        }
     }
 
     fn sample(&mut self) {

@@ -31,15 +31,23 @@ pub struct BittorrentSpec {
     /// Local peer discovery (BEP 14): the devices of a site find each other.
     #[serde(default = "yes")]
     pub lpd: bool,
-    /// Regular unchoke slots, filled by download rate (upload rate when seeding).
+    /// Regular unchoke slots (aria2: 3, plus the optimistic unchoke; a
+    /// seeder one more every third round).
     #[serde(default = "unchoke_slots")]
     pub unchoke_slots: usize,
-    /// Seconds between choke rounds.
+    /// Seconds between periodic choke rounds (a peer also runs one when a
+    /// choked peer becomes interested or an unchoked one loses interest).
     #[serde(default = "choke_interval_s")]
     pub choke_interval_s: f64,
-    /// Seconds between rotations of the optimistic unchoke.
-    #[serde(default = "optimistic_interval_s")]
-    pub optimistic_interval_s: f64,
+    /// Seconds from a device's start until it connects to the peers that
+    /// local peer discovery and the tracker name (aria2: its event loop's
+    /// next pass, about 1 s).
+    #[serde(default = "connect_delay_s")]
+    pub connect_delay_s: f64,
+    /// Accepted for scenarios written before the choker followed aria2
+    /// (the optimistic unchoke now rotates every third choke round); ignored.
+    #[serde(default, skip_serializing)]
+    pub optimistic_interval_s: Option<f64>,
     /// Pieces picked at random before rarest-first takes over.
     #[serde(default = "random_first")]
     pub random_first: u32,
@@ -62,7 +70,8 @@ impl Default for BittorrentSpec {
             lpd: true,
             unchoke_slots: unchoke_slots(),
             choke_interval_s: choke_interval_s(),
-            optimistic_interval_s: optimistic_interval_s(),
+            connect_delay_s: connect_delay_s(),
+            optimistic_interval_s: None,
             random_first: random_first(),
             end_game: true,
         }
@@ -84,9 +93,9 @@ impl BittorrentSpec {
         }
         if !positive(self.announce_interval_s)
             || !positive(self.choke_interval_s)
-            || !positive(self.optimistic_interval_s)
+            || !(self.connect_delay_s == 0.0 || positive(self.connect_delay_s))
         {
-            return Some("bittorrent: intervals must be positive seconds");
+            return Some("bittorrent: intervals must be positive seconds, connect_delay_s >= 0");
         }
         None
     }
@@ -115,13 +124,13 @@ fn yes() -> bool {
     true
 }
 fn unchoke_slots() -> usize {
-    4
+    3
 }
 fn choke_interval_s() -> f64 {
     10.0
 }
-fn optimistic_interval_s() -> f64 {
-    30.0
+fn connect_delay_s() -> f64 {
+    1.0
 }
 fn random_first() -> u32 {
     4
