@@ -129,7 +129,7 @@ pub enum DriverError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("storing a chunk failed: {0}")]
-    Write(String),
+    Write(#[source] writer::WriteError),
     #[error("starting a thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error(transparent)]
@@ -365,9 +365,9 @@ impl Driver {
         for addr in &config.listen {
             swarm
                 .listen_on(addr.clone())
-                .map_err(|e| NetError::Listen {
-                    addr: addr.to_string(),
-                    reason: crate::cli_support::one_line(&e),
+                .map_err(|source| NetError::Listen {
+                    addr: addr.clone(),
+                    source,
                 })?;
         }
         let site = config.site.as_deref().map(SiteId::from_name);
@@ -557,8 +557,7 @@ impl Driver {
             },
             // The seeder serves what its publisher stored; it checked it on publish.
             None => {
-                let signed = SignedManifest::decode(bytes)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let signed = SignedManifest::decode(bytes).map_err(StoreError::ManifestBytes)?;
                 pollen_core::manifest::VerifiedManifest::assume_verified(signed)
             }
         };
@@ -1352,7 +1351,7 @@ impl Driver {
     /// A chunk came back from the writer: checked, and stored if it was good.
     fn on_written(&mut self, w: writer::Written) -> Result<(), DriverError> {
         let now = self.now();
-        let outcome = w.outcome.map_err(|e| DriverError::Write(e.to_string()))?;
+        let outcome = w.outcome.map_err(DriverError::Write)?;
         if self.release.as_ref().is_none_or(|r| r.id() != w.manifest) {
             return Ok(());
         }
