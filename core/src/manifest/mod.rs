@@ -406,7 +406,7 @@ pub(crate) mod tests {
     fn bad_fields_are_refused() {
         let mut m = sample(1, 1);
         m.version = "one".into();
-        let err = Manifest::decode(&m.encode()).unwrap_err();
+        let err = Manifest::decode(&m.encode()).expect_err("a non-semver version is refused");
         assert!(matches!(
             err,
             DecodeError::Field(FieldError::NotSemver { .. })

@@ -66,7 +66,7 @@ pub enum IntakeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the import thread failed: {0}")]
-    Join(String),
+    Join(#[source] tokio::task::JoinError),
 }
 
 /// What the import thread needs, owned.
@@ -94,7 +94,7 @@ pub(super) async fn intake_done(
     match intake {
         Some(i) => (&mut i.task)
             .await
-            .unwrap_or_else(|e| Err(IntakeError::Join(e.to_string()))),
+            .unwrap_or_else(|e| Err(IntakeError::Join(e))),
         None => std::future::pending().await,
     }
 }
