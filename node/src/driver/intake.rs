@@ -99,7 +99,7 @@ pub(super) async fn intake_done(
     }
 }
 
-impl Driver {
+impl<S: Store + 'static> Driver<S> {
     /// `POST /release`: starts importing the staged folder `dir` (already
     /// checked to be inside the store's staging folder by the endpoint).
     pub(super) fn on_staged_release(&mut self, dir: PathBuf, reply: oneshot::Sender<ReleaseReply>) {

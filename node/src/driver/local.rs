@@ -42,7 +42,7 @@ pub(super) async fn recv_api(
     }
 }
 
-impl Driver {
+impl<S: crate::store::Store + 'static> Driver<S> {
     /// What the local endpoint shows of this node.
     fn view(&self) -> View<'_> {
         let release = self

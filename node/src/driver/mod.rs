@@ -273,9 +273,12 @@ const WRITE_RETRY: Duration = Duration::from_secs(5);
 const TURNED_AWAY: Duration = Duration::from_secs(60);
 
 /// The node: build with [`Driver::new`], then [`Driver::run`].
-pub struct Driver {
+///
+/// Generic over its [`Store`] (RocksDB on a seeder, the image store on a
+/// device, [`crate::store::MemStore`] in tests): the binary picks it.
+pub struct Driver<S> {
     swarm: libp2p::Swarm<Behaviour>,
-    store: Arc<dyn Store>,
+    store: Arc<S>,
     config: NodeConfig,
     site: Option<SiteId>,
     release: Option<Release>,
@@ -330,7 +333,7 @@ pub struct Driver {
     origins: Option<origin::Origins>,
 }
 
-impl std::fmt::Debug for Driver {
+impl<S> std::fmt::Debug for Driver<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
             .field("peer", self.swarm.local_peer_id())
@@ -338,11 +341,11 @@ impl std::fmt::Debug for Driver {
     }
 }
 
-impl Driver {
+impl<S: Store + 'static> Driver<S> {
     /// Opens the network on `store` (any [`Store`]: RocksDB on a node, in
     /// memory in tests) and takes up the newest stored release of the channel.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<S>,
         config: NodeConfig,
         events: Option<mpsc::Sender<NodeEvent>>,
     ) -> Result<Self, DriverError> {

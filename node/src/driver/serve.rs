@@ -39,7 +39,7 @@ pub(super) fn ms(d: std::time::Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
-impl Driver {
+impl<S: crate::store::Store + 'static> Driver<S> {
     pub(super) fn on_request(
         &mut self,
         peer: PeerId,

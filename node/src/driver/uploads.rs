@@ -82,7 +82,10 @@ impl Uploads {
     }
 
     /// The chunk readers on `store`, started on first use.
-    pub fn reader(&mut self, store: &Arc<dyn Store>) -> Result<&Reader, ReaderError> {
+    pub fn reader<S: Store + ?Sized + 'static>(
+        &mut self,
+        store: &Arc<S>,
+    ) -> Result<&Reader, ReaderError> {
         if self.reader.is_none() {
             let store = store.clone();
             self.reader = Some(Reader::spawn(store).map_err(ReaderError::Spawn)?);
