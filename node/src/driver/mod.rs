@@ -374,6 +374,10 @@ impl<S: Store + 'static> Driver<S> {
                 })?;
         }
         let site = config.site.as_deref().map(SiteId::from_name);
+        swarm
+            .behaviour_mut()
+            .pollen
+            .serve_with(config.admission.clone(), site);
         let peer_id = *swarm.local_peer_id();
         let writer = writer::Writer::spawn(store.clone())?;
         let preset = match config.mode {
@@ -409,7 +413,7 @@ impl<S: Store + 'static> Driver<S> {
             peers: HashMap::new(),
             static_dials: HashMap::new(),
             turned_away: HashMap::new(),
-            uploads: uploads::Uploads::new(config.admission.clone(), site),
+            uploads: uploads::Uploads::default(),
             chunk_progress: HashMap::new(),
             linger_until: None,
             start: Instant::now(),
@@ -620,8 +624,9 @@ impl<S: Store + 'static> Driver<S> {
                 .and_then(|b| pollen_core::rollout::SignedControl::decode(&b).ok())
                 .map(VerifiedControl::assume_verified),
         };
-        self.uploads
-            .admission
+        self.swarm
+            .behaviour_mut()
+            .pollen
             .new_release(release.chunks.len() as u32);
         self.release = Some(release);
         self.control_asked = Some(Instant::now());
@@ -728,8 +733,9 @@ impl<S: Store + 'static> Driver<S> {
     /// seeder, or without a site), and a new gateway looks for others.
     fn role_changed(&mut self, role: Role) {
         tracing::info!(uplink = role.uplink, gateway = role.gateway, "role changed");
-        self.uploads
-            .admission
+        self.swarm
+            .behaviour_mut()
+            .pollen
             .set_serves_away(role.gateway || role.origin || self.site.is_none());
         if role.gateway {
             // A new gateway looks at once, then less and less often.
@@ -970,11 +976,7 @@ impl<S: Store + 'static> Driver<S> {
         self.tick_fleet();
         let now = self.now();
         self.expire_unadmitted(now);
-        for h in self.uploads.expire(now) {
-            tracing::debug!(peer = %h.peer, index = h.index, "held request of a shunned peer refused");
-            let retry_ms = serve::ms(uploads::SHUN_FOR);
-            self.respond(h.channel, Response::Busy { retry_ms });
-        }
+        self.swarm.behaviour_mut().pollen.expire_uploads(now);
         self.start_held();
         if let Some(r) = &self.release {
             let held = self.node.have().map_or(0, |h| h.count());
@@ -1030,7 +1032,7 @@ impl<S: Store + 'static> Driver<S> {
                 }
                 self.trust.forget(&peer_id);
                 let now = self.now();
-                self.uploads.forget(now, &peer_id);
+                self.swarm.behaviour_mut().pollen.forget_peer(now, &peer_id);
                 self.chunk_progress.retain(|(p, _), _| *p != peer_id);
                 self.node.handle_peer_down(now, Peer(peer_id));
             }
@@ -1136,7 +1138,8 @@ impl<S: Store + 'static> Driver<S> {
     /// A response was written out (`complete`), or its stream failed.
     fn response_ended(&mut self, peer: PeerId, id: InboundRequestId, complete: bool) {
         let now = self.now();
-        self.uploads.ended(now, id, complete);
+        let pollen = &mut self.swarm.behaviour_mut().pollen;
+        pollen.response_ended(now, id, complete);
         self.start_held();
         if self.peers.get(&peer).is_some_and(|i| i.turn_away) {
             let _ = self.swarm.disconnect_peer_id(peer);

@@ -5,7 +5,9 @@
 //! announcements, has-sets, chunks and peer exchange.
 //!
 //! Shaped like a rust-libp2p protocol crate: [`protocol`] (the codec),
-//! [`pollen`] (the protocol's behaviour: request correlation), [`behaviour`]
+//! [`pollen`] (the protocol's behaviour: request correlation, and per-peer
+//! serving limits with their `Busy` / `Declined` answers in [`serving`]),
+//! [`behaviour`]
 //! (composition and construction). The node's logic lives in
 //! [`crate::driver`].
 
@@ -15,6 +17,7 @@ pub mod identity;
 pub mod ip_limit;
 pub mod pollen;
 pub mod protocol;
+pub mod serving;
 
 pub use behaviour::{build_swarm, Advertise, Behaviour, BehaviourEvent, Limits, Transport};
 
