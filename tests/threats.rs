@@ -307,7 +307,7 @@ fn threat7_mix_and_match() {
     f.refuse(
         "chunk list appended outside the signature",
         &appended,
-        |e| matches!(e, VerifyError::NotCovered(_)),
+        |e| matches!(e, VerifyError::Trailing(_)),
         "not covered",
     );
 
@@ -329,7 +329,7 @@ fn threat7_mix_and_match() {
     f.refuse(
         "chunk list not covering the artifact",
         &f.sign(padded, &[&f.a, &f.b]),
-        |e| matches!(e, VerifyError::NotCovered(_)),
+        |e| matches!(e, VerifyError::ChunkList(_)),
         "not covered",
     );
 

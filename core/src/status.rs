@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{DecodeError, KeyId, ManifestId, PublicKey, SecretKey};
+use crate::manifest::{DecodeError, Encoded, KeyId, ManifestId, PublicKey, SecretKey};
 
 const SIGNING_CONTEXT: &str = "pollen status v1";
 /// Largest signed status record accepted.
@@ -171,19 +171,16 @@ impl SignedStatus {
             .into());
         }
         let (wire, rest): (Wire, _) =
-            postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+            postcard::take_from_bytes(bytes).map_err(|e| Encoded::StatusRecord.postcard(e))?;
         if !rest.is_empty() {
             return Err(DecodeError::TrailingBytes(rest.len()).into());
         }
         // One byte string per signed record, as for manifests and controls:
         // no overlong varints, no alternate forms of the same record.
         if postcard::to_stdvec(&wire).ok().as_deref() != Some(bytes) {
-            return Err(
-                DecodeError::Malformed("non-canonical status record encoding".into()).into(),
-            );
+            return Err(DecodeError::NonCanonical(Encoded::StatusRecord).into());
         }
-        let key =
-            PublicKey::from_bytes(&wire.key).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let key = PublicKey::from_bytes(&wire.key).map_err(DecodeError::Key)?;
         let raw: [u8; 64] = wire
             .signature
             .as_slice()
@@ -195,8 +192,8 @@ impl SignedStatus {
                 &ed25519_dalek::Signature::from_bytes(&raw),
             )
             .map_err(|_| StatusError::BadSignature)?;
-        let (record, rest): (StatusRecord, _) = postcard::take_from_bytes(&wire.body)
-            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let (record, rest): (StatusRecord, _) =
+            postcard::take_from_bytes(&wire.body).map_err(|e| Encoded::StatusRecord.postcard(e))?;
         if !rest.is_empty() {
             return Err(DecodeError::TrailingBytes(rest.len()).into());
         }
@@ -284,7 +281,9 @@ mod tests {
         for bad in [overlong_sig, overlong_body] {
             assert!(matches!(
                 SignedStatus::decode(&bad),
-                Err(StatusError::Decode(DecodeError::Malformed(_)))
+                Err(StatusError::Decode(DecodeError::NonCanonical(
+                    Encoded::StatusRecord
+                )))
             ));
         }
         assert!(SignedStatus::decode(&bytes).is_ok());

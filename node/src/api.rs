@@ -46,8 +46,21 @@ pub enum ApiError {
         context: String,
         source: std::io::Error,
     },
-    #[error("no running daemon: {0}")]
-    NotRunning(String),
+    #[error("no running daemon: {}: {source}", path.display())]
+    NoAddressFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no running daemon: {}: {source}", path.display())]
+    BadAddressFile {
+        path: PathBuf,
+        source: std::net::AddrParseError,
+    },
+    #[error("no running daemon: {addr}: {source}")]
+    NotRunning {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("the daemon answered {status}: {body}")]
     Status { status: u16, body: String },
 }
@@ -328,17 +341,19 @@ async fn respond(
 /// The address a running daemon recorded in `data_dir`, if it answers.
 pub fn running_daemon(data_dir: &Path) -> Result<SocketAddr, ApiError> {
     let file = addr_file(data_dir);
-    let text = std::fs::read_to_string(&file)
-        .map_err(|e| ApiError::NotRunning(format!("{}: {e}", file.display())))?;
+    let text = std::fs::read_to_string(&file).map_err(|source| ApiError::NoAddressFile {
+        path: file.clone(),
+        source,
+    })?;
     let addr: SocketAddr = text
         .trim()
         .parse()
-        .map_err(|e| ApiError::NotRunning(format!("{}: {e}", file.display())))?;
+        .map_err(|source| ApiError::BadAddressFile { path: file, source })?;
     if !addr.ip().is_loopback() {
         return Err(ApiError::NotLoopback(addr));
     }
     TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| ApiError::NotRunning(format!("{addr}: {e}")))?;
+        .map_err(|source| ApiError::NotRunning { addr, source })?;
     Ok(addr)
 }
 

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pollen_core::chunk::VerifiedChunk;
+use pollen_core::chunk::{ChunkId, VerifiedChunk};
 use std::sync::Arc;
 
 use pollen_core::manifest::{verify, ChunkRef, VerifiedManifest, VerifyContext, VerifyError};
@@ -41,15 +41,12 @@ impl ChunkSource {
         } else if path.is_dir() {
             Ok(Self::Dir(path.to_owned()))
         } else {
-            Err(ImportError::Source(format!(
-                "{} is neither a chunk folder nor a store",
-                path.display()
-            )))
+            Err(ImportError::NoSource(path.to_owned()))
         }
     }
 
     pub(crate) fn read(&self, chunk: &ChunkRef) -> Result<Vec<u8>, ImportError> {
-        let missing = || ImportError::Source(format!("chunk {} is not in the source", chunk.id));
+        let missing = || ImportError::NotInSource(chunk.id);
         match self {
             Self::Store(s) => s.get_chunk(&chunk.id)?.ok_or_else(missing),
             Self::Dir(dir) => {
@@ -128,8 +125,10 @@ pub enum ImportError {
     Verify(#[from] VerifyError),
     #[error("chunk refused: {0}")]
     Chunk(StoreError),
-    #[error("chunk source: {0}")]
-    Source(String),
+    #[error("chunk source: {} is neither a chunk folder nor a store", .0.display())]
+    NoSource(PathBuf),
+    #[error("chunk source: chunk {0} is not in the source")]
+    NotInSource(ChunkId),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("release {release} was halted by its publisher: not installing it")]

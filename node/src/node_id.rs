@@ -34,8 +34,7 @@ pub fn peer_id(store_dir: &Path) -> Result<(PeerId, bool), NodeIdError> {
         // Read-only first: works while a daemon has the store open.
         let ro = RocksStore::open_read_only(store_dir)?;
         if let Some(bytes) = ro.get_state(keys::IDENTITY)? {
-            let key = Keypair::from_protobuf_encoding(&bytes)
-                .map_err(|e| NetError::Identity(e.to_string()))?;
+            let key = Keypair::from_protobuf_encoding(&bytes).map_err(NetError::Identity)?;
             return Ok((key.public().to_peer_id(), false));
         }
     }

@@ -56,8 +56,11 @@ pub fn check<S: Store + ?Sized>(
         release: m.release,
     };
     let held = store.get_manifest(&signed.id())?.ok_or_else(not_held)?;
-    let held_signed = SignedManifest::decode(&held)
-        .map_err(|e| StoreError::Corrupt(format!("stored manifest {}: {e}", signed.id())))?;
+    let held_signed =
+        SignedManifest::decode(&held).map_err(|source| StoreError::StoredManifest {
+            id: signed.id(),
+            source,
+        })?;
     if held_signed.body() != signed.body() {
         return Err(not_held());
     }

@@ -675,9 +675,7 @@ async fn start_console(
         .parse()
         .with_context(|| format!("{}", file.display()))?;
     let deliver = Box::new(move |bytes: &[u8]| {
-        pollen_node::api::request(local, "POST", "/control", bytes)
-            .map(drop)
-            .map_err(|e| e.to_string())
+        pollen_node::api::request(local, "POST", "/control", bytes).map(drop)
     });
     let (addr, tls) = pollen_seeder::console::start(config, store, key, deliver).await?;
     println!("console {}://{addr}/", if tls { "https" } else { "http" });

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use pollen_core::chunk::{chunks, Chunk, ChunkError, ChunkParams, VerifiedChunk};
 use pollen_core::manifest::{
-    verify, Artifact, ChunkRef, Install, Manifest, ManifestId, Rollout, SecretKey, SignedManifest,
-    TrustPolicy, VerifiedManifest, VerifyContext, VerifyError,
+    verify, Artifact, ChunkRef, DecodeError, Install, Manifest, ManifestId, Rollout, SecretKey,
+    SignedManifest, TrustPolicy, VerifiedManifest, VerifyContext, VerifyError,
 };
 use pollen_node::store::{Put, Store, StoreError};
 use serde::Serialize;
@@ -49,7 +49,7 @@ pub enum PublishError {
     #[error("the new manifest does not verify: {0}")]
     SelfCheck(#[from] VerifyError),
     #[error("invalid manifest field: {0}")]
-    Field(String),
+    Field(#[source] DecodeError),
     #[error("staging {path}: {source}")]
     Staging {
         path: PathBuf,
@@ -338,7 +338,7 @@ pub fn publish_into<S: Store + ?Sized, K: Sink + ?Sized>(
     };
     let verified =
         verify(&bytes, &TrustPolicy::single(req.key.public()), &ctx).map_err(|e| match e {
-            VerifyError::Decode(d) => PublishError::Field(d.to_string()),
+            VerifyError::Decode(d) => PublishError::Field(d),
             other => PublishError::SelfCheck(other),
         })?;
     sink.put_manifest(&verified)?;

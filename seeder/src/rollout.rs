@@ -11,8 +11,18 @@ use pollen_core::rollout::{current_stage, RolloutControl};
 pub enum RolloutError {
     #[error("{0:?} is not a percentage between 0 and 100 (e.g. 10% or 0.5%)")]
     Percent(String),
-    #[error("stage {0:?}: {1}")]
-    Stage(String, String),
+    #[error("stage {stage:?}: {source}")]
+    StageDelay {
+        stage: String,
+        source: humantime::DurationError,
+    },
+    #[error("stage {stage:?}: {source}")]
+    StageTime {
+        stage: String,
+        source: std::num::ParseIntError,
+    },
+    #[error("stage {0:?}: no stages")]
+    NoStages(String),
     #[error("stages must grow: {0}")]
     NotGrowing(String),
     #[error("already at the last stage ({0}%); nothing to promote")]
@@ -52,13 +62,20 @@ pub fn parse_stages(text: &str, now: u64) -> Result<Vec<RolloutStage>, RolloutEr
         let start_at = match at {
             None => None,
             Some(rel) if rel.starts_with('+') => {
-                let d = humantime::parse_duration(&rel[1..])
-                    .map_err(|e| RolloutError::Stage(part.to_owned(), e.to_string()))?;
+                let d = humantime::parse_duration(&rel[1..]).map_err(|source| {
+                    RolloutError::StageDelay {
+                        stage: part.to_owned(),
+                        source,
+                    }
+                })?;
                 Some(now.saturating_add(d.as_secs()))
             }
             Some(abs) => Some(
                 abs.parse::<u64>()
-                    .map_err(|e| RolloutError::Stage(part.to_owned(), e.to_string()))?,
+                    .map_err(|source| RolloutError::StageTime {
+                        stage: part.to_owned(),
+                        source,
+                    })?,
             ),
         };
         if let Some(prev) = stages.last().map(|s: &RolloutStage| s.share) {
@@ -69,7 +86,7 @@ pub fn parse_stages(text: &str, now: u64) -> Result<Vec<RolloutStage>, RolloutEr
         stages.push(RolloutStage { share, start_at });
     }
     if stages.is_empty() {
-        return Err(RolloutError::Stage(text.to_owned(), "no stages".into()));
+        return Err(RolloutError::NoStages(text.to_owned()));
     }
     Ok(stages)
 }

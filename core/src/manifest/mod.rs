@@ -145,10 +145,88 @@ pub enum DecodeError {
     Truncated,
     #[error("unknown manifest format version {0} (this build reads version {FORMAT_VERSION})")]
     UnknownVersion(u8),
+    #[error("malformed {of}: {error}")]
+    Encoding { of: Encoded, error: postcard::Error },
+    #[error("non-canonical {0} encoding")]
+    NonCanonical(Encoded),
+    #[error("malformed manifest: signature by {key_id} is not 64 bytes")]
+    SignatureLength { key_id: KeyId },
+    #[error("malformed signing key: {0}")]
+    Key(KeyError),
     #[error("malformed manifest: {0}")]
-    Malformed(String),
+    Field(FieldError),
     #[error("{0} bytes follow the signed manifest and are covered by no signature")]
     TrailingBytes(usize),
+}
+
+/// Which signed object a [`DecodeError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Encoded {
+    Manifest,
+    Envelope,
+    ChannelIndex,
+    Control,
+    Credential,
+    Policy,
+    StatusRecord,
+}
+
+impl fmt::Display for Encoded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Encoded::Manifest => "manifest",
+            Encoded::Envelope => "signed envelope",
+            Encoded::ChannelIndex => "channel index",
+            Encoded::Control => "rollout control",
+            Encoded::Credential => "credential",
+            Encoded::Policy => "fleet policy",
+            Encoded::StatusRecord => "status record",
+        })
+    }
+}
+
+impl Encoded {
+    /// The decode error of a postcard failure while reading this object.
+    pub(crate) fn postcard(self, error: postcard::Error) -> DecodeError {
+        match error {
+            postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
+            error => DecodeError::Encoding { of: self, error },
+        }
+    }
+}
+
+/// A manifest field that decoded but does not hold a valid value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FieldError {
+    #[error("{what} {value:?} is empty, too long or has control characters")]
+    BadText { what: &'static str, value: String },
+    #[error("version {version:?} is not semver: {}", semver_reason(version))]
+    NotSemver { version: String },
+    #[error("chunk size bounds {0:?} out of range")]
+    ChunkBounds(ChunkParams),
+    #[error("rollout stages must be non-empty, growing, within 1..=10000")]
+    RolloutStages,
+}
+
+/// Why `version` does not parse, in semver's words (kept out of
+/// [`FieldError`] so the error stays `Clone + Eq`).
+fn semver_reason(version: &str) -> String {
+    match semver::Version::parse(version) {
+        Err(e) => e.to_string(),
+        Ok(_) => "parses".into(),
+    }
+}
+
+/// Why a chunk list does not describe its artifact.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChunkListError {
+    #[error("chunk {index} has length {len} outside 1..={max}")]
+    Length { index: usize, len: u32, max: u32 },
+    #[error("chunk lengths sum to {total} bytes but the artifact is {size} bytes")]
+    Size { total: u64, size: u64 },
 }
 
 impl Manifest {
@@ -179,19 +257,19 @@ impl Manifest {
             return Err(DecodeError::UnknownVersion(version));
         }
         let (manifest, trailing): (Manifest, _) =
-            postcard::take_from_bytes(rest).map_err(postcard_error)?;
+            postcard::take_from_bytes(rest).map_err(|e| Encoded::Manifest.postcard(e))?;
         if !trailing.is_empty() {
             return Err(DecodeError::TrailingBytes(trailing.len()));
         }
         if manifest.encode() != body {
-            return Err(DecodeError::Malformed("non-canonical encoding".into()));
+            return Err(DecodeError::NonCanonical(Encoded::Manifest));
         }
-        manifest.check_fields().map_err(DecodeError::Malformed)?;
+        manifest.check_fields().map_err(DecodeError::Field)?;
         Ok(manifest)
     }
 
     /// Field checks that need no key: names, version syntax, rollout shares.
-    fn check_fields(&self) -> Result<(), String> {
+    fn check_fields(&self) -> Result<(), FieldError> {
         for (what, s) in [
             ("product", &self.product),
             ("channel", &self.channel),
@@ -201,18 +279,19 @@ impl Manifest {
         .chain(self.hardware.iter().map(|h| ("hardware model", h)))
         {
             if s.is_empty() || s.len() > MAX_NAME_LEN || s.chars().any(char::is_control) {
-                return Err(format!(
-                    "{what} {s:?} is empty, too long or has control characters"
-                ));
+                return Err(FieldError::BadText {
+                    what,
+                    value: s.clone(),
+                });
             }
         }
-        semver::Version::parse(&self.version)
-            .map_err(|e| format!("version {:?} is not semver: {e}", self.version))?;
+        if semver::Version::parse(&self.version).is_err() {
+            return Err(FieldError::NotSemver {
+                version: self.version.clone(),
+            });
+        }
         if !self.chunking.is_valid() {
-            return Err(format!(
-                "chunk size bounds {:?} out of range",
-                self.chunking
-            ));
+            return Err(FieldError::ChunkBounds(self.chunking));
         }
         if self.rollout.stages.is_empty()
             || self
@@ -227,38 +306,32 @@ impl Manifest {
                 .any(|w| w[0].share > w[1].share)
             || self.rollout.max_failures.is_some_and(|m| m > 10_000)
         {
-            return Err("rollout stages must be non-empty, growing, within 1..=10000".into());
+            return Err(FieldError::RolloutStages);
         }
         Ok(())
     }
 
     /// Checks that the chunk list describes exactly the artifact: lengths in
     /// bounds and summing to its size.
-    pub fn check_chunk_list(&self) -> Result<(), String> {
+    pub fn check_chunk_list(&self) -> Result<(), ChunkListError> {
         let mut total: u64 = 0;
-        for (i, c) in self.chunks.iter().enumerate() {
+        for (index, c) in self.chunks.iter().enumerate() {
             if c.len == 0 || c.len > self.chunking.max {
-                return Err(format!(
-                    "chunk {i} has length {} outside 1..={}",
-                    c.len, self.chunking.max
-                ));
+                return Err(ChunkListError::Length {
+                    index,
+                    len: c.len,
+                    max: self.chunking.max,
+                });
             }
             total += u64::from(c.len);
         }
         if total != self.artifact.size {
-            return Err(format!(
-                "chunk lengths sum to {total} bytes but the artifact is {} bytes",
-                self.artifact.size
-            ));
+            return Err(ChunkListError::Size {
+                total,
+                size: self.artifact.size,
+            });
         }
         Ok(())
-    }
-}
-
-fn postcard_error(e: postcard::Error) -> DecodeError {
-    match e {
-        postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
-        other => DecodeError::Malformed(other.to_string()),
     }
 }
 
@@ -333,16 +406,22 @@ pub(crate) mod tests {
     fn bad_fields_are_refused() {
         let mut m = sample(1, 1);
         m.version = "one".into();
+        let err = Manifest::decode(&m.encode()).expect_err("a non-semver version is refused");
         assert!(matches!(
-            Manifest::decode(&m.encode()),
-            Err(DecodeError::Malformed(_))
+            err,
+            DecodeError::Field(FieldError::NotSemver { .. })
         ));
+        assert!(
+            err.to_string()
+                .starts_with("malformed manifest: version \"one\" is not semver: "),
+            "{err}"
+        );
         let mut m = sample(1, 1);
         m.rollout.stages[0].share = 0;
-        assert!(matches!(
+        assert_eq!(
             Manifest::decode(&m.encode()),
-            Err(DecodeError::Malformed(_))
-        ));
+            Err(DecodeError::Field(FieldError::RolloutStages))
+        );
     }
 
     #[test]
@@ -350,7 +429,10 @@ pub(crate) mod tests {
         let mut m = sample(1, 4);
         assert!(m.check_chunk_list().is_ok());
         m.artifact.size += 1;
-        assert!(m.check_chunk_list().is_err());
+        assert!(matches!(
+            m.check_chunk_list(),
+            Err(ChunkListError::Size { .. })
+        ));
     }
 
     proptest! {

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::keys::{KeyId, SecretKey};
-use super::{DecodeError, Manifest, ManifestId, MAX_MANIFEST_BYTES};
+use super::{DecodeError, Encoded, Manifest, ManifestId, MAX_MANIFEST_BYTES};
 
 /// Version byte that starts every signed envelope.
 pub const ENVELOPE_VERSION: u8 = 1;
@@ -74,10 +74,7 @@ pub(crate) fn open_envelope(
         return Err(DecodeError::UnknownVersion(version));
     }
     let (envelope, trailing): (Envelope, _) =
-        postcard::take_from_bytes(rest).map_err(|e| match e {
-            postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
-            other => DecodeError::Malformed(other.to_string()),
-        })?;
+        postcard::take_from_bytes(rest).map_err(|e| Encoded::Envelope.postcard(e))?;
     if !trailing.is_empty() {
         return Err(DecodeError::TrailingBytes(trailing.len()));
     }
@@ -85,9 +82,11 @@ pub(crate) fn open_envelope(
         .signatures
         .into_iter()
         .map(|w| {
-            let raw: [u8; 64] = w.signature.as_slice().try_into().map_err(|_| {
-                DecodeError::Malformed(format!("signature by {} is not 64 bytes", w.key_id))
-            })?;
+            let raw: [u8; 64] = w
+                .signature
+                .as_slice()
+                .try_into()
+                .map_err(|_| DecodeError::SignatureLength { key_id: w.key_id })?;
             Ok(Signature {
                 key_id: w.key_id,
                 signature: ed25519_dalek::Signature::from_bytes(&raw),
@@ -96,9 +95,7 @@ pub(crate) fn open_envelope(
         .collect::<Result<Vec<_>, DecodeError>>()?;
     // One byte string per envelope: no overlong varints, no alternate forms.
     if seal_envelope(&envelope.body, &signatures) != bytes {
-        return Err(DecodeError::Malformed(
-            "non-canonical envelope encoding".into(),
-        ));
+        return Err(DecodeError::NonCanonical(Encoded::Envelope));
     }
     Ok((envelope.body, signatures))
 }

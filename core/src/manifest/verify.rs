@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use super::keys::KeyId;
 use super::signed::{signing_digest, Signature, SignedManifest};
 use super::trust::TrustPolicy;
-use super::{DecodeError, Manifest, ManifestId};
+use super::{ChunkListError, DecodeError, Manifest, ManifestId};
 
 /// What the device knows about itself when judging a manifest.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -56,16 +56,16 @@ pub enum VerifyError {
         targets: Vec<String>,
     },
     // Threat 7: content the signature does not cover.
+    #[error("content not covered by the signature: {0} bytes follow the signed manifest")]
+    Trailing(usize),
     #[error("content not covered by the signature: {0}")]
-    NotCovered(String),
+    ChunkList(ChunkListError),
 }
 
 impl From<DecodeError> for VerifyError {
     fn from(e: DecodeError) -> Self {
         match e {
-            DecodeError::TrailingBytes(n) => {
-                VerifyError::NotCovered(format!("{n} bytes follow the signed manifest"))
-            }
+            DecodeError::TrailingBytes(n) => VerifyError::Trailing(n),
             other => VerifyError::Decode(other),
         }
     }
@@ -146,7 +146,7 @@ pub fn check_context(m: &Manifest, ctx: &VerifyContext) -> Result<(), VerifyErro
             });
         }
     }
-    m.check_chunk_list().map_err(VerifyError::NotCovered)
+    m.check_chunk_list().map_err(VerifyError::ChunkList)
 }
 
 /// Counts valid signatures over `digest` by distinct trusted keys against
@@ -287,7 +287,7 @@ mod tests {
         bytes.extend_from_slice(&[0; 40]);
         assert!(matches!(
             verify(&bytes, &p, &ctx()),
-            Err(VerifyError::NotCovered(_))
+            Err(VerifyError::Trailing(40))
         ));
         let a = SignedManifest::sign(sample(5, 2), &[&key(1)]);
         let b = SignedManifest::sign(sample(6, 3), &[&key(1)]);
@@ -300,7 +300,7 @@ mod tests {
         m.artifact.size += 4096;
         assert!(matches!(
             verify(&signed(m, &[1]), &p, &ctx()),
-            Err(VerifyError::NotCovered(_))
+            Err(VerifyError::ChunkList(ChunkListError::Size { .. }))
         ));
     }
 

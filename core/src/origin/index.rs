@@ -18,8 +18,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{
-    check_signatures, open_envelope, seal_envelope, sign_body, DecodeError, KeyId, ManifestId,
-    SecretKey, Signature, VerifyError,
+    check_signatures, open_envelope, seal_envelope, sign_body, DecodeError, Encoded, KeyId,
+    ManifestId, SecretKey, Signature, VerifyError,
 };
 use crate::trust::VerifiedPolicy;
 
@@ -131,10 +131,7 @@ impl ChannelIndex {
             return Err(DecodeError::UnknownVersion(format).into());
         }
         let (index, trailing): (ChannelIndex, _) =
-            postcard::take_from_bytes(rest).map_err(|e| match e {
-                postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
-                other => DecodeError::Malformed(other.to_string()),
-            })?;
+            postcard::take_from_bytes(rest).map_err(|e| Encoded::ChannelIndex.postcard(e))?;
         if !trailing.is_empty() {
             return Err(DecodeError::TrailingBytes(trailing.len()).into());
         }
@@ -142,7 +139,7 @@ impl ChannelIndex {
             return Err(IndexError::BadChannel(index.channel));
         }
         if index.encode() != body {
-            return Err(DecodeError::Malformed("non-canonical index encoding".into()).into());
+            return Err(DecodeError::NonCanonical(Encoded::ChannelIndex).into());
         }
         Ok(index)
     }

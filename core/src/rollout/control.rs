@@ -9,8 +9,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{
-    check_signatures, open_envelope, seal_envelope, sign_body, DecodeError, KeyId, ManifestId,
-    SecretKey, Signature, TrustPolicy, VerifyError,
+    check_signatures, open_envelope, seal_envelope, sign_body, DecodeError, Encoded, KeyId,
+    ManifestId, SecretKey, Signature, TrustPolicy, VerifyError,
 };
 
 pub(crate) const SIGNING_CONTEXT: &str = "pollen rollout v1";
@@ -118,7 +118,7 @@ impl SignedControl {
             return Err(DecodeError::UnknownVersion(format).into());
         }
         let (control, trailing): (RolloutControl, _) =
-            postcard::take_from_bytes(rest).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+            postcard::take_from_bytes(rest).map_err(|e| Encoded::Control.postcard(e))?;
         if !trailing.is_empty() {
             return Err(DecodeError::TrailingBytes(trailing.len()).into());
         }

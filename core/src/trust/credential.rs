@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::policy::FleetPolicy;
 use super::MAX_NAME_LEN;
 use crate::manifest::{
-    check_signatures, open_envelope, seal_envelope, sign_body, DecodeError, SecretKey, Signature,
-    VerifyError,
+    check_signatures, open_envelope, seal_envelope, sign_body, DecodeError, Encoded, SecretKey,
+    Signature, VerifyError,
 };
 
 /// First byte of every credential body.
@@ -110,12 +110,12 @@ impl SignedCredential {
             return Err(DecodeError::UnknownVersion(format).into());
         }
         let (credential, trailing): (Credential, _) =
-            postcard::take_from_bytes(rest).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+            postcard::take_from_bytes(rest).map_err(|e| Encoded::Credential.postcard(e))?;
         if !trailing.is_empty() {
             return Err(DecodeError::TrailingBytes(trailing.len()).into());
         }
         if credential.encode() != body {
-            return Err(DecodeError::Malformed("non-canonical credential encoding".into()).into());
+            return Err(DecodeError::NonCanonical(Encoded::Credential).into());
         }
         credential.check()?;
         Ok(Self {

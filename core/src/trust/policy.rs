@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::MAX_NAME_LEN;
 use crate::manifest::{
-    check_signatures, open_envelope, seal_envelope, sign_body, DecodeError, KeyId, ManifestId,
-    PublicKey, SecretKey, Signature, TrustError, TrustPolicy, VerifyError,
+    check_signatures, open_envelope, seal_envelope, sign_body, DecodeError, Encoded, KeyError,
+    KeyId, ManifestId, PublicKey, SecretKey, Signature, TrustError, TrustPolicy, VerifyError,
 };
 
 /// First byte of every policy body (distinct from manifests' and controls' 1).
@@ -80,6 +80,8 @@ pub struct FloorReset {
 pub enum PolicyError {
     #[error("fleet policy: {0}")]
     Decode(#[from] DecodeError),
+    #[error("fleet policy: role {role}: {error}")]
+    RoleKey { role: Role, error: KeyError },
     #[error("fleet policy: role {role}: {source}")]
     BadRole { role: Role, source: TrustError },
     #[error("fleet policy: role {role} names {count} keys, at most {MAX_ROLE_KEYS}")]
@@ -173,7 +175,7 @@ fn parse_role(role: Role, w: &WireRole) -> Result<TrustPolicy, PolicyError> {
         .iter()
         .map(PublicKey::from_bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PolicyError::Decode(DecodeError::Malformed(format!("role {role}: {e}"))))?;
+        .map_err(|error| PolicyError::RoleKey { role, error })?;
     TrustPolicy::new(keys, usize::from(w.threshold))
         .map_err(|source| PolicyError::BadRole { role, source })
 }
@@ -310,7 +312,7 @@ impl FleetPolicy {
             return Err(DecodeError::UnknownVersion(format).into());
         }
         let (w, trailing): (WirePolicy, _) =
-            postcard::take_from_bytes(rest).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+            postcard::take_from_bytes(rest).map_err(|e| Encoded::Policy.postcard(e))?;
         if !trailing.is_empty() {
             return Err(DecodeError::TrailingBytes(trailing.len()).into());
         }
@@ -342,7 +344,7 @@ impl FleetPolicy {
             floor_resets,
         };
         if policy.encode() != body {
-            return Err(DecodeError::Malformed("non-canonical policy encoding".into()).into());
+            return Err(DecodeError::NonCanonical(Encoded::Policy).into());
         }
         Ok(policy)
     }

@@ -12,7 +12,7 @@ use serde_bytes::ByteBuf;
 use super::{Driver, DriverError, Pending};
 use crate::api::ApiCommand;
 
-impl Driver {
+impl<S: crate::store::Store + 'static> Driver<S> {
     /// A rollout control from a peer (devices verify it; a seeder relays only its own).
     pub(super) fn on_control(&mut self, peer: PeerId, bytes: &[u8]) -> Result<(), DriverError> {
         // A legacy seeder (no policy) relays only its own controls.

@@ -201,7 +201,7 @@ fn unix_ms() -> u64 {
 }
 
 // The driver's side: publishing this node's record, relaying others'.
-impl Driver {
+impl<S: crate::store::Store + 'static> Driver<S> {
     /// Peers status records go to: towards the seeder. Its origins if it
     /// has any; else site peers with an uplink (they reach an origin); else
     /// every site peer. A record crosses a site's uplink about once, and

@@ -66,7 +66,7 @@ pub enum IntakeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the import thread failed: {0}")]
-    Join(String),
+    Join(#[source] tokio::task::JoinError),
 }
 
 /// What the import thread needs, owned.
@@ -94,12 +94,12 @@ pub(super) async fn intake_done(
     match intake {
         Some(i) => (&mut i.task)
             .await
-            .unwrap_or_else(|e| Err(IntakeError::Join(e.to_string()))),
+            .unwrap_or_else(|e| Err(IntakeError::Join(e))),
         None => std::future::pending().await,
     }
 }
 
-impl Driver {
+impl<S: Store + 'static> Driver<S> {
     /// `POST /release`: starts importing the staged folder `dir` (already
     /// checked to be inside the store's staging folder by the endpoint).
     pub(super) fn on_staged_release(&mut self, dir: PathBuf, reply: oneshot::Sender<ReleaseReply>) {

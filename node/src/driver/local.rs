@@ -17,12 +17,12 @@ pub(super) fn device_key(key: &Keypair) -> Result<SecretKey, NetError> {
     let ed = key
         .clone()
         .try_into_ed25519()
-        .map_err(|e| NetError::Identity(e.to_string()))?;
+        .map_err(NetError::NotEd25519)?;
     let bytes: [u8; 32] = ed
         .secret()
         .as_ref()
         .try_into()
-        .map_err(|_| NetError::Identity("ed25519 secret key is not 32 bytes".into()))?;
+        .map_err(|_| NetError::SecretLength)?;
     Ok(SecretKey::from_bytes(&bytes))
 }
 
@@ -42,7 +42,7 @@ pub(super) async fn recv_api(
     }
 }
 
-impl Driver {
+impl<S: crate::store::Store + 'static> Driver<S> {
     /// What the local endpoint shows of this node.
     fn view(&self) -> View<'_> {
         let release = self

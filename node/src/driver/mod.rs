@@ -129,7 +129,7 @@ pub enum DriverError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("storing a chunk failed: {0}")]
-    Write(String),
+    Write(#[source] writer::WriteError),
     #[error("starting a thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error(transparent)]
@@ -273,9 +273,12 @@ const WRITE_RETRY: Duration = Duration::from_secs(5);
 const TURNED_AWAY: Duration = Duration::from_secs(60);
 
 /// The node: build with [`Driver::new`], then [`Driver::run`].
-pub struct Driver {
+///
+/// Generic over its [`Store`] (RocksDB on a seeder, the image store on a
+/// device, [`crate::store::MemStore`] in tests): the binary picks it.
+pub struct Driver<S> {
     swarm: libp2p::Swarm<Behaviour>,
-    store: Arc<dyn Store>,
+    store: Arc<S>,
     config: NodeConfig,
     site: Option<SiteId>,
     release: Option<Release>,
@@ -330,7 +333,7 @@ pub struct Driver {
     origins: Option<origin::Origins>,
 }
 
-impl std::fmt::Debug for Driver {
+impl<S> std::fmt::Debug for Driver<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
             .field("peer", self.swarm.local_peer_id())
@@ -338,11 +341,11 @@ impl std::fmt::Debug for Driver {
     }
 }
 
-impl Driver {
+impl<S: Store + 'static> Driver<S> {
     /// Opens the network on `store` (any [`Store`]: RocksDB on a node, in
     /// memory in tests) and takes up the newest stored release of the channel.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<S>,
         config: NodeConfig,
         events: Option<mpsc::Sender<NodeEvent>>,
     ) -> Result<Self, DriverError> {
@@ -365,12 +368,16 @@ impl Driver {
         for addr in &config.listen {
             swarm
                 .listen_on(addr.clone())
-                .map_err(|e| NetError::Listen {
-                    addr: addr.to_string(),
-                    reason: crate::cli_support::one_line(&e),
+                .map_err(|source| NetError::Listen {
+                    addr: addr.clone(),
+                    source,
                 })?;
         }
         let site = config.site.as_deref().map(SiteId::from_name);
+        swarm
+            .behaviour_mut()
+            .pollen
+            .serve_with(config.admission.clone(), site);
         let peer_id = *swarm.local_peer_id();
         let writer = writer::Writer::spawn(store.clone())?;
         let preset = match config.mode {
@@ -406,7 +413,7 @@ impl Driver {
             peers: HashMap::new(),
             static_dials: HashMap::new(),
             turned_away: HashMap::new(),
-            uploads: uploads::Uploads::new(config.admission.clone(), site),
+            uploads: uploads::Uploads::default(),
             chunk_progress: HashMap::new(),
             linger_until: None,
             start: Instant::now(),
@@ -557,8 +564,7 @@ impl Driver {
             },
             // The seeder serves what its publisher stored; it checked it on publish.
             None => {
-                let signed = SignedManifest::decode(bytes)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let signed = SignedManifest::decode(bytes).map_err(StoreError::ManifestBytes)?;
                 pollen_core::manifest::VerifiedManifest::assume_verified(signed)
             }
         };
@@ -618,8 +624,9 @@ impl Driver {
                 .and_then(|b| pollen_core::rollout::SignedControl::decode(&b).ok())
                 .map(VerifiedControl::assume_verified),
         };
-        self.uploads
-            .admission
+        self.swarm
+            .behaviour_mut()
+            .pollen
             .new_release(release.chunks.len() as u32);
         self.release = Some(release);
         self.control_asked = Some(Instant::now());
@@ -726,8 +733,9 @@ impl Driver {
     /// seeder, or without a site), and a new gateway looks for others.
     fn role_changed(&mut self, role: Role) {
         tracing::info!(uplink = role.uplink, gateway = role.gateway, "role changed");
-        self.uploads
-            .admission
+        self.swarm
+            .behaviour_mut()
+            .pollen
             .set_serves_away(role.gateway || role.origin || self.site.is_none());
         if role.gateway {
             // A new gateway looks at once, then less and less often.
@@ -973,11 +981,7 @@ impl Driver {
         self.tick_fleet();
         let now = self.now();
         self.expire_unadmitted(now);
-        for h in self.uploads.expire(now) {
-            tracing::debug!(peer = %h.peer, index = h.index, "held request of a shunned peer refused");
-            let retry_ms = serve::ms(uploads::SHUN_FOR);
-            self.respond(h.channel, Response::Busy { retry_ms });
-        }
+        self.swarm.behaviour_mut().pollen.expire_uploads(now);
         self.start_held();
         if let Some(r) = &self.release {
             let held = self.node.have().map_or(0, |h| h.count());
@@ -1033,7 +1037,7 @@ impl Driver {
                 }
                 self.trust.forget(&peer_id);
                 let now = self.now();
-                self.uploads.forget(now, &peer_id);
+                self.swarm.behaviour_mut().pollen.forget_peer(now, &peer_id);
                 self.chunk_progress.retain(|(p, _), _| *p != peer_id);
                 self.node.handle_peer_down(now, Peer(peer_id));
             }
@@ -1139,7 +1143,8 @@ impl Driver {
     /// A response was written out (`complete`), or its stream failed.
     fn response_ended(&mut self, peer: PeerId, id: InboundRequestId, complete: bool) {
         let now = self.now();
-        self.uploads.ended(now, id, complete);
+        let pollen = &mut self.swarm.behaviour_mut().pollen;
+        pollen.response_ended(now, id, complete);
         self.start_held();
         if self.peers.get(&peer).is_some_and(|i| i.turn_away) {
             let _ = self.swarm.disconnect_peer_id(peer);
@@ -1357,7 +1362,7 @@ impl Driver {
     /// A chunk came back from the writer: checked, and stored if it was good.
     fn on_written(&mut self, w: writer::Written) -> Result<(), DriverError> {
         let now = self.now();
-        let outcome = w.outcome.map_err(|e| DriverError::Write(e.to_string()))?;
+        let outcome = w.outcome.map_err(DriverError::Write)?;
         if self.release.as_ref().is_none_or(|r| r.id() != w.manifest) {
             return Ok(());
         }

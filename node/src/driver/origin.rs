@@ -67,7 +67,7 @@ pub(super) async fn recv_origin(o: &mut Option<Origins>) -> Option<Done> {
     }
 }
 
-impl Driver {
+impl<S: crate::store::Store + 'static> Driver<S> {
     /// Adds the origin `config` names (its mirrors) as an uplink source.
     pub fn with_origins(mut self, config: OriginConfig) -> Result<Self, DriverError> {
         let poll = config.poll;

@@ -87,7 +87,7 @@ fn body(result: Result<Fetched, OriginError>) -> Result<(bytes::Bytes, Option<us
     }
 }
 
-impl Driver {
+impl<S: crate::store::Store + 'static> Driver<S> {
     /// Starts an index poll when one is due (called every tick).
     pub(super) fn poll_index(&mut self) {
         let channel = self.config.channel.clone();

@@ -1,5 +1,6 @@
 //! Answering peers' requests. Every answer is bounded; chunk requests go
-//! through admission control ([`super::uploads`]), and admitted chunks are
+//! through the protocol behaviour's serving limits ([`crate::net::serving`],
+//! which answers `Busy` and `Declined` itself), and admitted chunks are
 //! read off the event loop ([`reader`]) and checked against their id once
 //! per read, so a corrupted disk never spreads. A store error while serving
 //! is logged and answered `NotFound`: it never stops the node.
@@ -8,14 +9,14 @@ pub(super) mod reader;
 
 use libp2p::request_response::{InboundRequestId, ResponseChannel};
 use libp2p::PeerId;
-use pollen_core::admission::{keep_connection, Start, Verdict};
+use pollen_core::admission::keep_connection;
 use pollen_core::manifest::ManifestId;
 use pollen_core::wire::{PeerRecord, Request, Response, MAX_ADDRS, MAX_PEER_RECORDS};
 
-use super::uploads::{Held, Sending};
 use super::{Driver, DriverError, Mode};
 use crate::net::exchange::KnownPeer;
-use crate::net::protocol::{Counter, Reply};
+use crate::net::pollen::Admitted;
+use crate::net::protocol::Reply;
 use crate::store::StoreError;
 
 /// A stored item to serve, or `NotFound` if it cannot be read (logged).
@@ -34,12 +35,7 @@ fn or_not_found(
     }
 }
 
-/// Milliseconds in a retry hint, saturating.
-pub(super) fn ms(d: std::time::Duration) -> u32 {
-    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
-}
-
-impl Driver {
+impl<S: crate::store::Store + 'static> Driver<S> {
     pub(super) fn on_request(
         &mut self,
         peer: PeerId,
@@ -103,9 +99,10 @@ impl Driver {
                         self.node.handle_gained(now, super::Peer(peer), &indices);
                         // What we sent it has arrived: its slots are free,
                         // and what it still waited for here it has now.
-                        for h in self.uploads.announced(now, &peer, &indices) {
-                            self.respond(h.channel, Response::Declined { retry_ms: 0 });
-                        }
+                        self.swarm
+                            .behaviour_mut()
+                            .pollen
+                            .announced(now, &peer, &indices);
                         self.start_held();
                     }
                 }
@@ -190,60 +187,22 @@ impl Driver {
         };
         let site = self.peers.get(&peer).and_then(|i| i.site);
         let now = self.now();
-        if let Some(left) = self.uploads.shunned(now, &peer) {
-            // It let responses go unannounced: nothing for it for a while.
-            tracing::debug!(%peer, index, "chunk request of a shunned peer");
-            self.respond(channel, Response::Busy { retry_ms: ms(left) });
-            return;
-        }
-        let verdict =
-            self.uploads
-                .admission
-                .offer(now, id, peer, site, index, u64::from(chunk.len));
-        tracing::debug!(%peer, index, ?verdict, "chunk request");
-        match verdict {
-            Verdict::Send => self.send_chunk(id, peer, manifest, index, channel),
-            Verdict::Wait => {
-                let held = Held {
-                    peer,
-                    manifest,
-                    index,
-                    channel,
-                };
-                self.uploads.held.insert(id, held);
-            }
-            Verdict::Busy { retry_after } => self.respond(
-                channel,
-                Response::Busy {
-                    retry_ms: ms(retry_after),
-                },
-            ),
-            Verdict::Declined { retry_after } => self.respond(
-                channel,
-                Response::Declined {
-                    retry_ms: ms(retry_after),
-                },
-            ),
+        let admitted = self
+            .swarm
+            .behaviour_mut()
+            .pollen
+            .offer_chunk(now, id, peer, site, manifest, index, chunk.len, channel);
+        if let Some(admitted) = admitted {
+            self.send_chunk(admitted);
         }
     }
 
-    /// Starts the held requests whose turn has come (or declines those
-    /// whose chunk went out to the fleet meanwhile).
+    /// Starts the held requests whose turn has come (the behaviour declines
+    /// those whose chunk went out to the fleet meanwhile).
     pub(super) fn start_held(&mut self) {
         let now = self.now();
-        while let Some(start) = self.uploads.admission.poll_start(now) {
-            match start {
-                Start::Send(id) => match self.uploads.held.remove(&id) {
-                    Some(h) => self.send_chunk(id, h.peer, h.manifest, h.index, h.channel),
-                    None => self.uploads.admission.finished(now, id, 0),
-                },
-                Start::Decline(id, hint) => {
-                    if let Some(h) = self.uploads.held.remove(&id) {
-                        let retry_ms = ms(hint);
-                        self.respond(h.channel, Response::Declined { retry_ms });
-                    }
-                }
-            }
+        while let Some(admitted) = self.swarm.behaviour_mut().pollen.next_admitted(now) {
+            self.send_chunk(admitted);
         }
     }
 
@@ -251,22 +210,17 @@ impl Driver {
     /// the codec at once, which writes the bytes when the reader has them
     /// (its slot is freed when the requester announces the chunk, or the
     /// stream broke off — a failed read counts as that).
-    fn send_chunk(
-        &mut self,
-        id: InboundRequestId,
-        peer: PeerId,
-        manifest: ManifestId,
-        index: u32,
-        channel: ResponseChannel<Reply>,
-    ) {
+    fn send_chunk(&mut self, admitted: Admitted) {
         let now = self.now();
         let chunk = match &self.release {
-            Some(r) if r.id() == manifest => r.chunks.get(index as usize).copied(),
+            Some(r) if r.id() == admitted.manifest => {
+                r.chunks.get(admitted.index as usize).copied()
+            }
             _ => None,
         };
         let Some(chunk) = chunk else {
-            self.uploads.admission.finished(now, id, 0);
-            self.respond(channel, Response::NotFound);
+            let pollen = &mut self.swarm.behaviour_mut().pollen;
+            pollen.not_sent(now, admitted, Response::NotFound);
             return;
         };
         let read = self
@@ -277,23 +231,15 @@ impl Driver {
             Ok(read) => read,
             Err(e) => {
                 tracing::warn!(chunk = %chunk.id, error = %e, "cannot read a chunk to serve now");
-                self.uploads.admission.finished(now, id, 0);
-                self.respond(channel, Response::Busy { retry_ms: 1000 });
+                let pollen = &mut self.swarm.behaviour_mut().pollen;
+                pollen.not_sent(now, admitted, Response::Busy { retry_ms: 1000 });
                 return;
             }
         };
         // Counted when queued: a read that fails is logged by the reader.
         self.report.bytes_served += u64::from(chunk.len);
         self.report.chunks_served += 1;
-        let written = Counter::default();
-        let sending = Sending {
-            peer,
-            index,
-            len: u64::from(chunk.len),
-            written: written.clone(),
-            done_at: None,
-        };
-        self.uploads.sending.insert(id, sending);
-        self.respond(channel, Reply::chunk_when_read(read, written));
+        let pollen = &mut self.swarm.behaviour_mut().pollen;
+        pollen.send_chunk(admitted, chunk.len, read);
     }
 }

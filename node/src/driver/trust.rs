@@ -205,7 +205,7 @@ impl Trust {
     }
 }
 
-impl Driver {
+impl<S: crate::store::Store + 'static> Driver<S> {
     /// A peer's hello (asked or answered): first its policy, if newer,
     /// then its credential. `false`: refused and disconnected.
     pub(super) fn admit_hello(&mut self, peer: PeerId, hello: &Hello) -> bool {

@@ -88,7 +88,7 @@ impl Running {
     }
 }
 
-pub(super) async fn start(store: Arc<dyn Store>, config: NodeConfig) -> Running {
+pub(super) async fn start<S: Store + 'static>(store: Arc<S>, config: NodeConfig) -> Running {
     let (tx, mut events) = mpsc::channel(256);
     let driver = Driver::new(store, config, Some(tx)).expect("driver");
     let peer = driver.peer_id();

@@ -73,7 +73,7 @@ pub struct Written {
     pub error: Option<String>,
 }
 
-fn process(store: &dyn Store, job: Job) -> Written {
+fn process<S: Store + ?Sized>(store: &S, job: Job) -> Written {
     let len = job.data.len();
     let mut error = None;
     let outcome = match VerifiedChunk::check(&job.chunk, job.data) {
@@ -130,11 +130,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn spawn(store: Arc<dyn Store>) -> std::io::Result<Self> {
+    pub fn spawn<S: Store + ?Sized + 'static>(store: Arc<S>) -> std::io::Result<Self> {
         Self::with_depth(store, DEPTH)
     }
 
-    fn with_depth(store: Arc<dyn Store>, depth: usize) -> std::io::Result<Self> {
+    fn with_depth<S: Store + ?Sized + 'static>(
+        store: Arc<S>,
+        depth: usize,
+    ) -> std::io::Result<Self> {
         let (jobs, rx) = sync_channel::<Job>(depth);
         let (done_tx, done) = mpsc::channel(depth);
         let mut thread = crate::driver::joined::Joined::default();

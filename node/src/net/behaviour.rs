@@ -118,15 +118,15 @@ pub fn build_swarm(
                 noise::Config::new,
                 yamux::Config::default,
             )
-            .map_err(|e| NetError::Transport(e.to_string()))?
+            .map_err(NetError::Noise)?
             .with_quic()
             // `/dns4`, `/dns6` and `/dns` addresses, resolved on every dial
             // (so a redial follows a seeder that moved), by the system's
             // resolver configuration.
             .with_dns()
-            .map_err(|e| NetError::Transport(e.to_string()))?
+            .map_err(NetError::Dns)?
             .with_behaviour(make)
-            .map_err(|e| NetError::Transport(e.to_string()))?
+            .map_err(NetError::Behaviour)?
             .with_swarm_config(idle)
             .build(),
         Transport::Memory => builder
@@ -138,9 +138,9 @@ pub fn build_swarm(
                     .authenticate(noise)
                     .multiplex(yamux::Config::default()))
             })
-            .map_err(|e| NetError::Transport(e.to_string()))?
+            .map_err(NetError::Transport)?
             .with_behaviour(make)
-            .map_err(|e| NetError::Transport(e.to_string()))?
+            .map_err(NetError::Behaviour)?
             .with_swarm_config(idle)
             .build(),
     };

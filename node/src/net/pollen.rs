@@ -4,9 +4,15 @@
 //! receives answers already paired with their purpose and never keeps a
 //! table of request ids. Answers to requests it no longer tracks are
 //! dropped here.
+//!
+//! On the serving side it owns the per-peer serving limits
+//! ([`super::serving`]): a chunk request the driver can serve is offered
+//! here, and answered `Busy` or `Declined` here when admission says so;
+//! the driver only reads and sends the chunks this admits.
 
 use std::collections::HashMap;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use libp2p::core::transport::PortUse;
 use libp2p::core::Endpoint;
@@ -18,10 +24,17 @@ use libp2p::swarm::{
     THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
+use pollen_core::admission::AdmissionConfig;
 use pollen_core::manifest::ManifestId;
+use pollen_core::swarm::SiteId;
 use pollen_core::wire::{Request, Response};
 
-use super::protocol::{Codec, Counter, Outbound, Reply};
+use super::protocol::{ChunkRead, Codec, Counter, Outbound, Reply};
+use super::serving::{Offered, Serving};
+
+/// A chunk request admitted by the serving limits, to be read and sent
+/// ([`Pollen::send_chunk`]) or answered without it ([`Pollen::not_sent`]).
+pub type Admitted = super::serving::Admitted<InboundRequestId, ResponseChannel<Reply>>;
 
 /// What an outbound request was for.
 #[derive(Debug)]
@@ -76,6 +89,7 @@ pub enum Event {
 pub struct Pollen {
     inner: request_response::Behaviour<Codec>,
     pending: HashMap<OutboundRequestId, Pending>,
+    serving: Serving<InboundRequestId, ResponseChannel<Reply>>,
 }
 
 impl Pollen {
@@ -83,7 +97,108 @@ impl Pollen {
         Self {
             inner,
             pending: HashMap::new(),
+            serving: Serving::new(AdmissionConfig::default(), None),
         }
+    }
+
+    /// Serves under `config` as a node of `site` (the driver's settings).
+    pub fn serve_with(&mut self, config: AdmissionConfig, site: Option<SiteId>) {
+        self.serving = Serving::new(config, site);
+    }
+
+    /// A new release of `chunks` chunks is served.
+    pub fn new_release(&mut self, chunks: u32) {
+        self.serving.new_release(chunks);
+    }
+
+    /// Whether requests from other sites are served.
+    pub fn set_serves_away(&mut self, yes: bool) {
+        self.serving.set_serves_away(yes);
+    }
+
+    /// A request for a chunk this node holds (`len` bytes): admitted now
+    /// (returned), held for a slot, or answered `Busy` / `Declined` here.
+    #[allow(clippy::too_many_arguments)] // one request's fields
+    pub fn offer_chunk(
+        &mut self,
+        now: Duration,
+        id: InboundRequestId,
+        peer: PeerId,
+        site: Option<SiteId>,
+        manifest: ManifestId,
+        index: u32,
+        len: u32,
+        channel: ResponseChannel<Reply>,
+    ) -> Option<Admitted> {
+        match self
+            .serving
+            .offer(now, id, peer, site, manifest, index, len, channel)
+        {
+            Offered::Send(a) => Some(a),
+            Offered::Held => None,
+            Offered::Refused(channel, response) => {
+                self.respond(channel, response);
+                None
+            }
+        }
+    }
+
+    /// The next held request whose turn has come; those declined meanwhile
+    /// are answered here.
+    pub fn next_admitted(&mut self, now: Duration) -> Option<Admitted> {
+        loop {
+            match self.serving.poll_start(now)? {
+                Offered::Send(a) => return Some(a),
+                Offered::Refused(channel, response) => self.respond(channel, response),
+                Offered::Held => {}
+            }
+        }
+    }
+
+    /// Sends an admitted chunk of `len` bytes: the codec writes it when
+    /// `read` has it; its slot is freed when the requester announces it.
+    pub fn send_chunk(&mut self, admitted: Admitted, len: u32, read: ChunkRead) {
+        let written = Counter::default();
+        self.serving.sending(
+            admitted.id,
+            admitted.peer,
+            admitted.index,
+            len,
+            written.clone(),
+        );
+        self.respond(admitted.channel, Reply::chunk_when_read(read, written));
+    }
+
+    /// Answers an admitted request without its chunk; its slot is free.
+    pub fn not_sent(&mut self, now: Duration, admitted: Admitted, response: Response) {
+        self.serving.not_sent(now, admitted.id);
+        self.respond(admitted.channel, response);
+    }
+
+    /// `peer` announced chunks: what carried them is delivered, and its
+    /// held requests for them are answered `Declined` without a wait.
+    pub fn announced(&mut self, now: Duration, peer: &PeerId, indices: &[u32]) {
+        for channel in self.serving.announced(now, peer, indices) {
+            self.respond(channel, Response::Declined { retry_ms: 0 });
+        }
+    }
+
+    /// Frees the slots of responses never announced, shunning their
+    /// requesters (their held requests are answered `Busy`).
+    pub fn expire_uploads(&mut self, now: Duration) {
+        for (channel, response) in self.serving.expire(now) {
+            self.respond(channel, response);
+        }
+    }
+
+    /// A response's stream ended (see [`Event::ResponseEnded`]).
+    pub fn response_ended(&mut self, now: Duration, id: InboundRequestId, complete: bool) {
+        self.serving.ended(now, id, complete);
+    }
+
+    /// `peer` is gone: what was held for it or under way to it is over.
+    pub fn forget_peer(&mut self, now: Duration, peer: &PeerId) {
+        self.serving.forget(now, peer);
     }
 
     /// Sends `request` to `peer`, remembering what it is for. (Bounded by

@@ -206,7 +206,7 @@ impl ImageStore {
             None => Ok(None),
             Some(bytes) => SignedManifest::decode(&bytes)
                 .map(|s| Some(s.manifest().clone()))
-                .map_err(|e| StoreError::Corrupt(format!("stored manifest {id}: {e}"))),
+                .map_err(|source| StoreError::StoredManifest { id: *id, source }),
         }
     }
 
@@ -228,7 +228,7 @@ impl ImageStore {
     }
 
     fn slot_error(e: crate::update::UpdateError) -> StoreError {
-        StoreError::Corrupt(format!("slots: {e}"))
+        StoreError::Slots(Box::new(e))
     }
 
     /// The release a complete slot holds, per its `release.json`.
@@ -322,8 +322,7 @@ impl ImageStore {
             complete: t.complete,
             path: Some(t.image.path.clone()),
         };
-        let bytes = serde_json::to_vec(&rec)
-            .map_err(|e| StoreError::Corrupt(format!("encoding the image target: {e}")))?;
+        let bytes = serde_json::to_vec(&rec).map_err(StoreError::TargetEncoding)?;
         self.db.put_state(keys::IMAGE_TARGET, &bytes)
     }
 
@@ -439,10 +438,7 @@ impl ImageStore {
         let (file, path, held, active, already) = {
             let layout = self.lock();
             let Some(t) = layout.target.as_ref().filter(|t| t.image.manifest == id) else {
-                return Err(StoreError::Corrupt(format!(
-                    "release {} is not the one being written",
-                    m.release
-                )));
+                return Err(StoreError::NotWriting(m.release));
             };
             let active = layout
                 .active

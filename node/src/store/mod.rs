@@ -26,7 +26,7 @@ mod ops;
 mod rocks;
 
 use pollen_core::chunk::{ChunkId, Rejected, VerifiedChunk};
-use pollen_core::manifest::{ChunkRef, ManifestId, VerifiedManifest};
+use pollen_core::manifest::{ChunkRef, DecodeError, ManifestId, VerifiedManifest};
 
 pub use image::{disk_usage, partial_path, ImageStore, Places};
 pub use memory::MemStore;
@@ -53,8 +53,28 @@ pub enum StoreError {
     MissingChunk(ChunkId),
     #[error("stored chunk {id} fails its check, not used: {reason}")]
     CorruptChunk { id: ChunkId, reason: Rejected },
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
+    #[error("chunk refused: {0}")]
+    Refused(Rejected),
+    #[error("stored data is corrupt: column family {0} missing")]
+    MissingColumnFamily(&'static str),
+    #[error("stored data is corrupt: {cf} key of {len} bytes")]
+    KeyLength { cf: &'static str, len: usize },
+    #[error("stored data is corrupt: {what} of {channel} is {len} bytes")]
+    ValueLength {
+        what: &'static str,
+        channel: String,
+        len: usize,
+    },
+    #[error("stored data is corrupt: stored manifest {id}: {source}")]
+    StoredManifest { id: ManifestId, source: DecodeError },
+    #[error("stored data is corrupt: a stored manifest: {0}")]
+    ManifestBytes(#[source] DecodeError),
+    #[error("stored data is corrupt: slots: {0}")]
+    Slots(#[source] Box<crate::update::UpdateError>),
+    #[error("encoding the image target: {0}")]
+    TargetEncoding(#[source] serde_json::Error),
+    #[error("stored data is corrupt: release {0} is not the one being written")]
+    NotWriting(u64),
     #[error("reassembled artifact hashes to {actual}, manifest says {expected}")]
     ArtifactMismatch { expected: String, actual: String },
     #[error("the store at {path} is in use or unreadable: {source}")]
@@ -162,7 +182,7 @@ impl From<Rejected> for StoreError {
             },
             Rejected::WrongHash { id, actual, got } => Self::ChunkMismatch { id, actual, got },
             // `Rejected` is non-exhaustive; name the chunk as mismatched.
-            _ => Self::Corrupt(r.to_string()),
+            _ => Self::Refused(r),
         }
     }
 }
@@ -172,9 +192,14 @@ pub fn floor<S: Store + ?Sized>(store: &S, channel: &str) -> Result<u64, StoreEr
     match store.get_state(&keys::floor(channel))? {
         None => Ok(0),
         Some(v) => {
-            let bytes: [u8; 8] = v.as_slice().try_into().map_err(|_| {
-                StoreError::Corrupt(format!("floor of {channel} is {} bytes", v.len()))
-            })?;
+            let bytes: [u8; 8] = v
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::ValueLength {
+                    what: "floor",
+                    channel: channel.to_owned(),
+                    len: v.len(),
+                })?;
             Ok(u64::from_be_bytes(bytes))
         }
     }
@@ -209,9 +234,14 @@ pub fn installed<S: Store + ?Sized>(
     match store.get_state(&keys::installed(channel))? {
         None => Ok(None),
         Some(v) => {
-            let bytes: [u8; 32] = v.as_slice().try_into().map_err(|_| {
-                StoreError::Corrupt(format!("installed id of {channel} is {} bytes", v.len()))
-            })?;
+            let bytes: [u8; 32] = v
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::ValueLength {
+                    what: "installed id",
+                    channel: channel.to_owned(),
+                    len: v.len(),
+                })?;
             Ok(Some(ManifestId(bytes)))
         }
     }

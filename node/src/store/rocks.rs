@@ -212,7 +212,7 @@ impl RocksStore {
     }
 
     /// Every entry of column family `cf` whose key starts with `prefix`, in key order.
-    fn with_prefix(&self, cf: &str, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+    fn with_prefix(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
         let mode = IteratorMode::From(prefix, rocksdb::Direction::Forward);
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(cf)?, mode) {
@@ -282,10 +282,10 @@ impl RocksStore {
         Ok(self.db.delete_cf_opt(self.cf(CF_STATE)?, key, &wo)?)
     }
 
-    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+    fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StoreError> {
         self.db
             .cf_handle(name)
-            .ok_or_else(|| StoreError::Corrupt(format!("column family {name} missing")))
+            .ok_or(StoreError::MissingColumnFamily(name))
     }
 
     /// A chunk and its presence entry, in one batch.
@@ -306,13 +306,13 @@ impl RocksStore {
         Ok(Put::New)
     }
 
-    fn keys(&self, cf: &str) -> Result<Vec<[u8; 32]>, StoreError> {
+    fn keys(&self, cf: &'static str) -> Result<Vec<[u8; 32]>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(cf)?, IteratorMode::Start) {
             let (k, _) = item?;
             let key: [u8; 32] = (&*k)
                 .try_into()
-                .map_err(|_| StoreError::Corrupt(format!("{cf} key of {} bytes", k.len())))?;
+                .map_err(|_| StoreError::KeyLength { cf, len: k.len() })?;
             out.push(key);
         }
         Ok(out)

@@ -18,6 +18,7 @@ mod failpoint;
 mod hooks;
 mod slots;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,8 +43,23 @@ pub enum UpdateError {
         context: String,
         source: std::io::Error,
     },
-    #[error("update state is corrupt: {0}")]
-    Corrupt(String),
+    #[error("update state is corrupt: lifecycle record: {0}")]
+    Record(#[source] serde_json::Error),
+    #[error("encoding the lifecycle record: {0}")]
+    EncodeRecord(#[source] serde_json::Error),
+    #[error("update state is corrupt: switched without a slot")]
+    NoSlot,
+    #[error("update state is corrupt: slots/active points to {}", .0.display())]
+    ActiveLink(PathBuf),
+    #[error("update state is corrupt: {}: {source}", path.display())]
+    SlotInfo {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("update state is corrupt: refusing to {doing} the active slot {}", slot.name())]
+    ActiveSlot { slot: Slot, doing: &'static str },
+    #[error("update state is corrupt: the release was written into {}, not slot {}", path.display(), slot.name())]
+    WrongPlace { path: PathBuf, slot: Slot },
 }
 
 /// The operator's hooks: shell commands run with `sh -c`.
@@ -146,8 +162,7 @@ pub enum Outcome {
 pub fn load_record<S: Store + ?Sized>(store: &S, channel: &str) -> Result<Record, UpdateError> {
     match store.get_state(&store::keys::update_record(channel))? {
         None => Ok(Record::default()),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| UpdateError::Corrupt(format!("lifecycle record: {e}"))),
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(UpdateError::Record),
     }
 }
 
@@ -206,8 +221,7 @@ impl Updater {
     }
 
     fn persist(&mut self) -> Result<(), UpdateError> {
-        let bytes = serde_json::to_vec(&self.record)
-            .map_err(|e| UpdateError::Corrupt(format!("encoding the record: {e}")))?;
+        let bytes = serde_json::to_vec(&self.record).map_err(UpdateError::EncodeRecord)?;
         self.store
             .put_state(&store::keys::update_record(&self.config.channel), &bytes)?;
         tracing::info!(
@@ -531,7 +545,7 @@ impl Updater {
             }
             Phase::Switched => {
                 let Some(slot) = self.record.target.as_ref().and_then(|t| t.slot) else {
-                    return Err(UpdateError::Corrupt("switched without a slot".into()));
+                    return Err(UpdateError::NoSlot);
                 };
                 self.record.attempts += 1;
                 if self.record.attempts > self.config.max_attempts {

@@ -82,10 +82,7 @@ impl Slots {
             Ok(target) => match target.to_str() {
                 Some("a") => Ok(Some(Slot::A)),
                 Some("b") => Ok(Some(Slot::B)),
-                _ => Err(UpdateError::Corrupt(format!(
-                    "slots/active points to {}",
-                    target.display()
-                ))),
+                _ => Err(UpdateError::ActiveLink(target)),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(format!("reading {}/active", self.root.display()))(e)),
@@ -103,7 +100,7 @@ impl Slots {
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|e| UpdateError::Corrupt(format!("{}: {e}", path.display()))),
+                .map_err(|source| UpdateError::SlotInfo { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(format!("reading {}", path.display()))(e)),
         }
@@ -113,10 +110,10 @@ impl Slots {
     /// done before its artifact is written in place.
     pub fn forget(&self, slot: Slot) -> Result<(), UpdateError> {
         if self.active()? == Some(slot) {
-            return Err(UpdateError::Corrupt(format!(
-                "refusing to write into the active slot {}",
-                slot.name()
-            )));
+            return Err(UpdateError::ActiveSlot {
+                slot,
+                doing: "write into",
+            });
         }
         let dir = self.dir(slot);
         match fs::remove_file(dir.join(INFO)) {
@@ -137,10 +134,10 @@ impl Slots {
         manifest: &VerifiedManifest,
     ) -> Result<SlotInfo, UpdateError> {
         if self.active()? == Some(slot) {
-            return Err(UpdateError::Corrupt(format!(
-                "refusing to stage into the active slot {}",
-                slot.name()
-            )));
+            return Err(UpdateError::ActiveSlot {
+                slot,
+                doing: "stage into",
+            });
         }
         let dir = self.dir(slot);
         // Forget what the slot held first: a crash from here on leaves it empty, not stale.
@@ -149,11 +146,7 @@ impl Slots {
         let m = manifest.manifest();
         if let Some((path, whole)) = store.complete_image(manifest)? {
             if path != self.artifact(slot) {
-                return Err(UpdateError::Corrupt(format!(
-                    "the release was written into {}, not slot {}",
-                    path.display(),
-                    slot.name()
-                )));
+                return Err(UpdateError::WrongPlace { path, slot });
             }
             return self.describe(slot, manifest, whole.blake3);
         }

@@ -13,9 +13,10 @@ use pollen_node::store::Store;
 
 use super::views::ReleaseEntry;
 use crate::rollout::{next_control, RolloutError, Step};
+use pollen_node::api::ApiError;
 
 /// Where a signed control goes (the driver, through the local endpoint).
-pub type Deliver = Box<dyn Fn(&[u8]) -> Result<(), String> + Send + Sync>;
+pub type Deliver = Box<dyn Fn(&[u8]) -> Result<(), ApiError> + Send + Sync>;
 
 /// Errors of an action.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +31,7 @@ pub enum ActionError {
     #[error("the control does not verify: {0}")]
     Verify(#[from] pollen_core::rollout::ControlError),
     #[error("handing the control to the seeder: {0}")]
-    Deliver(String),
+    Deliver(#[source] ApiError),
 }
 
 /// Parses an action's name.

@@ -45,7 +45,7 @@ pub struct Reader {
     _threads: crate::driver::joined::Joined,
 }
 
-fn read_one(store: &dyn Store, chunk: &ChunkRef) -> Option<Bytes> {
+fn read_one<S: Store + ?Sized>(store: &S, chunk: &ChunkRef) -> Option<Bytes> {
     match store.read_chunk(chunk) {
         Ok(Some(c)) => Some(c.into_bytes()),
         Ok(None) => {
@@ -59,7 +59,7 @@ fn read_one(store: &dyn Store, chunk: &ChunkRef) -> Option<Bytes> {
     }
 }
 
-fn run(store: Arc<dyn Store>, jobs: Arc<Mutex<Receiver<ReadJob>>>) {
+fn run<S: Store + ?Sized>(store: Arc<S>, jobs: Arc<Mutex<Receiver<ReadJob>>>) {
     loop {
         // A panic elsewhere cannot leave the receiver half-used.
         let job = match jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {
@@ -75,7 +75,7 @@ fn run(store: Arc<dyn Store>, jobs: Arc<Mutex<Receiver<ReadJob>>>) {
 }
 
 impl Reader {
-    pub fn spawn(store: Arc<dyn Store>) -> std::io::Result<Self> {
+    pub fn spawn<S: Store + ?Sized + 'static>(store: Arc<S>) -> std::io::Result<Self> {
         let (jobs, rx) = sync_channel(DEPTH);
         let rx = Arc::new(Mutex::new(rx));
         let mut threads = crate::driver::joined::Joined::default();
