@@ -2,7 +2,7 @@
 //! deterministic discrete-event engine that runs one real
 //! `pollen_core::swarm::Swarm` per device ([`engine`]) over a flow-level
 //! network model ([`net`]), and what a run writes ([`report`], [`plot`],
-//! [`provenance`]). Realism knobs: uplink capacity traces ([`trace`]) and
+//! [`provenance`], [`resources`]). Realism knobs: uplink capacity traces ([`trace`]) and
 //! churn as a rate ([`churn`]). Sweeps and their analysis: [`sweep`],
 //! [`aggregate`], [`stats`].
 //!
@@ -18,6 +18,7 @@ pub mod provenance;
 pub mod queue;
 pub mod release;
 pub mod report;
+pub mod resources;
 pub mod scenario;
 pub mod stats;
 pub mod sweep;

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use pollen_sim::provenance::{self, Meta};
+use pollen_sim::resources::Cost;
 use pollen_sim::scenario::EXAMPLE;
 use pollen_sim::{aggregate, plot, run_to_dir, sweep, trace, Scenario, Summary};
 
@@ -147,12 +148,8 @@ fn run(o: RunOpt) -> anyhow::Result<()> {
     let bar = progress_bar(sc.strategy.name().into(), sc.devices());
     let started = std::time::Instant::now();
     // The provenance first: a run that cannot record it does not start.
-    provenance::write(
-        &sc,
-        &base,
-        &o.out,
-        &Meta::new(command_line(), &o.scenario, &params),
-    )?;
+    let mut meta = Meta::new(command_line(), &o.scenario, &params);
+    provenance::write(&sc, &base, &o.out, &meta)?;
     let (s, _) = run_to_dir(&sc, &base, &o.out, |done, _| {
         if let Some(b) = &bar {
             b.set_position(done as u64);
@@ -161,7 +158,18 @@ fn run(o: RunOpt) -> anyhow::Result<()> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    print_summary(&s, Some(started.elapsed().as_secs_f64()));
+    let wall = started.elapsed().as_secs_f64();
+    print_summary(&s, Some(wall));
+    let cost = Cost::now(wall, s.devices as u64);
+    if let (Some(peak), Some(per)) = (cost.peak_rss_bytes, cost.peak_rss_bytes_per_device) {
+        println!(
+            "memory: peak RSS {:.0} MiB, {:.1} KiB per device",
+            peak as f64 / 1048576.0,
+            per as f64 / 1024.0
+        );
+    }
+    meta.cost = Some(cost);
+    provenance::write_meta(&o.out, &meta)?;
     println!("results in {}", o.out.display());
     Ok(())
 }

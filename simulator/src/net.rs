@@ -224,7 +224,8 @@ impl Net {
         self.timers.remove(id);
         let c = &mut self.conns[id as usize];
         c.active = false;
-        c.queue.clear();
+        // Storage freed, not kept: most connections go idle for good.
+        c.queue = VecDeque::new();
         let path = c.path;
         for &l in path.links() {
             let active = &mut self.links[l as usize].active;

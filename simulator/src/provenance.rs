@@ -40,6 +40,9 @@ pub struct Meta {
     pub scenario: String,
     /// `--set`/`--param`/`--seed` overrides of this run, in order.
     pub overrides: Vec<(String, String)>,
+    /// Wall time and peak memory, once the run has ended (`run` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::resources::Cost>,
 }
 
 impl Meta {
@@ -50,6 +53,7 @@ impl Meta {
             command,
             scenario: scenario.display().to_string(),
             overrides: overrides.to_vec(),
+            cost: None,
         }
     }
 }
@@ -109,6 +113,11 @@ pub fn write(sc: &Scenario, base: &Path, out: &Path, meta: &Meta) -> Result<(), 
     let text = resolved(sc, base, out)?;
     let path = out.join(RESOLVED);
     std::fs::write(&path, text).map_err(io(&path))?;
+    write_meta(out, meta)
+}
+
+/// (Re)writes `run.json` into `out` (again at the end of a run, with its cost).
+pub fn write_meta(out: &Path, meta: &Meta) -> Result<(), ProvenanceError> {
     let path = out.join(META);
     std::fs::write(&path, serde_json::to_string_pretty(meta)? + "\n").map_err(io(&path))?;
     Ok(())

@@ -7,49 +7,56 @@ use std::time::Duration;
 use super::Bitfield;
 
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Declines {
+pub(crate) struct Declines(Option<Box<Declined>>);
+
+/// What a peer that declined something declined (boxed: most peers never
+/// decline anything, and a node keeps a [`Declines`] per peer).
+#[derive(Clone, Debug)]
+struct Declined {
     /// Chunk and until when, one entry per chunk.
     until: Vec<(u32, Duration)>,
-    bits: Option<Bitfield>,
+    bits: Bitfield,
 }
 
 impl Declines {
     /// `index` (of `chunks`) is declined until `until` (replacing an
     /// earlier time for it).
     pub fn add(&mut self, index: u32, until: Duration, chunks: u32) {
-        self.until.retain(|&(i, _)| i != index);
-        self.until.push((index, until));
-        self.bits
-            .get_or_insert_with(|| Bitfield::new(chunks))
-            .set(index);
+        let d = self.0.get_or_insert_with(|| {
+            Box::new(Declined {
+                until: Vec::new(),
+                bits: Bitfield::new(chunks),
+            })
+        });
+        d.until.retain(|&(i, _)| i != index);
+        d.until.push((index, until));
+        d.bits.set(index);
     }
 
     pub fn contains(&self, index: u32) -> bool {
-        self.bits.as_ref().is_some_and(|b| b.get(index))
+        self.0.as_ref().is_some_and(|d| d.bits.get(index))
     }
 
     /// The declined chunks' words (`None`: none).
     pub fn words(&self) -> Option<&[u64]> {
-        self.bits.as_ref().map(|b| b.words())
+        self.0.as_ref().map(|d| d.bits.words())
     }
 
     /// Forgets what was declined until `now` or earlier.
     pub fn expire(&mut self, now: Duration) {
-        if self.until.is_empty() {
+        let Some(d) = &mut self.0 else {
             return;
-        }
-        let bits = &mut self.bits;
-        self.until.retain(|&(i, t)| {
+        };
+        let bits = &mut d.bits;
+        d.until.retain(|&(i, t)| {
             let keep = t > now;
             if !keep {
-                if let Some(b) = bits.as_mut() {
-                    b.clear(i);
-                }
+                bits.clear(i);
             }
             keep
         });
-        if self.until.is_empty() {
-            self.bits = None;
+        if d.until.is_empty() {
+            self.0 = None;
         }
     }
 }
@@ -71,6 +78,6 @@ mod tests {
         d.expire(S(20));
         assert!(d.contains(3) && !d.contains(5), "3 was renewed to 30 s");
         d.expire(S(30));
-        assert!(d.until.is_empty() && d.words().is_none() && !d.contains(3));
+        assert!(d.0.is_none() && d.words().is_none() && !d.contains(3));
     }
 }

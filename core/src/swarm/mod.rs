@@ -321,8 +321,8 @@ struct PeerState {
     /// Its rendezvous key.
     key: u64,
     has: Bitfield,
-    /// Requests in flight to it, oldest first.
-    in_flight: Vec<Req>,
+    /// Requests in flight to it (they are in [`Swarm::flying`]).
+    in_flight: u32,
     flow: Flow,
     strikes: u32,
     /// Last time it connected or announced a chunk new to it.
@@ -386,6 +386,12 @@ pub struct Swarm<P: PeerKey> {
     open_count: u32,
     /// Per chunk: requests in flight for it.
     requested: Vec<u16>,
+    /// Every request in flight with its peer, oldest first (a short list:
+    /// [`SwarmConfig::total_in_flight`] at most, end-game copies aside).
+    /// One list per node rather than one per peer: a node keeps few
+    /// requests in flight but has many peers, and a per-peer list's
+    /// storage stays with the peer for the rest of the run.
+    flying: Vec<(P, Req)>,
     /// Every request in flight, by deadline.
     deadlines: BTreeSet<(Duration, u32, P)>,
     in_flight: usize,
@@ -473,6 +479,7 @@ impl<P: PeerKey> Swarm<P> {
             open,
             open_count,
             requested: vec![0; n as usize],
+            flying: Vec::new(),
             min_len: chunks.iter().map(|c| u64::from(c.len)).min().unwrap_or(0),
             chunks,
             have,
@@ -653,7 +660,7 @@ impl<P: PeerKey> Swarm<P> {
                     class,
                     key: member_key(&peer),
                     has: Bitfield::new(self.chunks.len() as u32),
-                    in_flight: Vec::new(),
+                    in_flight: 0,
                     flow: Flow::default(),
                     strikes: 0,
                     last_progress: now,
@@ -797,12 +804,15 @@ impl<P: PeerKey> Swarm<P> {
             _ => self.stats.bytes_from_remote += len,
         }
         if self.requested[index as usize] > 0 {
-            let others: Vec<P> = self
-                .peers
+            // In peer order, as before (each peer has one request per chunk at most).
+            let mut others: Vec<P> = self
+                .flying
                 .iter()
-                .filter(|(_, st)| st.in_flight.iter().any(|r| r.index == index))
+                .filter(|(_, r)| r.index == index)
                 .map(|(p, _)| *p)
                 .collect();
+            others.sort_unstable();
+            others.dedup();
             for other in others {
                 self.finish_request(now, &other, index, false);
                 self.actions
@@ -888,21 +898,22 @@ impl<P: PeerKey> Swarm<P> {
                 break;
             }
             self.report_progress(now, &peer, &mut progress);
+            let Some(pos) = self.request_pos(&peer, index) else {
+                self.deadlines.pop_first();
+                continue;
+            };
             let Some(st) = self.peers.get_mut(&peer) else {
                 self.deadlines.pop_first();
                 continue;
             };
-            let Some(pos) = st.in_flight.iter().position(|r| r.index == index) else {
-                self.deadlines.pop_first();
-                continue;
-            };
-            if st.flow.delivered() > st.in_flight[pos].seen {
+            if st.flow.delivered() > self.flying[pos].1.seen {
                 // Still delivering: the deadline moves with what is left.
-                let ahead: u64 = st.in_flight[..=pos]
+                let ahead: u64 = self.flying[..=pos]
                     .iter()
-                    .map(|r| u64::from(r.len - r.received.min(r.len)))
+                    .filter(|(p, _)| *p == peer)
+                    .map(|(_, r)| u64::from(r.len - r.received.min(r.len)))
                     .sum();
-                let r = &mut st.in_flight[pos];
+                let r = &mut self.flying[pos].1;
                 r.deadline = st.flow.deadline(&self.flow_config, now, ahead);
                 r.seen = st.flow.delivered();
                 let moved = (r.deadline, index, peer);
@@ -1083,7 +1094,7 @@ impl<P: PeerKey> Swarm<P> {
             return;
         };
         let old = std::mem::replace(&mut st.class, class);
-        let n = st.in_flight.len();
+        let n = st.in_flight as usize;
         let ones: Vec<u32> = st.has.iter_ones().collect();
         for i in ones {
             self.lose_holder(i, old);
@@ -1113,7 +1124,7 @@ impl<P: PeerKey> Swarm<P> {
             return;
         };
         let mut more = 0u64;
-        for r in &mut st.in_flight {
+        for (_, r) in self.flying.iter_mut().filter(|(p, _)| p == peer) {
             let got = progress(peer, r.index).min(u64::from(r.len)) as u32;
             if got > r.received {
                 more += u64::from(got - r.received);
@@ -1128,13 +1139,14 @@ impl<P: PeerKey> Swarm<P> {
     /// Ends the request for `index` to `peer`; `delivered` when its chunk
     /// arrived. Returns whether there was one.
     fn finish_request(&mut self, now: Duration, peer: &P, index: u32, delivered: bool) -> bool {
+        let Some(pos) = self.request_pos(peer, index) else {
+            return false;
+        };
         let Some(st) = self.peers.get_mut(peer) else {
             return false;
         };
-        let Some(pos) = st.in_flight.iter().position(|r| r.index == index) else {
-            return false;
-        };
-        let r = st.in_flight.remove(pos);
+        let (_, r) = self.flying.remove(pos);
+        st.in_flight -= 1;
         let rest = u64::from(r.len - r.received.min(r.len));
         if delivered {
             st.flow.received(&self.flow_config, now, rest, true);
@@ -1152,6 +1164,21 @@ impl<P: PeerKey> Swarm<P> {
             self.open_count += 1;
         }
         true
+    }
+
+    /// Where the request for `index` to `peer` is in [`Swarm::flying`].
+    fn request_pos(&self, peer: &P, index: u32) -> Option<usize> {
+        if self.requested.get(index as usize).is_none_or(|&n| n == 0) {
+            return None;
+        }
+        self.flying
+            .iter()
+            .position(|(p, r)| r.index == index && p == peer)
+    }
+
+    /// Whether a request for `index` to `peer` is in flight.
+    fn requested_from(&self, peer: &P, index: u32) -> bool {
+        self.request_pos(peer, index).is_some()
     }
 
     /// `peer` said it is the bottleneck (declined a chunk, or is busy for
@@ -1188,7 +1215,12 @@ impl<P: PeerKey> Swarm<P> {
             return;
         };
         let class = st.class;
-        let flying: Vec<u32> = st.in_flight.iter().map(|r| r.index).collect();
+        let flying: Vec<u32> = self
+            .flying
+            .iter()
+            .filter(|(p, _)| p == peer)
+            .map(|(_, r)| r.index)
+            .collect();
         for index in flying {
             self.finish_request(Duration::ZERO, peer, index, false);
         }

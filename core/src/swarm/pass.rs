@@ -112,7 +112,7 @@ impl<P: PeerKey> Swarm<P> {
         };
         let len = u64::from(self.chunks[index as usize].len);
         if !self.may_ask(now, &peer, len)
-            || st.in_flight.iter().any(|r| r.index == index)
+            || self.requested_from(&peer, index)
             || st.declined.contains(index)
         {
             return;
@@ -134,8 +134,10 @@ impl<P: PeerKey> Swarm<P> {
     fn may_ask(&self, now: Duration, peer: &P, len: u64) -> bool {
         self.peers.get(peer).is_some_and(|st| {
             st.busy_until <= now
-                && st.in_flight.len() < self.config.per_peer_in_flight
-                && st.flow.admits(&self.flow_config, st.in_flight.len(), len)
+                && (st.in_flight as usize) < self.config.per_peer_in_flight
+                && st
+                    .flow
+                    .admits(&self.flow_config, st.in_flight as usize, len)
         })
     }
 
@@ -158,13 +160,18 @@ impl<P: PeerKey> Swarm<P> {
         let deadline = st
             .flow
             .deadline(&self.flow_config, now, st.flow.in_flight_bytes);
-        st.in_flight.push(Req {
-            index,
-            len,
-            received: 0,
-            deadline,
-            seen: st.flow.delivered(),
-        });
+        st.in_flight += 1;
+        let seen = st.flow.delivered();
+        self.flying.push((
+            peer,
+            Req {
+                index,
+                len,
+                received: 0,
+                deadline,
+                seen,
+            },
+        ));
         self.deadlines.insert((deadline, index, peer));
         self.in_flight += 1;
         if class != Class::Local {
@@ -248,7 +255,7 @@ impl<P: PeerKey> Swarm<P> {
             for &i in &self.lacking {
                 if st.has.get(i)
                     && usize::from(self.requested[i as usize]) < self.config.endgame_copies
-                    && !st.in_flight.iter().any(|r| r.index == i)
+                    && !self.requested_from(peer, i)
                     && !st.declined.contains(i)
                 {
                     best = Some(best.map_or(key(i), |b| b.min(key(i))));

@@ -17,9 +17,19 @@ const FETCHER_KEY: u64 = 0x706f_6c6c_656e_6674; // "pollenft"
 /// site's gateways — from the same membership. `members` ends sorted by
 /// member.
 pub fn keep_fetchers<P: Ord + Copy>(members: &mut Vec<(P, u64)>, fetchers: usize) {
-    if members.len() > fetchers.max(1) {
-        members.sort_by_key(|m| std::cmp::Reverse((weight(FETCHER_KEY, m.1), m.1)));
-        members.truncate(fetchers.max(1));
+    let keep = fetchers.max(1);
+    if members.len() > keep {
+        // A selection, not a sort (this runs whenever a site peer comes or
+        // goes): the highest (weight, key) first, ties in the given order.
+        let mut ranked: Vec<(std::cmp::Reverse<(u64, u64)>, usize)> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (std::cmp::Reverse((weight(FETCHER_KEY, m.1), m.1)), i))
+            .collect();
+        ranked.select_nth_unstable(keep - 1);
+        ranked.truncate(keep);
+        let kept: Vec<(P, u64)> = ranked.iter().map(|&(_, i)| members[i]).collect();
+        *members = kept;
     }
     members.sort_by_key(|m| m.0);
 }
@@ -107,5 +117,39 @@ impl<P: PeerKey> UplinkSplit<P> {
             }
         }
         self.allowed = allowed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fetchers as a full stable sort picks them.
+    fn by_sort(mut members: Vec<(u32, u64)>, fetchers: usize) -> Vec<(u32, u64)> {
+        if members.len() > fetchers.max(1) {
+            members.sort_by_key(|m| std::cmp::Reverse((weight(FETCHER_KEY, m.1), m.1)));
+            members.truncate(fetchers.max(1));
+        }
+        members.sort_by_key(|m| m.0);
+        members
+    }
+
+    #[test]
+    fn the_selection_keeps_what_a_sort_keeps_ties_included() {
+        let mut x = 7u64;
+        for n in 0..40u32 {
+            for fetchers in [0, 1, 2, 6, 50] {
+                // Keys from a small range, so equal keys (ties) occur.
+                let members: Vec<(u32, u64)> = (0..n)
+                    .map(|p| {
+                        x = weight(x, 0x9e37_79b9);
+                        (n - p, x % 5)
+                    })
+                    .collect();
+                let mut got = members.clone();
+                keep_fetchers(&mut got, fetchers);
+                assert_eq!(got, by_sort(members, fetchers), "n {n} fetchers {fetchers}");
+            }
+        }
     }
 }
