@@ -30,6 +30,18 @@ use crate::queue::Queue;
 use crate::scenario::{Scenario, SiteSpec, Strategy};
 use crate::trace::SiteTraces;
 
+/// When the next thing happens and whether it is a transfer finishing
+/// (`true`) or a queued event (`false`; events first on a tie); `None`:
+/// nothing is left. Both strategies' loops step by it.
+pub(crate) fn next_step<E>(queue: &Queue<E>, net: &Net) -> Option<(u64, bool)> {
+    match (queue.peek_at(), net.next_finish()) {
+        (None, None) => None,
+        (Some(q), Some(f)) if f < q => Some((f, true)),
+        (None, Some(f)) => Some((f, true)),
+        (Some(q), _) => Some((q, false)),
+    }
+}
+
 /// The seeder's node id.
 pub const SEEDER: u32 = 0;
 const MBIT: f64 = 1_000_000.0 / 8.0;
@@ -1388,14 +1400,7 @@ impl Sim {
         let limit = ns(self.sc.time_limit_s);
         let total = self.devices_end as usize - 1;
         let mut last_report = 0u64;
-        loop {
-            // The next event, or the next transfer to finish (events first on a tie).
-            let (at, transfer) = match (self.queue.peek_at(), self.net.next_finish()) {
-                (None, None) => break,
-                (Some(q), Some(f)) if f < q => (f, true),
-                (None, Some(f)) => (f, true),
-                (Some(q), _) => (q, false),
-            };
+        while let Some((at, transfer)) = next_step(&self.queue, &self.net) {
             if at > limit || self.remaining == 0 {
                 break;
             }

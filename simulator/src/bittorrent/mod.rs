@@ -122,13 +122,7 @@ pub fn run(sc: &Scenario, chunks: &[ChunkRef], mut progress: impl FnMut(usize, u
     let limit = ns(sc.time_limit_s);
     let total = sim.peers.len() - 1;
     let mut last_report = 0u64;
-    loop {
-        let (at, transfer) = match (sim.queue.peek_at(), sim.net.next_finish()) {
-            (None, None) => break,
-            (Some(q), Some(f)) if f < q => (f, true),
-            (None, Some(f)) => (f, true),
-            (Some(q), _) => (q, false),
-        };
+    while let Some((at, transfer)) = crate::engine::next_step(&sim.queue, &sim.net) {
         if at > limit || sim.remaining == 0 {
             break;
         }
