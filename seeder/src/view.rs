@@ -6,14 +6,8 @@ use serde::Serialize;
 /// The manifest with ids as hex strings, as `inspect --json` prints it.
 #[derive(Debug, Serialize)]
 pub struct ManifestView {
-    pub manifest_id: String,
-    pub product: String,
-    pub channel: String,
-    pub version: String,
-    pub release: u64,
-    pub created_at: u64,
-    pub expires_at: u64,
-    pub hardware: Vec<String>,
+    #[serde(flatten)]
+    pub head: ReleaseHead,
     pub artifact: ArtifactView,
     pub chunking: ChunkingView,
     pub chunks: Vec<ChunkView>,
@@ -24,6 +18,36 @@ pub struct ManifestView {
     /// Set when a trust policy was given: "valid", or the reason it is not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<String>,
+}
+
+/// What names a release, with its id as hex: the fields every view of a
+/// manifest starts with (`inspect --json`, the console's release list).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReleaseHead {
+    pub manifest_id: String,
+    pub product: String,
+    pub channel: String,
+    pub version: String,
+    pub release: u64,
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub hardware: Vec<String>,
+}
+
+impl ReleaseHead {
+    pub fn new(signed: &SignedManifest) -> Self {
+        let m: &Manifest = signed.manifest();
+        Self {
+            manifest_id: signed.id().to_hex(),
+            product: m.product.clone(),
+            channel: m.channel.clone(),
+            version: m.version.clone(),
+            release: m.release,
+            created_at: m.created_at,
+            expires_at: m.expires_at,
+            hardware: m.hardware.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -56,14 +80,7 @@ impl ManifestView {
     pub fn new(signed: &SignedManifest, verdict: Option<String>) -> Self {
         let m: &Manifest = signed.manifest();
         Self {
-            manifest_id: signed.id().to_hex(),
-            product: m.product.clone(),
-            channel: m.channel.clone(),
-            version: m.version.clone(),
-            release: m.release,
-            created_at: m.created_at,
-            expires_at: m.expires_at,
-            hardware: m.hardware.clone(),
+            head: ReleaseHead::new(signed),
             artifact: ArtifactView {
                 name: m.artifact.name.clone(),
                 size: m.artifact.size,
@@ -110,16 +127,17 @@ impl ManifestView {
             )
             .to_string()
         };
+        let h = &self.head;
         let mut s = format!(
             "manifest  {}\nproduct   {}  channel {}  version {}  release {}\ncreated   {}\nexpires   {}\nhardware  {}\nartifact  {} ({} bytes, blake3 {})\nchunks    {} (sizes {}/{}/{} min/avg/max)\nrollout   {}\nsigned by {}\n",
-            self.manifest_id,
-            self.product,
-            self.channel,
-            self.version,
-            self.release,
-            when(self.created_at),
-            when(self.expires_at),
-            if self.hardware.is_empty() { "any".to_string() } else { self.hardware.join(", ") },
+            h.manifest_id,
+            h.product,
+            h.channel,
+            h.version,
+            h.release,
+            when(h.created_at),
+            when(h.expires_at),
+            if h.hardware.is_empty() { "any".to_string() } else { h.hardware.join(", ") },
             self.artifact.name,
             self.artifact.size,
             self.artifact.blake3,

@@ -180,7 +180,7 @@ async fn release(
         .release(&channel, number)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such release"))?;
     let progress = views::release_progress(entry, &fleet.records, pollen_node::unix_now());
-    let series = c.series(&progress.release.manifest_id);
+    let series = c.series(&progress.release.head.manifest_id);
     serde_json::to_value(ReleaseView { progress, series })
         .map(Json)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))

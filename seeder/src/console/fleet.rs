@@ -150,7 +150,7 @@ impl Series {
             let p = release_progress(e, &fleet.records, now);
             let s = self
                 .per_release
-                .entry(p.release.manifest_id.clone())
+                .entry(p.release.head.manifest_id.clone())
                 .or_default();
             if s.len() == SERIES_LEN {
                 // Thin the older half: every other sample of it goes.

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::view::ReleaseHead;
 use pollen_core::fleet::{over_threshold, stage_counts, StageCounts};
 use pollen_core::manifest::SignedManifest;
 use pollen_core::rollout::{current_stage, RolloutControl};
@@ -27,14 +28,8 @@ pub struct ReleaseEntry {
 /// A release's manifest summary and rollout state.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ReleaseSummary {
-    pub manifest_id: String,
-    pub product: String,
-    pub channel: String,
-    pub version: String,
-    pub release: u64,
-    pub created_at: u64,
-    pub expires_at: u64,
-    pub hardware: Vec<String>,
+    #[serde(flatten)]
+    pub head: ReleaseHead,
     pub artifact_bytes: u64,
     pub chunks: usize,
     pub stages: Vec<StagePlan>,
@@ -96,14 +91,7 @@ pub fn summary(entry: &ReleaseEntry, now: u64) -> ReleaseSummary {
         "rolling-out"
     };
     ReleaseSummary {
-        manifest_id: entry.manifest.id().to_hex(),
-        product: m.product.clone(),
-        channel: m.channel.clone(),
-        version: m.version.clone(),
-        release: m.release,
-        created_at: m.created_at,
-        expires_at: m.expires_at,
-        hardware: m.hardware.clone(),
+        head: ReleaseHead::new(&entry.manifest),
         artifact_bytes: m.artifact.size,
         chunks: m.chunks.len(),
         stages: m
@@ -408,7 +396,7 @@ pub fn metrics_text(progress: &[ReleaseProgress]) -> String {
                 let _ = writeln!(
                     out,
                     "pollen_rollout_stage_devices{{channel=\"{}\",release=\"{}\",stage=\"{}\",state=\"{state}\"}} {n}",
-                    p.release.channel, p.release.release, s.name
+                    p.release.head.channel, p.release.head.release, s.name
                 );
             }
         }
@@ -419,8 +407,8 @@ pub fn metrics_text(progress: &[ReleaseProgress]) -> String {
         let _ = writeln!(
             out,
             "pollen_rollout_halted{{channel=\"{}\",release=\"{}\"}} {}",
-            p.release.channel,
-            p.release.release,
+            p.release.head.channel,
+            p.release.head.release,
             u8::from(p.release.halted)
         );
     }
@@ -430,8 +418,8 @@ pub fn metrics_text(progress: &[ReleaseProgress]) -> String {
         let _ = writeln!(
             out,
             "pollen_rollout_auto_halted{{channel=\"{}\",release=\"{}\"}} {}",
-            p.release.channel,
-            p.release.release,
+            p.release.head.channel,
+            p.release.head.release,
             u8::from(p.auto_halted)
         );
     }
