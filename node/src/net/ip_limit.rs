@@ -297,15 +297,20 @@ mod tests {
                 local_addr: local,
                 send_back_addr: remote.clone(),
             };
+            self.established(id, peer, &endpoint);
+            Ok(())
+        }
+
+        /// Tells the behaviour the connection is up.
+        fn established(&mut self, id: ConnectionId, peer: PeerId, endpoint: &ConnectedPoint) {
             self.b
                 .on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
                     peer_id: peer,
                     connection_id: id,
-                    endpoint: &endpoint,
+                    endpoint,
                     failed_addresses: &[],
                     other_established: 0,
                 }));
-            Ok(())
         }
 
         /// A whole inbound connection from a fresh peer id.
@@ -341,14 +346,7 @@ mod tests {
                 role_override: Endpoint::Dialer,
                 port_use: PortUse::Reuse,
             };
-            self.b
-                .on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
-                    peer_id: peer,
-                    connection_id: id,
-                    endpoint: &endpoint,
-                    failed_addresses: &[],
-                    other_established: 0,
-                }));
+            self.established(id, peer, &endpoint);
             id
         }
 
