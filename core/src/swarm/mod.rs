@@ -22,10 +22,11 @@ mod budget;
 mod declines;
 mod flow;
 mod pass;
+mod peers;
 mod rendezvous;
 mod split;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,7 @@ pub use bitfield::{Bitfield, BitfieldLenError};
 pub use budget::TokenBucket;
 pub use flow::WindowMode;
 use flow::{Flow, FlowConfig};
+use peers::{Peers, Roster};
 pub use rendezvous::{assignee, member_key, PeerKey};
 pub use split::keep_fetchers;
 use split::UplinkSplit;
@@ -320,7 +322,6 @@ struct PeerState {
     class: Class,
     /// Its rendezvous key.
     key: u64,
-    has: Bitfield,
     /// Requests in flight to it (they are in [`Swarm::flying`]).
     in_flight: u32,
     flow: Flow,
@@ -398,19 +399,20 @@ pub struct Swarm<P: PeerKey> {
     /// Requests in flight across the uplink (to remote peers and origins).
     remote_in_flight: usize,
     /// Connected peers by class, each sorted; a pass starts each at a random place.
-    local_peers: Vec<P>,
-    remote_peers: Vec<P>,
-    origin_peers: Vec<P>,
+    local_peers: Roster<P>,
+    remote_peers: Roster<P>,
+    origin_peers: Roster<P>,
     /// When an origin last said it is the fleet's bottleneck.
     origin_pressed_at: Option<Duration>,
-    bystanders: Vec<P>,
+    bystanders: Roster<P>,
     /// What this node last told its peers: (uplink, gateway).
     role: (bool, bool),
     started: Duration,
     /// Last time this node or a site peer gained a chunk.
     site_gain: Duration,
     wakeups: BTreeSet<Duration>,
-    peers: BTreeMap<P, PeerState>,
+    /// Connected peers by slot, with what they have.
+    peers: Peers<P>,
     banned: BTreeSet<P>,
     budget: Option<TokenBucket>,
     actions: VecDeque<Action<P>>,
@@ -424,6 +426,8 @@ pub struct Swarm<P: PeerKey> {
     local_uplinks: std::cell::Cell<Option<usize>>,
     /// Scratch for `handle_have_many`.
     fresh: Vec<u32>,
+    /// Scratch for a full pass: per class, the peers passed over.
+    passed: [Vec<bool>; 3],
 }
 
 impl<P: PeerKey> Swarm<P> {
@@ -488,16 +492,16 @@ impl<P: PeerKey> Swarm<P> {
             deadlines: BTreeSet::new(),
             in_flight: 0,
             remote_in_flight: 0,
-            local_peers: Vec::new(),
-            remote_peers: Vec::new(),
-            origin_peers: Vec::new(),
+            local_peers: Roster::default(),
+            remote_peers: Roster::default(),
+            origin_peers: Roster::default(),
             origin_pressed_at: None,
-            bystanders: Vec::new(),
+            bystanders: Roster::default(),
             role: (false, false),
             started: now,
             site_gain: now,
             wakeups: BTreeSet::new(),
-            peers: BTreeMap::new(),
+            peers: Peers::new(n),
             banned: BTreeSet::new(),
             budget,
             actions,
@@ -506,6 +510,7 @@ impl<P: PeerKey> Swarm<P> {
             split: None,
             local_uplinks: std::cell::Cell::new(None),
             fresh: Vec::new(),
+            passed: Default::default(),
         }
     }
 
@@ -542,8 +547,9 @@ impl<P: PeerKey> Swarm<P> {
     /// no longer needs this node (a one-shot `fetch` may leave).
     pub fn site_complete(&self) -> bool {
         self.local_peers
+            .slots()
             .iter()
-            .all(|p| self.peers.get(p).is_some_and(|st| st.has.is_full()))
+            .all(|&s| self.peers.has_all(s))
     }
 
     /// Bytes requested from `peer` and not received yet.
@@ -659,7 +665,6 @@ impl<P: PeerKey> Swarm<P> {
                 let state = PeerState {
                     class,
                     key: member_key(&peer),
-                    has: Bitfield::new(self.chunks.len() as u32),
                     in_flight: 0,
                     flow: Flow::default(),
                     strikes: 0,
@@ -670,9 +675,8 @@ impl<P: PeerKey> Swarm<P> {
                     declined: declines::Declines::default(),
                     declined_at: None,
                 };
-                self.peers.insert(peer, state);
-                self.class_mut(class).push(peer);
-                self.class_mut(class).sort_unstable();
+                let slot = self.peers.insert(peer, state);
+                self.class_mut(class).insert(peer, slot);
                 self.membership_changed(class);
             }
         }
@@ -690,16 +694,13 @@ impl<P: PeerKey> Swarm<P> {
         if has.len() != self.chunks.len() as u32 {
             return;
         }
-        let Some(state) = self.peers.get_mut(&peer) else {
+        let Some(slot) = self.peers.slot(&peer) else {
             return;
         };
-        let old = std::mem::replace(&mut state.has, has);
-        let class = state.class;
-        let (mut gained, mut lost) = (Vec::new(), Vec::new());
-        for (k, (&new, &was)) in state.has.words().iter().zip(old.words()).enumerate() {
-            gained.extend(bitfield::ones(k, new & !was));
-            lost.extend(bitfield::ones(k, was & !new));
-        }
+        let Some(class) = self.peers.at(slot).map(|st| st.class) else {
+            return;
+        };
+        let (gained, lost) = self.peers.replace_has(slot, &has);
         for &i in &gained {
             self.count_holder(i, class);
         }
@@ -721,15 +722,16 @@ impl<P: PeerKey> Swarm<P> {
     pub fn handle_have_many(&mut self, now: Duration, peer: P, indices: &[u32]) {
         // Done: nothing more to schedule; only what peers hold is kept (for
         // [`Swarm::site_complete`]).
+        let Some(slot) = self.peers.slot(&peer) else {
+            return;
+        };
         if self.complete {
-            if let Some(st) = self.peers.get_mut(&peer) {
-                for &i in indices {
-                    st.has.set(i);
-                }
+            for &i in indices {
+                self.peers.set_has(slot, i);
             }
             return;
         }
-        let Some(state) = self.peers.get_mut(&peer) else {
+        let Some(state) = self.peers.at_mut(slot) else {
             return;
         };
         let was_stalled = std::mem::take(&mut state.stalled);
@@ -750,14 +752,14 @@ impl<P: PeerKey> Swarm<P> {
             indices
                 .iter()
                 .copied()
-                .filter(|&i| !self.have.get(i) && state.has.set(i)),
+                .filter(|&i| !self.have.get(i) && self.peers.set_has(slot, i)),
         );
         for &index in &fresh {
             self.count_holder(index, class);
             // Everything requestable before was requested (or a cap stopped
             // it): only this chunk, from this peer, can be new — and, for a
             // chunk now on site or elsewhere, nothing from an origin.
-            self.try_request(now, peer, index);
+            self.try_request(now, peer, slot, index);
         }
         fresh.clear();
         self.fresh = fresh;
@@ -832,9 +834,9 @@ impl<P: PeerKey> Swarm<P> {
     pub fn handle_request_failed(&mut self, now: Duration, peer: P, index: u32) {
         if self.finish_request(now, &peer, index, false) {
             self.stats.failures += 1;
-            if let Some(st) = self.peers.get_mut(&peer) {
-                if st.has.clear(index) {
-                    let class = st.class;
+            if let Some(slot) = self.peers.slot(&peer) {
+                let class = self.peers.at(slot).map(|st| st.class);
+                if let (true, Some(class)) = (self.peers.clear_has(slot, index), class) {
                     self.lose_holder(index, class);
                 }
             }
@@ -952,7 +954,7 @@ impl<P: PeerKey> Swarm<P> {
     // ---- internals ----
 
     /// The connected peers of one class, sorted.
-    fn class(&self, class: Class) -> &[P] {
+    fn class(&self, class: Class) -> &Roster<P> {
         match class {
             Class::Local => &self.local_peers,
             Class::Remote => &self.remote_peers,
@@ -961,7 +963,7 @@ impl<P: PeerKey> Swarm<P> {
         }
     }
 
-    fn class_mut(&mut self, class: Class) -> &mut Vec<P> {
+    fn class_mut(&mut self, class: Class) -> &mut Roster<P> {
         match class {
             Class::Local => &mut self.local_peers,
             Class::Remote => &mut self.remote_peers,
@@ -1090,12 +1092,15 @@ impl<P: PeerKey> Swarm<P> {
 
     /// A known peer moved to another class.
     fn reclassify(&mut self, peer: &P, class: Class) {
-        let Some(st) = self.peers.get_mut(peer) else {
+        let Some(slot) = self.peers.slot(peer) else {
+            return;
+        };
+        let Some(st) = self.peers.at_mut(slot) else {
             return;
         };
         let old = std::mem::replace(&mut st.class, class);
         let n = st.in_flight as usize;
-        let ones: Vec<u32> = st.has.iter_ones().collect();
+        let ones = self.peers.ones(slot);
         for i in ones {
             self.lose_holder(i, old);
             self.count_holder(i, class);
@@ -1105,9 +1110,8 @@ impl<P: PeerKey> Swarm<P> {
         } else if class == Class::Local {
             self.remote_in_flight -= n;
         }
-        self.class_mut(old).retain(|p| p != peer);
-        self.class_mut(class).push(*peer);
-        self.class_mut(class).sort_unstable();
+        self.class_mut(old).remove(peer);
+        self.class_mut(class).insert(*peer, slot);
         self.split = None;
         self.local_uplinks.set(None);
         self.refresh_role();
@@ -1224,13 +1228,13 @@ impl<P: PeerKey> Swarm<P> {
         for index in flying {
             self.finish_request(Duration::ZERO, peer, index, false);
         }
-        let Some(st) = self.peers.remove(peer) else {
+        let Some((_, ones)) = self.peers.remove(peer) else {
             return;
         };
-        for i in st.has.iter_ones() {
+        for i in ones {
             self.lose_holder(i, class);
         }
-        self.class_mut(class).retain(|p| p != peer);
+        self.class_mut(class).remove(peer);
         self.membership_changed(class);
     }
 
