@@ -304,6 +304,15 @@ pub struct SwarmStats {
     pub bytes_from_origin: u64,
 }
 
+/// How many connected peers have a chunk: in all (bystanders aside), on
+/// this node's site, and devices of other sites.
+#[derive(Clone, Copy, Debug, Default)]
+struct Holders {
+    all: u32,
+    local: u32,
+    remote: u32,
+}
+
 /// A request in flight.
 #[derive(Clone, Copy, Debug)]
 struct Req {
@@ -326,12 +335,8 @@ struct PeerState {
     in_flight: u32,
     flow: Flow,
     strikes: u32,
-    /// Last time it connected or announced a chunk new to it.
-    last_progress: Duration,
     /// Not asked for anything before this (it refused work or timed out).
     busy_until: Duration,
-    /// Marked stalled in the uplink split.
-    stalled: bool,
     /// A site member with a working uplink connection.
     uplink: bool,
     /// Chunks it declined to send, each until a time (it said others have them).
@@ -342,6 +347,20 @@ struct PeerState {
 }
 
 impl PeerState {
+    fn new(class: Class, key: u64, uplink: bool) -> Self {
+        Self {
+            class,
+            key,
+            in_flight: 0,
+            flow: Flow::default(),
+            strikes: 0,
+            busy_until: Duration::ZERO,
+            uplink,
+            declined: declines::Declines::default(),
+            declined_at: None,
+        }
+    }
+
     fn local(&self) -> bool {
         self.class == Class::Local
     }
@@ -370,16 +389,13 @@ pub struct Swarm<P: PeerKey> {
     lacking: Vec<u32>,
     /// Per lacking chunk: its place in `lacking`.
     rank: Vec<u32>,
-    /// Per chunk: connected peers that have it. This, `local_avail` and
-    /// `remote_avail` are exact for the chunks this node lacks, the only
-    /// ones they steer; `handle_have` stops counting a chunk once it is held.
-    availability: Vec<u32>,
-    /// Per chunk: site peers that have it.
-    local_avail: Vec<u32>,
+    /// Per chunk: connected peers that have it, in all and by class, side
+    /// by side (a notice updates them together). Exact for the chunks this
+    /// node lacks, the only ones they steer; `handle_have` stops counting a
+    /// chunk once it is held.
+    holders: Vec<Holders>,
     /// Chunks some site peer has.
     on_site: Bitfield,
-    /// Per chunk: devices of other sites that have it.
-    remote_avail: Vec<u32>,
     /// Chunks some device of another site has.
     on_remote: Bitfield,
     /// Lacking chunks with no request in flight, and how many.
@@ -475,10 +491,8 @@ impl<P: PeerKey> Swarm<P> {
             me_key: member_key(&me),
             me,
             rng,
-            availability: vec![0; n as usize],
-            local_avail: vec![0; n as usize],
+            holders: vec![Holders::default(); n as usize],
             on_site: Bitfield::new(n),
-            remote_avail: vec![0; n as usize],
             on_remote: Bitfield::new(n),
             open,
             open_count,
@@ -662,20 +676,8 @@ impl<P: PeerKey> Swarm<P> {
                 self.set_uplink(&peer, info.uplink);
             }
             None => {
-                let state = PeerState {
-                    class,
-                    key: member_key(&peer),
-                    in_flight: 0,
-                    flow: Flow::default(),
-                    strikes: 0,
-                    last_progress: now,
-                    busy_until: Duration::ZERO,
-                    stalled: false,
-                    uplink: info.uplink,
-                    declined: declines::Declines::default(),
-                    declined_at: None,
-                };
-                let slot = self.peers.insert(peer, state);
+                let state = PeerState::new(class, member_key(&peer), info.uplink);
+                let slot = self.peers.insert(peer, state, now);
                 self.class_mut(class).insert(peer, slot);
                 self.membership_changed(class);
             }
@@ -722,21 +724,19 @@ impl<P: PeerKey> Swarm<P> {
     pub fn handle_have_many(&mut self, now: Duration, peer: P, indices: &[u32]) {
         // Done: nothing more to schedule; only what peers hold is kept (for
         // [`Swarm::site_complete`]).
-        let Some(slot) = self.peers.slot(&peer) else {
+        let Some(seen) = self.peers.seen_mut(&peer) else {
             return;
         };
+        let slot = seen.slot;
         if self.complete {
             for &i in indices {
                 self.peers.set_has(slot, i);
             }
             return;
         }
-        let Some(state) = self.peers.at_mut(slot) else {
-            return;
-        };
-        let was_stalled = std::mem::take(&mut state.stalled);
-        state.last_progress = now;
-        let class = state.class;
+        let was_stalled = std::mem::take(&mut seen.stalled);
+        seen.last_progress = now;
+        let class = seen.class;
         if class == Class::Local {
             self.site_gain = self.site_gain.max(now);
         }
@@ -759,7 +759,7 @@ impl<P: PeerKey> Swarm<P> {
             // Everything requestable before was requested (or a cap stopped
             // it): only this chunk, from this peer, can be new — and, for a
             // chunk now on site or elsewhere, nothing from an origin.
-            self.try_request(now, peer, slot, index);
+            self.try_request(now, peer, slot, class, index);
         }
         fresh.clear();
         self.fresh = fresh;
@@ -1031,14 +1031,15 @@ impl<P: PeerKey> Swarm<P> {
         if class == Class::Bystander {
             return;
         }
-        self.availability[i] += 1;
+        let h = &mut self.holders[i];
+        h.all += 1;
         match class {
             Class::Local => {
-                self.local_avail[i] += 1;
+                h.local += 1;
                 self.on_site.set(index);
             }
             Class::Remote => {
-                self.remote_avail[i] += 1;
+                h.remote += 1;
                 self.on_remote.set(index);
             }
             Class::Origin | Class::Bystander => {}
@@ -1051,10 +1052,11 @@ impl<P: PeerKey> Swarm<P> {
         if class == Class::Bystander {
             return;
         }
-        self.availability[i] = self.availability[i].saturating_sub(1);
+        let h = &mut self.holders[i];
+        h.all = h.all.saturating_sub(1);
         let (avail, set) = match class {
-            Class::Local => (&mut self.local_avail[i], &mut self.on_site),
-            Class::Remote => (&mut self.remote_avail[i], &mut self.on_remote),
+            Class::Local => (&mut h.local, &mut self.on_site),
+            Class::Remote => (&mut h.remote, &mut self.on_remote),
             Class::Origin | Class::Bystander => return,
         };
         *avail = avail.saturating_sub(1);
@@ -1065,10 +1067,10 @@ impl<P: PeerKey> Swarm<P> {
 
     /// `peer` announced something new.
     fn progressed(&mut self, now: Duration, peer: &P) {
-        if let Some(st) = self.peers.get_mut(peer) {
+        if let Some(st) = self.peers.seen_mut(peer) {
             st.last_progress = now;
             st.stalled = false;
-            if st.local() {
+            if st.class == Class::Local {
                 self.site_gain = self.site_gain.max(now);
             }
         }
@@ -1100,6 +1102,9 @@ impl<P: PeerKey> Swarm<P> {
         };
         let old = std::mem::replace(&mut st.class, class);
         let n = st.in_flight as usize;
+        if let Some(seen) = self.peers.seen_mut(peer) {
+            seen.class = class;
+        }
         let ones = self.peers.ones(slot);
         for i in ones {
             self.lose_holder(i, old);

@@ -61,7 +61,7 @@ impl<P: PeerKey> Swarm<P> {
         let grace = self.config.assignee_grace;
         let mut next: Option<Duration> = None;
         for p in self.local_peers.iter() {
-            let Some(st) = self.peers.get_mut(p) else {
+            let Some(st) = self.peers.seen_mut(p) else {
                 continue;
             };
             let at = st.last_progress + grace;
@@ -103,28 +103,40 @@ impl<P: PeerKey> Swarm<P> {
     }
 
     /// The incremental pass after `peer` announced `index`.
-    pub(super) fn try_request(&mut self, now: Duration, peer: P, slot: u32, index: u32) {
+    /// (`class` and `slot` are `peer`'s.)
+    pub(super) fn try_request(
+        &mut self,
+        now: Duration,
+        peer: P,
+        slot: u32,
+        class: Class,
+        index: u32,
+    ) {
         if self.complete || self.have.get(index) || self.in_flight >= self.config.total_in_flight {
+            return;
+        }
+        // Side-effect-free checks, the cheapest first (the peer's state is
+        // read only for a chunk that may be asked for).
+        let requestable = self.open.get(index)
+            || (self.endgame_for(class)
+                && usize::from(self.requested[index as usize]) < self.config.endgame_copies);
+        if !requestable {
             return;
         }
         let Some(st) = self.peers.at(slot) else {
             return;
         };
-        let len = u64::from(self.chunks[index as usize].len);
-        if !self.may_ask(now, slot, len)
-            || self.requested_from(&peer, index)
-            || st.declined.contains(index)
-        {
+        if st.declined.contains(index) {
             return;
         }
-        let class = st.class;
+        let len = u64::from(self.chunks[index as usize].len);
+        if !self.may_ask(now, slot, len) || self.requested_from(&peer, index) {
+            return;
+        }
         if class != Class::Local && self.remote_in_flight >= self.remote_cap() {
             return;
         }
-        let requestable = self.open.get(index)
-            || (self.endgame_for(class)
-                && usize::from(self.requested[index as usize]) < self.config.endgame_copies);
-        if requestable && self.allowed(now, class, index) {
+        if self.allowed(now, class, index) {
             self.issue(now, peer, slot, class, index);
         }
     }
@@ -241,7 +253,7 @@ impl<P: PeerKey> Swarm<P> {
     fn pick(&self, peer: &P, slot: u32, mask: &Mask, endgame: bool) -> Option<u32> {
         let st = self.peers.at(slot)?;
         let open = self.open.words();
-        let key = |i: u32| (self.availability[i as usize], self.rank[i as usize], i);
+        let key = |i: u32| (self.holders[i as usize].all, self.rank[i as usize], i);
         let mut best: Option<(u32, u32, u32)> = None;
         let declined = st.declined.words();
         for &(k, m) in mask {

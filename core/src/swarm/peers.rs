@@ -4,11 +4,14 @@
 //! peers' has-bitfields too, stored by word (word `k` of every slot side by
 //! side), so a pass can tell which peers have anything it may ask for by
 //! reading a few contiguous columns instead of each peer's own bitfield.
+//! What a notice updates about its sender ([`Seen`]) sits beside the key
+//! in the index, so a notice reads one line of the index, not the state too.
 
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 
 use super::bitfield::{self, Bitfield};
-use super::{PeerKey, PeerState};
+use super::{Class, PeerKey, PeerState};
 
 /// A class's connected peers, sorted by key, each with its slot.
 #[derive(Debug)]
@@ -64,12 +67,24 @@ impl<P: PeerKey> Roster<P> {
     }
 }
 
+/// What the index keeps beside a peer's key: its slot, and what a notice
+/// from it reads and updates.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Seen {
+    pub slot: u32,
+    pub class: Class,
+    /// Last time it connected or announced a chunk new to it.
+    pub last_progress: std::time::Duration,
+    /// Marked stalled in the uplink split.
+    pub stalled: bool,
+}
+
 /// Every connected peer's state, by slot.
 #[derive(Debug)]
 pub(super) struct Peers<P> {
     states: Vec<Option<PeerState>>,
     free: Vec<u32>,
-    index: HashMap<P, u32>,
+    index: SlotIndex<P>,
     /// Bits per has-bitfield (the release's chunks).
     chunks: u32,
     /// Slots per column of `has`.
@@ -83,7 +98,7 @@ impl<P: PeerKey> Peers<P> {
         Self {
             states: Vec::new(),
             free: Vec::new(),
-            index: HashMap::new(),
+            index: SlotIndex::default(),
             chunks,
             cap: 0,
             has: Vec::new(),
@@ -99,7 +114,16 @@ impl<P: PeerKey> Peers<P> {
     }
 
     pub fn slot(&self, peer: &P) -> Option<u32> {
-        self.index.get(peer).copied()
+        self.index.get(peer).map(|s| s.slot)
+    }
+
+    #[cfg(test)]
+    pub fn seen(&self, peer: &P) -> Option<&Seen> {
+        self.index.get(peer)
+    }
+
+    pub fn seen_mut(&mut self, peer: &P) -> Option<&mut Seen> {
+        self.index.get_mut(peer)
     }
 
     pub fn get(&self, peer: &P) -> Option<&PeerState> {
@@ -123,8 +147,10 @@ impl<P: PeerKey> Peers<P> {
         self.states.iter_mut().flatten()
     }
 
-    /// Adds a peer (not connected yet) holding nothing; returns its slot.
-    pub fn insert(&mut self, peer: P, state: PeerState) -> u32 {
+    /// Adds a peer (not connected yet) holding nothing, seen now; returns
+    /// its slot.
+    pub fn insert(&mut self, peer: P, state: PeerState, now: std::time::Duration) -> u32 {
+        let class = state.class;
         let slot = match self.free.pop() {
             Some(s) => {
                 self.states[s as usize] = Some(state);
@@ -138,13 +164,19 @@ impl<P: PeerKey> Peers<P> {
         if slot as usize >= self.cap {
             self.grow((self.cap * 2).max(8));
         }
-        self.index.insert(peer, slot);
+        let seen = Seen {
+            slot,
+            class,
+            last_progress: now,
+            stalled: false,
+        };
+        self.index.insert(peer, seen);
         slot
     }
 
     /// Removes a peer: its state and the chunks it had.
     pub fn remove(&mut self, peer: &P) -> Option<(PeerState, Vec<u32>)> {
-        let slot = self.index.remove(peer)?;
+        let slot = self.index.remove(peer)?.slot;
         let ones = self.ones(slot);
         for k in 0..self.words() {
             self.has[k * self.cap + slot as usize] = 0;
@@ -238,5 +270,168 @@ impl<P: PeerKey> Peers<P> {
             self.has[at] = new;
         }
         (gained, lost)
+    }
+}
+
+/// Peer key to [`Seen`]: open addressing with linear probing, the key and
+/// its value side by side (a lookup mostly reads one cache line), keyed
+/// hashes.
+#[derive(Debug)]
+struct SlotIndex<P> {
+    /// A power of two long (or empty), at most half full.
+    table: Vec<Option<(P, Seen)>>,
+    len: usize,
+    hasher: RandomState,
+}
+
+impl<P> Default for SlotIndex<P> {
+    fn default() -> Self {
+        Self {
+            table: Vec::new(),
+            len: 0,
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl<P: PeerKey> SlotIndex<P> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn home(&self, peer: &P) -> usize {
+        (self.hasher.hash_one(peer) as usize) & (self.table.len() - 1)
+    }
+
+    /// Where `peer` is, or the empty place where it would go.
+    fn find(&self, peer: &P) -> Result<usize, usize> {
+        let mask = self.table.len() - 1;
+        let mut i = self.home(peer);
+        loop {
+            match &self.table[i] {
+                None => return Err(i),
+                Some((q, _)) if q == peer => return Ok(i),
+                Some(_) => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    fn get(&self, peer: &P) -> Option<&Seen> {
+        if self.table.is_empty() {
+            return None;
+        }
+        let i = self.find(peer).ok()?;
+        self.table[i].as_ref().map(|(_, s)| s)
+    }
+
+    fn get_mut(&mut self, peer: &P) -> Option<&mut Seen> {
+        if self.table.is_empty() {
+            return None;
+        }
+        let i = self.find(peer).ok()?;
+        self.table[i].as_mut().map(|(_, s)| s)
+    }
+
+    fn insert(&mut self, peer: P, seen: Seen) {
+        if (self.len + 1) * 2 > self.table.len() {
+            let size = (self.table.len() * 2).max(16);
+            let old = std::mem::replace(&mut self.table, vec![None; size]);
+            for (p, s) in old.into_iter().flatten() {
+                if let Err(i) = self.find(&p) {
+                    self.table[i] = Some((p, s));
+                }
+            }
+        }
+        match self.find(&peer) {
+            Ok(i) => self.table[i] = Some((peer, seen)),
+            Err(i) => {
+                self.table[i] = Some((peer, seen));
+                self.len += 1;
+            }
+        }
+    }
+
+    fn remove(&mut self, peer: &P) -> Option<Seen> {
+        if self.table.is_empty() {
+            return None;
+        }
+        let mut hole = self.find(peer).ok()?;
+        let (_, seen) = self.table[hole].take()?;
+        self.len -= 1;
+        // Backward shift: entries after the hole that may move into it do.
+        let mask = self.table.len() - 1;
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let Some((q, _)) = &self.table[j] else {
+                break;
+            };
+            let home = self.home(q);
+            // `home` cyclically outside (hole, j]: the entry may move back.
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                self.table[hole] = self.table[j].take();
+                hole = j;
+            }
+        }
+        Some(seen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    proptest! {
+        #[test]
+        fn slot_index_agrees_with_a_map(ops in proptest::collection::vec((any::<bool>(), 0u32..64), 0..400)) {
+            let seen = |slot| Seen { slot, class: Class::Local, last_progress: Duration::ZERO, stalled: false };
+            let mut index = SlotIndex::default();
+            let mut model = std::collections::BTreeMap::new();
+            for (n, (add, peer)) in ops.into_iter().enumerate() {
+                if add {
+                    index.insert(peer, seen(n as u32));
+                    model.insert(peer, n as u32);
+                } else {
+                    prop_assert_eq!(index.remove(&peer).map(|s| s.slot), model.remove(&peer));
+                }
+                prop_assert_eq!(index.len(), model.len());
+                for p in 0..64u32 {
+                    prop_assert_eq!(index.get(&p).map(|s| s.slot), model.get(&p).copied());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn has_columns_survive_growth_and_reuse() {
+        let mut peers: Peers<u32> = Peers::new(130);
+        let state = || PeerState::new(Class::Local, 0, false);
+        let slots: Vec<u32> = (0..20)
+            .map(|p| peers.insert(p, state(), Duration::ZERO))
+            .collect();
+        assert!(peers.set_has(slots[3], 129) && !peers.set_has(slots[3], 129));
+        assert!(!peers.set_has(slots[3], 130), "out of range is ignored");
+        assert!(peers.set_has(slots[19], 0));
+        let (state3, ones) = peers.remove(&3).expect("connected");
+        assert_eq!(ones, vec![129]);
+        drop(state3);
+        let again = peers.insert(99, state(), Duration::from_secs(1));
+        assert_eq!(again, slots[3], "the slot is reused");
+        assert!(!peers.has(again, 129), "and starts empty");
+        assert!(peers.has(slots[19], 0) && peers.ones(slots[19]) == vec![0]);
+        assert_eq!(peers.slot(&99), Some(again));
+        assert_eq!(
+            peers.seen(&99).map(|s| s.last_progress),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(peers.slot(&3), None);
+        assert_eq!(peers.len(), 20);
     }
 }
