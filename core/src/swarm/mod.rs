@@ -25,6 +25,7 @@ mod pass;
 mod peers;
 mod rendezvous;
 mod split;
+mod timers;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -44,6 +45,7 @@ use peers::{Peers, Roster};
 pub use rendezvous::{assignee, member_key, PeerKey};
 pub use split::keep_fetchers;
 use split::UplinkSplit;
+use timers::Timers;
 
 /// A site (one factory LAN behind one uplink), named by a hash of its name.
 #[derive(
@@ -410,7 +412,7 @@ pub struct Swarm<P: PeerKey> {
     /// storage stays with the peer for the rest of the run.
     flying: Vec<(P, Req)>,
     /// Every request in flight, by deadline.
-    deadlines: BTreeSet<(Duration, u32, P)>,
+    deadlines: Timers<(Duration, u32, P)>,
     in_flight: usize,
     /// Requests in flight across the uplink (to remote peers and origins).
     remote_in_flight: usize,
@@ -426,7 +428,7 @@ pub struct Swarm<P: PeerKey> {
     started: Duration,
     /// Last time this node or a site peer gained a chunk.
     site_gain: Duration,
-    wakeups: BTreeSet<Duration>,
+    wakeups: Timers<Duration>,
     /// Connected peers by slot, with what they have.
     peers: Peers<P>,
     banned: BTreeSet<P>,
@@ -503,7 +505,7 @@ impl<P: PeerKey> Swarm<P> {
             have,
             lacking,
             rank,
-            deadlines: BTreeSet::new(),
+            deadlines: Timers::default(),
             in_flight: 0,
             remote_in_flight: 0,
             local_peers: Roster::default(),
@@ -514,7 +516,7 @@ impl<P: PeerKey> Swarm<P> {
             role: (false, false),
             started: now,
             site_gain: now,
-            wakeups: BTreeSet::new(),
+            wakeups: Timers::default(),
             peers: Peers::new(n),
             banned: BTreeSet::new(),
             budget,
@@ -895,7 +897,7 @@ impl<P: PeerKey> Swarm<P> {
     /// arrived so far (0 if unknown): a request whose peer is still
     /// delivering is given a new deadline rather than abandoned.
     pub fn handle_timeout(&mut self, now: Duration, mut progress: impl FnMut(&P, u32) -> u64) {
-        while let Some(&(deadline, index, peer)) = self.deadlines.first() {
+        while let Some((deadline, index, peer)) = self.deadlines.first() {
             if deadline > now {
                 break;
             }
@@ -928,7 +930,7 @@ impl<P: PeerKey> Swarm<P> {
             self.back_off(now, &peer, None, true);
             self.actions.push_back(Action::Cancel { peer, index });
         }
-        self.wakeups = self.wakeups.split_off(&(now + Duration::from_nanos(1)));
+        self.wakeups.drop_before(&(now + Duration::from_nanos(1)));
         for st in self.peers.values_mut() {
             st.declined.expire(now);
         }
@@ -945,7 +947,7 @@ impl<P: PeerKey> Swarm<P> {
     /// When [`Swarm::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Duration> {
         let deadline = self.deadlines.first().map(|d| d.0);
-        match (deadline, self.wakeups.first().copied()) {
+        match (deadline, self.wakeups.first()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
