@@ -994,9 +994,9 @@ impl<P: PeerKey> Swarm<P> {
     /// bottleneck (declined chunks, or was busy for long), so it is asked
     /// only for chunks no other site has, and after other sites.
     fn origins_pressed(&self, now: Duration) -> bool {
-        self.origin_peers.iter().any(|p| {
+        self.origin_peers.slots().iter().any(|&s| {
             self.peers
-                .get(p)
+                .at(s)
                 .and_then(|st| st.declined_at)
                 .is_some_and(|t| now.saturating_sub(t) < ORIGIN_PRESSURE)
         })
