@@ -370,9 +370,12 @@ impl PeerState {
 
 /// The scheduler for one release on one node.
 ///
-/// Costs: a `Have` is O(log peers) (only the announced chunk can have
-/// become requestable); a full pass, after a chunk arrives or a slot frees,
-/// walks the peers with word-wide set operations over the release's chunks.
+/// Costs: a `Have` is O(1), one probe of the peer index and a bit of the
+/// peer's has-bitfield (only the announced chunk can have become
+/// requestable); a full pass, after a chunk arrives or a slot frees, finds
+/// the peers holding anything it may ask for from the has-bitfields'
+/// columns and visits only those, with word-wide set operations over the
+/// release's chunks.
 #[derive(Debug)]
 pub struct Swarm<P: PeerKey> {
     config: SwarmConfig,
