@@ -302,6 +302,8 @@ pub struct Sim {
     events: u64,
     remaining: usize,
     dirty: Vec<u32>,
+    /// Scratch: a node's outputs being handled.
+    outputs: Vec<Output<u32>>,
     /// The seeder's connections, in all and per site.
     seeder_conns: u32,
     seeder_site_conns: Vec<u32>,
@@ -454,6 +456,7 @@ impl Sim {
             events: 0,
             remaining,
             dirty: Vec::new(),
+            outputs: Vec::new(),
             seeder_conns: 0,
             seeder_site_conns: vec![0; site_count],
             held: std::collections::HashMap::new(),
@@ -953,10 +956,11 @@ impl Sim {
         let Some(m) = &mut self.nodes[id as usize].machine else {
             return;
         };
-        let outputs: Vec<Output<u32>> = std::iter::from_fn(|| m.poll_output()).collect();
+        let mut outputs = std::mem::take(&mut self.outputs);
+        outputs.extend(std::iter::from_fn(|| m.poll_output()));
         let timeout = m.poll_timeout();
         let epoch = self.nodes[id as usize].epoch;
-        for out in outputs {
+        for out in outputs.drain(..) {
             match out {
                 Output::Request { peer, index, len } => {
                     self.request(id, peer, index, u64::from(len), epoch)
@@ -988,6 +992,7 @@ impl Sim {
                 Output::Ack { .. } | Output::Penalise { .. } | Output::Ban { .. } => {}
             }
         }
+        self.outputs = outputs;
         if let Some(t) = timeout {
             let t = t.as_nanos() as u64;
             let node = &mut self.nodes[id as usize];

@@ -22,10 +22,12 @@ mod budget;
 mod declines;
 mod flow;
 mod pass;
+mod peers;
 mod rendezvous;
 mod split;
+mod timers;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,9 +41,11 @@ pub use bitfield::{Bitfield, BitfieldLenError};
 pub use budget::TokenBucket;
 pub use flow::WindowMode;
 use flow::{Flow, FlowConfig};
+use peers::{Peers, Roster};
 pub use rendezvous::{assignee, member_key, PeerKey};
 pub use split::keep_fetchers;
 use split::UplinkSplit;
+use timers::Timers;
 
 /// A site (one factory LAN behind one uplink), named by a hash of its name.
 #[derive(
@@ -302,6 +306,15 @@ pub struct SwarmStats {
     pub bytes_from_origin: u64,
 }
 
+/// How many connected peers have a chunk: in all (bystanders aside), on
+/// this node's site, and devices of other sites.
+#[derive(Clone, Copy, Debug, Default)]
+struct Holders {
+    all: u32,
+    local: u32,
+    remote: u32,
+}
+
 /// A request in flight.
 #[derive(Clone, Copy, Debug)]
 struct Req {
@@ -320,17 +333,12 @@ struct PeerState {
     class: Class,
     /// Its rendezvous key.
     key: u64,
-    has: Bitfield,
     /// Requests in flight to it (they are in [`Swarm::flying`]).
     in_flight: u32,
     flow: Flow,
     strikes: u32,
-    /// Last time it connected or announced a chunk new to it.
-    last_progress: Duration,
     /// Not asked for anything before this (it refused work or timed out).
     busy_until: Duration,
-    /// Marked stalled in the uplink split.
-    stalled: bool,
     /// A site member with a working uplink connection.
     uplink: bool,
     /// Chunks it declined to send, each until a time (it said others have them).
@@ -341,6 +349,20 @@ struct PeerState {
 }
 
 impl PeerState {
+    fn new(class: Class, key: u64, uplink: bool) -> Self {
+        Self {
+            class,
+            key,
+            in_flight: 0,
+            flow: Flow::default(),
+            strikes: 0,
+            busy_until: Duration::ZERO,
+            uplink,
+            declined: declines::Declines::default(),
+            declined_at: None,
+        }
+    }
+
     fn local(&self) -> bool {
         self.class == Class::Local
     }
@@ -348,9 +370,12 @@ impl PeerState {
 
 /// The scheduler for one release on one node.
 ///
-/// Costs: a `Have` is O(log peers) (only the announced chunk can have
-/// become requestable); a full pass, after a chunk arrives or a slot frees,
-/// walks the peers with word-wide set operations over the release's chunks.
+/// Costs: a `Have` is O(1), one probe of the peer index and a bit of the
+/// peer's has-bitfield (only the announced chunk can have become
+/// requestable); a full pass, after a chunk arrives or a slot frees, finds
+/// the peers holding anything it may ask for from the has-bitfields'
+/// columns and visits only those, with word-wide set operations over the
+/// release's chunks.
 #[derive(Debug)]
 pub struct Swarm<P: PeerKey> {
     config: SwarmConfig,
@@ -369,16 +394,13 @@ pub struct Swarm<P: PeerKey> {
     lacking: Vec<u32>,
     /// Per lacking chunk: its place in `lacking`.
     rank: Vec<u32>,
-    /// Per chunk: connected peers that have it. This, `local_avail` and
-    /// `remote_avail` are exact for the chunks this node lacks, the only
-    /// ones they steer; `handle_have` stops counting a chunk once it is held.
-    availability: Vec<u32>,
-    /// Per chunk: site peers that have it.
-    local_avail: Vec<u32>,
+    /// Per chunk: connected peers that have it, in all and by class, side
+    /// by side (a notice updates them together). Exact for the chunks this
+    /// node lacks, the only ones they steer; `handle_have` stops counting a
+    /// chunk once it is held.
+    holders: Vec<Holders>,
     /// Chunks some site peer has.
     on_site: Bitfield,
-    /// Per chunk: devices of other sites that have it.
-    remote_avail: Vec<u32>,
     /// Chunks some device of another site has.
     on_remote: Bitfield,
     /// Lacking chunks with no request in flight, and how many.
@@ -393,24 +415,25 @@ pub struct Swarm<P: PeerKey> {
     /// storage stays with the peer for the rest of the run.
     flying: Vec<(P, Req)>,
     /// Every request in flight, by deadline.
-    deadlines: BTreeSet<(Duration, u32, P)>,
+    deadlines: Timers<(Duration, u32, P)>,
     in_flight: usize,
     /// Requests in flight across the uplink (to remote peers and origins).
     remote_in_flight: usize,
     /// Connected peers by class, each sorted; a pass starts each at a random place.
-    local_peers: Vec<P>,
-    remote_peers: Vec<P>,
-    origin_peers: Vec<P>,
+    local_peers: Roster<P>,
+    remote_peers: Roster<P>,
+    origin_peers: Roster<P>,
     /// When an origin last said it is the fleet's bottleneck.
     origin_pressed_at: Option<Duration>,
-    bystanders: Vec<P>,
+    bystanders: Roster<P>,
     /// What this node last told its peers: (uplink, gateway).
     role: (bool, bool),
     started: Duration,
     /// Last time this node or a site peer gained a chunk.
     site_gain: Duration,
-    wakeups: BTreeSet<Duration>,
-    peers: BTreeMap<P, PeerState>,
+    wakeups: Timers<Duration>,
+    /// Connected peers by slot, with what they have.
+    peers: Peers<P>,
     banned: BTreeSet<P>,
     budget: Option<TokenBucket>,
     actions: VecDeque<Action<P>>,
@@ -424,6 +447,8 @@ pub struct Swarm<P: PeerKey> {
     local_uplinks: std::cell::Cell<Option<usize>>,
     /// Scratch for `handle_have_many`.
     fresh: Vec<u32>,
+    /// Scratch for a full pass: per class, the peers passed over.
+    passed: [Vec<bool>; 3],
 }
 
 impl<P: PeerKey> Swarm<P> {
@@ -471,10 +496,8 @@ impl<P: PeerKey> Swarm<P> {
             me_key: member_key(&me),
             me,
             rng,
-            availability: vec![0; n as usize],
-            local_avail: vec![0; n as usize],
+            holders: vec![Holders::default(); n as usize],
             on_site: Bitfield::new(n),
-            remote_avail: vec![0; n as usize],
             on_remote: Bitfield::new(n),
             open,
             open_count,
@@ -485,19 +508,19 @@ impl<P: PeerKey> Swarm<P> {
             have,
             lacking,
             rank,
-            deadlines: BTreeSet::new(),
+            deadlines: Timers::default(),
             in_flight: 0,
             remote_in_flight: 0,
-            local_peers: Vec::new(),
-            remote_peers: Vec::new(),
-            origin_peers: Vec::new(),
+            local_peers: Roster::default(),
+            remote_peers: Roster::default(),
+            origin_peers: Roster::default(),
             origin_pressed_at: None,
-            bystanders: Vec::new(),
+            bystanders: Roster::default(),
             role: (false, false),
             started: now,
             site_gain: now,
-            wakeups: BTreeSet::new(),
-            peers: BTreeMap::new(),
+            wakeups: Timers::default(),
+            peers: Peers::new(n),
             banned: BTreeSet::new(),
             budget,
             actions,
@@ -506,6 +529,7 @@ impl<P: PeerKey> Swarm<P> {
             split: None,
             local_uplinks: std::cell::Cell::new(None),
             fresh: Vec::new(),
+            passed: Default::default(),
         }
     }
 
@@ -542,8 +566,9 @@ impl<P: PeerKey> Swarm<P> {
     /// no longer needs this node (a one-shot `fetch` may leave).
     pub fn site_complete(&self) -> bool {
         self.local_peers
+            .slots()
             .iter()
-            .all(|p| self.peers.get(p).is_some_and(|st| st.has.is_full()))
+            .all(|&s| self.peers.has_all(s))
     }
 
     /// Bytes requested from `peer` and not received yet.
@@ -656,23 +681,9 @@ impl<P: PeerKey> Swarm<P> {
                 self.set_uplink(&peer, info.uplink);
             }
             None => {
-                let state = PeerState {
-                    class,
-                    key: member_key(&peer),
-                    has: Bitfield::new(self.chunks.len() as u32),
-                    in_flight: 0,
-                    flow: Flow::default(),
-                    strikes: 0,
-                    last_progress: now,
-                    busy_until: Duration::ZERO,
-                    stalled: false,
-                    uplink: info.uplink,
-                    declined: declines::Declines::default(),
-                    declined_at: None,
-                };
-                self.peers.insert(peer, state);
-                self.class_mut(class).push(peer);
-                self.class_mut(class).sort_unstable();
+                let state = PeerState::new(class, member_key(&peer), info.uplink);
+                let slot = self.peers.insert(peer, state, now);
+                self.class_mut(class).insert(peer, slot);
                 self.membership_changed(class);
             }
         }
@@ -690,16 +701,13 @@ impl<P: PeerKey> Swarm<P> {
         if has.len() != self.chunks.len() as u32 {
             return;
         }
-        let Some(state) = self.peers.get_mut(&peer) else {
+        let Some(slot) = self.peers.slot(&peer) else {
             return;
         };
-        let old = std::mem::replace(&mut state.has, has);
-        let class = state.class;
-        let (mut gained, mut lost) = (Vec::new(), Vec::new());
-        for (k, (&new, &was)) in state.has.words().iter().zip(old.words()).enumerate() {
-            gained.extend(bitfield::ones(k, new & !was));
-            lost.extend(bitfield::ones(k, was & !new));
-        }
+        let Some(class) = self.peers.at(slot).map(|st| st.class) else {
+            return;
+        };
+        let (gained, lost) = self.peers.replace_has(slot, &has);
         for &i in &gained {
             self.count_holder(i, class);
         }
@@ -721,20 +729,19 @@ impl<P: PeerKey> Swarm<P> {
     pub fn handle_have_many(&mut self, now: Duration, peer: P, indices: &[u32]) {
         // Done: nothing more to schedule; only what peers hold is kept (for
         // [`Swarm::site_complete`]).
+        let Some(seen) = self.peers.seen_mut(&peer) else {
+            return;
+        };
+        let slot = seen.slot;
         if self.complete {
-            if let Some(st) = self.peers.get_mut(&peer) {
-                for &i in indices {
-                    st.has.set(i);
-                }
+            for &i in indices {
+                self.peers.set_has(slot, i);
             }
             return;
         }
-        let Some(state) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        let was_stalled = std::mem::take(&mut state.stalled);
-        state.last_progress = now;
-        let class = state.class;
+        let was_stalled = std::mem::take(&mut seen.stalled);
+        seen.last_progress = now;
+        let class = seen.class;
         if class == Class::Local {
             self.site_gain = self.site_gain.max(now);
         }
@@ -750,14 +757,14 @@ impl<P: PeerKey> Swarm<P> {
             indices
                 .iter()
                 .copied()
-                .filter(|&i| !self.have.get(i) && state.has.set(i)),
+                .filter(|&i| !self.have.get(i) && self.peers.set_has(slot, i)),
         );
         for &index in &fresh {
             self.count_holder(index, class);
             // Everything requestable before was requested (or a cap stopped
             // it): only this chunk, from this peer, can be new — and, for a
             // chunk now on site or elsewhere, nothing from an origin.
-            self.try_request(now, peer, index);
+            self.try_request(now, peer, slot, class, index);
         }
         fresh.clear();
         self.fresh = fresh;
@@ -832,9 +839,9 @@ impl<P: PeerKey> Swarm<P> {
     pub fn handle_request_failed(&mut self, now: Duration, peer: P, index: u32) {
         if self.finish_request(now, &peer, index, false) {
             self.stats.failures += 1;
-            if let Some(st) = self.peers.get_mut(&peer) {
-                if st.has.clear(index) {
-                    let class = st.class;
+            if let Some(slot) = self.peers.slot(&peer) {
+                let class = self.peers.at(slot).map(|st| st.class);
+                if let (true, Some(class)) = (self.peers.clear_has(slot, index), class) {
                     self.lose_holder(index, class);
                 }
             }
@@ -893,7 +900,7 @@ impl<P: PeerKey> Swarm<P> {
     /// arrived so far (0 if unknown): a request whose peer is still
     /// delivering is given a new deadline rather than abandoned.
     pub fn handle_timeout(&mut self, now: Duration, mut progress: impl FnMut(&P, u32) -> u64) {
-        while let Some(&(deadline, index, peer)) = self.deadlines.first() {
+        while let Some((deadline, index, peer)) = self.deadlines.first() {
             if deadline > now {
                 break;
             }
@@ -926,7 +933,7 @@ impl<P: PeerKey> Swarm<P> {
             self.back_off(now, &peer, None, true);
             self.actions.push_back(Action::Cancel { peer, index });
         }
-        self.wakeups = self.wakeups.split_off(&(now + Duration::from_nanos(1)));
+        self.wakeups.drop_before(&(now + Duration::from_nanos(1)));
         for st in self.peers.values_mut() {
             st.declined.expire(now);
         }
@@ -943,7 +950,7 @@ impl<P: PeerKey> Swarm<P> {
     /// When [`Swarm::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Duration> {
         let deadline = self.deadlines.first().map(|d| d.0);
-        match (deadline, self.wakeups.first().copied()) {
+        match (deadline, self.wakeups.first()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -952,7 +959,7 @@ impl<P: PeerKey> Swarm<P> {
     // ---- internals ----
 
     /// The connected peers of one class, sorted.
-    fn class(&self, class: Class) -> &[P] {
+    fn class(&self, class: Class) -> &Roster<P> {
         match class {
             Class::Local => &self.local_peers,
             Class::Remote => &self.remote_peers,
@@ -961,7 +968,7 @@ impl<P: PeerKey> Swarm<P> {
         }
     }
 
-    fn class_mut(&mut self, class: Class) -> &mut Vec<P> {
+    fn class_mut(&mut self, class: Class) -> &mut Roster<P> {
         match class {
             Class::Local => &mut self.local_peers,
             Class::Remote => &mut self.remote_peers,
@@ -990,9 +997,9 @@ impl<P: PeerKey> Swarm<P> {
     /// bottleneck (declined chunks, or was busy for long), so it is asked
     /// only for chunks no other site has, and after other sites.
     fn origins_pressed(&self, now: Duration) -> bool {
-        self.origin_peers.iter().any(|p| {
+        self.origin_peers.slots().iter().any(|&s| {
             self.peers
-                .get(p)
+                .at(s)
                 .and_then(|st| st.declined_at)
                 .is_some_and(|t| now.saturating_sub(t) < ORIGIN_PRESSURE)
         })
@@ -1029,14 +1036,15 @@ impl<P: PeerKey> Swarm<P> {
         if class == Class::Bystander {
             return;
         }
-        self.availability[i] += 1;
+        let h = &mut self.holders[i];
+        h.all += 1;
         match class {
             Class::Local => {
-                self.local_avail[i] += 1;
+                h.local += 1;
                 self.on_site.set(index);
             }
             Class::Remote => {
-                self.remote_avail[i] += 1;
+                h.remote += 1;
                 self.on_remote.set(index);
             }
             Class::Origin | Class::Bystander => {}
@@ -1049,10 +1057,11 @@ impl<P: PeerKey> Swarm<P> {
         if class == Class::Bystander {
             return;
         }
-        self.availability[i] = self.availability[i].saturating_sub(1);
+        let h = &mut self.holders[i];
+        h.all = h.all.saturating_sub(1);
         let (avail, set) = match class {
-            Class::Local => (&mut self.local_avail[i], &mut self.on_site),
-            Class::Remote => (&mut self.remote_avail[i], &mut self.on_remote),
+            Class::Local => (&mut h.local, &mut self.on_site),
+            Class::Remote => (&mut h.remote, &mut self.on_remote),
             Class::Origin | Class::Bystander => return,
         };
         *avail = avail.saturating_sub(1);
@@ -1063,10 +1072,10 @@ impl<P: PeerKey> Swarm<P> {
 
     /// `peer` announced something new.
     fn progressed(&mut self, now: Duration, peer: &P) {
-        if let Some(st) = self.peers.get_mut(peer) {
+        if let Some(st) = self.peers.seen_mut(peer) {
             st.last_progress = now;
             st.stalled = false;
-            if st.local() {
+            if st.class == Class::Local {
                 self.site_gain = self.site_gain.max(now);
             }
         }
@@ -1090,12 +1099,18 @@ impl<P: PeerKey> Swarm<P> {
 
     /// A known peer moved to another class.
     fn reclassify(&mut self, peer: &P, class: Class) {
-        let Some(st) = self.peers.get_mut(peer) else {
+        let Some(slot) = self.peers.slot(peer) else {
+            return;
+        };
+        let Some(st) = self.peers.at_mut(slot) else {
             return;
         };
         let old = std::mem::replace(&mut st.class, class);
         let n = st.in_flight as usize;
-        let ones: Vec<u32> = st.has.iter_ones().collect();
+        if let Some(seen) = self.peers.seen_mut(peer) {
+            seen.class = class;
+        }
+        let ones = self.peers.ones(slot);
         for i in ones {
             self.lose_holder(i, old);
             self.count_holder(i, class);
@@ -1105,9 +1120,8 @@ impl<P: PeerKey> Swarm<P> {
         } else if class == Class::Local {
             self.remote_in_flight -= n;
         }
-        self.class_mut(old).retain(|p| p != peer);
-        self.class_mut(class).push(*peer);
-        self.class_mut(class).sort_unstable();
+        self.class_mut(old).remove(peer);
+        self.class_mut(class).insert(*peer, slot);
         self.split = None;
         self.local_uplinks.set(None);
         self.refresh_role();
@@ -1224,13 +1238,13 @@ impl<P: PeerKey> Swarm<P> {
         for index in flying {
             self.finish_request(Duration::ZERO, peer, index, false);
         }
-        let Some(st) = self.peers.remove(peer) else {
+        let Some((_, ones)) = self.peers.remove(peer) else {
             return;
         };
-        for i in st.has.iter_ones() {
+        for i in ones {
             self.lose_holder(i, class);
         }
-        self.class_mut(class).retain(|p| p != peer);
+        self.class_mut(class).remove(peer);
         self.membership_changed(class);
     }
 

@@ -60,8 +60,8 @@ impl<P: PeerKey> Swarm<P> {
         };
         let grace = self.config.assignee_grace;
         let mut next: Option<Duration> = None;
-        for p in &self.local_peers {
-            let Some(st) = self.peers.get_mut(p) else {
+        for p in self.local_peers.iter() {
+            let Some(st) = self.peers.seen_mut(p) else {
                 continue;
             };
             let at = st.last_progress + grace;
@@ -103,36 +103,48 @@ impl<P: PeerKey> Swarm<P> {
     }
 
     /// The incremental pass after `peer` announced `index`.
-    pub(super) fn try_request(&mut self, now: Duration, peer: P, index: u32) {
+    /// (`class` and `slot` are `peer`'s.)
+    pub(super) fn try_request(
+        &mut self,
+        now: Duration,
+        peer: P,
+        slot: u32,
+        class: Class,
+        index: u32,
+    ) {
         if self.complete || self.have.get(index) || self.in_flight >= self.config.total_in_flight {
             return;
         }
-        let Some(st) = self.peers.get(&peer) else {
-            return;
-        };
-        let len = u64::from(self.chunks[index as usize].len);
-        if !self.may_ask(now, &peer, len)
-            || self.requested_from(&peer, index)
-            || st.declined.contains(index)
-        {
-            return;
-        }
-        let class = st.class;
-        if class != Class::Local && self.remote_in_flight >= self.remote_cap() {
-            return;
-        }
+        // Side-effect-free checks, the cheapest first (the peer's state is
+        // read only for a chunk that may be asked for).
         let requestable = self.open.get(index)
             || (self.endgame_for(class)
                 && usize::from(self.requested[index as usize]) < self.config.endgame_copies);
-        if requestable && self.allowed(now, class, index) {
-            self.issue(now, peer, class, index);
+        if !requestable {
+            return;
+        }
+        let Some(st) = self.peers.at(slot) else {
+            return;
+        };
+        if st.declined.contains(index) {
+            return;
+        }
+        let len = u64::from(self.chunks[index as usize].len);
+        if !self.may_ask(now, slot, len) || self.requested_from(&peer, index) {
+            return;
+        }
+        if class != Class::Local && self.remote_in_flight >= self.remote_cap() {
+            return;
+        }
+        if self.allowed(now, class, index) {
+            self.issue(now, peer, slot, class, index);
         }
     }
 
     /// Whether `peer` may be sent a request of `len` bytes now: not backing
     /// off, under the per-peer cap, and within its window.
-    fn may_ask(&self, now: Duration, peer: &P, len: u64) -> bool {
-        self.peers.get(peer).is_some_and(|st| {
+    fn may_ask(&self, now: Duration, slot: u32, len: u64) -> bool {
+        self.peers.at(slot).is_some_and(|st| {
             st.busy_until <= now
                 && (st.in_flight as usize) < self.config.per_peer_in_flight
                 && st
@@ -142,7 +154,7 @@ impl<P: PeerKey> Swarm<P> {
     }
 
     /// Sends the request unless the uplink budget says wait.
-    fn issue(&mut self, now: Duration, peer: P, class: Class, index: u32) -> bool {
+    fn issue(&mut self, now: Duration, peer: P, slot: u32, class: Class, index: u32) -> bool {
         let len = self.chunks[index as usize].len;
         if class != Class::Local {
             if let Some(budget) = &mut self.budget {
@@ -153,7 +165,7 @@ impl<P: PeerKey> Swarm<P> {
                 }
             }
         }
-        let Some(st) = self.peers.get_mut(&peer) else {
+        let Some(st) = self.peers.at_mut(slot) else {
             return false;
         };
         st.flow.sent(now, u64::from(len));
@@ -238,22 +250,22 @@ impl<P: PeerKey> Swarm<P> {
 
     /// Picks the rarest chunk for `peer` among `mask` (still open) and,
     /// in end-game, the lacking chunks with room for another copy.
-    fn pick(&self, peer: &P, mask: &Mask, endgame: bool) -> Option<u32> {
-        let st = self.peers.get(peer)?;
-        let has = st.has.words();
+    fn pick(&self, peer: &P, slot: u32, mask: &Mask, endgame: bool) -> Option<u32> {
+        let st = self.peers.at(slot)?;
         let open = self.open.words();
-        let key = |i: u32| (self.availability[i as usize], self.rank[i as usize], i);
+        let key = |i: u32| (self.holders[i as usize].all, self.rank[i as usize], i);
         let mut best: Option<(u32, u32, u32)> = None;
         let declined = st.declined.words();
         for &(k, m) in mask {
             let skip = declined.map_or(0, |d| d[k]);
-            for i in bitfield::ones(k, has[k] & m & open[k] & !skip) {
+            let has = self.peers.has_word(slot, k);
+            for i in bitfield::ones(k, has & m & open[k] & !skip) {
                 best = Some(best.map_or(key(i), |b| b.min(key(i))));
             }
         }
         if endgame {
             for &i in &self.lacking {
-                if st.has.get(i)
+                if self.peers.has(slot, i)
                     && usize::from(self.requested[i as usize]) < self.config.endgame_copies
                     && !self.requested_from(peer, i)
                     && !st.declined.contains(i)
@@ -306,11 +318,45 @@ impl<P: PeerKey> Swarm<P> {
             let n = self.class(c).len();
             self.walk(n)
         });
-        let min_len = self.min_len;
         // Within one pass nothing a peer could be asked for is added and
         // no room frees up, so a peer that could take no chunk, or had
-        // nothing to offer, is not looked at again.
-        let mut passed = order.map(|c| vec![false; self.class(c).len()]);
+        // nothing to offer, is not looked at again; a peer holding nothing
+        // in its class's mask is passed from the start (outside end-game),
+        // found from the has-bitfields' columns without visiting it.
+        let mut passed = std::mem::take(&mut self.passed);
+        for (c, (class, mask, endgame)) in classes.iter().enumerate() {
+            let slots = self.class(*class).slots();
+            let p = &mut passed[c];
+            p.clear();
+            if *endgame {
+                p.resize(slots.len(), false);
+                continue;
+            }
+            p.resize(slots.len(), true);
+            for &(k, m) in mask {
+                let column = self.peers.column(k);
+                for (at, &s) in slots.iter().enumerate() {
+                    if column[s as usize] & m != 0 {
+                        p[at] = false;
+                    }
+                }
+            }
+        }
+        self.pass_rounds(now, &classes, orders, remote_cap, &mut passed);
+        self.passed = passed;
+    }
+
+    /// The rounds of a full pass, one request per peer per round, until
+    /// the caps are reached or a round issues nothing.
+    fn pass_rounds(
+        &mut self,
+        now: Duration,
+        classes: &[(Class, Mask, bool); 3],
+        orders: [(usize, usize); 3],
+        remote_cap: usize,
+        passed: &mut [Vec<bool>; 3],
+    ) {
+        let min_len = self.min_len;
         loop {
             let mut issued = false;
             for (c, (class, mask, endgame)) in classes.iter().enumerate() {
@@ -318,32 +364,39 @@ impl<P: PeerKey> Swarm<P> {
                     continue;
                 }
                 let n = self.class(*class).len();
+                let (start, step) = orders[c];
+                let mut at = start;
                 for k in 0..n {
+                    if k > 0 {
+                        // (start + k * step) % n, stepping.
+                        at += step;
+                        if at >= n {
+                            at -= n;
+                        }
+                    }
                     if self.in_flight >= self.config.total_in_flight {
                         return;
                     }
                     if *class != Class::Local && self.remote_in_flight >= remote_cap {
                         break;
                     }
-                    let (start, step) = orders[c];
-                    let at = (start + k * step) % n;
                     if passed[c][at] {
                         continue;
                     }
-                    let peer = self.class(*class)[at];
-                    if !self.may_ask(now, &peer, min_len) {
+                    let (peer, slot) = self.class(*class).at(at);
+                    if !self.may_ask(now, slot, min_len) {
                         passed[c][at] = true;
                         continue;
                     }
-                    let Some(index) = self.pick(&peer, mask, *endgame) else {
+                    let Some(index) = self.pick(&peer, slot, mask, *endgame) else {
                         passed[c][at] = true;
                         continue;
                     };
                     let len = u64::from(self.chunks[index as usize].len);
-                    if !self.may_ask(now, &peer, len) {
+                    if !self.may_ask(now, slot, len) {
                         continue;
                     }
-                    issued |= self.issue(now, peer, *class, index);
+                    issued |= self.issue(now, peer, slot, *class, index);
                 }
             }
             if !issued {
