@@ -149,6 +149,51 @@ pub struct Node {
 }
 
 impl Node {
+    /// A device of `site` that has not joined yet, on these links.
+    fn device(site: Option<u32>, name: String, up_link: LinkId, down_link: LinkId) -> Self {
+        Node {
+            site,
+            name,
+            machine: None,
+            peers: Vec::new(),
+            up: false,
+            joined: false,
+            epoch: 0,
+            timer: None,
+            up_link,
+            down_link,
+            admission: None,
+            seeder_conn: false,
+            origin_active: 0,
+            origin_waiting: Default::default(),
+            start: 0.0,
+            finish: None,
+            bytes_in_lan: 0,
+            bytes_in_uplink: 0,
+            bytes_out: 0,
+            crashes: 0,
+            sched: SwarmStats::default(),
+            have_at_crash: None,
+        }
+    }
+
+    /// A server on the internet (the seeder, the origin), up from the
+    /// start with everything, uploading through `admission` if any.
+    fn server(
+        name: &str,
+        up_link: LinkId,
+        down_link: LinkId,
+        admission: Option<Admission<u64, u32>>,
+    ) -> Self {
+        Node {
+            up: true,
+            joined: true,
+            finish: Some(0.0),
+            admission,
+            ..Node::device(None, name.into(), up_link, down_link)
+        }
+    }
+
     /// A node as the reports see it, for a model that runs outside this
     /// engine (`crate::bittorrent`): `bytes` is in from the LAN, in across
     /// the uplink, out.
@@ -162,33 +207,39 @@ impl Node {
         duplicates: u64,
     ) -> Self {
         Node {
-            site,
-            name,
-            machine: None,
-            peers: Vec::new(),
-            up: false,
             joined: true,
-            epoch: 0,
-            timer: None,
-            up_link: 0,
-            down_link: 0,
-            admission: None,
-            seeder_conn: false,
-            origin_active: 0,
-            origin_waiting: Default::default(),
             start,
             finish,
             bytes_in_lan: bytes[0],
             bytes_in_uplink: bytes[1],
             bytes_out: bytes[2],
-            crashes: 0,
             sched: SwarmStats {
                 requests,
                 duplicates,
                 ..SwarmStats::default()
             },
-            have_at_crash: None,
+            ..Node::device(site, name, 0, 0)
         }
+    }
+}
+
+/// One timeline sample per site at `now`; `finished(d)`: device `d` is done.
+pub(crate) fn sample_sites(
+    samples: &mut Vec<Sample>,
+    now: f64,
+    sites: &[Site],
+    seeder_out_bytes: u64,
+    finished: impl Fn(u32) -> bool,
+) {
+    for (i, site) in sites.iter().enumerate() {
+        let done = site.devices.iter().filter(|&&d| finished(d)).count() as u32;
+        samples.push(Sample {
+            time: now,
+            site: i as u32,
+            uplink_in_bytes: site.bytes_in,
+            done,
+            seeder_out_bytes,
+        });
     }
 }
 
@@ -331,18 +382,8 @@ impl Sim {
         let mut net = Net::default();
         let seeder_up = net.add_link(sc.seeder().map_or(1.0, |s| s.upload_mbit) * MBIT);
         let unlimited = net.add_link(f64::MAX / 4.0);
-        let mut nodes = vec![Node {
-            site: None,
-            name: "seeder".into(),
-            machine: None,
-            peers: Vec::new(),
-            up: true,
-            joined: true,
-            epoch: 0,
-            timer: None,
-            up_link: seeder_up,
-            down_link: unlimited,
-            admission: (sc.strategy != Strategy::Central && sc.seeder().is_some()).then(|| {
+        let seeder_admission =
+            (sc.strategy != Strategy::Central && sc.seeder().is_some()).then(|| {
                 // The publisher's seeder super-seeds when sites share.
                 let config = AdmissionConfig {
                     spread: sc.sched.cross_site,
@@ -352,19 +393,13 @@ impl Sim {
                 let mut a = Admission::new(config, None);
                 a.new_release(chunks.len() as u32);
                 a
-            }),
-            seeder_conn: false,
-            origin_active: 0,
-            origin_waiting: Default::default(),
-            start: 0.0,
-            finish: Some(0.0),
-            bytes_in_lan: 0,
-            bytes_in_uplink: 0,
-            bytes_out: 0,
-            crashes: 0,
-            sched: SwarmStats::default(),
-            have_at_crash: None,
-        }];
+            });
+        let mut nodes = vec![Node::server(
+            "seeder",
+            seeder_up,
+            unlimited,
+            seeder_admission,
+        )];
         let mut sites = Vec::new();
         for group in &sc.sites {
             for k in 0..group.count {
@@ -379,30 +414,9 @@ impl Sim {
                     let spread = sc.heterogeneity.lan_spread;
                     let factor = 1.0 - spread + 2.0 * spread * unit(&mut rng);
                     let id = nodes.len() as u32;
-                    nodes.push(Node {
-                        site: Some(site),
-                        name: format!("{name}/{d}"),
-                        machine: None,
-                        peers: Vec::new(),
-                        up: false,
-                        joined: false,
-                        epoch: 0,
-                        timer: None,
-                        up_link: net.add_link(group.lan_up_mbit * MBIT * factor),
-                        down_link: net.add_link(group.lan_down_mbit * MBIT * factor),
-                        admission: None,
-                        seeder_conn: false,
-                        origin_active: 0,
-                        origin_waiting: Default::default(),
-                        start: 0.0,
-                        finish: None,
-                        bytes_in_lan: 0,
-                        bytes_in_uplink: 0,
-                        bytes_out: 0,
-                        crashes: 0,
-                        sched: SwarmStats::default(),
-                        have_at_crash: None,
-                    });
+                    let up = net.add_link(group.lan_up_mbit * MBIT * factor);
+                    let down = net.add_link(group.lan_down_mbit * MBIT * factor);
+                    nodes.push(Node::device(Some(site), format!("{name}/{d}"), up, down));
                     devices.push(id);
                 }
                 sites.push(Site::build(name, group, &mut net, devices));
@@ -412,31 +426,8 @@ impl Sim {
         let devices_end = nodes.len() as u32;
         let origin = sc.origin().map(|o| {
             let up_link = net.add_link(o.upload_mbit * MBIT);
-            nodes.push(Node {
-                site: None,
-                name: "origin".into(),
-                machine: None,
-                peers: Vec::new(),
-                up: true,
-                joined: true,
-                epoch: 0,
-                timer: None,
-                up_link,
-                down_link: unlimited,
-                // An HTTP server: no admission control of Pollen's.
-                admission: None,
-                seeder_conn: false,
-                origin_active: 0,
-                origin_waiting: Default::default(),
-                start: 0.0,
-                finish: Some(0.0),
-                bytes_in_lan: 0,
-                bytes_in_uplink: 0,
-                bytes_out: 0,
-                crashes: 0,
-                sched: SwarmStats::default(),
-                have_at_crash: None,
-            });
+            // An HTTP server: no admission control of Pollen's.
+            nodes.push(Node::server("origin", up_link, unlimited, None));
             devices_end
         });
         let site_count = sites.len();
@@ -1383,20 +1374,10 @@ impl Sim {
 
     fn sample(&mut self) {
         let now = self.now();
-        for (i, site) in self.sites.iter().enumerate() {
-            let done = site
-                .devices
-                .iter()
-                .filter(|&&d| self.nodes[d as usize].finish.is_some())
-                .count() as u32;
-            self.samples.push(Sample {
-                time: now,
-                site: i as u32,
-                uplink_in_bytes: site.bytes_in,
-                done,
-                seeder_out_bytes: self.nodes[0].bytes_out,
-            });
-        }
+        let nodes = &self.nodes;
+        let finished = |d: u32| nodes[d as usize].finish.is_some();
+        let seeder_out = nodes[0].bytes_out;
+        sample_sites(&mut self.samples, now, &self.sites, seeder_out, finished);
     }
 
     /// Runs to completion (every device done or gone) or the time limit;

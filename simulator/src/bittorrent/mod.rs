@@ -759,20 +759,10 @@ impl<'a> Sim<'a> {
 
     fn sample(&mut self) {
         let now = self.now();
-        for (i, site) in self.sites.iter().enumerate() {
-            let done = site
-                .devices
-                .iter()
-                .filter(|&&d| self.peers[d as usize].finish.is_some())
-                .count() as u32;
-            self.samples.push(Sample {
-                time: now,
-                site: i as u32,
-                uplink_in_bytes: site.bytes_in,
-                done,
-                seeder_out_bytes: self.peers[0].bytes_out,
-            });
-        }
+        let peers = &self.peers;
+        let finished = |d: u32| peers[d as usize].finish.is_some();
+        let seeder_out = peers[0].bytes_out;
+        crate::engine::sample_sites(&mut self.samples, now, &self.sites, seeder_out, finished);
     }
 
     fn outcome(self) -> Outcome {
