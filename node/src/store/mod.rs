@@ -23,6 +23,7 @@ pub mod keys;
 mod local_copy;
 mod memory;
 mod ops;
+mod packs;
 mod rocks;
 
 use pollen_core::chunk::{ChunkId, Rejected, VerifiedChunk};
@@ -31,6 +32,7 @@ use pollen_core::manifest::{ChunkRef, DecodeError, ManifestId, VerifiedManifest}
 pub use image::{disk_usage, partial_path, ImageStore, Places};
 pub use memory::MemStore;
 pub use ops::{missing_chunks, reassemble_to, reassemble_to_file, Reassembled};
+pub use packs::PackError;
 pub use rocks::RocksStore;
 
 /// Errors of the store.
@@ -84,6 +86,15 @@ pub enum StoreError {
     },
     #[error("database: {0}")]
     Db(#[from] rocksdb::Error),
+    #[error(
+        "stored data is corrupt: index entry {} is {len} bytes",
+        hex::encode(key)
+    )]
+    IndexEntry { key: Vec<u8>, len: usize },
+    #[error("pack files: {0}")]
+    Pack(#[from] packs::PackError),
+    #[error("the store at {path} keeps chunks in the old layout (chunks-0): open it once read-write (start `pollen-seeder serve` or `pollen-node` on it) to move them into pack files")]
+    OldLayout { path: std::path::PathBuf },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -263,5 +274,7 @@ pub(crate) fn checked(
     }
 }
 
+#[cfg(test)]
+mod packs_tests;
 #[cfg(test)]
 pub(crate) mod tests;
