@@ -1,7 +1,9 @@
 //! Local storage of chunks, manifests and node state.
 //!
-//! [`Store`] is the interface; [`RocksStore`] keeps it on disk (column families
-//! carry a version, e.g. `chunks-0`: the seeder's store), [`ImageStore`]
+//! [`Store`] is the interface; [`RocksStore`] keeps it on disk (the seeder's
+//! store: chunk bytes in append-only pack files owned by `packs`, their
+//! index, manifests and state in RocksDB column families that carry a
+//! version, e.g. `chunks-1`), [`ImageStore`]
 //! keeps chunk bytes in the artifact images themselves (a device's slots, a
 //! fetch's output) and the rest in RocksDB, [`MemStore`] in memory for tests
 //! and the simulator. A store takes only chunks checked against their id beforehand
@@ -15,7 +17,7 @@
 //! [`Store::put_chunk`] survives a crash of the process once the put
 //! returned, and power loss once [`Store::sync_chunks`] returned; one put
 //! with [`Store::put_chunk_unlogged`] (bulk loads) only after
-//! [`Store::sync_chunks`]. Node state ([`Store::put_state`]) is synced to
+//! [`Store::sync_chunks`] (a close without it loses such chunks). Node state ([`Store::put_state`]) is synced to
 //! disk on every write.
 
 mod image;
