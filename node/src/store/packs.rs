@@ -6,7 +6,11 @@
 //! Appends go into one large buffer, written out when it fills ([`BUF`]),
 //! when the store needs the bytes in the file ([`Packs::flush`]) and on
 //! [`Packs::sync`], which also fdatasyncs every pack written since the last
-//! sync (and the folder, when a pack was created). A pack is closed at
+//! sync (and the folder, when a pack was created). Packs are written with
+//! `O_DIRECT` where the file system allows it (no copy through the page
+//! cache; reads stay buffered): a write that ends mid-block (a flush for a
+//! durable put, a sync) is padded with zeros to the next [`ALIGN`] boundary
+//! and the next append starts there. A pack is closed at
 //! [`PACK_LIMIT`] bytes and a new one started; every process starts its own
 //! pack at its first append, so bytes of a crashed run are never appended to.
 //! Bytes are never rewritten: a pack is deleted whole once no index entry
