@@ -476,7 +476,7 @@ fn run_check(opt: CheckOpt) -> anyhow::Result<()> {
         manifests: 0,
         problems,
     };
-    // Chunk bytes kept in the database (a seeder's store).
+    // Chunk bytes in pack files (a seeder's store): each read and hashed.
     let store = images.db();
     for id in store.chunk_ids()? {
         report.chunks += 1;

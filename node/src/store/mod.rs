@@ -1,7 +1,9 @@
 //! Local storage of chunks, manifests and node state.
 //!
-//! [`Store`] is the interface; [`RocksStore`] keeps it on disk (column families
-//! carry a version, e.g. `chunks-0`: the seeder's store), [`ImageStore`]
+//! [`Store`] is the interface; [`RocksStore`] keeps it on disk (the seeder's
+//! store: chunk bytes in append-only pack files owned by `packs`, their
+//! index, manifests and state in RocksDB column families that carry a
+//! version, e.g. `chunks-1`), [`ImageStore`]
 //! keeps chunk bytes in the artifact images themselves (a device's slots, a
 //! fetch's output) and the rest in RocksDB, [`MemStore`] in memory for tests
 //! and the simulator. A store takes only chunks checked against their id beforehand
@@ -15,7 +17,7 @@
 //! [`Store::put_chunk`] survives a crash of the process once the put
 //! returned, and power loss once [`Store::sync_chunks`] returned; one put
 //! with [`Store::put_chunk_unlogged`] (bulk loads) only after
-//! [`Store::sync_chunks`]. Node state ([`Store::put_state`]) is synced to
+//! [`Store::sync_chunks`] (a close without it loses such chunks). Node state ([`Store::put_state`]) is synced to
 //! disk on every write.
 
 mod image;
@@ -23,6 +25,7 @@ pub mod keys;
 mod local_copy;
 mod memory;
 mod ops;
+mod packs;
 mod rocks;
 
 use pollen_core::chunk::{ChunkId, Rejected, VerifiedChunk};
@@ -31,6 +34,7 @@ use pollen_core::manifest::{ChunkRef, DecodeError, ManifestId, VerifiedManifest}
 pub use image::{disk_usage, partial_path, ImageStore, Places};
 pub use memory::MemStore;
 pub use ops::{missing_chunks, reassemble_to, reassemble_to_file, Reassembled};
+pub use packs::PackError;
 pub use rocks::RocksStore;
 
 /// Errors of the store.
@@ -84,6 +88,15 @@ pub enum StoreError {
     },
     #[error("database: {0}")]
     Db(#[from] rocksdb::Error),
+    #[error(
+        "stored data is corrupt: index entry {} is {len} bytes",
+        hex::encode(key)
+    )]
+    IndexEntry { key: Vec<u8>, len: usize },
+    #[error("pack files: {0}")]
+    Pack(#[from] packs::PackError),
+    #[error("the store at {path} keeps chunks in the old layout (chunks-0): open it once read-write (start `pollen-seeder serve` or `pollen-node` on it) to move them into pack files")]
+    OldLayout { path: std::path::PathBuf },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -263,5 +276,7 @@ pub(crate) fn checked(
     }
 }
 
+#[cfg(test)]
+mod packs_tests;
 #[cfg(test)]
 pub(crate) mod tests;

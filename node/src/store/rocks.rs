@@ -1,25 +1,41 @@
-//! RocksDB-backed [`Store`]: column families `chunks-0` (chunk bytes, in blob
-//! files), `have-0` (chunk id → length, written in the same batch, so
-//! presence checks never read chunk bytes), `manifests-0` and `state-0`.
+//! RocksDB-backed [`Store`]: chunk bytes in append-only pack files
+//! ([`super::packs`]), RocksDB for the rest: column families `chunks-1`
+//! (the pack index: chunk id → pack, offset, length), `manifests-0` and
+//! `state-0`.
 //!
 //! Durability of chunks, two ways in:
-//! - [`Store::put_chunk`] goes through the write-ahead log (not synced): a
-//!   chunk survives a crash of the process (kill -9) as soon as the put
-//!   returned, which is what lets an interrupted fetch resume without
-//!   fetching a verified chunk again, and survives power loss once flushed
-//!   ([`Store::sync_chunks`] or RocksDB's own flushes; flush output is
-//!   fsynced). The chunk and its `have-0` entry are one batch, and recovery
-//!   stops at a torn log record, so a torn write leaves a missing chunk, not
-//!   a wrong one (and every read is checked against the id anyway).
-//! - [`Store::put_chunk_unlogged`] skips the log: the log would put every
-//!   byte on disk (and through a CRC) a second time. Such a chunk is lost
-//!   whole by a crash before the next flush (a clean close flushes). Its
-//!   bytes and `have-0` entry still share a batch, and `atomic_flush`
-//!   writes all column families' memtables out together, so after a crash
-//!   `have-0` never names a chunk whose bytes are missing. Only for bulk
-//!   loads that name the chunks in something durable after
-//!   [`Store::sync_chunks`] returned: the publisher writes the manifest
-//!   only then, and a publish that crashed is simply run again.
+//! - [`Store::put_chunk`] appends the bytes, writes them into the pack (no
+//!   sync) and then the index entry through RocksDB's write-ahead log (not
+//!   synced): the chunk survives a crash of the process (kill -9) once the
+//!   put returned, which is what lets an interrupted fetch resume without
+//!   fetching a verified chunk again, and power loss once
+//!   [`Store::sync_chunks`] returned. After power loss before that, an
+//!   index entry may name bytes that did not reach the disk: every read is
+//!   checked against the id, and such a chunk is "not held".
+//! - [`Store::put_chunk_unlogged`] (bulk loads: the publisher) appends into
+//!   a large buffer and keeps the index entry in memory, where the store's
+//!   own reads find it; [`Store::sync_chunks`] writes the buffer out,
+//!   fdatasyncs the packs, and only then writes the batched index entries
+//!   (synced). A crash before that loses such chunks whole and the index
+//!   never names bytes that were not synced. Only for loads that name the
+//!   chunks in something durable after [`Store::sync_chunks`] returned: the
+//!   publisher writes the manifest only then, and a publish that crashed is
+//!   simply run again.
+//!
+//! A chunk already indexed is not written again. Reads `pread` the bytes and
+//! [`Store::read_chunk`] checks them (BLAKE3, once): a short or wrong chunk
+//! is logged, its index entry dropped (read-write opens) and answered as not
+//! held. `pollen-node check` reads and hashes every indexed chunk. Deleting
+//! chunks ([`RocksStore::drop_chunks`]) deletes their packs; at every
+//! read-write open, packs the index names nowhere (a crashed run's) are
+//! deleted. A pack with only some dead chunks stays as it is.
+//!
+//! Old layout: a store of an earlier version keeps chunk bytes in
+//! `chunks-0`/`have-0`. A read-write open moves them into packs (each
+//! checked against its id), syncs, then drops those families: one pass,
+//! resumable (a crash midway leaves the old families, and moved chunks are
+//! not moved again). A read-only open of such a store is refused
+//! ([`StoreError::OldLayout`]) rather than showing it without its chunks.
 //!
 //! Manifests and state go through the log; state writes are synced.
 //!
@@ -28,31 +44,39 @@
 //! chunk id), through the log, not synced (a lost entry is a chunk fetched
 //! again).
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
-use pollen_core::chunk::{ChunkId, VerifiedChunk};
+use pollen_core::chunk::{ChunkId, Rejected, VerifiedChunk};
 use pollen_core::manifest::{ChunkRef, ManifestId, VerifiedManifest};
-use rocksdb::{
-    ColumnFamilyDescriptor, FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch,
-    WriteOptions, DB,
-};
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
+use super::packs::{Loc, Packs};
 use super::{Put, Store, StoreError};
 
-const CF_CHUNKS: &str = "chunks-0";
-const CF_HAVE: &str = "have-0";
+const CF_INDEX: &str = "chunks-1";
 const CF_MANIFESTS: &str = "manifests-0";
 const CF_STATE: &str = "state-0";
 const CF_HELD: &str = "held-0";
-const ALL_CFS: [&str; 5] = [CF_CHUNKS, CF_HAVE, CF_MANIFESTS, CF_STATE, CF_HELD];
+const ALL_CFS: [&str; 4] = [CF_INDEX, CF_MANIFESTS, CF_STATE, CF_HELD];
+/// The old layout's families: chunk bytes, and chunk id → length.
+const LEGACY_CHUNKS: &str = "chunks-0";
+const LEGACY_HAVE: &str = "have-0";
+const LEGACY_CFS: [&str; 2] = [LEGACY_CHUNKS, LEGACY_HAVE];
 
 /// A key and its value, as RocksDB's iterators return them.
 type Entry = (Box<[u8]>, Box<[u8]>);
 
-/// A store in a RocksDB directory.
+/// A store in a RocksDB directory, chunk bytes in pack files beside it.
 pub struct RocksStore {
     db: DB,
     path: PathBuf,
+    /// Boxed: keeps the store small to move.
+    packs: Box<Packs>,
+    /// Index entries of unlogged puts, written at the next sync.
+    pending: Mutex<HashMap<ChunkId, Loc>>,
+    writable: bool,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -61,6 +85,10 @@ impl std::fmt::Debug for RocksStore {
             .field("path", &self.path)
             .finish()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn db_options() -> Options {
@@ -73,8 +101,6 @@ fn db_options() -> Options {
     // Bounded memory: a device may have little of it.
     opts.set_write_buffer_size(16 << 20);
     opts.set_max_write_buffer_number(2);
-    // Unlogged chunk writes: flush column families together (module docs).
-    opts.set_atomic_flush(true);
     // Little space reserved ahead: RocksDB reserves (fallocates) a log
     // file of 1.1 × the write buffer and 4 MiB of its manifest, tens of MiB
     // a device's data directory is measured for against its budget.
@@ -83,36 +109,12 @@ fn db_options() -> Options {
     opts
 }
 
-/// True when files in `dir` can be written with `O_DIRECT` (not on tmpfs,
-/// for one): tried once, with a file created and removed at once.
-#[cfg(target_os = "linux")]
-fn direct_io_works(dir: &Path) -> bool {
-    use std::os::unix::fs::OpenOptionsExt;
-    let probe = dir.join(".pollen-direct-io-probe");
-    let ok = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(nix::fcntl::OFlag::O_DIRECT.bits())
-        .open(&probe)
-        .is_ok();
-    let _ = std::fs::remove_file(&probe);
-    ok
-}
-
-#[cfg(not(target_os = "linux"))]
-fn direct_io_works(_: &Path) -> bool {
-    false
-}
-
 fn cf_options(name: &str) -> Options {
     let mut opts = Options::default();
-    if name == CF_CHUNKS {
-        // Chunks are large, written once and never updated: keep them out of
-        // the LSM tree so compaction does not rewrite them.
+    if name == LEGACY_CHUNKS {
+        // As the old layout wrote it: values in blob files.
         opts.set_enable_blob_files(true);
         opts.set_min_blob_size(4096);
-        opts.set_write_buffer_size(32 << 20);
     }
     opts
 }
@@ -120,28 +122,97 @@ fn cf_options(name: &str) -> Options {
 impl RocksStore {
     /// Opens (creating if needed) the store at `path` for reading and writing.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let cfs = ALL_CFS
-            .iter()
-            .map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n)));
-        let mut opts = db_options();
         std::fs::create_dir_all(path).map_err(|source| StoreError::Io {
             context: format!("creating {}", path.display()),
             source,
         })?;
-        if direct_io_works(path) {
-            // Flushes write chunk bytes straight to the disk: through the
-            // page cache they cost a kernel copy per byte (the largest CPU
-            // item of a fetch, measured in BENCHMARKS.md) and push out
-            // what a small device keeps cached. Reads stay buffered.
-            opts.set_use_direct_io_for_flush_and_compaction(true);
-        }
-        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
+        let existing = DB::list_cf(&Options::default(), path).unwrap_or_default();
+        let legacy: Vec<&'static str> = LEGACY_CFS
+            .into_iter()
+            .filter(|n| existing.iter().any(|e| e == n))
+            .collect();
+        let cfs = ALL_CFS
+            .iter()
+            .chain(&legacy)
+            .map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n)));
+        let db = DB::open_cf_descriptors(&db_options(), path, cfs).map_err(|source| {
+            StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            }
         })?;
-        Ok(Self {
+        let mut store = Self {
             db,
             path: path.to_owned(),
+            packs: Box::new(Packs::open(path, true)?),
+            pending: Mutex::new(HashMap::new()),
+            writable: true,
+        };
+        if !legacy.is_empty() {
+            store.migrate(&legacy)?;
+        }
+        store.remove_dead_packs()?;
+        Ok(store)
+    }
+
+    /// Moves the old layout's chunks into packs, then drops its families
+    /// (module docs).
+    fn migrate(&mut self, legacy: &[&'static str]) -> Result<(), StoreError> {
+        if legacy.contains(&LEGACY_CHUNKS) {
+            let (mut moved, mut bad) = (0usize, 0usize);
+            let cf = self.cf(LEGACY_CHUNKS)?;
+            for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+                let (k, v) = item?;
+                let id = ChunkId((&*k).try_into().map_err(|_| StoreError::KeyLength {
+                    cf: LEGACY_CHUNKS,
+                    len: k.len(),
+                })?);
+                match VerifiedChunk::check_id(id, v.into_vec()) {
+                    Ok(chunk) => {
+                        self.put(chunk, false)?;
+                        moved += 1;
+                    }
+                    Err(reason) => {
+                        tracing::warn!(chunk = %id, %reason, "old-layout chunk fails its check; not moved");
+                        bad += 1;
+                    }
+                }
+            }
+            self.sync_chunks()?;
+            tracing::info!(
+                store = %self.path.display(),
+                moved,
+                bad,
+                "moved chunks of the old layout into pack files"
+            );
+        }
+        for name in legacy {
+            self.db.drop_cf(name)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes packs no index entry names (a crashed run's bytes).
+    fn remove_dead_packs(&self) -> Result<(), StoreError> {
+        if self.packs.list()?.is_empty() {
+            return Ok(());
+        }
+        let mut live = HashSet::new();
+        for item in self.db.iterator_cf(self.cf(CF_INDEX)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            live.insert(self.decode_loc(&k, &v)?.pack);
+        }
+        let removed = self.packs.remove_unreferenced(&live)?;
+        if removed > 0 {
+            tracing::info!(store = %self.path.display(), removed, "deleted packs no chunk is indexed in");
+        }
+        Ok(())
+    }
+
+    fn decode_loc(&self, key: &[u8], value: &[u8]) -> Result<Loc, StoreError> {
+        Loc::decode(value).ok_or(StoreError::IndexEntry {
+            key: key.to_vec(),
+            len: value.len(),
         })
     }
 
@@ -154,7 +225,8 @@ impl RocksStore {
         let existing = DB::list_cf(&opts, path).unwrap_or_default();
         let descriptors = ALL_CFS
             .iter()
-            .filter(|n| existing.is_empty() || existing.iter().any(|e| e == *n))
+            .chain(&[LEGACY_CHUNKS])
+            .filter(|n| existing.iter().any(|e| e == *n))
             .map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n)));
         let db = DB::open_cf_descriptors_read_only(&opts, path, descriptors, false).map_err(
             |source| StoreError::Open {
@@ -162,9 +234,19 @@ impl RocksStore {
                 source,
             },
         )?;
+        if let Some(cf) = db.cf_handle(LEGACY_CHUNKS) {
+            if db.iterator_cf(cf, IteratorMode::Start).next().is_some() {
+                return Err(StoreError::OldLayout {
+                    path: path.to_owned(),
+                });
+            }
+        }
         Ok(Self {
             db,
             path: path.to_owned(),
+            packs: Box::new(Packs::open(path, false)?),
+            pending: Mutex::new(HashMap::new()),
+            writable: false,
         })
     }
 
@@ -243,32 +325,21 @@ impl RocksStore {
         Ok(n)
     }
 
-    /// Deletes every chunk and its presence entry (a device's store of an
-    /// older version kept chunk bytes here) and compacts the space away;
-    /// how many went.
+    /// Deletes every chunk: its index entry, then every pack (a device's
+    /// store of an older version kept chunk bytes here); how many went.
     pub(crate) fn drop_chunks(&self) -> Result<usize, StoreError> {
-        let ids = self.keys(CF_HAVE)?;
-        let bytes_cf = self.cf(CF_CHUNKS)?;
-        let have_cf = self.cf(CF_HAVE)?;
-        let any_bytes = self
-            .db
-            .iterator_cf(bytes_cf, IteratorMode::Start)
-            .next()
-            .is_some();
-        if ids.is_empty() && !any_bytes {
+        let ids = self.chunk_ids()?;
+        if ids.is_empty() && self.packs.list()?.is_empty() {
             return Ok(0);
         }
+        lock(&self.pending).clear();
+        let cf = self.cf(CF_INDEX)?;
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(bytes_cf, &[0u8; 32][..], &[0xffu8; 33][..]);
-        batch.delete_range_cf(have_cf, &[0u8; 32][..], &[0xffu8; 33][..]);
-        self.db.write(batch)?;
-        let mut fo = FlushOptions::default();
-        fo.set_wait(true);
-        self.db.flush_cfs_opt(&[bytes_cf, have_cf], &fo)?;
-        self.db
-            .compact_range_cf(bytes_cf, None::<&[u8]>, None::<&[u8]>);
-        self.db
-            .compact_range_cf(have_cf, None::<&[u8]>, None::<&[u8]>);
+        batch.delete_range_cf(cf, &[0u8; 32][..], &[0xffu8; 33][..]);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo)?;
+        self.packs.remove_unreferenced(&HashSet::new())?;
         Ok(ids.len())
     }
 
@@ -288,21 +359,76 @@ impl RocksStore {
             .ok_or(StoreError::MissingColumnFamily(name))
     }
 
-    /// A chunk and its presence entry, in one batch.
-    fn put(&self, chunk: VerifiedChunk, wo: &WriteOptions) -> Result<Put, StoreError> {
+    /// Writes the pack buffer out without indexing anything.
+    #[cfg(test)]
+    pub(crate) fn packs_flush_for_tests(&self) {
+        self.packs.flush().expect("flush");
+    }
+
+    /// The index family; `None` only in a read-only open of a store that
+    /// never had one (no chunks).
+    fn index(&self) -> Option<&rocksdb::ColumnFamily> {
+        self.db.cf_handle(CF_INDEX)
+    }
+
+    /// Where `id` lies, and whether its index entry is still pending.
+    fn lookup(&self, id: &ChunkId) -> Result<Option<(Loc, bool)>, StoreError> {
+        if let Some(loc) = lock(&self.pending).get(id) {
+            return Ok(Some((*loc, true)));
+        }
+        let Some(cf) = self.index() else {
+            return Ok(None);
+        };
+        match self.db.get_pinned_cf(cf, id.as_bytes())? {
+            None => Ok(None),
+            Some(v) => Ok(Some((self.decode_loc(id.as_bytes(), &v)?, false))),
+        }
+    }
+
+    /// The bytes at `loc`; `None` when the pack is missing or too short.
+    fn read_at(&self, loc: Loc, pending: bool) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(match pending {
+            true => self.packs.read_buffered(loc)?,
+            false => self.packs.read(loc)?,
+        })
+    }
+
+    /// A chunk found short or wrong on read: not held from now on (a
+    /// read-only open only reports it; `check` names it).
+    fn forget(&self, id: &ChunkId, loc: Loc) {
+        if !self.writable {
+            return;
+        }
+        let mut pending = lock(&self.pending);
+        if pending.get(id) == Some(&loc) {
+            pending.remove(id);
+            return;
+        }
+        drop(pending);
+        let dropped = self
+            .cf(CF_INDEX)
+            .and_then(|cf| Ok(self.db.delete_cf(cf, id.as_bytes())?));
+        if let Err(error) = dropped {
+            tracing::warn!(chunk = %id, %error, "dropping the index entry of a bad chunk failed");
+        }
+    }
+
+    /// Appends a chunk not held yet; its index entry through the log
+    /// (`logged`) or pending until the next sync.
+    fn put(&self, chunk: VerifiedChunk, logged: bool) -> Result<Put, StoreError> {
         let id = chunk.id();
         if self.has_chunk(&id)? {
             return Ok(Put::AlreadyHeld);
         }
-        let bytes = chunk.bytes();
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_CHUNKS)?, id.as_bytes(), bytes);
-        batch.put_cf(
-            self.cf(CF_HAVE)?,
-            id.as_bytes(),
-            (bytes.len() as u64).to_be_bytes(),
-        );
-        self.db.write_opt(batch, wo)?;
+        let loc = self.packs.append(chunk.bytes())?;
+        if logged {
+            // The bytes reach the file before the index names them.
+            self.packs.flush()?;
+            self.db
+                .put_cf(self.cf(CF_INDEX)?, id.as_bytes(), loc.encode())?;
+        } else {
+            lock(&self.pending).insert(id, loc);
+        }
         Ok(Put::New)
     }
 
@@ -321,49 +447,105 @@ impl RocksStore {
 
 impl Store for RocksStore {
     fn put_chunk(&self, chunk: VerifiedChunk) -> Result<Put, StoreError> {
-        self.put(chunk, &WriteOptions::default())
+        self.put(chunk, true)
     }
 
     fn put_chunk_unlogged(&self, chunk: VerifiedChunk) -> Result<Put, StoreError> {
-        let mut wo = WriteOptions::default();
-        wo.disable_wal(true);
-        self.put(chunk, &wo)
+        self.put(chunk, false)
     }
 
     fn sync_chunks(&self) -> Result<(), StoreError> {
-        let mut fo = FlushOptions::default();
-        fo.set_wait(true);
-        self.db
-            .flush_cfs_opt(&[self.cf(CF_CHUNKS)?, self.cf(CF_HAVE)?], &fo)?;
+        if !self.writable {
+            return Ok(());
+        }
+        let batched: Vec<(ChunkId, Loc)> =
+            lock(&self.pending).iter().map(|(k, v)| (*k, *v)).collect();
+        // Bytes first: no synced index entry may name unsynced bytes.
+        self.packs.sync()?;
+        if batched.is_empty() {
+            // Entries of `put_chunk` are in the log: sync it.
+            self.db.flush_wal(true)?;
+            return Ok(());
+        }
+        let cf = self.cf(CF_INDEX)?;
+        let mut batch = WriteBatch::default();
+        for (id, loc) in &batched {
+            batch.put_cf(cf, id.as_bytes(), loc.encode());
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo)?;
+        let mut pending = lock(&self.pending);
+        for (id, loc) in batched {
+            if pending.get(&id) == Some(&loc) {
+                pending.remove(&id);
+            }
+        }
         Ok(())
     }
 
     fn get_chunk(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(self.cf(CF_CHUNKS)?, id.as_bytes())?)
+        let Some((loc, pending)) = self.lookup(id)? else {
+            return Ok(None);
+        };
+        let bytes = self.read_at(loc, pending)?;
+        if bytes.is_none() {
+            tracing::warn!(chunk = %id, pack = loc.pack, offset = loc.offset, "the pack ends before this chunk");
+        }
+        Ok(bytes)
     }
 
     fn read_chunk(&self, chunk: &ChunkRef) -> Result<Option<VerifiedChunk>, StoreError> {
-        // BLAKE3 checks every byte right after: RocksDB's own CRC of the
-        // blob record would be a second pass over it (in software, in this
-        // build), for nothing.
-        let mut ro = ReadOptions::default();
-        ro.set_verify_checksums(false);
-        ro.fill_cache(false);
-        let bytes = self
-            .db
-            .get_cf_opt(self.cf(CF_CHUNKS)?, chunk.id.as_bytes(), &ro)?;
-        super::checked(chunk, bytes)
+        let id = chunk.id;
+        let Some((loc, pending)) = self.lookup(&id)? else {
+            return Ok(None);
+        };
+        if loc.len != chunk.len {
+            // Same id, other length: the entry asked with is wrong, not
+            // what is stored.
+            return Err(StoreError::CorruptChunk {
+                id,
+                reason: Rejected::WrongLength {
+                    id,
+                    expected: chunk.len,
+                    got: loc.len as usize,
+                },
+            });
+        }
+        let Some(bytes) = self.read_at(loc, pending)? else {
+            tracing::warn!(chunk = %id, pack = loc.pack, offset = loc.offset, "the pack ends before this chunk; not held");
+            self.forget(&id, loc);
+            return Ok(None);
+        };
+        match VerifiedChunk::check_id(id, bytes) {
+            Ok(c) => Ok(Some(c)),
+            Err(reason) => {
+                tracing::warn!(chunk = %id, pack = loc.pack, offset = loc.offset, %reason, "stored chunk fails its check; not held");
+                self.forget(&id, loc);
+                Ok(None)
+            }
+        }
     }
 
     fn has_chunk(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(CF_HAVE)?, id.as_bytes())?
-            .is_some())
+        if lock(&self.pending).contains_key(id) {
+            return Ok(true);
+        }
+        let Some(cf) = self.index() else {
+            return Ok(false);
+        };
+        Ok(self.db.get_pinned_cf(cf, id.as_bytes())?.is_some())
     }
 
     fn chunk_ids(&self) -> Result<Vec<ChunkId>, StoreError> {
-        Ok(self.keys(CF_HAVE)?.into_iter().map(ChunkId).collect())
+        let mut ids: Vec<ChunkId> = match self.index() {
+            None => Vec::new(),
+            Some(_) => self.keys(CF_INDEX)?.into_iter().map(ChunkId).collect(),
+        };
+        ids.extend(lock(&self.pending).keys().copied());
+        ids.sort_unstable_by_key(|id| id.0);
+        ids.dedup();
+        Ok(ids)
     }
 
     fn put_manifest(&self, manifest: &VerifiedManifest) -> Result<Put, StoreError> {
