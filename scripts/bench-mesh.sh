@@ -99,9 +99,33 @@ pids+=($!)
 deadline=$((SECONDS + 30))
 until grep -qs '^listening' "$work/seeder.out"; do ((SECONDS < deadline)) || exit 1; sleep 0.1; done
 addr=$(grep -m1 '^listening' "$work/seeder.out" | cut -d' ' -f2)
-"$target/pollen-node" run --data "$work/n" --trust "$work/k.pub" --channel bench --no-mdns \
-  --listen /ip4/127.0.0.1/tcp/0 --peer "$addr" > /dev/null 2>&1 &
-pid=$!; pids+=($pid)
+node_run() {
+  "$target/pollen-node" run --data "$work/n" --trust "$work/k.pub" --channel bench --no-mdns \
+    --listen /ip4/127.0.0.1/tcp/0 --peer "$addr" > /dev/null 2>&1 &
+  pid=$!; pids+=($pid)
+}
+installed() {
+  "$target/pollen-node" status --data "$work/n" --json 2>/dev/null \
+    | python3 -c 'import json, sys; sys.exit(0 if json.load(sys.stdin).get("installed") else 1)' 2>/dev/null
+}
+# The fetch kept nothing (it streamed into its output): the daemon fetches
+# the release into slot A and installs it first.
+node_run
+deadline=$((SECONDS + 600))
+until installed; do
+  ((SECONDS < deadline)) || { echo "the node did not install the release" >&2; exit 1; }
+  sleep 0.5
+done
+rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+python3 -c "print(f'RSS right after fetching and installing it: {$rss / 1024:.1f} MiB')"
+# Then a node that holds it: restarted, sampled once it is back up.
+kill "$pid"; wait "$pid" 2>/dev/null || true
+node_run
+deadline=$((SECONDS + 60))
+until installed && grep -qs '"running": *true' <("$target/pollen-node" status --data "$work/n" --json 2>/dev/null); do
+  ((SECONDS < deadline)) || { echo "the node did not come back" >&2; exit 1; }
+  sleep 0.5
+done
 sleep 5   # let it settle before sampling (this is a measurement window, not a wait for an event)
 t0=$(cpu "$pid")
 sleep 10

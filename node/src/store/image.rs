@@ -272,12 +272,20 @@ impl ImageStore {
         if let Some((rec, id)) = record {
             // A target switched to is the active release now.
             let switched = rec.slot.is_some() && rec.slot == active_slot;
-            if !switched {
+            let path = rec
+                .path
+                .clone()
+                .unwrap_or_else(|| self.target_path(rec.slot, rec.complete));
+            // Written for another use of this directory (a `fetch --out`
+            // before a daemon, a daemon's slot before a `fetch --out`, or
+            // another output file): nothing there is this store's; the
+            // release is taken up again into its own place.
+            let foreign = !self.is_own_place(&path);
+            if foreign {
+                tracing::warn!(manifest = %id, path = %path.display(), "the release being written went elsewhere; it is fetched again here");
+            }
+            if !switched && !foreign {
                 if let Some(m) = self.manifest(&id)? {
-                    let path = rec
-                        .path
-                        .clone()
-                        .unwrap_or_else(|| self.target_path(rec.slot, rec.complete));
                     let file = std::fs::OpenOptions::new()
                         .read(true)
                         .write(true)
@@ -305,6 +313,17 @@ impl ImageStore {
         layout.active = active;
         layout.target = target;
         Ok(())
+    }
+
+    /// Whether `path` is where this store writes a release: a slot's
+    /// artifact, or the output file (or its partial file).
+    fn is_own_place(&self, path: &Path) -> bool {
+        match &self.places {
+            Places::Slots(slots) => [Slot::A, Slot::B]
+                .into_iter()
+                .any(|s| slots.artifact(s) == path),
+            Places::Output(out) => path == out || path == partial_path(out),
+        }
     }
 
     fn target_path(&self, slot: Option<Slot>, complete: bool) -> PathBuf {
@@ -377,6 +396,10 @@ impl ImageStore {
         // bytes about to be truncated or overwritten.
         self.db.delete_state(keys::IMAGE_TARGET)?;
         layout.target = None;
+        // No target of this release was open (it returned above), so any
+        // marks left name another file's bytes (an older release, or this
+        // one written elsewhere): none are kept.
+        self.db.delete_held_except(None)?;
         let path = self.target_path(slot, complete);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
@@ -421,7 +444,6 @@ impl ImageStore {
             complete,
         };
         self.persist_target(&target)?;
-        self.db.delete_held_except(Some(&id.0))?;
         for c in &target.held {
             self.db.put_held(&held_key(&id, c))?;
         }

@@ -187,6 +187,34 @@ fn held_chunks_survive_a_restart_and_never_count_for_another_release() {
 }
 
 #[test]
+fn a_release_fetched_into_an_output_file_is_fetched_again_into_a_slot() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = artifact(200_000);
+    let (v1, cs1) = release(&data, 1);
+    let out = tmp.path().join("out.img");
+    {
+        // `fetch --out` with this data directory first.
+        let db = RocksStore::open(&tmp.path().join("store")).expect("db");
+        let store = ImageStore::open(db, Places::Output(out.clone()), None).expect("open");
+        assert_eq!(fetch(&store, &v1, &cs1), cs1.len());
+        store.complete_image(&v1).expect("complete").expect("whole");
+    }
+    assert_eq!(std::fs::read(&out).expect("output"), data);
+    // Then a daemon on the same directory: the output file is no slot, so
+    // nothing in it counts as held, and the release goes into slot A.
+    let d = Device {
+        store: Arc::new(open(tmp.path(), None)),
+        tmp,
+    };
+    assert!(!d.store.has_chunk(&cs1[0].id()).expect("has"));
+    assert_eq!(fetch(&d.store, &v1, &cs1), cs1.len(), "fetched again");
+    let mut u = d.updater();
+    assert_eq!(u.install(&v1, false).expect("install"), Outcome::Committed);
+    assert_eq!(d.slot_bytes(Slot::A), data);
+    assert_eq!(std::fs::read(&out).expect("output"), data, "left alone");
+}
+
+#[test]
 fn a_flipped_byte_in_a_slot_is_detected_on_read_and_by_check() {
     let d = device(None);
     let data = artifact(200_000);
