@@ -485,18 +485,38 @@ impl Packs {
         }
     }
 
-    /// Like [`Packs::read`], for bytes that may still be in the buffer.
+    /// Like [`Packs::read`], for bytes that may still be in the buffer,
+    /// whole or in part (a chunk that filled the buffer has its head in
+    /// the file and its tail in the buffer).
     pub fn read_buffered(&self, loc: Loc) -> Result<Option<Vec<u8>>, PackError> {
         if let Some(writer) = &self.writer {
             let w = lock(writer);
             if let Some(c) = w.current.as_ref().filter(|c| c.number == loc.pack) {
-                if loc.offset >= c.written {
-                    let start = (loc.offset - c.written) as usize;
-                    return Ok(w
+                let end = loc.offset + u64::from(loc.len);
+                if end > c.written {
+                    let in_file = c.written.saturating_sub(loc.offset) as usize;
+                    let start = loc.offset.saturating_sub(c.written) as usize;
+                    let tail_len = loc.len as usize - in_file;
+                    let Some(tail) = w
                         .buf
                         .as_ref()
-                        .and_then(|b| b.data().get(start..start + loc.len as usize))
-                        .map(<[u8]>::to_vec));
+                        .and_then(|b| b.data().get(start..start + tail_len))
+                    else {
+                        return Ok(None);
+                    };
+                    let mut out = Vec::with_capacity(loc.len as usize);
+                    if in_file > 0 {
+                        let head = Loc {
+                            len: in_file as u32,
+                            ..loc
+                        };
+                        let Some(bytes) = self.read(head)? else {
+                            return Ok(None);
+                        };
+                        out.extend_from_slice(&bytes);
+                    }
+                    out.extend_from_slice(tail);
+                    return Ok(Some(out));
                 }
             }
         }

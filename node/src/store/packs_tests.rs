@@ -335,3 +335,26 @@ fn an_empty_old_layout_opens_read_only_and_read_write() {
     drop(RocksStore::open(dir.path()).expect("rw"));
     assert!(pack_files(dir.path()).is_empty(), "nothing to move");
 }
+
+#[test]
+fn a_chunk_split_between_the_file_and_the_buffer_reads_back_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let packs = Packs::open(dir.path(), true).expect("open");
+    // The first append leaves 1 000 bytes of the 8 MiB buffer; the second
+    // fills it (its head goes to the file) and its tail stays buffered.
+    let first = noise((8 << 20) - 1_000, 1);
+    let second = noise(5_000, 2);
+    let a = packs.append(&first).expect("append");
+    let b = packs.append(&second).expect("append");
+    assert_eq!(b.offset, a.offset + first.len() as u64);
+    assert_eq!(
+        packs.read_buffered(b).expect("read").as_deref(),
+        Some(&second[..])
+    );
+    assert_eq!(
+        packs.read_buffered(a).expect("read").as_deref(),
+        Some(&first[..])
+    );
+    packs.flush().expect("flush");
+    assert_eq!(packs.read(b).expect("read").as_deref(), Some(&second[..]));
+}
