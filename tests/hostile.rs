@@ -159,22 +159,23 @@ fn oversending_peer_is_banned() {
 #[test]
 fn corruption_on_the_seeders_disk_is_not_served_and_the_seeder_keeps_running() {
     let r = Release::publish(6 << 20, 91);
-    // Flip bytes in the middle of every blob file: some chunk's bytes (or
-    // its record) no longer match.
+    // Flip bytes in the middle of every pack file (where the seeder keeps
+    // chunk bytes): some chunk's bytes no longer match its id.
     let mut flipped = 0;
-    for entry in std::fs::read_dir(&r.store).expect("store dir") {
+    let packs = r.store.join("packs");
+    for entry in std::fs::read_dir(&packs).expect("pack folder") {
         let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "blob") {
-            let mut bytes = std::fs::read(&path).expect("blob file");
+        if path.extension().is_some_and(|e| e == "pack") {
+            let mut bytes = std::fs::read(&path).expect("pack file");
             let mid = bytes.len() / 2;
             for b in &mut bytes[mid..mid + 64] {
                 *b ^= 0x5a;
             }
-            std::fs::write(&path, bytes).expect("write blob file");
+            std::fs::write(&path, bytes).expect("write pack file");
             flipped += 1;
         }
     }
-    assert!(flipped > 0, "no blob file in {}", r.store.display());
+    assert!(flipped > 0, "no pack file in {}", packs.display());
     let (mut seeder, addr) = r.serve();
     let data = r.dir.join("node");
     let out = r.dir.join("out.img");

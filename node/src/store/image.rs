@@ -130,6 +130,9 @@ pub struct ImageStore {
     places: Places,
     budget: Option<u64>,
     layout: Mutex<Layout>,
+    /// Opened only to look (`check`): the release being written is taken
+    /// wherever its record says it is, this store's place or not.
+    looking: bool,
 }
 
 impl std::fmt::Debug for ImageStore {
@@ -174,6 +177,7 @@ impl ImageStore {
             places,
             budget,
             layout: Mutex::new(Layout::default()),
+            looking: false,
         };
         store.reload()?;
         store.collect_garbage()?;
@@ -187,6 +191,7 @@ impl ImageStore {
             places,
             budget: None,
             layout: Mutex::new(Layout::default()),
+            looking: true,
         };
         store.reload()?;
         Ok(store)
@@ -280,7 +285,7 @@ impl ImageStore {
             // before a daemon, a daemon's slot before a `fetch --out`, or
             // another output file): nothing there is this store's; the
             // release is taken up again into its own place.
-            let foreign = !self.is_own_place(&path);
+            let foreign = !self.looking && !self.is_own_place(&path);
             if foreign {
                 tracing::warn!(manifest = %id, path = %path.display(), "the release being written went elsewhere; it is fetched again here");
             }
