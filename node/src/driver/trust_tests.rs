@@ -315,7 +315,7 @@ async fn a_silent_peer_is_cut_at_the_hello_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_device_is_cut_off_by_one_policy_push() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (mut seeder, device, device_store, _, _) = closed_mesh(tmp.path()).await;
+    let (mut seeder, device, _, _, _) = closed_mesh(tmp.path()).await;
     // A second enrolled device, connected to the seeder too.
     let other_store = Arc::new(MemStore::default());
     let other_config = closed(
@@ -355,12 +355,12 @@ async fn a_revoked_device_is_cut_off_by_one_policy_push() {
         _ => None,
     })
     .await;
+    // Refused again even if it has learned the new policy by now: a
+    // dialer's hello carries its policy before it knows who answers (so a
+    // rotated enroll key reaches a peer before its credential is judged),
+    // and `other` may dial the device with the new policy. The policy is
+    // not secret; a credential it revokes stays refused either way.
     assert_eq!(again, device.peer);
-    assert_ne!(
-        device_store.get_state(keys::POLICY).expect("read"),
-        Some(revoking),
-        "the revoked device was never handed the new policy"
-    );
     other.stop().await;
     device.stop().await;
     seeder.stop().await;
