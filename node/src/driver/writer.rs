@@ -3,6 +3,11 @@
 //! hashed exactly once, here ([`VerifiedChunk::check`]), and what became of
 //! it comes back as a typed [`Outcome`].
 //!
+//! The chunks that queued while it wrote are stored together
+//! ([`Store::put_chunks`], at most [`BATCH`]): on a device's slot image that
+//! is one `fdatasync` for the batch instead of one per chunk, and a chunk
+//! still counts as stored only once it is on disk.
+//!
 //! Backpressure, with nothing dropped: at most [`DEPTH`] chunks are out
 //! between the driver and this thread (queued, being written, or written
 //! with their result not yet taken). Both channels hold that many, so a
@@ -59,6 +64,8 @@ pub enum WriteError {
     Store(#[from] StoreError),
     #[error("the writer thread is gone")]
     WriterGone,
+    #[error("the store gave fewer results than chunks")]
+    MissingResult,
 }
 
 /// What became of a [`Job`].
@@ -73,28 +80,51 @@ pub struct Written {
     pub error: Option<String>,
 }
 
-fn process<S: Store + ?Sized>(store: &S, job: Job) -> Written {
-    let len = job.data.len();
-    let mut error = None;
-    let outcome = match VerifiedChunk::check(&job.chunk, job.data) {
-        Ok(chunk) => match store.put_chunk(chunk) {
-            Ok(put) => Ok(Outcome::Stored(put)),
-            Err(e @ (StoreError::NoSpace { .. } | StoreError::Io { .. })) => {
-                error = Some(e.to_string());
-                Ok(Outcome::NotStored)
+/// Chunks written with one sync at most ([`Store::put_chunks`]): those
+/// that queued while the previous batch was written.
+const BATCH: usize = 16;
+
+/// Checks each job's bytes, stores those that are the chunk in one batch,
+/// and gives one result per job, in order.
+fn process<S: Store + ?Sized>(store: &S, jobs: Vec<Job>) -> Vec<Written> {
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut verified = Vec::new();
+    let mut meta = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let len = job.data.len();
+        meta.push((job.peer, job.manifest, job.index, len));
+        match VerifiedChunk::check(&job.chunk, job.data) {
+            Ok(chunk) => {
+                verified.push(chunk);
+                outcomes.push(None);
             }
-            Err(e) => Err(WriteError::Store(e)),
-        },
-        Err(r) => Ok(Outcome::Rejected(r)),
-    };
-    Written {
-        peer: job.peer,
-        manifest: job.manifest,
-        index: job.index,
-        len,
-        outcome,
-        error,
+            Err(r) => outcomes.push(Some(Ok(Outcome::Rejected(r)))),
+        }
     }
+    let mut puts = store.put_chunks(verified).into_iter();
+    meta.into_iter()
+        .zip(outcomes)
+        .map(|((peer, manifest, index, len), outcome)| {
+            let mut error = None;
+            let outcome = outcome.unwrap_or_else(|| match puts.next() {
+                Some(Ok(put)) => Ok(Outcome::Stored(put)),
+                Some(Err(e @ (StoreError::NoSpace { .. } | StoreError::Io { .. }))) => {
+                    error = Some(e.to_string());
+                    Ok(Outcome::NotStored)
+                }
+                Some(Err(e)) => Err(WriteError::Store(e)),
+                None => Err(WriteError::MissingResult),
+            });
+            Written {
+                peer,
+                manifest,
+                index,
+                len,
+                outcome,
+                error,
+            }
+        })
+        .collect()
 }
 
 /// The writer's results, and how many chunks are out.
@@ -145,10 +175,19 @@ impl Writer {
             std::thread::Builder::new()
                 .name("pollen-writer".into())
                 .spawn(move || {
-                    for job in rx {
-                        // Never waits: no more than `depth` results are out.
-                        if done_tx.blocking_send(process(store.as_ref(), job)).is_err() {
-                            break;
+                    while let Ok(first) = rx.recv() {
+                        let mut jobs = vec![first];
+                        while jobs.len() < BATCH {
+                            match rx.try_recv() {
+                                Ok(job) => jobs.push(job),
+                                Err(_) => break,
+                            }
+                        }
+                        for written in process(store.as_ref(), jobs) {
+                            // Never waits: no more than `depth` results are out.
+                            if done_tx.blocking_send(written).is_err() {
+                                return;
+                            }
                         }
                     }
                 })?,

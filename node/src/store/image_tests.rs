@@ -187,6 +187,41 @@ fn held_chunks_survive_a_restart_and_never_count_for_another_release() {
 }
 
 #[test]
+fn a_batch_of_chunks_is_stored_with_each_result_in_order() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = artifact(300_000);
+    let (v1, cs1) = release(&data, 1);
+    let (_, other) = release(&artifact(100_001), 2);
+    assert!(cs1.len() >= 3, "{} chunks", cs1.len());
+    {
+        let store = open(tmp.path(), None);
+        store.put_manifest(&v1).expect("manifest");
+        store.take_up(&v1).expect("take up");
+        let batch = vec![
+            cs1[0].clone().into_verified(),
+            other[0].clone().into_verified(), // not in this release
+            cs1[1].clone().into_verified(),
+            cs1[0].clone().into_verified(), // twice in one batch
+        ];
+        let puts: Vec<Put> = store
+            .put_chunks(batch)
+            .into_iter()
+            .map(|r| r.expect("put"))
+            .collect();
+        assert_eq!(puts, [Put::New, Put::Unwanted, Put::New, Put::AlreadyHeld]);
+        let again = store.put_chunks(vec![cs1[1].clone().into_verified()]);
+        assert!(matches!(again[..], [Ok(Put::AlreadyHeld)]), "{again:?}");
+    }
+    // Held, with the right bytes, after a restart.
+    let store = open(tmp.path(), None);
+    for (i, c) in cs1.iter().enumerate() {
+        assert_eq!(store.has_chunk(&c.id()).expect("has"), i < 2, "chunk {i}");
+    }
+    let back = store.read_chunk(&chunk_ref(&cs1[1])).expect("read");
+    assert_eq!(back.expect("held").bytes().as_ref(), cs1[1].data());
+}
+
+#[test]
 fn a_release_fetched_into_an_output_file_is_fetched_again_into_a_slot() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = artifact(200_000);

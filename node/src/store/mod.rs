@@ -130,6 +130,12 @@ pub trait Store: Send + Sync {
     /// this returned. It was checked when it was made: the store does not
     /// hash it again.
     fn put_chunk(&self, chunk: VerifiedChunk) -> Result<Put, StoreError>;
+    /// [`Store::put_chunk`] for each chunk, one result each in order. A
+    /// store that syncs every put may sync once for the whole batch
+    /// instead; each chunk is still durable when its result is `Ok`.
+    fn put_chunks(&self, chunks: Vec<VerifiedChunk>) -> Vec<Result<Put, StoreError>> {
+        chunks.into_iter().map(|c| self.put_chunk(c)).collect()
+    }
     /// Like [`Store::put_chunk`], for bulk loads: cheaper, but the chunk may
     /// be lost by a crash until [`Store::sync_chunks`] returned. Name such
     /// chunks in nothing durable before that.
