@@ -89,6 +89,8 @@ pub struct Cuts<R> {
     eof: bool,
     failed: bool,
     spare: VecDeque<Bytes>,
+    /// Blocks allocated so far (the rest were reused).
+    allocated: usize,
 }
 
 impl<R> std::fmt::Debug for Cuts<R> {
@@ -98,6 +100,7 @@ impl<R> std::fmt::Debug for Cuts<R> {
             .field("buffered", &(self.block.len() - self.pos))
             .field("eof", &self.eof)
             .field("failed", &self.failed)
+            .field("allocated", &self.allocated)
             .finish()
     }
 }
@@ -125,6 +128,7 @@ impl<R: Read> Cuts<R> {
             eof: false,
             failed: false,
             spare: VecDeque::with_capacity(SPARE_BLOCKS + 1),
+            allocated: 0,
         }
     }
 
@@ -141,6 +145,7 @@ impl<R: Read> Cuts<R> {
                 Err(pinned) => self.spare.push_back(pinned),
             }
         }
+        self.allocated += 1;
         BytesMut::zeroed(self.block_len)
     }
 

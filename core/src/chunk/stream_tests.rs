@@ -218,3 +218,31 @@ fn a_read_error_is_yielded_once_then_the_cutter_stops() {
     assert!(cuts.next().is_none());
     assert!(cuts.next().is_none());
 }
+
+#[test]
+fn blocks_no_chunk_points_into_are_reused() {
+    let data = pseudo_random(4 << 20, 13);
+    let p = small();
+    // 128 KiB blocks: 32 of them for 4 MiB.
+    let mut cuts = Cuts::with_block(&data[..], p, 0);
+    let mut covered = 0;
+    for cut in cuts.by_ref() {
+        let cut = cut.expect("in-memory read");
+        assert_eq!(cut.data(), &data[covered..covered + cut.len()]);
+        covered += cut.len();
+    }
+    assert_eq!(covered, data.len());
+    assert!(cuts.allocated <= SPARE_BLOCKS + 1, "{cuts:?}");
+
+    // Holding every chunk, each block is a new one.
+    let mut cuts = Cuts::with_block(&data[..], p, 0);
+    let held: Vec<Cut> = cuts
+        .by_ref()
+        .collect::<Result<_, _>>()
+        .expect("in-memory read");
+    assert!(
+        cuts.allocated >= data.len() / (2 * p.max as usize),
+        "{cuts:?}"
+    );
+    assert_eq!(held.iter().map(Cut::len).sum::<usize>(), data.len());
+}
