@@ -8,10 +8,13 @@ use std::io::Read;
 use std::str::FromStr;
 
 use bytes::Bytes;
-use fastcdc::v2020::{Normalization, StreamCDC};
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::ChunkRef;
+
+mod stream;
+
+pub use stream::{Cut, Cuts};
 
 /// BLAKE3 hash of a chunk's bytes: the chunk's name everywhere in Pollen.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -286,29 +289,21 @@ impl fmt::Debug for Chunk {
     }
 }
 
-/// Cuts `source` into content-defined chunks, streaming: at most one
-/// `params.max` buffer is held, whatever the artifact's size.
+/// Cuts `source` into content-defined chunks, streaming, and computes each
+/// chunk's id. Memory stays at a few blocks of `max(8 MiB, 2 * params.max)`
+/// (plus the chunks the caller still holds), whatever the artifact's size.
 pub fn chunks<R: Read>(
     source: R,
     params: ChunkParams,
 ) -> impl Iterator<Item = Result<Chunk, ChunkError>> {
-    StreamCDC::with_level(
-        source,
-        params.min as usize,
-        params.avg as usize,
-        params.max as usize,
-        Normalization::Level1,
-    )
-    .map(|r| match r {
-        Ok(c) => Ok(Chunk {
-            offset: c.offset,
-            chunk: VerifiedChunk {
-                id: ChunkId::of(&c.data),
-                bytes: Bytes::from(c.data),
-            },
-        }),
-        Err(e) => Err(ChunkError::Io(e.into())),
-    })
+    cuts(source, params).map(|cut| cut.map(Cut::into_chunk))
+}
+
+/// Cuts `source` into content-defined chunks without hashing them (see
+/// [`Cut::into_chunk`]): the cut points of [`chunks`], each chunk a
+/// zero-copy slice of a large read block. Stops after a read error.
+pub fn cuts<R: Read>(source: R, params: ChunkParams) -> Cuts<R> {
+    Cuts::new(source, params)
 }
 
 #[cfg(test)]

@@ -1,15 +1,15 @@
 //! Publishing: chunk an artifact into a store (or a [`Sink`] staging it for
 //! the store's running seeder), then build and sign its manifest.
 //!
-//! Chunking and hashing run on one thread while the store writes on another,
-//! joined by a bounded channel, so neither waits for the other and memory
-//! stays at a few chunks whatever the artifact's size.
+//! Cutting, hashing each chunk (its id) and storing run on three threads
+//! joined by bounded channels, in order, so none waits for the others and
+//! memory stays at a few read blocks and chunks whatever the artifact's size.
 
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::PathBuf;
 
-use pollen_core::chunk::{chunks, Chunk, ChunkError, ChunkParams, VerifiedChunk};
+use pollen_core::chunk::{cuts, Chunk, ChunkError, ChunkParams, Cut, VerifiedChunk};
 use pollen_core::manifest::{
     verify, Artifact, ChunkRef, DecodeError, Install, Manifest, ManifestId, Rollout, SecretKey,
     SignedManifest, TrustPolicy, VerifiedManifest, VerifyContext, VerifyError,
@@ -17,7 +17,8 @@ use pollen_core::manifest::{
 use pollen_node::store::{Put, Store, StoreError};
 use serde::Serialize;
 
-/// Chunks in flight between the chunking thread and the store writer.
+/// Chunks in flight between the cutter and the hasher, and between the
+/// hasher and the store writer.
 const PIPELINE_DEPTH: usize = 8;
 
 /// Errors of this module.
@@ -189,12 +190,22 @@ fn chunk_pipeline<S: Sink + ?Sized, R: Read + Send>(
     params: ChunkParams,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Chunked, PublishError> {
+    let (cut_tx, cut_rx) = std::sync::mpsc::sync_channel::<Result<Cut, ChunkError>>(PIPELINE_DEPTH);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, ChunkError>>(PIPELINE_DEPTH);
     std::thread::scope(|scope| {
+        // Cutting (read + FastCDC) and the chunk ids' BLAKE3 on separate
+        // threads: together they were the publish's limit.
         scope.spawn(move || {
-            for chunk in chunks(source, params) {
-                let failed = chunk.is_err();
-                if tx.send(chunk).is_err() || failed {
+            for cut in cuts(source, params) {
+                let failed = cut.is_err();
+                if cut_tx.send(cut).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        scope.spawn(move || {
+            for cut in cut_rx {
+                if tx.send(cut.map(Cut::into_chunk)).is_err() {
                     break;
                 }
             }
@@ -395,6 +406,86 @@ mod tests {
         assert_eq!(
             next_release(&store, "stable", Some(u64::MAX), None, &BTreeSet::new()).ok(),
             Some(u64::MAX)
+        );
+    }
+
+    fn pseudo_random(len: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Fails once `after` bytes were read.
+    struct FailsAfter<'a> {
+        data: &'a [u8],
+        after: usize,
+    }
+
+    impl Read for FailsAfter<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.after == 0 {
+                return Err(std::io::Error::other("disk on fire"));
+            }
+            let n = buf.len().min(self.after).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            self.after -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn the_pipeline_stores_every_chunk_in_order_with_the_whole_hash() {
+        let data = pseudo_random(20 << 20);
+        let params = ChunkParams::DEFAULT;
+        let store = MemStore::new();
+        let mut done = Vec::new();
+        let chunked = chunk_pipeline(&store, &data[..], params, &mut |n| done.push(n))
+            .expect("in-memory publish");
+        let expected: Vec<ChunkRef> = pollen_core::chunk::chunks(&data[..], params)
+            .map(|c| c.expect("in-memory read").into_verified().chunk_ref())
+            .collect::<Option<_>>()
+            .expect("chunks under 4 GiB");
+        assert!(expected.len() > 20, "{} chunks", expected.len());
+        assert_eq!(chunked.refs, expected);
+        assert_eq!(chunked.size, data.len() as u64);
+        assert_eq!(&chunked.blake3, blake3::hash(&data).as_bytes());
+        assert_eq!(
+            (chunked.new_chunks, chunked.new_bytes),
+            (expected.len(), data.len() as u64)
+        );
+        assert_eq!(done.len(), expected.len());
+        assert_eq!(done.last(), Some(&(data.len() as u64)));
+        for r in &expected {
+            let stored = store.get_chunk(&r.id).expect("store").expect("stored");
+            assert!(r.id.matches(&stored));
+        }
+    }
+
+    #[test]
+    fn a_read_error_midway_fails_the_pipeline() {
+        let data = pseudo_random(20 << 20);
+        let store = MemStore::new();
+        let err = chunk_pipeline(
+            &store,
+            FailsAfter {
+                data: &data,
+                after: 13 << 20,
+            },
+            ChunkParams::DEFAULT,
+            &mut |_| {},
+        )
+        .err()
+        .expect("the read fails");
+        assert!(
+            matches!(err, PublishError::Chunk(ChunkError::Io(ref e)) if e.to_string() == "disk on fire"),
+            "{err}"
         );
     }
 }
