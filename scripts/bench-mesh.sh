@@ -8,14 +8,18 @@
 # than one run it prints the medians. Then an idle node's RSS and CPU with
 # the release held.
 #   scripts/bench-mesh.sh [MiB] [runs]     (defaults 1024, 1)
+# The binaries are the dev profile's (dependencies at opt-level 3, Pollen's
+# own crates at 1); BENCH_RELEASE=1 builds and measures the release
+# profile that ships to devices (LTO; the baseline is built the same way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 mib="${1:-1024}"
 runs="${2:-1}"
-cargo build --workspace --bins --quiet
-cargo build -p pollen-node --example transport_baseline --quiet
-target="${CARGO_TARGET_DIR:-target}/debug"
+if [ "${BENCH_RELEASE:-0}" = 1 ]; then profile=(--release); dir=release; else profile=(); dir=debug; fi
+cargo build "${profile[@]}" -p pollen-node -p pollen-seeder --bins --quiet
+cargo build "${profile[@]}" -p pollen-node --example transport_baseline --quiet
+target="${CARGO_TARGET_DIR:-target}/$dir"
 work="$(mktemp -d)"; pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
