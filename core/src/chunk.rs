@@ -315,7 +315,8 @@ mod tests {
         ChunkParams::new(16 * 1024, 32 * 1024, 64 * 1024).expect("valid params")
     }
 
-    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    /// Deterministic bytes that do not compress (also the cutter's tests').
+    pub(super) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity(len);
         let mut x = seed | 1;
         while out.len() < len {

@@ -4,6 +4,7 @@ use fastcdc::v2020::{Normalization, StreamCDC};
 use proptest::prelude::*;
 
 use super::*;
+use crate::chunk::tests::pseudo_random;
 
 /// A reader over a slice that returns short reads of the sizes in `sizes`
 /// (cycled), some of them interrupted first.
@@ -57,19 +58,6 @@ impl Read for FailsAfter<'_> {
         self.read += n;
         Ok(n)
     }
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    let mut x = seed | 1;
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// (offset, len, id) of each chunk fastcdc's StreamCDC cuts.
