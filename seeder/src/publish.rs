@@ -32,6 +32,8 @@ pub enum PublishError {
     },
     #[error("chunking: {0}")]
     Chunk(#[from] ChunkError),
+    #[error("the chunking threads stopped before the artifact's end")]
+    PipelineStopped,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("release {requested} is not above release {existing} already published on channel {channel}")]
@@ -184,6 +186,13 @@ pub struct ChunkedSummary {
     pub new_bytes: u64,
 }
 
+/// What the hashing thread hands on: a chunk with its id, then (after the
+/// last one) the whole artifact's BLAKE3.
+enum Hashed {
+    Chunk(Chunk),
+    End([u8; 32]),
+}
+
 fn chunk_pipeline<S: Sink + ?Sized, R: Read + Send>(
     store: &S,
     source: R,
@@ -191,10 +200,11 @@ fn chunk_pipeline<S: Sink + ?Sized, R: Read + Send>(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Chunked, PublishError> {
     let (cut_tx, cut_rx) = std::sync::mpsc::sync_channel::<Result<Cut, ChunkError>>(PIPELINE_DEPTH);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, ChunkError>>(PIPELINE_DEPTH);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Hashed, ChunkError>>(PIPELINE_DEPTH);
     std::thread::scope(|scope| {
-        // Cutting (read + FastCDC) and the chunk ids' BLAKE3 on separate
-        // threads: together they were the publish's limit.
+        // Cutting (read + FastCDC), hashing (each chunk's id and the whole
+        // artifact's BLAKE3) and storing on three threads: the store's
+        // direct writes wait for the disk, so no hashing waits with them.
         scope.spawn(move || {
             for cut in cuts(source, params) {
                 let failed = cut.is_err();
@@ -204,11 +214,18 @@ fn chunk_pipeline<S: Sink + ?Sized, R: Read + Send>(
             }
         });
         scope.spawn(move || {
+            let mut whole = blake3::Hasher::new();
             for cut in cut_rx {
-                if tx.send(cut.map(Cut::into_chunk)).is_err() {
-                    break;
+                let hashed = cut.map(|c| {
+                    whole.update(c.data());
+                    Hashed::Chunk(c.into_chunk())
+                });
+                let failed = hashed.is_err();
+                if tx.send(hashed).is_err() || failed {
+                    return;
                 }
             }
+            let _ = tx.send(Ok(Hashed::End(*whole.finalize().as_bytes())));
         });
         let mut out = Chunked {
             refs: Vec::new(),
@@ -217,17 +234,23 @@ fn chunk_pipeline<S: Sink + ?Sized, R: Read + Send>(
             new_chunks: 0,
             new_bytes: 0,
         };
-        let mut whole = blake3::Hasher::new();
-        for chunk in rx {
-            // The chunker computed the id from these bytes: no second hash.
-            let chunk = chunk?.into_verified();
-            whole.update(chunk.bytes());
+        let mut ended = false;
+        for hashed in rx {
+            let chunk = match hashed? {
+                Hashed::Chunk(c) => c.into_verified(),
+                Hashed::End(blake3) => {
+                    out.blake3 = blake3;
+                    ended = true;
+                    break;
+                }
+            };
             let len = chunk.len();
             // Chunk lengths are bounded by params.max (<= 16 MiB), so this cannot truncate.
             out.refs.push(ChunkRef {
                 id: chunk.id(),
                 len: len as u32,
             });
+            // The hasher computed the id from these bytes: no second hash.
             if store.put_chunk(chunk)? == Put::New {
                 out.new_chunks += 1;
                 out.new_bytes += len as u64;
@@ -235,7 +258,9 @@ fn chunk_pipeline<S: Sink + ?Sized, R: Read + Send>(
             out.size += len as u64;
             progress(out.size);
         }
-        out.blake3 = *whole.finalize().as_bytes();
+        if !ended {
+            return Err(PublishError::PipelineStopped);
+        }
         store.sync_chunks()?;
         Ok(out)
     })
