@@ -3,7 +3,10 @@
 //! files (appending, syncing, reading at an offset, deleting); the store
 //! owns the index that says which chunk lies where ([`Loc`]).
 //!
-//! Appends go into one large buffer, written out when it fills ([`BUF`]),
+//! Appends go into one large buffer, written out when it fills ([`BUF`]:
+//! on a thread of its own while appends fill a second buffer, so a publish
+//! does not wait for each write; one such write at a time, waited for by
+//! anything that needs its bytes in the file or its error),
 //! when the store needs the bytes in the file ([`Packs::flush`]) and on
 //! [`Packs::sync`], which also fdatasyncs every pack written since the last
 //! sync (and the folder, when a pack was created). Packs are written with
@@ -103,8 +106,9 @@ impl Loc {
 /// The pack being appended to.
 struct Current {
     number: u32,
-    file: File,
-    /// Bytes in the file (what follows is in the buffer).
+    file: Arc<File>,
+    /// Bytes in the file or being written to it (what follows is in the
+    /// buffer).
     written: u64,
     /// Opened with `O_DIRECT`: writes are whole aligned blocks.
     direct: bool,
@@ -147,6 +151,15 @@ impl Buf {
     }
 }
 
+/// A full buffer written on a thread of its own, so the appending thread
+/// fills the next one instead of waiting for the disk; at most one at a
+/// time. Anything that needs its bytes in the file waits for it first
+/// ([`Packs::settle`]), and its error surfaces there.
+struct Inflight {
+    pack: u32,
+    write: std::thread::JoinHandle<(Buf, Result<(), PackError>)>,
+}
+
 struct Writer {
     /// The number the next pack created gets.
     next: u32,
@@ -154,7 +167,11 @@ struct Writer {
     /// Allocated at the first append.
     buf: Option<Buf>,
     /// Closed packs written since the last sync.
-    unsynced: Vec<(u32, File)>,
+    unsynced: Vec<(u32, Arc<File>)>,
+    /// A full buffer being written while appends fill the next one.
+    inflight: Option<Inflight>,
+    /// A buffer written out, kept for the next.
+    spare: Option<Buf>,
     /// Bytes went into the current pack since the last sync.
     dirty: bool,
     /// A pack (or the folder) was created since the last sync.
@@ -177,6 +194,14 @@ pub(crate) struct Packs {
     readers: Mutex<HashMap<u32, Arc<File>>>,
     /// [`PACK_LIMIT`], smaller in tests.
     limit: u64,
+}
+
+fn write_error(pack: u32, source: std::io::Error) -> PackError {
+    if source.raw_os_error() == Some(nix::libc::ENOSPC) {
+        PackError::NoSpace { pack }
+    } else {
+        PackError::Write { pack, source }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -226,6 +251,8 @@ impl Packs {
                     current: None,
                     buf: None,
                     unsynced: Vec::new(),
+                    inflight: None,
+                    spare: None,
                     dirty: false,
                     new_entries: false,
                 }))
@@ -310,7 +337,7 @@ impl Packs {
             buf.extend(&rest[..n]);
             rest = &rest[n..];
             if buf.room() == 0 {
-                Self::write_buf(&mut w)?;
+                Self::write_full(&mut w)?;
             }
         }
         w.dirty = true;
@@ -355,7 +382,7 @@ impl Packs {
         w.next = number.saturating_add(1);
         w.current = Some(Current {
             number,
-            file,
+            file: Arc::new(file),
             written: 0,
             direct,
         });
@@ -378,6 +405,7 @@ impl Packs {
     /// padding (at most [`ALIGN`] - 1 bytes, only where a flush or sync
     /// ended a write mid-block).
     fn write_buf(w: &mut Writer) -> Result<(), PackError> {
+        Self::settle(w)?;
         let Writer { current, buf, .. } = w;
         let Some(buf) = buf.as_mut().filter(|b| b.len > 0) else {
             return Ok(());
@@ -387,19 +415,62 @@ impl Packs {
             return Ok(());
         };
         let data = if c.direct { buf.padded() } else { buf.data() };
-        c.file.write_all_at(data, c.written).map_err(|source| {
-            if source.raw_os_error() == Some(nix::libc::ENOSPC) {
-                PackError::NoSpace { pack: c.number }
-            } else {
-                PackError::Write {
-                    pack: c.number,
-                    source,
-                }
-            }
-        })?;
+        c.file
+            .write_all_at(data, c.written)
+            .map_err(|source| write_error(c.number, source))?;
         c.written += data.len() as u64;
         buf.len = 0;
         Ok(())
+    }
+
+    /// Hands the full buffer to a writing thread (after the previous one
+    /// finished) and goes on with an empty one.
+    fn write_full(w: &mut Writer) -> Result<(), PackError> {
+        Self::settle(w)?;
+        let Some(c) = w.current.as_mut() else {
+            if let Some(b) = w.buf.as_mut() {
+                b.len = 0;
+            }
+            return Ok(());
+        };
+        let Some(mut full) = w.buf.take() else {
+            return Ok(());
+        };
+        w.buf = Some(w.spare.take().unwrap_or_else(Buf::new));
+        let (file, pack, offset, direct) = (c.file.clone(), c.number, c.written, c.direct);
+        // A full buffer is a whole number of blocks: no padding.
+        c.written += full.len as u64;
+        let write = std::thread::Builder::new()
+            .name("pollen-pack-write".into())
+            .spawn(move || {
+                let data = if direct { full.padded() } else { full.data() };
+                let result = file
+                    .write_all_at(data, offset)
+                    .map_err(|source| write_error(pack, source));
+                full.len = 0;
+                (full, result)
+            })
+            .map_err(|source| PackError::Write { pack, source })?;
+        w.inflight = Some(Inflight { pack, write });
+        Ok(())
+    }
+
+    /// Waits for the buffer being written, if any: its bytes are in the
+    /// file after this, or its error is returned.
+    fn settle(w: &mut Writer) -> Result<(), PackError> {
+        let Some(Inflight { pack, write }) = w.inflight.take() else {
+            return Ok(());
+        };
+        match write.join() {
+            Ok((buf, result)) => {
+                w.spare = Some(buf);
+                result
+            }
+            Err(_) => Err(PackError::Write {
+                pack,
+                source: std::io::Error::other("the pack writing thread panicked"),
+            }),
+        }
     }
 
     /// Writes what is buffered into the current pack (no sync): from now
@@ -490,7 +561,10 @@ impl Packs {
     /// the file and its tail in the buffer).
     pub fn read_buffered(&self, loc: Loc) -> Result<Option<Vec<u8>>, PackError> {
         if let Some(writer) = &self.writer {
-            let w = lock(writer);
+            let mut w = lock(writer);
+            if w.inflight.as_ref().is_some_and(|f| f.pack == loc.pack) {
+                Self::settle(&mut w)?;
+            }
             if let Some(c) = w.current.as_ref().filter(|c| c.number == loc.pack) {
                 let end = loc.offset + u64::from(loc.len);
                 if end > c.written {
@@ -527,6 +601,7 @@ impl Packs {
     /// not kept): what the index names no more. Returns how many went.
     pub fn remove_unreferenced(&self, keep: &HashSet<u32>) -> Result<usize, PackError> {
         let mut w = self.writer()?;
+        Self::settle(&mut w)?;
         if w.current
             .as_ref()
             .is_some_and(|c| !keep.contains(&c.number))

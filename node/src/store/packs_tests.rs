@@ -358,3 +358,35 @@ fn a_chunk_split_between_the_file_and_the_buffer_reads_back_whole() {
     packs.flush().expect("flush");
     assert_eq!(packs.read(b).expect("read").as_deref(), Some(&second[..]));
 }
+
+#[test]
+fn full_buffers_written_in_the_background_read_back_before_and_after_sync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let packs = Packs::open(dir.path(), true).expect("open");
+    // 30 appends of ~1 MiB: three full 8 MiB buffers go to the writing
+    // thread one after another while the next fills.
+    let parts: Vec<Vec<u8>> = (0..30)
+        .map(|i| noise(1_000_000 + i * 7_919, i as u64 + 10))
+        .collect();
+    let locs: Vec<Loc> = parts
+        .iter()
+        .map(|p| packs.append(p).expect("append"))
+        .collect();
+    for w in locs.windows(2) {
+        assert_eq!(w[1].offset, w[0].offset + u64::from(w[0].len));
+    }
+    // Before any flush: every part, whether in the file, being written or
+    // still buffered, reads back whole (newest first, then oldest).
+    for (loc, part) in locs.iter().zip(&parts).rev() {
+        assert_eq!(
+            packs.read_buffered(*loc).expect("read").as_deref(),
+            Some(&part[..])
+        );
+    }
+    packs.sync().expect("sync");
+    drop(packs);
+    let again = Packs::open(dir.path(), false).expect("reopen");
+    for (loc, part) in locs.iter().zip(&parts) {
+        assert_eq!(again.read(*loc).expect("read").as_deref(), Some(&part[..]));
+    }
+}
