@@ -87,42 +87,47 @@ const BATCH: usize = 16;
 /// Checks each job's bytes, stores those that are the chunk in one batch,
 /// and gives one result per job, in order.
 fn process<S: Store + ?Sized>(store: &S, jobs: Vec<Job>) -> Vec<Written> {
-    let mut outcomes = Vec::with_capacity(jobs.len());
     let mut verified = Vec::new();
-    let mut meta = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let len = job.data.len();
-        meta.push((job.peer, job.manifest, job.index, len));
-        match VerifiedChunk::check(&job.chunk, job.data) {
-            Ok(chunk) => {
-                verified.push(chunk);
-                outcomes.push(None);
-            }
-            Err(r) => outcomes.push(Some(Ok(Outcome::Rejected(r)))),
-        }
-    }
-    let mut puts = store.put_chunks(verified).into_iter();
-    meta.into_iter()
-        .zip(outcomes)
-        .map(|((peer, manifest, index, len), outcome)| {
-            let mut error = None;
-            let outcome = outcome.unwrap_or_else(|| match puts.next() {
-                Some(Ok(put)) => Ok(Outcome::Stored(put)),
-                Some(Err(e @ (StoreError::NoSpace { .. } | StoreError::Io { .. }))) => {
-                    error = Some(e.to_string());
-                    Ok(Outcome::NotStored)
+    // Each job without its bytes, and its outcome if the check decided it.
+    let checked: Vec<(Written, bool)> = jobs
+        .into_iter()
+        .map(|job| {
+            let mut written = Written {
+                peer: job.peer,
+                manifest: job.manifest,
+                index: job.index,
+                len: job.data.len(),
+                outcome: Err(WriteError::MissingResult),
+                error: None,
+            };
+            match VerifiedChunk::check(&job.chunk, job.data) {
+                Ok(chunk) => {
+                    verified.push(chunk);
+                    (written, true)
                 }
-                Some(Err(e)) => Err(WriteError::Store(e)),
-                None => Err(WriteError::MissingResult),
-            });
-            Written {
-                peer,
-                manifest,
-                index,
-                len,
-                outcome,
-                error,
+                Err(r) => {
+                    written.outcome = Ok(Outcome::Rejected(r));
+                    (written, false)
+                }
             }
+        })
+        .collect();
+    let mut puts = store.put_chunks(verified).into_iter();
+    checked
+        .into_iter()
+        .map(|(mut written, stored)| {
+            if stored {
+                written.outcome = match puts.next() {
+                    Some(Ok(put)) => Ok(Outcome::Stored(put)),
+                    Some(Err(e @ (StoreError::NoSpace { .. } | StoreError::Io { .. }))) => {
+                        written.error = Some(e.to_string());
+                        Ok(Outcome::NotStored)
+                    }
+                    Some(Err(e)) => Err(WriteError::Store(e)),
+                    None => Err(WriteError::MissingResult),
+                };
+            }
+            written
         })
         .collect()
 }

@@ -623,33 +623,26 @@ impl Store for ImageStore {
             let Some(t) = layout.target.as_ref() else {
                 return chunks.iter().map(|_| Ok(Put::Unwanted)).collect();
             };
+            // Per chunk: its result so far, and where to write it (`New` ones).
             let mut seen = HashSet::new();
-            let results: Vec<Result<Put, StoreError>> = chunks
+            let planned: Vec<_> = chunks
                 .iter()
                 .map(|c| {
                     let id = c.id();
                     if t.complete || t.held.contains(&id) || !seen.insert(id) {
-                        Ok(Put::AlreadyHeld)
-                    } else if t.image.at.contains_key(&id) {
-                        Ok(Put::New) // to write
-                    } else {
-                        Ok(Put::Unwanted)
+                        return (Ok(Put::AlreadyHeld), None);
+                    }
+                    match t.image.at.get(&id) {
+                        Some((_, offsets)) => (Ok(Put::New), Some(offsets.clone())),
+                        None => (Ok(Put::Unwanted), None),
                     }
                 })
                 .collect();
-            let offsets = chunks
-                .iter()
-                .zip(&results)
-                .map(|(c, r)| match r {
-                    Ok(Put::New) => t.image.at.get(&c.id()).map(|(_, o)| o.clone()),
-                    _ => None,
-                })
-                .collect::<Vec<_>>();
             (
                 t.image.file.clone(),
                 t.image.path.clone(),
                 t.image.manifest,
-                results.into_iter().zip(offsets).collect::<Vec<_>>(),
+                planned,
             )
         };
         let mut written = false;

@@ -143,6 +143,23 @@ impl Buf {
         self.len += bytes.len();
     }
 
+    /// Writes the data at `offset` of pack `pack` (padded to whole blocks
+    /// for a direct file) and empties the buffer: how many bytes went out.
+    fn write_out(
+        &mut self,
+        file: &File,
+        pack: u32,
+        offset: u64,
+        direct: bool,
+    ) -> Result<u64, PackError> {
+        let data = if direct { self.padded() } else { self.data() };
+        file.write_all_at(data, offset)
+            .map_err(|source| write_error(pack, source))?;
+        let n = data.len() as u64;
+        self.len = 0;
+        Ok(n)
+    }
+
     /// The data, zero-padded to a whole number of [`ALIGN`] blocks.
     fn padded(&mut self) -> &[u8] {
         let end = self.len.div_ceil(ALIGN) * ALIGN;
@@ -414,12 +431,7 @@ impl Packs {
             buf.len = 0;
             return Ok(());
         };
-        let data = if c.direct { buf.padded() } else { buf.data() };
-        c.file
-            .write_all_at(data, c.written)
-            .map_err(|source| write_error(c.number, source))?;
-        c.written += data.len() as u64;
-        buf.len = 0;
+        c.written += buf.write_out(&c.file, c.number, c.written, c.direct)?;
         Ok(())
     }
 
@@ -443,11 +455,7 @@ impl Packs {
         let write = std::thread::Builder::new()
             .name("pollen-pack-write".into())
             .spawn(move || {
-                let data = if direct { full.padded() } else { full.data() };
-                let result = file
-                    .write_all_at(data, offset)
-                    .map_err(|source| write_error(pack, source));
-                full.len = 0;
+                let result = full.write_out(&file, pack, offset, direct).map(drop);
                 (full, result)
             })
             .map_err(|source| PackError::Write { pack, source })?;
@@ -462,7 +470,8 @@ impl Packs {
             return Ok(());
         };
         match write.join() {
-            Ok((buf, result)) => {
+            Ok((mut buf, result)) => {
+                buf.len = 0; // also after a failed write
                 w.spare = Some(buf);
                 result
             }
