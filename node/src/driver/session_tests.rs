@@ -12,9 +12,9 @@ use libp2p::request_response::OutboundFailure;
 use libp2p::swarm::SwarmEvent;
 use pollen_core::manifest::TrustPolicy;
 use pollen_core::wire::{Request, Response, MAX_REQUEST, SESSION_PREAMBLE};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::tests::{config, seeded_store};
+use super::tests::{config, seeded_store, start_seeder_with};
 use super::*;
 use crate::net::behaviour::build_swarm;
 use crate::net::session::SESSION;
@@ -33,26 +33,9 @@ fn limits(sessions: bool) -> Limits {
 
 /// Starts a seeder with or without sessions; its address and its stop.
 async fn seeder(store: Arc<RocksStore>, sessions: bool) -> (Multiaddr, oneshot::Sender<()>) {
-    let (tx, mut events) = mpsc::channel(64);
     let mut cfg = config(Mode::Seed, None, vec![]);
     cfg.limits = limits(sessions);
-    let driver = Driver::new(store, cfg, Some(tx)).expect("seeder");
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(driver.run(async {
-        let _ = stopped.await;
-    }));
-    let addr = tokio::time::timeout(DEADLINE, async {
-        loop {
-            match events.recv().await {
-                Some(NodeEvent::Listening(a)) => return a,
-                Some(_) => {}
-                None => panic!("the seeder stopped before listening"),
-            }
-        }
-    })
-    .await
-    .expect("the seeder listens");
-    (addr, stop)
+    start_seeder_with(store, cfg).await
 }
 
 /// A device with or without sessions fetches from `addr`; its report.
@@ -172,11 +155,16 @@ async fn garbage_on_a_session_closes_it_and_the_node_serves_on() {
     let _ = stop.send(());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_on_a_session_without_an_answer_fails_at_its_deadline() {
-    // A server that takes sessions and never answers on them.
+/// A server without sessions of its own whose session streams the test
+/// takes (`IncomingStreams`), listening; and a client with sessions
+/// dialing it.
+async fn server_and_client() -> (
+    libp2p::Swarm<crate::net::Behaviour>,
+    libp2p_stream::IncomingStreams,
+    libp2p::Swarm<crate::net::Behaviour>,
+) {
     let mut server = peer(false);
-    let mut incoming = server
+    let incoming = server
         .behaviour()
         .stream
         .new_control()
@@ -190,9 +178,24 @@ async fn a_request_on_a_session_without_an_answer_fails_at_its_deadline() {
             break address;
         }
     };
-    let server_id = *server.local_peer_id();
     let mut client = peer(true);
     client.dial(addr).expect("dial");
+    (server, incoming, client)
+}
+
+/// Echoes a session's preamble, as a node that speaks sessions does.
+async fn echo_preamble(stream: &mut libp2p::Stream) {
+    let mut hi = [0u8; SESSION_PREAMBLE.len()];
+    stream.read_exact(&mut hi).await.expect("preamble");
+    stream.write_all(&hi).await.expect("echo");
+    stream.flush().await.expect("flush");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_on_a_session_without_an_answer_fails_at_its_deadline() {
+    // A server that takes sessions and never answers on them.
+    let (mut server, mut incoming, mut client) = server_and_client().await;
+    let server_id = *server.local_peer_id();
 
     let failed = tokio::time::timeout(DEADLINE, async {
         let mut held = Vec::new();
@@ -203,10 +206,7 @@ async fn a_request_on_a_session_without_an_answer_fails_at_its_deadline() {
                 _ = server.select_next_some() => {}
                 Some((_, mut stream)) = incoming.next() => {
                     // It speaks sessions: echoes the preamble, then nothing.
-                    let mut hi = [0u8; SESSION_PREAMBLE.len()];
-                    stream.read_exact(&mut hi).await.expect("preamble");
-                    stream.write_all(&hi).await.expect("echo");
-                    stream.flush().await.expect("flush");
+                    echo_preamble(&mut stream).await;
                     held.push(stream);
                 }
                 _ = tick.tick(), if !on_session => {
@@ -249,24 +249,8 @@ async fn a_request_on_a_session_without_an_answer_fails_at_its_deadline() {
 async fn requests_cut_off_by_a_broken_session_are_asked_again_the_old_way() {
     // A server that answers on streams, and takes a session only to
     // break it once a request arrives on it.
-    let mut server = peer(false);
-    let mut incoming = server
-        .behaviour()
-        .stream
-        .new_control()
-        .accept(SESSION)
-        .expect("accept");
-    server
-        .listen_on("/memory/0".parse().expect("addr"))
-        .expect("listen");
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
-            break address;
-        }
-    };
+    let (mut server, mut incoming, mut client) = server_and_client().await;
     let server_id = *server.local_peer_id();
-    let mut client = peer(true);
-    client.dial(addr).expect("dial");
 
     let answered = tokio::time::timeout(DEADLINE, async {
         let mut on_session = false;
@@ -281,10 +265,7 @@ async fn requests_cut_off_by_a_broken_session_are_asked_again_the_old_way() {
                     }
                 }
                 Some((_, mut stream)) = incoming.next() => {
-                    let mut hi = [0u8; SESSION_PREAMBLE.len()];
-                    stream.read_exact(&mut hi).await.expect("preamble");
-                    stream.write_all(&hi).await.expect("echo");
-                    stream.flush().await.expect("flush");
+                    echo_preamble(&mut stream).await;
                     tokio::spawn(async move {
                         // The tag and the length of the first request, then gone.
                         let mut head = [0u8; 8];
