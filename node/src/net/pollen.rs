@@ -5,10 +5,6 @@
 //! table of request ids. Answers to requests it no longer tracks are
 //! dropped here.
 //!
-//! Requests to a peer that speaks sessions go on its session
-//! ([`super::session`]), the rest on a stream each; answers and requests
-//! from either come out as the same events.
-//!
 //! On the serving side it owns the per-peer serving limits
 //! ([`super::serving`]): a chunk request the driver can serve is offered
 //! here, and answered `Busy` or `Declined` here when admission says so;
@@ -35,25 +31,10 @@ use pollen_core::wire::{Request, Response};
 
 use super::protocol::{ChunkRead, Codec, Counter, Outbound, Reply};
 use super::serving::{Offered, Serving};
-use super::session::{SessionReply, SessionRequestId, Sessions};
-
-/// A request a peer made of us: on a stream of its own or on its session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum InboundId {
-    Stream(InboundRequestId),
-    Session(SessionRequestId),
-}
-
-/// The way back for an answer ([`Pollen::respond`]).
-#[derive(Debug)]
-pub enum Channel {
-    Stream(ResponseChannel<Reply>),
-    Session(SessionReply),
-}
 
 /// A chunk request admitted by the serving limits, to be read and sent
 /// ([`Pollen::send_chunk`]) or answered without it ([`Pollen::not_sent`]).
-pub type Admitted = super::serving::Admitted<InboundId, Channel>;
+pub type Admitted = super::serving::Admitted<InboundRequestId, ResponseChannel<Reply>>;
 
 /// What an outbound request was for.
 #[derive(Debug)]
@@ -79,9 +60,9 @@ pub enum Event {
     /// A peer asks something; answer through [`Pollen::respond`].
     Request {
         peer: PeerId,
-        id: InboundId,
+        id: InboundRequestId,
         request: Request,
-        channel: Channel,
+        channel: ResponseChannel<Reply>,
     },
     /// The answer to a request of ours, with what it was for.
     Response {
@@ -98,7 +79,7 @@ pub enum Event {
     /// Our response was written to its end (`complete`), or its stream failed.
     ResponseEnded {
         peer: PeerId,
-        id: InboundId,
+        id: InboundRequestId,
         complete: bool,
     },
 }
@@ -108,16 +89,14 @@ pub enum Event {
 pub struct Pollen {
     inner: request_response::Behaviour<Codec>,
     pending: HashMap<OutboundRequestId, Pending>,
-    sessions: Sessions,
-    serving: Serving<InboundId, Channel>,
+    serving: Serving<InboundRequestId, ResponseChannel<Reply>>,
 }
 
 impl Pollen {
-    pub fn new(inner: request_response::Behaviour<Codec>, sessions: Sessions) -> Self {
+    pub fn new(inner: request_response::Behaviour<Codec>) -> Self {
         Self {
             inner,
             pending: HashMap::new(),
-            sessions,
             serving: Serving::new(AdmissionConfig::default(), None),
         }
     }
@@ -143,13 +122,13 @@ impl Pollen {
     pub fn offer_chunk(
         &mut self,
         now: Duration,
-        id: InboundId,
+        id: InboundRequestId,
         peer: PeerId,
         site: Option<SiteId>,
         manifest: ManifestId,
         index: u32,
         len: u32,
-        channel: Channel,
+        channel: ResponseChannel<Reply>,
     ) -> Option<Admitted> {
         match self
             .serving
@@ -213,41 +192,19 @@ impl Pollen {
     }
 
     /// A response's stream ended (see [`Event::ResponseEnded`]).
-    pub fn response_ended(&mut self, now: Duration, id: InboundId, complete: bool) {
+    pub fn response_ended(&mut self, now: Duration, id: InboundRequestId, complete: bool) {
         self.serving.ended(now, id, complete);
     }
 
     /// `peer` is gone: what was held for it or under way to it is over.
     pub fn forget_peer(&mut self, now: Duration, peer: &PeerId) {
         self.serving.forget(now, peer);
-        self.sessions.forget(peer);
     }
 
-    /// Sends `request` to `peer` at `now`, remembering what it is for: on
-    /// its session if one is open, else on a stream of its own. (Bounded:
-    /// each entry ends with an answer or a failure, the request timeout at
-    /// the latest — [`Pollen::expire_requests`] for those on sessions.)
-    /// Returns whether it went on a session.
-    pub fn send(
-        &mut self,
-        now: Duration,
-        peer: &PeerId,
-        request: Request,
-        pending: Pending,
-    ) -> bool {
-        let progress = match &pending {
-            Pending::Chunk { progress, .. } => Some(progress.clone()),
-            _ => None,
-        };
-        let Some((request, pending)) = self.sessions.send(now, *peer, request, pending, progress)
-        else {
-            return true;
-        };
-        self.send_on_stream(peer, request, pending);
-        false
-    }
-
-    fn send_on_stream(&mut self, peer: &PeerId, request: Request, pending: Pending) {
+    /// Sends `request` to `peer`, remembering what it is for. (Bounded by
+    /// request-response: each entry ends with an answer or a failure,
+    /// the stream timeout at the latest.)
+    pub fn send(&mut self, peer: &PeerId, request: Request, pending: Pending) {
         let progress = match &pending {
             Pending::Chunk { progress, .. } => Some(progress.clone()),
             _ => None,
@@ -258,30 +215,15 @@ impl Pollen {
         self.pending.insert(id, pending);
     }
 
-    /// Whether requests to `peer` now go on its session.
-    pub fn has_session(&self, peer: &PeerId) -> bool {
-        self.sessions.is_open(peer)
-    }
-
-    /// Fails the requests on sessions whose answers are overdue.
-    pub fn expire_requests(&mut self, now: Duration) {
-        self.sessions.expire(now);
-    }
-
     /// Answers a peer's request; a peer that went away meanwhile hears its
     /// stream fail instead ([`Event::ResponseEnded`]).
-    pub fn respond(&mut self, channel: Channel, reply: impl Into<Reply>) {
-        match channel {
-            Channel::Stream(c) => {
-                let _ = self.inner.send_response(c, reply.into());
-            }
-            Channel::Session(c) => c.send(reply.into()),
-        }
+    pub fn respond(&mut self, channel: ResponseChannel<Reply>, reply: impl Into<Reply>) {
+        let _ = self.inner.send_response(channel, reply.into());
     }
 
     /// Requests of ours still waiting for an answer.
     pub fn in_flight(&self) -> usize {
-        self.pending.len() + self.sessions.asking()
+        self.pending.len()
     }
 
     /// Our own event for one of request-response's (`None`: an answer to
@@ -296,9 +238,9 @@ impl Pollen {
                     channel,
                 } => Event::Request {
                     peer,
-                    id: InboundId::Stream(request_id),
+                    id: request_id,
                     request: request.request,
-                    channel: Channel::Stream(channel),
+                    channel,
                 },
                 Message::Response {
                     request_id,
@@ -323,14 +265,14 @@ impl Pollen {
                 peer, request_id, ..
             } => Event::ResponseEnded {
                 peer,
-                id: InboundId::Stream(request_id),
+                id: request_id,
                 complete: true,
             },
             Rr::InboundFailure {
                 peer, request_id, ..
             } => Event::ResponseEnded {
                 peer,
-                id: InboundId::Stream(request_id),
+                id: request_id,
                 complete: false,
             },
         })
@@ -400,12 +342,6 @@ impl NetworkBehaviour for Pollen {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
-        if let Poll::Ready(e) = self.sessions.poll(cx) {
-            return Poll::Ready(ToSwarm::GenerateEvent(e));
-        }
-        for (peer, request, pending) in self.sessions.take_again() {
-            self.send_on_stream(&peer, request, pending);
-        }
         loop {
             match self.inner.poll(cx) {
                 Poll::Ready(ToSwarm::GenerateEvent(e)) => {
