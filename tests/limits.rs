@@ -119,7 +119,7 @@ fn flood(
                         }
                         if honest_codec.is_connected(&peer) {
                             for _ in 0..50 {
-                                honest_codec.behaviour_mut().pollen.send(&peer, Request::GetChunk { manifest, index: index % 64 }, pollen::Pending::Notice);
+                                honest_codec.behaviour_mut().pollen.send(Duration::ZERO, &peer, Request::GetChunk { manifest, index: index % 64 }, pollen::Pending::Notice);
                                 index += 1;
                                 sent.fetch_add(1, Ordering::Relaxed);
                             }

@@ -12,6 +12,20 @@ use crate::swarm::{Bitfield, SiteId};
 /// version 3 fleet trust: policy and credential in `Hello`, credentials
 /// beside status records, `Policy` pushes.
 pub const PROTOCOL: &str = "/pollen/3";
+/// The same messages on one long-lived stream per peer and direction: the
+/// opener's requests, pipelined, each a frame as on [`PROTOCOL`] behind a
+/// [`TAG`]-byte tag, and the answers, each behind its request's tag, in
+/// whatever order they are ready. A peer without it is asked on
+/// [`PROTOCOL`], a stream per request.
+pub const SESSION_PROTOCOL: &str = "/pollen/3/session";
+/// Bytes of a session frame's tag (big-endian `u32`, chosen by the opener).
+pub const TAG: usize = 4;
+/// The first bytes each way on a session: the opener sends them, the
+/// acceptor echoes them, and only then does the opener send requests on
+/// it. Streams are negotiated lazily (a request rides with the protocol
+/// name), so without this a peer that does not speak sessions would be
+/// found out only by losing the requests already sent.
+pub const SESSION_PREAMBLE: [u8; 4] = *b"PS1\n";
 /// Largest request frame: requests are small (a bitfield of 64 Ki chunks is 8 KiB).
 pub const MAX_REQUEST: usize = 256 * 1024;
 /// Largest response frame: one chunk (at most 16 MiB) or one manifest, plus framing.

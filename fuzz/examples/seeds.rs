@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use libp2p_identity::{Keypair, PeerId};
 use multiaddr::Multiaddr;
 use pollen_core::swarm::{Bitfield, SiteId};
-use pollen_core::wire::{frame_header, PeerRecord, Response, Role};
+use pollen_core::wire::{frame_header, PeerRecord, Response, Role, SESSION_PREAMBLE};
 use serde_bytes::ByteBuf;
 
 type Seeds = Vec<(String, Vec<u8>)>;
@@ -87,6 +87,19 @@ fn framed(direction: u8, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `messages` as a session carries them: mode `direction | 2`, the
+/// preamble, then each message framed behind its tag.
+fn on_session(direction: u8, messages: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = vec![direction | 2];
+    out.extend_from_slice(&SESSION_PREAMBLE);
+    for (tag, (_, body)) in (0u32..).zip(messages) {
+        out.extend_from_slice(&tag.to_be_bytes());
+        out.extend_from_slice(&frame_header(body.len()).expect("fits"));
+        out.extend_from_slice(body);
+    }
+    out
+}
+
 fn bitfield_seed(expected: u32, have: &Bitfield) -> Vec<u8> {
     let mut out = expected.to_le_bytes().to_vec();
     out.extend(postcard::to_stdvec(have).expect("encodes"));
@@ -111,6 +124,10 @@ fn all_seeds() -> Vec<(&'static str, Seeds)> {
                 .iter()
                 .map(|(n, b)| (format!("response-{n}"), framed(1, b))),
         )
+        .chain([
+            ("session-requests".into(), on_session(0, &requests)),
+            ("session-responses".into(), on_session(1, &responses)),
+        ])
         .collect();
 
     let n = pollen_fuzz::firmware_chunk_count();

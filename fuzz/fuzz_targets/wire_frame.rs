@@ -1,16 +1,21 @@
 //! Fuzzes the node's stream framing (`wire::frame_len` before reading a
-//! body, as `node::net::protocol` does) over a byte stream of frames.
+//! body, as `node::net::protocol` does) over a byte stream of frames, on a
+//! stream per request or on a session (`node::net::session`).
 //!
-//! Input: a direction byte (even: requests under `MAX_REQUEST`, odd:
-//! responses under `MAX_RESPONSE`), then frames (4-byte big-endian length,
-//! body) until the stream ends. Checked: a length over the cap is refused
-//! before the body; every frame that decodes, re-framed with
-//! `wire::frame_header`, reads back to the same message.
+//! Input: a mode byte (bit 0 clear: requests under `MAX_REQUEST`, set:
+//! responses under `MAX_RESPONSE`; bit 1 set: a session, which starts with
+//! `wire::SESSION_PREAMBLE` and puts a `wire::TAG`-byte tag before each
+//! frame), then frames (4-byte big-endian length, body) until the stream
+//! ends. Checked: a session without the preamble is read no further; a
+//! length over the cap is refused before the body; every frame that
+//! decodes, re-framed with `wire::frame_header`, reads back to the same
+//! message.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pollen_core::wire::{
     frame_header, frame_len, Request, Response, FRAME_HEADER, MAX_REQUEST, MAX_RESPONSE,
+    SESSION_PREAMBLE, TAG,
 };
 
 /// What the front of a stream holds.
@@ -57,13 +62,35 @@ fn reframe(body: &[u8]) -> Vec<u8> {
     framed
 }
 
+/// A session's stream past its preamble, or `None` if it has none.
+fn past_preamble(stream: &[u8]) -> Option<&[u8]> {
+    stream.strip_prefix(&SESSION_PREAMBLE[..])
+}
+
 fuzz_target!(|data: &[u8]| {
-    let Some((&direction, mut stream)) = data.split_first() else {
+    let Some((&mode, mut stream)) = data.split_first() else {
         return;
     };
-    let requests = direction % 2 == 0;
+    let requests = mode & 1 == 0;
+    let session = mode & 2 != 0;
     let max = if requests { MAX_REQUEST } else { MAX_RESPONSE };
-    while let Next::Frame(body, rest) = read_frame(stream, max) {
+    if session {
+        match past_preamble(stream) {
+            Some(rest) => stream = rest,
+            None => return,
+        }
+    }
+    loop {
+        if session {
+            // Each frame behind its tag; a stream ending inside one ends here.
+            match stream.get(TAG..) {
+                Some(rest) => stream = rest,
+                None => return,
+            }
+        }
+        let Next::Frame(body, rest) = read_frame(stream, max) else {
+            return;
+        };
         stream = rest;
         if requests {
             if let Ok(req) = Request::decode(body) {

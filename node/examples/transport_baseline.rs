@@ -3,6 +3,10 @@
 //! stream, with no chunking, hashing or storage. Prints MB/s.
 //!
 //! `cargo run --example transport_baseline -- 1024`
+//!
+//! With `-- 1024 K D`, the same bytes as requests of K KiB each, D in
+//! flight, each answered on a stream of its own (request-response): what
+//! a stream per chunk costs, without Pollen's own work.
 
 use std::io;
 use std::time::Instant;
@@ -15,8 +19,11 @@ use libp2p::{noise, tcp, yamux, StreamProtocol};
 const PROTO: StreamProtocol = StreamProtocol::new("/pollen-bench/bare/1");
 
 /// Request: how many bytes to send. Response: the bytes, streamed, counted on arrival.
+/// Each stream's codec remembers how many it asked for (its read buffer's size).
 #[derive(Clone, Default)]
-struct Bare;
+struct Bare {
+    asked: u64,
+}
 
 impl request_response::Codec for Bare {
     type Protocol = StreamProtocol;
@@ -37,7 +44,7 @@ impl request_response::Codec for Bare {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<u64> {
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = vec![0u8; self.asked.clamp(1, 1 << 20) as usize];
         let mut total = 0u64;
         loop {
             let n = io.read(&mut buf).await?;
@@ -53,6 +60,7 @@ impl request_response::Codec for Bare {
         io: &mut T,
         n: u64,
     ) -> io::Result<()> {
+        self.asked = n;
         io.write_all(&n.to_be_bytes()).await?;
         io.close().await
     }
@@ -62,7 +70,7 @@ impl request_response::Codec for Bare {
         io: &mut T,
         n: u64,
     ) -> io::Result<()> {
-        let buf = vec![0xa5u8; 1 << 20];
+        let buf = vec![0xa5u8; n.min(1 << 20) as usize];
         let mut left = n;
         while left > 0 {
             let k = left.min(buf.len() as u64) as usize;
@@ -85,7 +93,11 @@ fn swarm() -> libp2p::Swarm<request_response::Behaviour<Bare>> {
         )
         .expect("tcp")
         .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(Bare, [(PROTO, ProtocolSupport::Full)], cfg)
+            request_response::Behaviour::with_codec(
+                Bare::default(),
+                [(PROTO, ProtocolSupport::Full)],
+                cfg,
+            )
         })
         .expect("behaviour")
         .build()
@@ -128,22 +140,57 @@ fn main() {
         });
         let mut client = swarm();
         client.dial(addr).expect("dial");
+        // Optional: the same bytes as requests of `chunk` KiB, `depth` in flight.
+        let chunk: u64 = std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0)
+            << 10;
+        let depth: u64 = std::env::args()
+            .nth(3)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(8);
+        let total = mib << 20;
+        let (mut asked, mut got) = (0u64, 0u64);
         let mut start = None;
         loop {
             match client.select_next_some().await {
                 SwarmEvent::ConnectionEstablished { .. } => {
                     start = Some(Instant::now());
-                    client.behaviour_mut().send_request(&server_id, mib << 20);
+                    if chunk == 0 {
+                        client.behaviour_mut().send_request(&server_id, total);
+                    } else {
+                        while asked < total && asked < depth * chunk {
+                            client.behaviour_mut().send_request(&server_id, chunk);
+                            asked += chunk;
+                        }
+                    }
                 }
                 SwarmEvent::Behaviour(request_response::Event::Message {
                     message: request_response::Message::Response { response, .. },
                     ..
                 }) => {
+                    got += response;
+                    if chunk > 0 && asked < total {
+                        client.behaviour_mut().send_request(&server_id, chunk);
+                        asked += chunk;
+                    }
+                    if got < total {
+                        continue;
+                    }
                     let secs = start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
+                    let how = if chunk == 0 {
+                        "bare stream".to_string()
+                    } else {
+                        format!(
+                            "a stream per {} KiB request, {depth} in flight",
+                            chunk >> 10
+                        )
+                    };
                     println!(
-                        "bare stream: {} MiB in {secs:.2} s = {:.1} MB/s",
-                        response >> 20,
-                        response as f64 / secs / 1e6
+                        "{how}: {} MiB in {secs:.2} s = {:.1} MB/s",
+                        got >> 20,
+                        got as f64 / secs / 1e6
                     );
                     return;
                 }

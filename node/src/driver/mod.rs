@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{InboundRequestId, OutboundFailure, ResponseChannel};
+use libp2p::request_response::OutboundFailure;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{identify, mdns, Multiaddr, PeerId};
@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 
 use crate::api::{ApiCommand, Shared};
 use crate::net::exchange::KnownPeer;
-use crate::net::pollen::{self, Pending};
+use crate::net::pollen::{self, Channel, InboundId, Pending};
 use crate::net::protocol::{Counter, Reply};
 use crate::net::{
     build_swarm, load_or_create_identity, Advertise, Behaviour, BehaviourEvent, Limits, NetError,
@@ -194,6 +194,10 @@ pub struct Report {
     pub peers_refused: u64,
     /// Connections established (both directions).
     pub connections_opened: u64,
+    /// Requests of ours sent on a peer's session; the rest went on a
+    /// stream each (the first few to a peer, and all to a peer without
+    /// sessions).
+    pub requests_on_sessions: u64,
     pub complete: bool,
     /// Seconds from start until the release was complete in the store.
     pub seconds_to_complete: Option<f64>,
@@ -721,10 +725,18 @@ impl<S: Store + 'static> Driver<S> {
         if self.is_origin(&peer) {
             return;
         }
-        self.swarm.behaviour_mut().pollen.send(&peer, req, what);
+        let now = self.now();
+        if self
+            .swarm
+            .behaviour_mut()
+            .pollen
+            .send(now, &peer, req, what)
+        {
+            self.report.requests_on_sessions += 1;
+        }
     }
 
-    fn respond(&mut self, channel: ResponseChannel<Reply>, response: impl Into<Reply>) {
+    fn respond(&mut self, channel: Channel, response: impl Into<Reply>) {
         self.swarm.behaviour_mut().pollen.respond(channel, response);
     }
 
@@ -982,6 +994,7 @@ impl<S: Store + 'static> Driver<S> {
         let now = self.now();
         self.expire_unadmitted(now);
         self.swarm.behaviour_mut().pollen.expire_uploads(now);
+        self.swarm.behaviour_mut().pollen.expire_requests(now);
         self.start_held();
         if let Some(r) = &self.release {
             let held = self.node.have().map_or(0, |h| h.count());
@@ -1124,9 +1137,9 @@ impl<S: Store + 'static> Driver<S> {
     fn on_admitted_request(
         &mut self,
         peer: PeerId,
-        id: InboundRequestId,
+        id: InboundId,
         request: Request,
-        channel: ResponseChannel<Reply>,
+        channel: Channel,
     ) -> Result<(), DriverError> {
         match request {
             Request::GetChunk { manifest, index } => {
@@ -1141,7 +1154,7 @@ impl<S: Store + 'static> Driver<S> {
     }
 
     /// A response was written out (`complete`), or its stream failed.
-    fn response_ended(&mut self, peer: PeerId, id: InboundRequestId, complete: bool) {
+    fn response_ended(&mut self, peer: PeerId, id: InboundId, complete: bool) {
         let now = self.now();
         let pollen = &mut self.swarm.behaviour_mut().pollen;
         pollen.response_ended(now, id, complete);
@@ -1495,6 +1508,8 @@ impl<S: Store + 'static> Driver<S> {
 
 #[cfg(test)]
 mod role_tests;
+#[cfg(test)]
+mod session_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -51,7 +51,7 @@ fn raw_peer(
                     swarm
                         .behaviour_mut()
                         .pollen
-                        .send(&peer_id, h, Pending::Hello);
+                        .send(Duration::ZERO, &peer_id, h, Pending::Hello);
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Pollen(pollen::Event::Request {
                     request,

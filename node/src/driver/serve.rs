@@ -7,7 +7,6 @@
 
 pub(super) mod reader;
 
-use libp2p::request_response::{InboundRequestId, ResponseChannel};
 use libp2p::PeerId;
 use pollen_core::admission::keep_connection;
 use pollen_core::manifest::ManifestId;
@@ -15,8 +14,7 @@ use pollen_core::wire::{PeerRecord, Request, Response, MAX_ADDRS, MAX_PEER_RECOR
 
 use super::{Driver, DriverError, Mode};
 use crate::net::exchange::KnownPeer;
-use crate::net::pollen::Admitted;
-use crate::net::protocol::Reply;
+use crate::net::pollen::{Admitted, Channel, InboundId};
 use crate::store::StoreError;
 
 /// A stored item to serve, or `NotFound` if it cannot be read (logged).
@@ -170,8 +168,8 @@ impl<S: crate::store::Store + 'static> Driver<S> {
     pub(super) fn on_get_chunk(
         &mut self,
         peer: PeerId,
-        id: InboundRequestId,
-        channel: ResponseChannel<Reply>,
+        id: InboundId,
+        channel: Channel,
         manifest: ManifestId,
         index: u32,
     ) {

@@ -78,8 +78,16 @@ pub(super) fn seeded_store_with(
 
 /// Starts a seeder; returns its address and the sender that stops it.
 async fn start_seeder(store: Arc<RocksStore>) -> (Multiaddr, oneshot::Sender<()>) {
+    start_seeder_with(store, config(Mode::Seed, None, vec![])).await
+}
+
+/// The same, configured by `cfg`.
+pub(super) async fn start_seeder_with(
+    store: Arc<RocksStore>,
+    cfg: NodeConfig,
+) -> (Multiaddr, oneshot::Sender<()>) {
     let (tx, mut events) = mpsc::channel(64);
-    let driver = Driver::new(store, config(Mode::Seed, None, vec![]), Some(tx)).expect("seeder");
+    let driver = Driver::new(store, cfg, Some(tx)).expect("seeder");
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(driver.run(async {
         let _ = stopped.await;

@@ -167,14 +167,20 @@ async fn attack(target: &Multiaddr, hello: Option<Hello>, manifest: ManifestId) 
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                     let p = &mut swarm.behaviour_mut().pollen;
                     if let Some(h) = hello.clone() {
-                        p.send(&peer_id, Request::Hello(h), Pending::Hello);
+                        p.send(Duration::ZERO, &peer_id, Request::Hello(h), Pending::Hello);
                         sent += 1;
                     }
-                    p.send(&peer_id, Request::GetManifest(manifest), Pending::Manifest);
-                    let chunk = Request::GetChunk { manifest, index: 0 };
-                    p.send(&peer_id, chunk, Pending::Notice);
-                    p.send(&peer_id, Request::GetPeers, Pending::Peers);
                     p.send(
+                        Duration::ZERO,
+                        &peer_id,
+                        Request::GetManifest(manifest),
+                        Pending::Manifest,
+                    );
+                    let chunk = Request::GetChunk { manifest, index: 0 };
+                    p.send(Duration::ZERO, &peer_id, chunk, Pending::Notice);
+                    p.send(Duration::ZERO, &peer_id, Request::GetPeers, Pending::Peers);
+                    p.send(
+                        Duration::ZERO,
                         &peer_id,
                         Request::GetHave(manifest),
                         Pending::Have(manifest),
@@ -513,6 +519,7 @@ async fn forged_status_records_change_no_count_and_trigger_no_halt() {
             match swarm.select_next_some().await {
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                     swarm.behaviour_mut().pollen.send(
+                        Duration::ZERO,
                         &peer_id,
                         Request::Hello(hello.clone()),
                         Pending::Hello,
@@ -525,10 +532,12 @@ async fn forged_status_records_change_no_count_and_trigger_no_halt() {
                 })) if !greeted => {
                     greeted = true;
                     let status = Request::Status(entries.clone());
-                    swarm
-                        .behaviour_mut()
-                        .pollen
-                        .send(&peer, status, Pending::Notice);
+                    swarm.behaviour_mut().pollen.send(
+                        Duration::ZERO,
+                        &peer,
+                        status,
+                        Pending::Notice,
+                    );
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Pollen(pollen::Event::Response {
                     pending: Pending::Notice,

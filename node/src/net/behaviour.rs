@@ -14,6 +14,7 @@ use libp2p::{
 use super::ip_limit;
 use super::pollen::Pollen;
 use super::protocol::{Codec, STREAM_PROTOCOL};
+use super::session::Sessions;
 use super::NetError;
 
 /// Limits that keep a node serving honest peers under floods.
@@ -35,6 +36,10 @@ pub struct Limits {
     /// the scheduler decides when a slow response is stalled, from its
     /// progress, and a response cut off is bytes sent for nothing.
     pub request_timeout: Duration,
+    /// Requests to a peer go on one long-lived stream per peer (`false`:
+    /// a stream each, and peers' sessions are refused, as a node from
+    /// before sessions; for tests of the two together).
+    pub sessions: bool,
 }
 
 impl Default for Limits {
@@ -47,6 +52,7 @@ impl Default for Limits {
             max_unadmitted_per_ip: 8,
             max_streams: 32,
             request_timeout: pollen_core::node::STREAM_TIMEOUT,
+            sessions: true,
         }
     }
 }
@@ -87,6 +93,8 @@ pub struct Behaviour {
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Long-lived streams, for [`Pollen`]'s sessions.
+    pub stream: libp2p_stream::Behaviour,
     pub pollen: Pollen,
 }
 
@@ -163,6 +171,9 @@ fn behaviour(
     } else {
         None
     };
+    let stream = libp2p_stream::Behaviour::new();
+    let control = limits.sessions.then(|| stream.new_control());
+    let sessions = Sessions::new(control, limits.request_timeout, limits.max_streams);
     let rr_config = request_response::Config::default()
         .with_request_timeout(limits.request_timeout)
         .with_max_concurrent_streams(limits.max_streams);
@@ -185,10 +196,14 @@ fn behaviour(
         // a site's uplink (BENCHMARKS.md, idle status traffic).
         ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
         mdns: Toggle::from(mdns),
-        pollen: Pollen::new(request_response::Behaviour::with_codec(
-            Codec::default(),
-            [(STREAM_PROTOCOL, request_response::ProtocolSupport::Full)],
-            rr_config,
-        )),
+        stream,
+        pollen: Pollen::new(
+            request_response::Behaviour::with_codec(
+                Codec::default(),
+                [(STREAM_PROTOCOL, request_response::ProtocolSupport::Full)],
+                rr_config,
+            ),
+            sessions,
+        ),
     })
 }

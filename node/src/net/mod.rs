@@ -2,7 +2,8 @@
 //! Yamux, QUIC), mDNS, identify, ping, connection limits (per direction, and
 //! per IP address for peers that have not said hello), a block list, and
 //! the `/pollen/3` request-response protocol that carries hellos, manifest
-//! announcements, has-sets, chunks and peer exchange.
+//! announcements, has-sets, chunks and peer exchange, on a stream per
+//! request or pipelined on one long-lived stream per peer ([`session`]).
 //!
 //! Shaped like a rust-libp2p protocol crate: [`protocol`] (the codec),
 //! [`pollen`] (the protocol's behaviour: request correlation, and per-peer
@@ -18,6 +19,7 @@ pub mod ip_limit;
 pub mod pollen;
 pub mod protocol;
 pub mod serving;
+pub mod session;
 
 pub use behaviour::{build_swarm, Advertise, Behaviour, BehaviourEvent, Limits, Transport};
 

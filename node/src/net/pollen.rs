@@ -5,6 +5,10 @@
 //! table of request ids. Answers to requests it no longer tracks are
 //! dropped here.
 //!
+//! Requests to a peer that speaks sessions go on its session
+//! ([`super::session`]), the rest on a stream each; answers and requests
+//! from either come out as the same events.
+//!
 //! On the serving side it owns the per-peer serving limits
 //! ([`super::serving`]): a chunk request the driver can serve is offered
 //! here, and answered `Busy` or `Declined` here when admission says so;
@@ -31,10 +35,25 @@ use pollen_core::wire::{Request, Response};
 
 use super::protocol::{ChunkRead, Codec, Counter, Outbound, Reply};
 use super::serving::{Offered, Serving};
+use super::session::{SessionReply, SessionRequestId, Sessions};
+
+/// A request a peer made of us: on a stream of its own or on its session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InboundId {
+    Stream(InboundRequestId),
+    Session(SessionRequestId),
+}
+
+/// The way back for an answer ([`Pollen::respond`]).
+#[derive(Debug)]
+pub enum Channel {
+    Stream(ResponseChannel<Reply>),
+    Session(SessionReply),
+}
 
 /// A chunk request admitted by the serving limits, to be read and sent
 /// ([`Pollen::send_chunk`]) or answered without it ([`Pollen::not_sent`]).
-pub type Admitted = super::serving::Admitted<InboundRequestId, ResponseChannel<Reply>>;
+pub type Admitted = super::serving::Admitted<InboundId, Channel>;
 
 /// What an outbound request was for.
 #[derive(Debug)]
@@ -60,9 +79,9 @@ pub enum Event {
     /// A peer asks something; answer through [`Pollen::respond`].
     Request {
         peer: PeerId,
-        id: InboundRequestId,
+        id: InboundId,
         request: Request,
-        channel: ResponseChannel<Reply>,
+        channel: Channel,
     },
     /// The answer to a request of ours, with what it was for.
     Response {
@@ -79,7 +98,7 @@ pub enum Event {
     /// Our response was written to its end (`complete`), or its stream failed.
     ResponseEnded {
         peer: PeerId,
-        id: InboundRequestId,
+        id: InboundId,
         complete: bool,
     },
 }
@@ -89,14 +108,16 @@ pub enum Event {
 pub struct Pollen {
     inner: request_response::Behaviour<Codec>,
     pending: HashMap<OutboundRequestId, Pending>,
-    serving: Serving<InboundRequestId, ResponseChannel<Reply>>,
+    sessions: Sessions,
+    serving: Serving<InboundId, Channel>,
 }
 
 impl Pollen {
-    pub fn new(inner: request_response::Behaviour<Codec>) -> Self {
+    pub fn new(inner: request_response::Behaviour<Codec>, sessions: Sessions) -> Self {
         Self {
             inner,
             pending: HashMap::new(),
+            sessions,
             serving: Serving::new(AdmissionConfig::default(), None),
         }
     }
@@ -122,13 +143,13 @@ impl Pollen {
     pub fn offer_chunk(
         &mut self,
         now: Duration,
-        id: InboundRequestId,
+        id: InboundId,
         peer: PeerId,
         site: Option<SiteId>,
         manifest: ManifestId,
         index: u32,
         len: u32,
-        channel: ResponseChannel<Reply>,
+        channel: Channel,
     ) -> Option<Admitted> {
         match self
             .serving
@@ -192,19 +213,41 @@ impl Pollen {
     }
 
     /// A response's stream ended (see [`Event::ResponseEnded`]).
-    pub fn response_ended(&mut self, now: Duration, id: InboundRequestId, complete: bool) {
+    pub fn response_ended(&mut self, now: Duration, id: InboundId, complete: bool) {
         self.serving.ended(now, id, complete);
     }
 
     /// `peer` is gone: what was held for it or under way to it is over.
     pub fn forget_peer(&mut self, now: Duration, peer: &PeerId) {
         self.serving.forget(now, peer);
+        self.sessions.forget(peer);
     }
 
-    /// Sends `request` to `peer`, remembering what it is for. (Bounded by
-    /// request-response: each entry ends with an answer or a failure,
-    /// the stream timeout at the latest.)
-    pub fn send(&mut self, peer: &PeerId, request: Request, pending: Pending) {
+    /// Sends `request` to `peer` at `now`, remembering what it is for: on
+    /// its session if one is open, else on a stream of its own. (Bounded:
+    /// each entry ends with an answer or a failure, the request timeout at
+    /// the latest — [`Pollen::expire_requests`] for those on sessions.)
+    /// Returns whether it went on a session.
+    pub fn send(
+        &mut self,
+        now: Duration,
+        peer: &PeerId,
+        request: Request,
+        pending: Pending,
+    ) -> bool {
+        let progress = match &pending {
+            Pending::Chunk { progress, .. } => Some(progress.clone()),
+            _ => None,
+        };
+        let Some((request, pending)) = self.sessions.send(now, *peer, request, pending, progress)
+        else {
+            return true;
+        };
+        self.send_on_stream(peer, request, pending);
+        false
+    }
+
+    fn send_on_stream(&mut self, peer: &PeerId, request: Request, pending: Pending) {
         let progress = match &pending {
             Pending::Chunk { progress, .. } => Some(progress.clone()),
             _ => None,
@@ -215,15 +258,30 @@ impl Pollen {
         self.pending.insert(id, pending);
     }
 
+    /// Whether requests to `peer` now go on its session.
+    pub fn has_session(&self, peer: &PeerId) -> bool {
+        self.sessions.is_open(peer)
+    }
+
+    /// Fails the requests on sessions whose answers are overdue.
+    pub fn expire_requests(&mut self, now: Duration) {
+        self.sessions.expire(now);
+    }
+
     /// Answers a peer's request; a peer that went away meanwhile hears its
     /// stream fail instead ([`Event::ResponseEnded`]).
-    pub fn respond(&mut self, channel: ResponseChannel<Reply>, reply: impl Into<Reply>) {
-        let _ = self.inner.send_response(channel, reply.into());
+    pub fn respond(&mut self, channel: Channel, reply: impl Into<Reply>) {
+        match channel {
+            Channel::Stream(c) => {
+                let _ = self.inner.send_response(c, reply.into());
+            }
+            Channel::Session(c) => c.send(reply.into()),
+        }
     }
 
     /// Requests of ours still waiting for an answer.
     pub fn in_flight(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.sessions.asking()
     }
 
     /// Our own event for one of request-response's (`None`: an answer to
@@ -238,9 +296,9 @@ impl Pollen {
                     channel,
                 } => Event::Request {
                     peer,
-                    id: request_id,
+                    id: InboundId::Stream(request_id),
                     request: request.request,
-                    channel,
+                    channel: Channel::Stream(channel),
                 },
                 Message::Response {
                     request_id,
@@ -265,14 +323,14 @@ impl Pollen {
                 peer, request_id, ..
             } => Event::ResponseEnded {
                 peer,
-                id: request_id,
+                id: InboundId::Stream(request_id),
                 complete: true,
             },
             Rr::InboundFailure {
                 peer, request_id, ..
             } => Event::ResponseEnded {
                 peer,
-                id: request_id,
+                id: InboundId::Stream(request_id),
                 complete: false,
             },
         })
@@ -342,6 +400,12 @@ impl NetworkBehaviour for Pollen {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        if let Poll::Ready(e) = self.sessions.poll(cx) {
+            return Poll::Ready(ToSwarm::GenerateEvent(e));
+        }
+        for (peer, request, pending) in self.sessions.take_again() {
+            self.send_on_stream(&peer, request, pending);
+        }
         loop {
             match self.inner.poll(cx) {
                 Poll::Ready(ToSwarm::GenerateEvent(e)) => {

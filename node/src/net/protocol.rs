@@ -125,7 +125,7 @@ async fn read_into<T: AsyncRead + Unpin + Send>(
     Ok(())
 }
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(
+pub(super) async fn read_frame<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     max: usize,
     progress: Option<&Counter>,
@@ -138,7 +138,7 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(
 
 /// Reads a response frame. A chunk's payload goes straight into the buffer
 /// that becomes [`Response::Chunk`]; anything else is decoded by postcard.
-async fn read_response_frame<T: AsyncRead + Unpin + Send>(
+pub(super) async fn read_response_frame<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     progress: Option<&Counter>,
 ) -> io::Result<Response> {
@@ -177,22 +177,27 @@ async fn read_response_frame<T: AsyncRead + Unpin + Send>(
     Ok(Response::Chunk(Bytes::from(buf)))
 }
 
-/// Writes one frame made of `parts` (its length, then each part in turn).
+/// Writes one frame made of `parts` (its length, then each part in turn),
+/// behind `prefix` (a session's tag; empty on a stream of its own). The
+/// stream stays open.
 ///
-/// The length and the leading bytes go out in one write of up to
+/// The prefix, the length and the leading bytes go out in one write of up to
 /// [`PIECE`] bytes, the rest in pieces: each write is a yamux frame, a
 /// Noise message and (the socket has no Nagle delay) a TCP segment, so a
 /// small message is one packet, not a 4-byte length packet and then its
 /// body (a notice across a site's uplink costs half the packets).
-async fn write_frame<T: AsyncWrite + Unpin + Send>(
+pub(super) async fn write_frame<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
+    prefix: &[u8],
     parts: &[&[u8]],
     progress: Option<&Counter>,
 ) -> io::Result<()> {
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let header = frame_header(total)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    let mut first = Vec::with_capacity(PIECE.min(header.len() + total));
+    let framing = prefix.len() + header.len();
+    let mut first = Vec::with_capacity(PIECE.min(framing + total));
+    first.extend_from_slice(prefix);
     first.extend_from_slice(&header);
     let mut rest: Vec<&[u8]> = Vec::with_capacity(parts.len());
     for part in parts {
@@ -208,19 +213,20 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(
         }
     }
     io.write_all(&first).await?;
-    count(progress, first.len() - header.len());
+    count(progress, first.len() - framing);
     for part in rest {
         for piece in part.chunks(PIECE) {
             io.write_all(piece).await?;
             count(progress, piece.len());
         }
     }
-    io.close().await
+    Ok(())
 }
 
 /// Writes `response`; a chunk as header + payload from its own buffer.
 async fn write_response_frame<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
+    prefix: &[u8],
     response: &Response,
     progress: Option<&Counter>,
 ) -> io::Result<()> {
@@ -231,13 +237,41 @@ async fn write_response_frame<T: AsyncWrite + Unpin + Send>(
             if n + bytes.len() > MAX_RESPONSE {
                 return Err(invalid("chunk over the response cap"));
             }
-            write_frame(io, &[&header[..n], bytes], progress).await
+            write_frame(io, prefix, &[&header[..n], bytes], progress).await
         }
-        other => write_frame(io, &[&other.encode().map_err(invalid)?], progress).await,
+        other => write_frame(io, prefix, &[&other.encode().map_err(invalid)?], progress).await,
     }
 }
 
-fn invalid(e: impl std::fmt::Display) -> io::Error {
+/// Writes `reply` behind `prefix`, waiting for its chunk if it is still
+/// being read. If that read failed the peer is answered with the reply's
+/// fallback, uncounted, and this returns `NotFound`: nothing counts as sent.
+pub(super) async fn write_reply<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    prefix: &[u8],
+    reply: Reply,
+) -> io::Result<()> {
+    let Some(read) = reply.chunk else {
+        return write_response_frame(io, prefix, &reply.response, reply.progress.as_ref()).await;
+    };
+    match read.await {
+        Ok(Some(bytes)) => {
+            let response = Response::Chunk(bytes);
+            write_response_frame(io, prefix, &response, reply.progress.as_ref()).await
+        }
+        // The read failed (or its reader is gone): the peer hears the
+        // fallback answer, uncounted, and the caller that nothing was sent.
+        Ok(None) | Err(oneshot::Canceled) => {
+            write_response_frame(io, prefix, &reply.response, None).await?;
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the chunk could not be read from the store",
+            ))
+        }
+    }
+}
+
+pub(super) fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
@@ -273,7 +307,8 @@ impl libp2p::request_response::Codec for Codec {
         T: AsyncWrite + Unpin + Send,
     {
         self.progress = req.progress;
-        write_frame(io, &[&req.request.encode().map_err(invalid)?], None).await
+        write_frame(io, &[], &[&req.request.encode().map_err(invalid)?], None).await?;
+        io.close().await
     }
 
     async fn write_response<T>(
@@ -285,24 +320,10 @@ impl libp2p::request_response::Codec for Codec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        let Some(read) = res.chunk else {
-            return write_response_frame(io, &res.response, res.progress.as_ref()).await;
-        };
-        match read.await {
-            Ok(Some(bytes)) => {
-                let response = Response::Chunk(bytes);
-                write_response_frame(io, &response, res.progress.as_ref()).await
-            }
-            // The read failed (or its reader is gone): the peer hears the
-            // fallback answer, uncounted, and the stream is reported failed.
-            Ok(None) | Err(oneshot::Canceled) => {
-                write_response_frame(io, &res.response, None).await?;
-                Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "the chunk could not be read from the store",
-                ))
-            }
-        }
+        // A failed read is reported as the stream's failure (an inbound
+        // failure, not a response sent).
+        write_reply(io, &[], res).await?;
+        io.close().await
     }
 }
 

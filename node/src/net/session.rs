@@ -1,0 +1,707 @@
+//! Sessions: a node's requests to a peer on one long-lived stream
+//! ([`SESSION_PROTOCOL`]), pipelined, instead of a stream of their own
+//! each. A chunk on its own stream paid for a yamux stream, its
+//! negotiation, a timer and a task wake-up or two, and so did the
+//! acknowledgement after it; on a fast link that per-request work, not
+//! the bytes, bounded the transfer (BENCHMARKS.md, "Sessions").
+//!
+//! Each direction is its own session: the opener sends tagged requests and
+//! reads tagged answers; the acceptor reads requests, hands each to the
+//! driver with a [`SessionReply`], and writes the answers as they come.
+//! A session is opened on the first request to a peer (that request and
+//! those sent while it opens go the old way) and is used once the peer
+//! echoed its preamble ([`SESSION_PREAMBLE`]); a peer that does not speak
+//! it, or whose session failed, is asked the old way until it reconnects.
+//!
+//! Bounded: at most [`QUEUE`] requests wait to be written on a session
+//! (more go the old way), an accepted session reads at most `max_open`
+//! requests ahead of its answers (then the peer's writes wait), a peer
+//! has at most [`MAX_INBOUND`] sessions open to us, and a request that
+//! gets no answer fails after the request timeout, as on its own stream.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::future::{self, Either};
+use futures::{AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt};
+use libp2p::request_response::OutboundFailure;
+use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p_stream::{Control, IncomingStreams, OpenStreamError};
+use pollen_core::wire::{Request, Response, MAX_REQUEST, SESSION_PREAMBLE, SESSION_PROTOCOL, TAG};
+
+use super::pollen::{Event, Pending};
+use super::protocol::{
+    invalid, read_frame, read_response_frame, write_frame, write_reply, Counter, Reply,
+};
+
+/// The session protocol as libp2p names it.
+pub const SESSION: StreamProtocol = StreamProtocol::new(SESSION_PROTOCOL);
+/// Requests waiting to be written on one session, at most.
+pub const QUEUE: usize = 64;
+/// Sessions one peer may have open to us at once (one per connection).
+pub const MAX_INBOUND: usize = 2;
+/// Notes from all session tasks waiting for the behaviour, at most.
+const NOTES: usize = 256;
+
+/// One request on one session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionRequestId {
+    session: u64,
+    tag: u32,
+}
+
+/// The way back for the answer to a request read from a session: written
+/// behind its tag once [`SessionReply::send`] is called. Dropped unsent,
+/// it tells the session the request was not answered (its place frees).
+#[derive(Debug)]
+pub struct SessionReply {
+    tx: mpsc::Sender<(u32, Option<Reply>)>,
+    tag: u32,
+    sent: bool,
+}
+
+impl SessionReply {
+    /// Answers; a session closed meanwhile drops it (and reports its end).
+    pub fn send(mut self, reply: Reply) {
+        self.sent = true;
+        // Each clone of the sender has a slot of its own: never full.
+        let _ = self.tx.try_send((self.tag, Some(reply)));
+    }
+}
+
+impl Drop for SessionReply {
+    fn drop(&mut self) {
+        if !self.sent {
+            let _ = self.tx.try_send((self.tag, None));
+        }
+    }
+}
+
+/// A request for a session's writer.
+struct Outgoing {
+    tag: u32,
+    request: Request,
+    progress: Option<Counter>,
+}
+
+/// What session tasks tell the behaviour.
+enum Note {
+    Opened {
+        peer: PeerId,
+        session: u64,
+        tx: mpsc::Sender<Outgoing>,
+    },
+    OpenFailed {
+        peer: PeerId,
+        session: u64,
+    },
+    /// An answer to `tag` on our session.
+    Answer {
+        peer: PeerId,
+        session: u64,
+        tag: u32,
+        response: Response,
+    },
+    /// Our session ended; `culprit` is the tag whose answer was malformed.
+    Closed {
+        peer: PeerId,
+        session: u64,
+        error: io::Error,
+        culprit: Option<u32>,
+    },
+    /// A request read from a peer's session.
+    Asked {
+        peer: PeerId,
+        session: u64,
+        tag: u32,
+        request: Request,
+        reply: SessionReply,
+    },
+    /// Our answer to `tag` was written (`complete`), or was not.
+    Answered {
+        peer: PeerId,
+        session: u64,
+        tag: u32,
+        complete: bool,
+    },
+    /// A peer's session ended.
+    Ended {
+        peer: PeerId,
+        session: u64,
+    },
+}
+
+/// Our session to one peer.
+enum Out {
+    Opening(u64),
+    Open {
+        session: u64,
+        tx: mpsc::Sender<Outgoing>,
+        next_tag: u32,
+    },
+    /// It does not speak sessions, or its session failed: the old way
+    /// until it reconnects.
+    Refused,
+}
+
+/// A request of ours on a session, waiting for its answer.
+struct Asking {
+    peer: PeerId,
+    /// Kept to be asked again the old way if the session breaks.
+    request: Request,
+    pending: Pending,
+    deadline: Duration,
+}
+
+/// A peer's session to us.
+struct In {
+    peer: PeerId,
+    /// Requests read and not yet answered.
+    open: HashSet<u32>,
+}
+
+/// Every session of a node. See the module documentation.
+pub struct Sessions {
+    control: Option<Control>,
+    incoming: Option<IncomingStreams>,
+    /// Longest an answered request may take (the request timeout).
+    timeout: Duration,
+    /// Requests an accepted session reads ahead of its answers.
+    max_open: usize,
+    next_session: u64,
+    out: HashMap<PeerId, Out>,
+    asking: HashMap<SessionRequestId, Asking>,
+    inbound: HashMap<u64, In>,
+    notes_tx: mpsc::Sender<Note>,
+    notes: mpsc::Receiver<Note>,
+    ready: VecDeque<Event>,
+    /// Requests cut off by a session that broke, to be asked the old way.
+    again: Vec<(PeerId, Request, Pending)>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("enabled", &self.control.is_some())
+            .field("out", &self.out.len())
+            .field("asking", &self.asking.len())
+            .field("inbound", &self.inbound.len())
+            .finish()
+    }
+}
+
+impl Sessions {
+    /// Sessions over `control` (`None`: this node neither opens nor accepts
+    /// any, as a node from before them).
+    pub fn new(control: Option<Control>, timeout: Duration, max_open: usize) -> Self {
+        let mut control = control;
+        let incoming = control.as_mut().and_then(|c| c.accept(SESSION).ok());
+        let (notes_tx, notes) = mpsc::channel(NOTES);
+        Self {
+            control,
+            incoming,
+            timeout,
+            max_open: max_open.max(1),
+            next_session: 0,
+            out: HashMap::new(),
+            asking: HashMap::new(),
+            inbound: HashMap::new(),
+            notes_tx,
+            notes,
+            ready: VecDeque::new(),
+            again: Vec::new(),
+        }
+    }
+
+    /// Requests of ours waiting for an answer on a session.
+    pub fn asking(&self) -> usize {
+        self.asking.len()
+    }
+
+    /// Whether `peer`'s session is open.
+    pub fn is_open(&self, peer: &PeerId) -> bool {
+        matches!(self.out.get(peer), Some(Out::Open { .. }))
+    }
+
+    /// Sends `request` on `peer`'s session if one is open; otherwise starts
+    /// opening one (if it may) and gives the request back (`Some`), to be
+    /// sent the old way.
+    pub fn send(
+        &mut self,
+        now: Duration,
+        peer: PeerId,
+        request: Request,
+        pending: Pending,
+        progress: Option<Counter>,
+    ) -> Option<(Request, Pending)> {
+        if self.control.is_none() {
+            return Some((request, pending));
+        }
+        match self.out.get_mut(&peer) {
+            Some(Out::Open {
+                session,
+                tx,
+                next_tag,
+            }) => {
+                let tag = *next_tag;
+                let out = Outgoing {
+                    tag,
+                    request: request.clone(),
+                    progress,
+                };
+                match tx.try_send(out) {
+                    Ok(()) => {
+                        *next_tag = next_tag.wrapping_add(1);
+                        let id = SessionRequestId {
+                            session: *session,
+                            tag,
+                        };
+                        let deadline = now + self.timeout;
+                        self.asking.insert(
+                            id,
+                            Asking {
+                                peer,
+                                request,
+                                pending,
+                                deadline,
+                            },
+                        );
+                        None
+                    }
+                    // Full (or its task just ended): this one the old way.
+                    Err(e) => Some((e.into_inner().request, pending)),
+                }
+            }
+            Some(Out::Opening(_) | Out::Refused) => Some((request, pending)),
+            None => {
+                let session = self.new_session();
+                self.out.insert(peer, Out::Opening(session));
+                if let Some(control) = self.control.clone() {
+                    tokio::spawn(open(control, peer, session, self.notes_tx.clone()));
+                }
+                Some((request, pending))
+            }
+        }
+    }
+
+    fn new_session(&mut self) -> u64 {
+        self.next_session += 1;
+        self.next_session
+    }
+
+    /// Fails the requests whose answers are overdue.
+    pub fn expire(&mut self, now: Duration) {
+        let overdue: Vec<SessionRequestId> = self
+            .asking
+            .iter()
+            .filter(|(_, a)| a.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in overdue {
+            if let Some(a) = self.asking.remove(&id) {
+                self.ready.push_back(Event::Failed {
+                    peer: a.peer,
+                    pending: a.pending,
+                    error: OutboundFailure::Timeout,
+                });
+            }
+        }
+    }
+
+    /// Requests cut off by a broken session, to be asked again the old way
+    /// (the session is not their peer's answer to them).
+    pub fn take_again(&mut self) -> Vec<(PeerId, Request, Pending)> {
+        std::mem::take(&mut self.again)
+    }
+
+    /// `peer` is gone: our session to it closes (its requests fail as its
+    /// stream ends), and the next connection may open a new one.
+    pub fn forget(&mut self, peer: &PeerId) {
+        self.out.remove(peer);
+    }
+
+    /// The next event of the sessions.
+    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        loop {
+            if let Some(e) = self.ready.pop_front() {
+                return Poll::Ready(e);
+            }
+            if let Some(incoming) = &mut self.incoming {
+                if let Poll::Ready(Some((peer, stream))) = incoming.poll_next_unpin(cx) {
+                    self.accept(peer, stream);
+                    continue;
+                }
+            }
+            match self.notes.poll_next_unpin(cx) {
+                Poll::Ready(Some(note)) => self.on_note(note),
+                // The behaviour holds a sender: never ends.
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn accept(&mut self, peer: PeerId, stream: Stream) {
+        let open = self.inbound.values().filter(|s| s.peer == peer).count();
+        if open >= MAX_INBOUND {
+            tracing::debug!(%peer, "refused a session: too many open");
+            return; // Dropped: the peer's stream is reset.
+        }
+        let session = self.new_session();
+        self.inbound.insert(
+            session,
+            In {
+                peer,
+                open: HashSet::new(),
+            },
+        );
+        let task = serve(peer, session, stream, self.notes_tx.clone(), self.max_open);
+        tokio::spawn(task);
+    }
+
+    fn on_note(&mut self, note: Note) {
+        match note {
+            Note::Opened { peer, session, tx } => {
+                if let Some(o @ Out::Opening(_)) = self.out.get_mut(&peer) {
+                    if matches!(o, Out::Opening(s) if *s == session) {
+                        *o = Out::Open {
+                            session,
+                            tx,
+                            next_tag: 0,
+                        };
+                        tracing::debug!(%peer, session, "session open");
+                    }
+                }
+                // Otherwise the peer was forgotten meanwhile: `tx` drops
+                // here and the session closes.
+            }
+            Note::OpenFailed { peer, session } => {
+                if matches!(self.out.get(&peer), Some(Out::Opening(s)) if *s == session) {
+                    self.out.insert(peer, Out::Refused);
+                }
+            }
+            Note::Answer {
+                peer,
+                session,
+                tag,
+                response,
+            } => {
+                // Unknown: it timed out already.
+                if let Some(a) = self.asking.remove(&SessionRequestId { session, tag }) {
+                    self.ready.push_back(Event::Response {
+                        peer,
+                        pending: a.pending,
+                        response,
+                    });
+                }
+            }
+            Note::Closed {
+                peer,
+                session,
+                error,
+                culprit,
+            } => {
+                tracing::debug!(%peer, session, %error, "session closed");
+                if matches!(self.out.get(&peer), Some(Out::Open { session: s, .. }) if *s == session)
+                {
+                    self.out.insert(peer, Out::Refused);
+                }
+                let ids: Vec<SessionRequestId> = self
+                    .asking
+                    .keys()
+                    .filter(|id| id.session == session)
+                    .copied()
+                    .collect();
+                for id in ids {
+                    let Some(a) = self.asking.remove(&id) else {
+                        continue;
+                    };
+                    if culprit == Some(id.tag) {
+                        // The answer that broke the session: the peer's violation.
+                        let error = io::Error::new(error.kind(), error.to_string());
+                        self.ready.push_back(Event::Failed {
+                            peer: a.peer,
+                            pending: a.pending,
+                            error: OutboundFailure::Io(error),
+                        });
+                    } else if self.out.contains_key(&peer) {
+                        // Cut off with it: asked again the old way.
+                        self.again.push((a.peer, a.request, a.pending));
+                    } else {
+                        // The peer is gone.
+                        self.ready.push_back(Event::Failed {
+                            peer: a.peer,
+                            pending: a.pending,
+                            error: OutboundFailure::ConnectionClosed,
+                        });
+                    }
+                }
+            }
+            Note::Asked {
+                peer,
+                session,
+                tag,
+                request,
+                reply,
+            } => {
+                let Some(s) = self.inbound.get_mut(&session) else {
+                    return; // Ended meanwhile: `reply` drops unsent.
+                };
+                s.open.insert(tag);
+                self.ready.push_back(Event::Request {
+                    peer,
+                    id: super::pollen::InboundId::Session(SessionRequestId { session, tag }),
+                    request,
+                    channel: super::pollen::Channel::Session(reply),
+                });
+            }
+            Note::Answered {
+                peer,
+                session,
+                tag,
+                complete,
+            } => {
+                if let Some(s) = self.inbound.get_mut(&session) {
+                    s.open.remove(&tag);
+                }
+                self.ready.push_back(Event::ResponseEnded {
+                    peer,
+                    id: super::pollen::InboundId::Session(SessionRequestId { session, tag }),
+                    complete,
+                });
+            }
+            Note::Ended { peer, session } => {
+                // Whatever it had not answered is over, unsent.
+                let Some(s) = self.inbound.remove(&session) else {
+                    return;
+                };
+                for tag in s.open {
+                    self.ready.push_back(Event::ResponseEnded {
+                        peer,
+                        id: super::pollen::InboundId::Session(SessionRequestId { session, tag }),
+                        complete: false,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Opens our session to `peer` and runs it: writes the requests it is
+/// given, reads the answers.
+async fn open(mut control: Control, peer: PeerId, session: u64, mut notes: mpsc::Sender<Note>) {
+    let stream = match control.open_stream(peer, SESSION).await {
+        Ok(s) => greet(s).await,
+        Err(OpenStreamError::UnsupportedProtocol(_)) => Err(io::ErrorKind::Unsupported.into()),
+        Err(OpenStreamError::Io(e)) => Err(e),
+        Err(e) => Err(io::Error::other(e.to_string())),
+    };
+    let stream = match stream {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "no session");
+            let _ = notes.send(Note::OpenFailed { peer, session }).await;
+            return;
+        }
+    };
+    let (tx, rx) = mpsc::channel(QUEUE);
+    if notes
+        .send(Note::Opened { peer, session, tx })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (error, culprit) = run_out(peer, session, stream, rx, notes.clone()).await;
+    let _ = notes
+        .send(Note::Closed {
+            peer,
+            session,
+            error,
+            culprit,
+        })
+        .await;
+}
+
+/// Sends the preamble and waits for its echo.
+async fn greet(mut stream: Stream) -> io::Result<Stream> {
+    stream.write_all(&SESSION_PREAMBLE).await?;
+    stream.flush().await?;
+    let mut echo = [0u8; SESSION_PREAMBLE.len()];
+    stream.read_exact(&mut echo).await?;
+    if echo != SESSION_PREAMBLE {
+        return Err(invalid("not a session preamble"));
+    }
+    Ok(stream)
+}
+
+/// Reads the opener's preamble and echoes it.
+async fn answer(stream: &mut Stream) -> io::Result<()> {
+    let mut preamble = [0u8; SESSION_PREAMBLE.len()];
+    stream.read_exact(&mut preamble).await?;
+    if preamble != SESSION_PREAMBLE {
+        return Err(invalid("not a session preamble"));
+    }
+    stream.write_all(&SESSION_PREAMBLE).await?;
+    stream.flush().await
+}
+
+/// Our session's two halves; returns why it ended, and the tag whose
+/// answer was malformed if that was why.
+async fn run_out(
+    peer: PeerId,
+    session: u64,
+    stream: Stream,
+    mut rx: mpsc::Receiver<Outgoing>,
+    mut notes: mpsc::Sender<Note>,
+) -> (io::Error, Option<u32>) {
+    let (mut r, mut w) = stream.split();
+    let counters: Arc<Mutex<HashMap<u32, Counter>>> = Arc::default();
+    let writer_counters = counters.clone();
+    let writing = async move {
+        while let Some(o) = rx.next().await {
+            if let Some(c) = o.progress {
+                lock(&writer_counters).insert(o.tag, c);
+            }
+            let body = o.request.encode().map_err(invalid)?;
+            write_frame(&mut w, &o.tag.to_be_bytes(), &[&body], None).await?;
+            w.flush().await?;
+        }
+        // Forgotten: no more requests. Answers still come until the peer closes.
+        w.close().await?;
+        future::pending::<io::Result<()>>().await
+    };
+    let reading = async move {
+        loop {
+            let tag = read_tag(&mut r).await.map_err(|e| (e, None))?;
+            let counter = lock(&counters).remove(&tag);
+            let response = read_response_frame(&mut r, counter.as_ref())
+                .await
+                .map_err(|e| (e, Some(tag)))?;
+            let answer = Note::Answer {
+                peer,
+                session,
+                tag,
+                response,
+            };
+            if notes.send(answer).await.is_err() {
+                return Err((io::Error::other("node stopped"), None));
+            }
+        }
+    };
+    match future::select(pin!(writing), pin!(reading)).await {
+        Either::Left((Err(e), _)) => (e, None),
+        Either::Left((Ok(()), _)) => (io::Error::other("writer ended"), None),
+        Either::Right((Err((e, tag)), _)) => {
+            let culprit = tag.filter(|_| e.kind() == io::ErrorKind::InvalidData);
+            (e, culprit)
+        }
+        Either::Right((Ok(()), _)) => (io::Error::other("reader ended"), None),
+    }
+}
+
+/// Runs a peer's session to us: reads its requests (at most `max_open`
+/// ahead of their answers) and writes the answers as the node gives them.
+async fn serve(
+    peer: PeerId,
+    session: u64,
+    stream: Stream,
+    mut notes: mpsc::Sender<Note>,
+    max_open: usize,
+) {
+    let mut stream = stream;
+    if let Err(e) = answer(&mut stream).await {
+        tracing::debug!(%peer, session, error = %e, "refused a session: no preamble");
+        let _ = notes.send(Note::Ended { peer, session }).await;
+        return;
+    }
+    let (mut r, mut w) = stream.split();
+    // Each read request holds a reply sender; answered or dropped, it
+    // comes back here. The permits bound the requests read ahead.
+    let (reply_tx, mut replies) = mpsc::channel::<(u32, Option<Reply>)>(0);
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_open));
+    let reader_permits = permits.clone();
+    let mut reader_notes = notes.clone();
+    let reading = async move {
+        loop {
+            let Ok(permit) = reader_permits.acquire().await else {
+                return Ok(());
+            };
+            permit.forget();
+            let tag = match read_tag(&mut r).await {
+                Ok(t) => t,
+                // The peer closed its side: it asks nothing more.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let frame = read_frame(&mut r, MAX_REQUEST, None).await?;
+            let request = Request::decode(&frame).map_err(invalid)?;
+            let reply = SessionReply {
+                tx: reply_tx.clone(),
+                tag,
+                sent: false,
+            };
+            let asked = Note::Asked {
+                peer,
+                session,
+                tag,
+                request,
+                reply,
+            };
+            if reader_notes.send(asked).await.is_err() {
+                return Err(io::Error::other("node stopped"));
+            }
+        }
+    };
+    let mut writer_notes = notes.clone();
+    let writing = async move {
+        while let Some((tag, reply)) = replies.next().await {
+            let complete = match reply {
+                Some(reply) => match write_reply(&mut w, &tag.to_be_bytes(), reply).await {
+                    Ok(()) => true,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                    Err(e) => return Err(e),
+                },
+                None => false,
+            };
+            w.flush().await?;
+            permits.add_permits(1);
+            let answered = Note::Answered {
+                peer,
+                session,
+                tag,
+                complete,
+            };
+            if writer_notes.send(answered).await.is_err() {
+                return Err(io::Error::other("node stopped"));
+            }
+        }
+        w.close().await
+    };
+    // `select` drops the reader when it ends, and with it the reader's
+    // reply sender: the writer then ends once every answer is written.
+    let ended = match future::select(Box::pin(reading), Box::pin(writing)).await {
+        // The peer asks no more: answer what it asked, then close.
+        Either::Left((Ok(()), writing)) => writing.await,
+        Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => Err(e),
+        Either::Right((Ok(()), _)) => Ok(()),
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%peer, session, error = %e, "peer's session ended");
+    }
+    let _ = notes.send(Note::Ended { peer, session }).await;
+}
+
+async fn read_tag<T: futures::AsyncRead + Unpin>(io: &mut T) -> io::Result<u32> {
+    let mut tag = [0u8; TAG];
+    io.read_exact(&mut tag).await?;
+    Ok(u32::from_be_bytes(tag))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
