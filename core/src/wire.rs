@@ -20,6 +20,12 @@ pub const PROTOCOL: &str = "/pollen/3";
 pub const SESSION_PROTOCOL: &str = "/pollen/3/session";
 /// Bytes of a session frame's tag (big-endian `u32`, chosen by the opener).
 pub const TAG: usize = 4;
+/// Set in a tag the opener sends, with nothing after it: it takes back its
+/// request with the tag's other bits (abandoned, or answered elsewhere).
+/// An acceptor that has not begun the answer drops it and writes nothing
+/// for that tag; one under way is written to its end. Request tags leave
+/// this bit clear.
+pub const CANCEL_BIT: u32 = 1 << 31;
 /// The first bytes each way on a session: the opener sends them, the
 /// acceptor echoes them, and only then does the opener send requests on
 /// it. Streams are negotiated lazily (a request rides with the protocol

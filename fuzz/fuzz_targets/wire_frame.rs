@@ -5,8 +5,8 @@
 //! Input: a mode byte (bit 0 clear: requests under `MAX_REQUEST`, set:
 //! responses under `MAX_RESPONSE`; bit 1 set: a session, which starts with
 //! `wire::SESSION_PREAMBLE` and puts a `wire::TAG`-byte tag before each
-//! frame), then frames (4-byte big-endian length, body) until the stream
-//! ends. Checked: a session without the preamble is read no further; a
+//! frame; a request tag with `wire::CANCEL_BIT` set has no frame after it),
+//! then frames (4-byte big-endian length, body) until the stream ends. Checked: a session without the preamble is read no further; a
 //! length over the cap is refused before the body; every frame that
 //! decodes, re-framed with `wire::frame_header`, reads back to the same
 //! message.
@@ -14,8 +14,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use pollen_core::wire::{
-    frame_header, frame_len, Request, Response, FRAME_HEADER, MAX_REQUEST, MAX_RESPONSE,
-    SESSION_PREAMBLE, TAG,
+    frame_header, frame_len, Request, Response, CANCEL_BIT, FRAME_HEADER, MAX_REQUEST,
+    MAX_RESPONSE, SESSION_PREAMBLE, TAG,
 };
 
 /// What the front of a stream holds.
@@ -83,9 +83,13 @@ fuzz_target!(|data: &[u8]| {
     loop {
         if session {
             // Each frame behind its tag; a stream ending inside one ends here.
-            match stream.get(TAG..) {
-                Some(rest) => stream = rest,
-                None => return,
+            let (Some(tag), Some(rest)) = (stream.get(..TAG), stream.get(TAG..)) else {
+                return;
+            };
+            stream = rest;
+            let tag = u32::from_be_bytes([tag[0], tag[1], tag[2], tag[3]]);
+            if requests && tag & CANCEL_BIT != 0 {
+                continue; // A request taken back: the next tag follows.
             }
         }
         let Next::Frame(body, rest) = read_frame(stream, max) else {

@@ -979,8 +979,13 @@ impl Sim {
                     }
                 }
                 // The sender's slot frees when the transfer ends, and it
-                // learns of the chunk from the next notice.
-                Output::Ack { .. } | Output::Penalise { .. } | Output::Ban { .. } => {}
+                // learns of the chunk from the next notice. A cancel is not
+                // modelled: a queued response is sent anyway (README,
+                // "The model, and what it leaves out").
+                Output::Ack { .. }
+                | Output::Cancel { .. }
+                | Output::Penalise { .. }
+                | Output::Ban { .. } => {}
             }
         }
         self.outputs = outputs;

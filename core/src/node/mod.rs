@@ -73,6 +73,10 @@ impl NodeConfig {
 pub enum Output<P> {
     /// Ask `peer` for chunk `index` of the current release.
     Request { peer: P, index: u32, len: u32 },
+    /// Take back the request for chunk `index` to `peer` (abandoned, or
+    /// the chunk came from elsewhere first): a server that has not begun
+    /// its answer drops it, instead of sending bytes nobody waits for.
+    Cancel { peer: P, index: u32 },
     /// Tell `peer` which chunks this node gained since its last notice.
     Gained { peer: P, indices: Arc<[u32]> },
     /// Tell `peer` that the chunk it sent arrived and verified: its upload
@@ -442,9 +446,9 @@ impl<P: PeerKey> Node<P> {
                 Action::Penalise { peer } => self.out.push_back(Output::Penalise { peer }),
                 Action::Ban { peer } => self.out.push_back(Output::Ban { peer }),
                 Action::Complete => self.out.push_back(Output::Complete),
-                // Neither request-response nor the simulator can take back
-                // a request in flight: a late answer is a harmless duplicate.
-                Action::Cancel { .. } => {}
+                Action::Cancel { peer, index } => {
+                    self.out.push_back(Output::Cancel { peer, index })
+                }
             }
         }
     }

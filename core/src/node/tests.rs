@@ -244,3 +244,27 @@ fn other_sites_are_not_sought_without_cross_site_sharing_or_once_complete() {
     assert!(n.is_complete());
     assert!(!n.seeks_other_sites(2 * MS), "complete");
 }
+
+#[test]
+fn an_abandoned_request_is_taken_back_from_its_peer() {
+    let mut n = device();
+    n.handle_have_all(MS, 1, Bitfield::full(4));
+    let asked = requests(&drain(&mut n));
+    let &(peer, index) = asked.first().expect("a request to the site peer");
+    // No byte of it arrives: at its deadline it is abandoned, and the
+    // node tells the peer so that a server still holding it drops it.
+    let mut cancelled = Vec::new();
+    let mut now = MS;
+    while cancelled.is_empty() && now < Duration::from_secs(600) {
+        now = n.poll_timeout().expect("a deadline is pending").max(now);
+        n.handle_timeout(now, |_, _| 0);
+        cancelled = drain(&mut n)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Cancel { peer, index } => Some((peer, index)),
+                _ => None,
+            })
+            .collect();
+    }
+    assert!(cancelled.contains(&(peer, index)), "{cancelled:?}");
+}

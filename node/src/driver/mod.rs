@@ -1129,6 +1129,11 @@ impl<S: Store + 'static> Driver<S> {
             pollen::Event::ResponseEnded { peer, id, complete } => {
                 self.response_ended(peer, id, complete)
             }
+            pollen::Event::Cancelled { peer, id } => {
+                let now = self.now();
+                let dropped = self.swarm.behaviour_mut().pollen.cancelled(now, id);
+                tracing::debug!(%peer, dropped, "request taken back");
+            }
         }
         Ok(())
     }
@@ -1462,6 +1467,13 @@ impl<S: Store + 'static> Driver<S> {
                             progress,
                         },
                     );
+                }
+                // An origin's range request is not taken back (it is
+                // fetched whole; mirrors are not site peers).
+                Output::Cancel { peer, .. } if self.is_origin(&peer.0) => {}
+                Output::Cancel { peer, index } => {
+                    let taken = self.swarm.behaviour_mut().pollen.cancel(&peer.0, id, index);
+                    tracing::debug!(peer = %peer.0, index, taken, "chunk request taken back");
                 }
                 Output::Gained { peer, indices } => {
                     let notice = Request::Gained {

@@ -307,3 +307,91 @@ async fn requests_cut_off_by_a_broken_session_are_asked_again_the_old_way() {
         "the broken session is not used again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_taken_back_reaches_the_server_and_is_never_reported_failed() {
+    // Both speak sessions; the server holds chunk requests unanswered, as
+    // a full admission queue does, and answers everything else.
+    let mut server = peer(true);
+    server
+        .listen_on("/memory/0".parse().expect("addr"))
+        .expect("listen");
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
+            break address;
+        }
+    };
+    let server_id = *server.local_peer_id();
+    let mut client = peer(true);
+    client.dial(addr).expect("dial");
+    let manifest = pollen_core::ManifestId([7; 32]);
+    let chunk = |index| pollen::Pending::Chunk {
+        manifest,
+        index,
+        progress: Default::default(),
+    };
+
+    let (cancelled, failures) = tokio::time::timeout(DEADLINE, async {
+        let mut held = None;
+        let mut cancelled = None;
+        let mut failures = Vec::new();
+        let mut step = 0;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                e = server.select_next_some() => match e {
+                    SwarmEvent::Behaviour(BehaviourEvent::Pollen(pollen::Event::Request {
+                        id, request: Request::GetChunk { index: 3, .. }, channel, ..
+                    })) => held = Some((id, channel)),
+                    SwarmEvent::Behaviour(BehaviourEvent::Pollen(pollen::Event::Request {
+                        channel, ..
+                    })) => server.behaviour_mut().pollen.respond(channel, Response::Peers(Vec::new())),
+                    SwarmEvent::Behaviour(BehaviourEvent::Pollen(pollen::Event::Cancelled { id, .. })) => {
+                        let (held_id, channel) = held.take().expect("the chunk request arrived first");
+                        assert_eq!(id, held_id, "the request taken back is the one held");
+                        drop(channel); // as the admission queue drops it
+                        cancelled = Some(id);
+                    }
+                    _ => {}
+                },
+                _ = tick.tick() => {
+                    let p = &mut client.behaviour_mut().pollen;
+                    if step == 0 && p.has_session(&server_id) {
+                        assert!(p.send(Duration::ZERO, &server_id, Request::GetChunk { manifest, index: 3 }, chunk(3)));
+                        step = 1;
+                    } else if step == 1 && held.is_some() {
+                        assert!(!p.cancel(&server_id, manifest, 4), "nothing asked for chunk 4");
+                        assert!(p.cancel(&server_id, manifest, 3));
+                        assert!(!p.cancel(&server_id, manifest, 3), "taken back once");
+                        step = 2;
+                    } else if step == 2 && cancelled.is_some() {
+                        // Past its deadline it is gone, silently: the
+                        // scheduler gave it up already.
+                        let before = p.in_flight();
+                        p.expire_requests(pollen_core::node::STREAM_TIMEOUT);
+                        assert_eq!(p.in_flight(), before - 1);
+                        assert!(p.send(Duration::ZERO, &server_id, Request::GetPeers, pollen::Pending::Peers));
+                        step = 3;
+                    }
+                }
+                e = client.select_next_some() => match e {
+                    SwarmEvent::ConnectionEstablished { .. } => {
+                        let p = &mut client.behaviour_mut().pollen;
+                        assert!(!p.send(Duration::ZERO, &server_id, Request::GetPeers, pollen::Pending::Manifest));
+                    }
+                    SwarmEvent::Behaviour(BehaviourEvent::Pollen(pollen::Event::Failed {
+                        pending, error, ..
+                    })) => failures.push(format!("{pending:?}: {error}")),
+                    SwarmEvent::Behaviour(BehaviourEvent::Pollen(pollen::Event::Response {
+                        pending: pollen::Pending::Peers, ..
+                    })) if step == 3 => return (cancelled, failures),
+                    _ => {}
+                },
+            }
+        }
+    })
+    .await
+    .expect("the request is taken back in time");
+    assert!(cancelled.is_some());
+    assert!(failures.is_empty(), "{failures:?}");
+}

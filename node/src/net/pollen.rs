@@ -95,6 +95,9 @@ pub enum Event {
         pending: Pending,
         error: OutboundFailure,
     },
+    /// A peer took back its request `id` (on a session): hand it to
+    /// [`Pollen::cancelled`].
+    Cancelled { peer: PeerId, id: InboundId },
     /// Our response was written to its end (`complete`), or its stream failed.
     ResponseEnded {
         peer: PeerId,
@@ -210,6 +213,22 @@ impl Pollen {
         for (channel, response) in self.serving.expire(now) {
             self.respond(channel, response);
         }
+    }
+
+    /// Takes back our request for chunk `index` of `manifest` from `peer`
+    /// (on its session; a request on a stream of its own cannot be, and
+    /// its answer comes anyway). Returns whether it was.
+    pub fn cancel(&mut self, peer: &PeerId, manifest: ManifestId, index: u32) -> bool {
+        self.sessions.cancel(peer, |p| {
+            matches!(p, Pending::Chunk { manifest: m, index: i, .. } if *m == manifest && *i == index)
+        })
+    }
+
+    /// A peer took back request `id`: if it is still held for a slot, it
+    /// is dropped unanswered.
+    pub fn cancelled(&mut self, now: Duration, id: InboundId) -> bool {
+        // Dropped here: the session writes nothing for it.
+        self.serving.cancel(now, id).is_some()
     }
 
     /// A response's stream ended (see [`Event::ResponseEnded`]).

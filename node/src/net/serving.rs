@@ -206,6 +206,16 @@ impl<I: Ord + Copy + std::hash::Hash + std::fmt::Debug, C> Serving<I, C> {
         }
     }
 
+    /// The requester took back request `id`: if it is still held, it is
+    /// dropped unanswered (its channel is returned, for the caller to drop)
+    /// and its place in the queue frees. One already under way goes on.
+    pub fn cancel(&mut self, now: Duration, id: I) -> Option<C> {
+        let h = self.held.remove(&id)?;
+        tracing::debug!(peer = %h.peer, index = h.index, "held request taken back");
+        self.admission.finished(now, id, 0);
+        Some(h.channel)
+    }
+
     /// `peer` announced chunks: the responses that carried them to it are
     /// delivered, and its held requests for them are moot (returned, to be
     /// answered `Declined` without a wait).

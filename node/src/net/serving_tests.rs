@@ -162,3 +162,30 @@ fn a_request_answered_without_its_chunk_gives_its_slot_back() {
     s.not_sent(MS(5), first.id);
     assert!(matches!(s.poll_start(MS(5)), Some(Offered::Send(h)) if h.id == 3));
 }
+
+#[test]
+fn a_held_request_taken_back_is_never_sent_and_makes_room() {
+    let mut s = server();
+    let (a, b) = (PeerId::random(), PeerId::random());
+    send(&mut s, MS(0), 1, a);
+    send(&mut s, MS(0), 2, b);
+    assert!(matches!(offer(&mut s, MS(0), 3, a), Offered::Held));
+    assert!(matches!(offer(&mut s, MS(0), 4, b), Offered::Held));
+    // The queue is full: a fifth waits for nothing but Busy.
+    assert!(matches!(offer(&mut s, MS(0), 5, a), Offered::Refused(..)));
+    assert_eq!(
+        s.cancel(MS(10), 3),
+        Some(3),
+        "held: dropped, its channel back"
+    );
+    assert_eq!(s.cancel(MS(10), 3), None, "taken back once");
+    assert_eq!(s.cancel(MS(10), 1), None, "one under way goes on");
+    // Its place in the queue is free again...
+    assert!(matches!(offer(&mut s, MS(10), 6, a), Offered::Held));
+    // ...and when a slot frees, the next held request goes, never 3.
+    s.ended(MS(20), 1, false);
+    match s.poll_start(MS(20)) {
+        Some(Offered::Send(x)) => assert_eq!(x.id, 4),
+        other => panic!("expected request 4 to start, got {other:?}"),
+    }
+}

@@ -18,6 +18,10 @@
 //! requests ahead of its answers (then the peer's writes wait), a peer
 //! has at most [`MAX_INBOUND`] sessions open to us, and a request that
 //! gets no answer fails after the request timeout, as on its own stream.
+//!
+//! A request can be taken back ([`Sessions::cancel`], a tag with
+//! [`CANCEL_BIT`] set): the peer drops it if it still holds it unanswered
+//! (its admission queue), so bytes nobody waits for do not cross an uplink.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
@@ -32,7 +36,9 @@ use futures::{AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt};
 use libp2p::request_response::OutboundFailure;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::{Control, IncomingStreams, OpenStreamError};
-use pollen_core::wire::{Request, Response, MAX_REQUEST, SESSION_PREAMBLE, SESSION_PROTOCOL, TAG};
+use pollen_core::wire::{
+    Request, Response, CANCEL_BIT, MAX_REQUEST, SESSION_PREAMBLE, SESSION_PROTOCOL, TAG,
+};
 
 use super::pollen::{Event, Pending};
 use super::protocol::{
@@ -82,11 +88,15 @@ impl Drop for SessionReply {
     }
 }
 
-/// A request for a session's writer.
-struct Outgoing {
-    tag: u32,
-    request: Request,
-    progress: Option<Counter>,
+/// What a session's writer sends.
+enum Outgoing {
+    Request {
+        tag: u32,
+        request: Request,
+        progress: Option<Counter>,
+    },
+    /// Takes back the request with this tag ([`CANCEL_BIT`]).
+    Cancel(u32),
 }
 
 /// What session tasks tell the behaviour.
@@ -113,6 +123,12 @@ enum Note {
         session: u64,
         error: io::Error,
         culprit: Option<u32>,
+    },
+    /// The peer took back its request `tag`.
+    Cancelled {
+        peer: PeerId,
+        session: u64,
+        tag: u32,
     },
     /// A request read from a peer's session.
     Asked {
@@ -156,6 +172,8 @@ struct Asking {
     request: Request,
     pending: Pending,
     deadline: Duration,
+    /// Taken back: only its chunk, should it come anyway, is passed on.
+    cancelled: bool,
 }
 
 /// A peer's session to us.
@@ -249,14 +267,14 @@ impl Sessions {
                 next_tag,
             }) => {
                 let tag = *next_tag;
-                let out = Outgoing {
+                let out = Outgoing::Request {
                     tag,
                     request: request.clone(),
                     progress,
                 };
                 match tx.try_send(out) {
                     Ok(()) => {
-                        *next_tag = next_tag.wrapping_add(1);
+                        *next_tag = next_tag.wrapping_add(1) & !CANCEL_BIT;
                         let id = SessionRequestId {
                             session: *session,
                             tag,
@@ -269,12 +287,13 @@ impl Sessions {
                                 request,
                                 pending,
                                 deadline,
+                                cancelled: false,
                             },
                         );
                         None
                     }
                     // Full (or its task just ended): this one the old way.
-                    Err(e) => Some((e.into_inner().request, pending)),
+                    Err(_) => Some((request, pending)),
                 }
             }
             Some(Out::Opening(_) | Out::Refused) => Some((request, pending)),
@@ -287,6 +306,28 @@ impl Sessions {
                 Some((request, pending))
             }
         }
+    }
+
+    /// Takes back our request on `peer`'s session that `is_it` picks (its
+    /// chunk came from elsewhere, or it was abandoned): the peer drops it
+    /// if it has not begun the answer. Returns whether one was taken back.
+    pub fn cancel(&mut self, peer: &PeerId, is_it: impl Fn(&Pending) -> bool) -> bool {
+        let Some(Out::Open { session, tx, .. }) = self.out.get_mut(peer) else {
+            return false;
+        };
+        let found = self
+            .asking
+            .iter_mut()
+            .find(|(id, a)| id.session == *session && !a.cancelled && is_it(&a.pending));
+        let Some((id, a)) = found else {
+            return false;
+        };
+        // Best effort: with the writer's queue full, the answer still comes.
+        if tx.try_send(Outgoing::Cancel(id.tag)).is_err() {
+            return false;
+        }
+        a.cancelled = true;
+        true
     }
 
     fn new_session(&mut self) -> u64 {
@@ -303,7 +344,7 @@ impl Sessions {
             .map(|(id, _)| *id)
             .collect();
         for id in overdue {
-            if let Some(a) = self.asking.remove(&id) {
+            if let Some(a) = self.asking.remove(&id).filter(|a| !a.cancelled) {
                 self.ready.push_back(Event::Failed {
                     peer: a.peer,
                     pending: a.pending,
@@ -390,8 +431,12 @@ impl Sessions {
                 tag,
                 response,
             } => {
-                // Unknown: it timed out already.
-                if let Some(a) = self.asking.remove(&SessionRequestId { session, tag }) {
+                // Unknown: it timed out already. Taken back: only a chunk
+                // is worth passing on (the requester may still lack it);
+                // a refusal is for a request the scheduler no longer has.
+                let id = SessionRequestId { session, tag };
+                let wanted = |a: &Asking| !a.cancelled || matches!(response, Response::Chunk(_));
+                if let Some(a) = self.asking.remove(&id).filter(wanted) {
                     self.ready.push_back(Event::Response {
                         peer,
                         pending: a.pending,
@@ -420,6 +465,9 @@ impl Sessions {
                     let Some(a) = self.asking.remove(&id) else {
                         continue;
                     };
+                    if a.cancelled {
+                        continue; // Nobody waits for it.
+                    }
                     if culprit == Some(id.tag) {
                         // The answer that broke the session: the peer's violation.
                         let error = io::Error::new(error.kind(), error.to_string());
@@ -439,6 +487,18 @@ impl Sessions {
                             error: OutboundFailure::ConnectionClosed,
                         });
                     }
+                }
+            }
+            Note::Cancelled { peer, session, tag } => {
+                if self
+                    .inbound
+                    .get(&session)
+                    .is_some_and(|s| s.open.contains(&tag))
+                {
+                    self.ready.push_back(Event::Cancelled {
+                        peer,
+                        id: super::pollen::InboundId::Session(SessionRequestId { session, tag }),
+                    });
                 }
             }
             Note::Asked {
@@ -564,11 +624,20 @@ async fn run_out(
     let writer_counters = counters.clone();
     let writing = async move {
         while let Some(o) = rx.next().await {
-            if let Some(c) = o.progress {
-                lock(&writer_counters).insert(o.tag, c);
+            match o {
+                Outgoing::Request {
+                    tag,
+                    request,
+                    progress,
+                } => {
+                    if let Some(c) = progress {
+                        lock(&writer_counters).insert(tag, c);
+                    }
+                    let body = request.encode().map_err(invalid)?;
+                    write_frame(&mut w, &tag.to_be_bytes(), &[&body], None).await?;
+                }
+                Outgoing::Cancel(tag) => w.write_all(&(tag | CANCEL_BIT).to_be_bytes()).await?,
             }
-            let body = o.request.encode().map_err(invalid)?;
-            write_frame(&mut w, &o.tag.to_be_bytes(), &[&body], None).await?;
             w.flush().await?;
         }
         // Forgotten: no more requests. Answers still come until the peer closes.
@@ -638,6 +707,16 @@ async fn serve(
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
                 Err(e) => return Err(e),
             };
+            if tag & CANCEL_BIT != 0 {
+                // Not a request: its read-ahead place is not taken.
+                reader_permits.add_permits(1);
+                let tag = tag & !CANCEL_BIT;
+                let cancelled = Note::Cancelled { peer, session, tag };
+                if reader_notes.send(cancelled).await.is_err() {
+                    return Err(io::Error::other("node stopped"));
+                }
+                continue;
+            }
             let frame = read_frame(&mut r, MAX_REQUEST, None).await?;
             let request = Request::decode(&frame).map_err(invalid)?;
             let reply = SessionReply {
