@@ -155,6 +155,18 @@ async fn garbage_on_a_session_closes_it_and_the_node_serves_on() {
     let _ = stop.send(());
 }
 
+/// Starts `server` listening on the memory transport; its address.
+async fn listen(server: &mut libp2p::Swarm<crate::net::Behaviour>) -> Multiaddr {
+    server
+        .listen_on("/memory/0".parse().expect("addr"))
+        .expect("listen");
+    loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
+            return address;
+        }
+    }
+}
+
 /// A server without sessions of its own whose session streams the test
 /// takes (`IncomingStreams`), listening; and a client with sessions
 /// dialing it.
@@ -170,14 +182,7 @@ async fn server_and_client() -> (
         .new_control()
         .accept(SESSION)
         .expect("accept");
-    server
-        .listen_on("/memory/0".parse().expect("addr"))
-        .expect("listen");
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
-            break address;
-        }
-    };
+    let addr = listen(&mut server).await;
     let mut client = peer(true);
     client.dial(addr).expect("dial");
     (server, incoming, client)
@@ -313,14 +318,7 @@ async fn a_request_taken_back_reaches_the_server_and_is_never_reported_failed() 
     // Both speak sessions; the server holds chunk requests unanswered, as
     // a full admission queue does, and answers everything else.
     let mut server = peer(true);
-    server
-        .listen_on("/memory/0".parse().expect("addr"))
-        .expect("listen");
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
-            break address;
-        }
-    };
+    let addr = listen(&mut server).await;
     let server_id = *server.local_peer_id();
     let mut client = peer(true);
     client.dial(addr).expect("dial");

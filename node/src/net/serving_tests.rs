@@ -44,14 +44,21 @@ fn send(s: &mut Serving<u32, u32>, now: Duration, id: u32, peer: PeerId) -> u32 
     }
 }
 
+/// Takes both slots (1 from `a`, 2 from `b`) and the queue (3 from `a`,
+/// 4 from `b`, held) at time 0; the two peers.
+fn fill(s: &mut Serving<u32, u32>) -> (PeerId, PeerId) {
+    let (a, b) = (PeerId::random(), PeerId::random());
+    send(s, MS(0), 1, a);
+    send(s, MS(0), 2, b);
+    assert!(matches!(offer(s, MS(0), 3, a), Offered::Held));
+    assert!(matches!(offer(s, MS(0), 4, b), Offered::Held));
+    (a, b)
+}
+
 #[test]
 fn past_the_slots_and_the_queue_a_request_hears_busy() {
     let mut s = server();
-    let (a, b) = (PeerId::random(), PeerId::random());
-    send(&mut s, MS(0), 1, a);
-    send(&mut s, MS(0), 2, b);
-    assert!(matches!(offer(&mut s, MS(0), 3, a), Offered::Held));
-    assert!(matches!(offer(&mut s, MS(0), 4, b), Offered::Held));
+    let (a, _) = fill(&mut s);
     match offer(&mut s, MS(0), 5, a) {
         Offered::Refused(channel, Response::Busy { retry_ms }) => {
             assert_eq!(channel, 5, "the answer goes to the refused request");
@@ -166,11 +173,7 @@ fn a_request_answered_without_its_chunk_gives_its_slot_back() {
 #[test]
 fn a_held_request_taken_back_is_never_sent_and_makes_room() {
     let mut s = server();
-    let (a, b) = (PeerId::random(), PeerId::random());
-    send(&mut s, MS(0), 1, a);
-    send(&mut s, MS(0), 2, b);
-    assert!(matches!(offer(&mut s, MS(0), 3, a), Offered::Held));
-    assert!(matches!(offer(&mut s, MS(0), 4, b), Offered::Held));
+    let (a, _) = fill(&mut s);
     // The queue is full: a fifth waits for nothing but Busy.
     assert!(matches!(offer(&mut s, MS(0), 5, a), Offered::Refused(..)));
     assert_eq!(
