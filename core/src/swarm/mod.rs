@@ -557,6 +557,13 @@ impl<P: PeerKey> Swarm<P> {
         self.peers.len()
     }
 
+    /// Under the site rules, the site member that fetches chunk `index`
+    /// across the uplink in this node's current split, and whether this
+    /// node counts it stalled; `None` before the split is built.
+    pub fn uplink_owner(&self, index: u32) -> Option<(P, bool)> {
+        self.split.as_ref().and_then(|s| s.owner(index))
+    }
+
     /// Requests in flight, over all peers.
     pub fn in_flight(&self) -> usize {
         self.in_flight

@@ -96,6 +96,14 @@ impl<P: PeerKey> UplinkSplit<P> {
         &self.allowed
     }
 
+    /// The member that fetches `index` across the uplink, and whether it
+    /// is marked stalled (for logs: why a chunk was or was not fetched).
+    pub fn owner(&self, index: u32) -> Option<(P, bool)> {
+        let k = *self.owner.get(index as usize)? as usize;
+        let (member, _) = self.members.get(k)?;
+        Some((*member, self.stalled.get(k).copied().unwrap_or(false)))
+    }
+
     /// Marks `member` stalled or not.
     pub fn set_stalled(&mut self, member: &P, stalled: bool) {
         let Ok(k) = self.members.binary_search_by(|m| m.0.cmp(member)) else {
@@ -132,6 +140,30 @@ mod tests {
         }
         members.sort_by_key(|m| m.0);
         members
+    }
+
+    #[test]
+    fn the_owner_of_a_chunk_is_the_member_allowed_it_and_says_if_stalled() {
+        let chunks: Vec<ChunkRef> = (0..64u32)
+            .map(|i| ChunkRef {
+                id: crate::chunk::ChunkId::of(&i.to_le_bytes()),
+                len: 10,
+            })
+            .collect();
+        let others = [(2u32, 22u64), (3, 33)];
+        let mut split = UplinkSplit::new(&chunks, (1, 11), true, others.into_iter(), 6);
+        for i in 0..64 {
+            let (owner, stalled) = split.owner(i).expect("three members: every chunk owned");
+            assert_eq!(owner == 1, split.allowed().get(i), "chunk {i}");
+            assert!(!stalled);
+        }
+        split.set_stalled(&2, true);
+        for i in 0..64 {
+            let (owner, stalled) = split.owner(i).expect("owned");
+            assert_eq!(stalled, owner == 2, "chunk {i}");
+            assert_eq!(owner != 3, split.allowed().get(i), "chunk {i}");
+        }
+        assert_eq!(split.owner(64), None, "past the release");
     }
 
     #[test]

@@ -1451,7 +1451,16 @@ impl<S: Store + 'static> Driver<S> {
                     self.origin_request(index)
                 }
                 Output::Request { peer, index, .. } => {
-                    tracing::debug!(peer = %peer.0, index, "chunk requested");
+                    // Who fetches this chunk across the uplink, as this node
+                    // sees its site (site rules only): for reading logs.
+                    let owner = self.node.swarm().and_then(|s| s.uplink_owner(index));
+                    tracing::debug!(
+                        peer = %peer.0,
+                        index,
+                        owner = ?owner.map(|(p, _)| p.0),
+                        owner_stalled = owner.is_some_and(|(_, s)| s),
+                        "chunk requested"
+                    );
                     let progress = Counter::default();
                     self.chunk_progress
                         .insert((peer.0, index), progress.clone());
