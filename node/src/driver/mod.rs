@@ -271,6 +271,14 @@ impl GatewaySearch {
 
 /// Housekeeping (held uploads, fleet status, progress events) runs this often.
 const TICK: Duration = Duration::from_millis(200);
+/// A role change is told to every greeted peer again this long after it.
+/// Hellos and role notices travel on different streams (or a session and
+/// a stream), so a peer can take a hello that carried the old role after
+/// the notice of the new one, and keep the old: a site member then left
+/// out of a peer's uplink split fetched the same chunks across the uplink
+/// as the peer did (seen in the flash-crowd namespace test's logs). Once
+/// things have settled, the role said again is the last word.
+const ROLE_SETTLE: Duration = Duration::from_secs(2);
 /// A chunk that could not be written (disk full) is asked for again after this.
 const WRITE_RETRY: Duration = Duration::from_secs(5);
 /// A seeder that turned this node away is not dialed again sooner than this.
@@ -317,6 +325,9 @@ pub struct Driver<S> {
     /// When stale status records were last looked for.
     last_expiry: Option<Instant>,
     gateway_search: GatewaySearch,
+    /// When the current role is told to every greeted peer again
+    /// ([`ROLE_SETTLE`]).
+    role_again: Option<Duration>,
     api: Option<(Shared, mpsc::Receiver<ApiCommand>)>,
     /// A release `pollen-seeder publish` staged for this seeder, being imported.
     intake: Option<intake::Intake>,
@@ -440,6 +451,7 @@ impl<S: Store + 'static> Driver<S> {
             last_status: None,
             last_expiry: None,
             gateway_search: GatewaySearch::default(),
+            role_again: None,
             api: None,
             intake: None,
             heartbeat: None,
@@ -745,6 +757,7 @@ impl<S: Store + 'static> Driver<S> {
     /// seeder, or without a site), and a new gateway looks for others.
     fn role_changed(&mut self, role: Role) {
         tracing::info!(uplink = role.uplink, gateway = role.gateway, "role changed");
+        self.role_again = Some(self.now() + ROLE_SETTLE);
         self.swarm
             .behaviour_mut()
             .pollen
@@ -995,6 +1008,13 @@ impl<S: Store + 'static> Driver<S> {
         self.expire_unadmitted(now);
         self.swarm.behaviour_mut().pollen.expire_uploads(now);
         self.swarm.behaviour_mut().pollen.expire_requests(now);
+        if self.role_again.is_some_and(|at| now >= at) {
+            self.role_again = None;
+            let role = self.node.role();
+            for peer in self.hello_peer_ids() {
+                self.tell_role(peer, role);
+            }
+        }
         self.start_held();
         if let Some(r) = &self.release {
             let held = self.node.have().map_or(0, |h| h.count());

@@ -134,3 +134,38 @@ async fn a_role_that_changes_while_hellos_cross_is_told_once_the_peer_is_up() {
     assert!(!told.origin);
     device.stop().await;
 }
+
+#[tokio::test]
+async fn a_role_change_is_told_again_once_it_has_settled() {
+    let device = start(
+        Arc::new(MemStore::default()),
+        config(Mode::Run, None, vec![]),
+    )
+    .await;
+    let mut member = raw_peer(device.addr.clone(), hello(Role::default()), None);
+    loop {
+        let r = tokio::time::timeout(DEADLINE, member.recv()).await;
+        if let Ok(Some(Request::Hello(h))) = r {
+            assert!(!h.role.uplink, "no uplink yet");
+            break;
+        }
+        assert!(r.is_ok(), "the device's hello came in time");
+    }
+    let origin = Role {
+        origin: true,
+        ..Role::default()
+    };
+    let _server = raw_peer(device.addr.clone(), hello(origin), None);
+    // The change is told at once, and again once it has settled: a hello
+    // with the old role taken after the first notice is overruled.
+    let first = role_notice(&mut member, true).await;
+    let at = std::time::Instant::now();
+    let again = role_notice(&mut member, true).await;
+    assert_eq!(again, first);
+    assert!(
+        at.elapsed() >= ROLE_SETTLE / 2,
+        "told again only after the settling time: {:?}",
+        at.elapsed()
+    );
+    device.stop().await;
+}
