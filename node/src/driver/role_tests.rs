@@ -90,6 +90,25 @@ async fn role_notice(rx: &mut mpsc::Receiver<Request>, uplink: bool) -> Role {
     .expect("the role notice came in time")
 }
 
+/// A publisher's server's role.
+const ORIGIN: Role = Role {
+    origin: true,
+    uplink: false,
+    gateway: false,
+};
+
+/// Waits for the device's hello, which says it has no uplink yet.
+async fn hello_without_uplink(member: &mut mpsc::Receiver<Request>) {
+    loop {
+        let r = tokio::time::timeout(DEADLINE, member.recv()).await;
+        if let Ok(Some(Request::Hello(h))) = r {
+            assert!(!h.role.uplink, "no uplink yet");
+            return;
+        }
+        assert!(r.is_ok(), "the device's hello came in time");
+    }
+}
+
 fn hello(role: Role) -> Hello {
     Hello {
         channel: "stable".into(),
@@ -112,21 +131,10 @@ async fn a_role_that_changes_while_hellos_cross_is_told_once_the_peer_is_up() {
     // device's hello: the device's node logic does not know it yet.
     let (release, released) = tokio::sync::oneshot::channel();
     let mut member = raw_peer(device.addr.clone(), hello(Role::default()), Some(released));
-    loop {
-        let r = tokio::time::timeout(DEADLINE, member.recv()).await;
-        if let Ok(Some(Request::Hello(h))) = r {
-            assert!(!h.role.uplink, "no uplink yet");
-            break;
-        }
-        assert!(r.is_ok(), "the device's hello came in time");
-    }
+    hello_without_uplink(&mut member).await;
     // A publisher's server comes: the device now has an uplink (it tells
     // the peers it knows, the server among them).
-    let origin = Role {
-        origin: true,
-        ..Role::default()
-    };
-    let mut server = raw_peer(device.addr.clone(), hello(origin), None);
+    let mut server = raw_peer(device.addr.clone(), hello(ORIGIN), None);
     role_notice(&mut server, true).await;
     // The member answers: once up, it hears the device's role too.
     release.send(()).expect("the member runs");
@@ -143,19 +151,8 @@ async fn a_role_change_is_told_again_once_it_has_settled() {
     )
     .await;
     let mut member = raw_peer(device.addr.clone(), hello(Role::default()), None);
-    loop {
-        let r = tokio::time::timeout(DEADLINE, member.recv()).await;
-        if let Ok(Some(Request::Hello(h))) = r {
-            assert!(!h.role.uplink, "no uplink yet");
-            break;
-        }
-        assert!(r.is_ok(), "the device's hello came in time");
-    }
-    let origin = Role {
-        origin: true,
-        ..Role::default()
-    };
-    let _server = raw_peer(device.addr.clone(), hello(origin), None);
+    hello_without_uplink(&mut member).await;
+    let _server = raw_peer(device.addr.clone(), hello(ORIGIN), None);
     // The change is told at once, and again once it has settled: a hello
     // with the old role taken after the first notice is overruled.
     let first = role_notice(&mut member, true).await;
