@@ -1501,6 +1501,8 @@ impl<S: Store + 'static> Driver<S> {
                 // fetched whole; mirrors are not site peers).
                 Output::Cancel { peer, .. } if self.is_origin(&peer.0) => {}
                 Output::Cancel { peer, index } => {
+                    // The scheduler no longer follows it: nor does its progress.
+                    self.chunk_progress.remove(&(peer.0, index));
                     let taken = self.swarm.behaviour_mut().pollen.cancel(&peer.0, id, index);
                     tracing::debug!(peer = %peer.0, index, taken, "chunk request taken back");
                 }
