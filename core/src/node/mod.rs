@@ -229,15 +229,40 @@ impl<P: PeerKey> Node<P> {
         self.pump(now);
     }
 
-    /// A requested chunk arrived and was checked against its id. Every
-    /// verified one is acknowledged, duplicates too: the sender's upload
-    /// slot waits for it (and a sender shuns peers that never acknowledge).
+    /// A requested chunk arrived and was checked against its id (a caller
+    /// that checks as the bytes come). Every verified one is acknowledged,
+    /// duplicates too: the sender's upload slot waits for it (and a sender
+    /// shuns peers that never acknowledge).
     pub fn handle_chunk(&mut self, now: Duration, peer: P, index: u32, receipt: Receipt) {
         if let Some(s) = &mut self.swarm {
             s.handle_chunk(now, peer, index, receipt);
             if receipt == Receipt::Verified {
                 self.out.push_back(Output::Ack { peer, index });
             }
+        }
+        self.pump(now);
+    }
+
+    /// A requested chunk's bytes are all in, to be checked and stored off
+    /// the event loop (a caller whose check takes a while): acknowledged at
+    /// once, so the sender's upload slot and this node's request slot both
+    /// free while it is hashed and written. [`Node::handle_checked`] gives
+    /// the verdict later (or [`Node::handle_request_busy`] that it could
+    /// not be stored). The acknowledgement says the bytes came, not that
+    /// they were good: a bad chunk is penalised by its verdict.
+    pub fn handle_arrived(&mut self, now: Duration, peer: P, index: u32) {
+        if let Some(s) = &mut self.swarm {
+            s.handle_arrived(now, peer, index);
+            self.out.push_back(Output::Ack { peer, index });
+        }
+        self.pump(now);
+    }
+
+    /// The verdict on a chunk reported by [`Node::handle_arrived`] (its
+    /// acknowledgement went out then).
+    pub fn handle_checked(&mut self, now: Duration, peer: P, index: u32, receipt: Receipt) {
+        if let Some(s) = &mut self.swarm {
+            s.handle_chunk(now, peer, index, receipt);
         }
         self.pump(now);
     }

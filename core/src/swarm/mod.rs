@@ -405,6 +405,9 @@ pub struct Swarm<P: PeerKey> {
     on_remote: Bitfield,
     /// Lacking chunks with no request in flight, and how many.
     open: Bitfield,
+    /// Chunks whose bytes arrived ([`Swarm::handle_arrived`]) and are being
+    /// checked and stored: neither open nor asked for again meanwhile.
+    checking: Bitfield,
     open_count: u32,
     /// Per chunk: requests in flight for it.
     requested: Vec<u16>,
@@ -476,6 +479,7 @@ impl<P: PeerKey> Swarm<P> {
         }
         let mut rank = vec![0; n as usize];
         let mut open = Bitfield::new(n);
+        let checking = Bitfield::new(n);
         for (pos, &i) in lacking.iter().enumerate() {
             rank[i as usize] = pos as u32;
             open.set(i);
@@ -500,6 +504,7 @@ impl<P: PeerKey> Swarm<P> {
             on_site: Bitfield::new(n),
             on_remote: Bitfield::new(n),
             open,
+            checking,
             open_count,
             requested: vec![0; n as usize],
             flying: Vec::new(),
@@ -777,13 +782,50 @@ impl<P: PeerKey> Swarm<P> {
         self.fresh = fresh;
     }
 
+    /// A requested chunk's bytes are all in, not yet checked: the request
+    /// is over (its place in the peer's window frees and the next can go
+    /// out while this one is hashed and written), and the chunk is asked
+    /// for nowhere else until [`Swarm::handle_chunk`] says what it was
+    /// (or [`Swarm::handle_request_busy`] that it could not be stored).
+    /// Optional: a caller that checks as the bytes come calls only
+    /// `handle_chunk`.
+    pub fn handle_arrived(&mut self, now: Duration, peer: P, index: u32) {
+        if index as usize >= self.chunks.len() || self.have.get(index) {
+            return;
+        }
+        // Set first: finishing the request must not reopen the chunk.
+        let fresh = self.checking.set(index);
+        if !self.finish_request(now, &peer, index, true) && fresh {
+            // Not asked of this peer (or no longer): nothing is checked here.
+            self.checking.clear(index);
+        }
+        self.schedule(now);
+    }
+
+    /// A chunk that arrived is not held after all: wanted again.
+    fn uncheck(&mut self, index: u32) -> bool {
+        if !self.checking.clear(index) {
+            return false;
+        }
+        if self.requested[index as usize] == 0 && !self.have.get(index) && self.open.set(index) {
+            self.open_count += 1;
+        }
+        true
+    }
+
     /// A requested chunk arrived and was checked against its id. The
     /// caller stores it only when [`Receipt::Verified`].
     pub fn handle_chunk(&mut self, now: Duration, peer: P, index: u32, receipt: Receipt) {
         if index as usize >= self.chunks.len() {
             return;
         }
-        let was_requested = self.finish_request(now, &peer, index, true);
+        // Checked now, if it arrived before; a rejected one is wanted again.
+        let arrived = if receipt == Receipt::Rejected {
+            self.uncheck(index)
+        } else {
+            self.checking.clear(index)
+        };
+        let was_requested = self.finish_request(now, &peer, index, true) || arrived;
         if receipt == Receipt::Rejected {
             self.stats.chunks_rejected += 1;
             self.strike(peer);
@@ -866,7 +908,8 @@ impl<P: PeerKey> Swarm<P> {
         index: u32,
         retry_after: Option<Duration>,
     ) {
-        if self.finish_request(now, &peer, index, false) {
+        // A chunk that arrived but could not be stored counts as busy too.
+        if self.finish_request(now, &peer, index, false) || self.uncheck(index) {
             self.stats.failures += 1;
             self.back_off(now, &peer, retry_after, false);
             // An origin busy for long is the bottleneck.
@@ -1181,7 +1224,7 @@ impl<P: PeerKey> Swarm<P> {
         self.in_flight -= 1;
         let n = &mut self.requested[index as usize];
         *n -= 1;
-        if *n == 0 && !self.have.get(index) && self.open.set(index) {
+        if *n == 0 && !self.have.get(index) && !self.checking.get(index) && self.open.set(index) {
             self.open_count += 1;
         }
         true
@@ -1283,5 +1326,7 @@ impl<P: PeerKey> Swarm<P> {
     }
 }
 
+#[cfg(test)]
+mod arrival_tests;
 #[cfg(test)]
 mod tests;

@@ -119,7 +119,8 @@ impl<P: PeerKey> Swarm<P> {
         // read only for a chunk that may be asked for).
         let requestable = self.open.get(index)
             || (self.endgame_for(class)
-                && usize::from(self.requested[index as usize]) < self.config.endgame_copies);
+                && usize::from(self.requested[index as usize]) < self.config.endgame_copies
+                && !self.checking.get(index));
         if !requestable {
             return;
         }
@@ -267,6 +268,7 @@ impl<P: PeerKey> Swarm<P> {
             for &i in &self.lacking {
                 if self.peers.has(slot, i)
                     && usize::from(self.requested[i as usize]) < self.config.endgame_copies
+                    && !self.checking.get(i)
                     && !self.requested_from(peer, i)
                     && !st.declined.contains(i)
                 {

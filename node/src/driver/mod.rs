@@ -1386,6 +1386,10 @@ impl<S: Store + 'static> Driver<S> {
             chunk: r.chunks[index.as_usize()],
             data,
         };
+        // The request is over: its slot (and the sender's) frees while
+        // the writer hashes and stores the bytes.
+        self.node
+            .handle_arrived(self.now(), Peer(from), index.get());
         // Backpressure: while the writer has the most chunks out, their
         // results are taken first (one store write at most), none dropped.
         if let Some(w) = self.writer.wait_for_room() {
@@ -1437,7 +1441,7 @@ impl<S: Store + 'static> Driver<S> {
             tracing::info!("chunks are stored again; the download resumes");
         }
         self.node
-            .handle_chunk(now, Peer(w.peer), w.index.get(), receipt);
+            .handle_checked(now, Peer(w.peer), w.index.get(), receipt);
         Ok(())
     }
 
