@@ -4,18 +4,10 @@
 
 use std::time::Duration;
 
+use super::tests::chunk_refs;
 use super::*;
 
 const MS: Duration = Duration::from_millis(1);
-
-fn chunks(n: u32) -> Vec<ChunkRef> {
-    (0..n)
-        .map(|i| ChunkRef {
-            id: ChunkId::of(&i.to_le_bytes()),
-            len: 1000,
-        })
-        .collect()
-}
 
 /// One request per peer at a time, no site rules: every peer has all `n`.
 fn swarm(n: u32, peers: u32) -> Swarm<u32> {
@@ -25,7 +17,7 @@ fn swarm(n: u32, peers: u32) -> Swarm<u32> {
         site: None,
         ..SwarmConfig::default()
     };
-    let mut s = Swarm::new(cfg, 0, chunks(n), Bitfield::new(n), Duration::ZERO);
+    let mut s = Swarm::new(cfg, 0, chunk_refs(n), Bitfield::new(n), Duration::ZERO);
     for p in 1..=peers {
         s.handle_peer_up(Duration::ZERO, p, PeerInfo::default());
         s.handle_have_all(Duration::ZERO, p, Bitfield::full(n));

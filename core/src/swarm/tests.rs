@@ -31,7 +31,8 @@ fn next_action(s: &mut Swarm<u32>) -> Option<Action<u32>> {
     std::iter::from_fn(|| s.poll_action()).find(|a| !matches!(a, Action::Role { .. }))
 }
 
-fn chunk_refs(n: u32) -> Vec<ChunkRef> {
+/// `n` distinct chunks of 1 000 bytes.
+pub(super) fn chunk_refs(n: u32) -> Vec<ChunkRef> {
     (0..n)
         .map(|i| ChunkRef {
             id: ChunkId::of(&i.to_le_bytes()),
