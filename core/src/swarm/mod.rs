@@ -790,11 +790,13 @@ impl<P: PeerKey> Swarm<P> {
     /// Optional: a caller that checks as the bytes come calls only
     /// `handle_chunk`.
     pub fn handle_arrived(&mut self, now: Duration, peer: P, index: u32) {
-        if index as usize >= self.chunks.len() || self.have.get(index) {
+        if index as usize >= self.chunks.len() {
             return;
         }
-        // Set first: finishing the request must not reopen the chunk.
-        let fresh = self.checking.set(index);
+        // Set first: finishing the request must not reopen the chunk. (A
+        // chunk held already is not checked for; its verdict counts the
+        // duplicate.)
+        let fresh = !self.have.get(index) && self.checking.set(index);
         if !self.finish_request(now, &peer, index, true) && fresh {
             // Not asked of this peer (or no longer): nothing is checked here.
             self.checking.clear(index);
@@ -804,13 +806,22 @@ impl<P: PeerKey> Swarm<P> {
 
     /// A chunk that arrived is not held after all: wanted again.
     fn uncheck(&mut self, index: u32) -> bool {
-        if !self.checking.clear(index) {
-            return false;
+        let was = self.checking.clear(index);
+        if was {
+            self.reopen(index);
         }
-        if self.requested[index as usize] == 0 && !self.have.get(index) && self.open.set(index) {
+        was
+    }
+
+    /// `index` is open again if nothing asks for it, holds it or checks it.
+    fn reopen(&mut self, index: u32) {
+        if self.requested[index as usize] == 0
+            && !self.have.get(index)
+            && !self.checking.get(index)
+            && self.open.set(index)
+        {
             self.open_count += 1;
         }
-        true
     }
 
     /// A requested chunk arrived and was checked against its id. The
@@ -1222,11 +1233,8 @@ impl<P: PeerKey> Swarm<P> {
         }
         self.deadlines.remove(&(r.deadline, index, *peer));
         self.in_flight -= 1;
-        let n = &mut self.requested[index as usize];
-        *n -= 1;
-        if *n == 0 && !self.have.get(index) && !self.checking.get(index) && self.open.set(index) {
-            self.open_count += 1;
-        }
+        self.requested[index as usize] -= 1;
+        self.reopen(index);
         true
     }
 
