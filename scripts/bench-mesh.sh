@@ -7,6 +7,11 @@
 # served (utime + stime of the serve process across the fetch). With more
 # than one run it prints the medians. Then an idle node's RSS and CPU with
 # the release held.
+# Beside the bare stream runs the floor (`transport_baseline MiB --floor`):
+# the same stream plus the per-byte work no chunk-verifying store can skip
+# (the sender reads each piece from this disk, uncached, and checks its
+# BLAKE3; the receiver checks it and writes it here, synced), none of
+# Pollen's protocol: what this machine allows at best.
 #   scripts/bench-mesh.sh [MiB] [runs]     (defaults 1024, 1)
 # The binaries are the dev profile's (dependencies at opt-level 3, Pollen's
 # own crates at 1); BENCH_RELEASE=1 builds and measures the release
@@ -50,6 +55,9 @@ for run in $(seq 1 "$runs"); do
   addr=$(grep -m1 '^listening' "$work/seeder.out" | cut -d' ' -f2)
 
   "$target/examples/transport_baseline" "$mib" > "$work/bare.txt"
+  mkdir -p "$work/floor"
+  "$target/examples/transport_baseline" "$mib" --floor "$work/floor" > "$work/floor.txt"
+  rm -rf "$work/floor"
   c0=$(cpu "$seeder")
   start=$(date +%s.%N)
   "$target/pollen-node" fetch --data "$work/n" --trust "$work/k.pub" --channel bench --no-mdns \
@@ -58,12 +66,13 @@ for run in $(seq 1 "$runs"); do
   c1=$(cpu "$seeder")
   rm -f "$work/out.img"
   python3 - "$mib" "$start" "$end" "$work/bare.txt" "$work/fetch.json" "$work/dd.txt" "$p0" "$p1" \
-    "$c0" "$c1" "$tck" <<'PY' | tee -a "$work/runs.jsonl"
+    "$c0" "$c1" "$tck" "$work/floor.txt" <<'PY' | tee -a "$work/runs.jsonl"
 import json, re, sys
 a = sys.argv
 mib, start, end = int(a[1]), float(a[2]), float(a[3])
 mb = mib * 1048576 / 1e6
-bare = float(re.search(r"= ([0-9.]+) MB/s", open(a[4]).read()).group(1))
+rate = lambda path: float(re.search(r"= ([0-9.]+) MB/s", open(path).read()).group(1))
+bare, floor = rate(a[4]), rate(a[12])
 stored = json.load(open(a[5]))["seconds_to_complete"]
 total = end - start
 dd = open(a[6]).read()
@@ -72,9 +81,11 @@ dd_rate = mb / float(m.group(1))
 publish = mb / (float(a[8]) - float(a[7]))
 cpu_s = (float(a[10]) - float(a[9])) / float(a[11])
 print(json.dumps({
-    "bare_mbs": bare,
+    "bare_mbs": bare, "floor_mbs": floor, "floor_ratio": round(floor / bare, 3),
     "stored_mbs": round(mb / stored, 1), "stored_ratio": round(mb / stored / bare, 3),
+    "stored_of_floor": round(mb / stored / floor, 3),
     "fetch_mbs": round(mb / total, 1), "fetch_ratio": round(mb / total / bare, 3),
+    "fetch_of_floor": round(mb / total / floor, 3),
     "dd_mbs": round(dd_rate, 1), "publish_mbs": round(publish, 1), "publish_ratio": round(publish / dd_rate, 3),
     "seeder_cpu_s_per_gib": round(cpu_s / (mib / 1024), 3),
 }))
@@ -89,8 +100,9 @@ med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 n = len(rows)
 print(f"== medians of {n} run(s)")
 print(f"bare libp2p stream: {med['bare_mbs']:.1f} MB/s")
-print(f"pollen, release complete in the store (transfer + verify + store): {med['stored_mbs']:.1f} MB/s, ratio to bare stream {med['stored_ratio']:.2f}")
-print(f"pollen, whole fetch command (start-up + the above + reassembling the artifact): {med['fetch_mbs']:.1f} MB/s, ratio {med['fetch_ratio']:.2f}")
+print(f"floor (bare stream + disk read, BLAKE3 at both ends, synced write): {med['floor_mbs']:.1f} MB/s, ratio to bare stream {med['floor_ratio']:.2f}")
+print(f"pollen, release complete in the store (transfer + verify + store): {med['stored_mbs']:.1f} MB/s, ratio to bare stream {med['stored_ratio']:.2f}, to the floor {med['stored_of_floor']:.2f}")
+print(f"pollen, whole fetch command (start-up + the above + reassembling the artifact): {med['fetch_mbs']:.1f} MB/s, ratio {med['fetch_ratio']:.2f}, to the floor {med['fetch_of_floor']:.2f}")
 print(f"dd conv=fdatasync: {med['dd_mbs']:.1f} MB/s; publish: {med['publish_mbs']:.1f} MB/s, ratio {med['publish_ratio']:.2f}")
 print(f"seeder CPU per served GiB: {med['seeder_cpu_s_per_gib']:.2f} s")
 PY

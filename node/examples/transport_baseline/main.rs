@@ -7,8 +7,18 @@
 //! With `-- 1024 K D`, the same bytes as requests of K KiB each, D in
 //! flight, each answered on a stream of its own (request-response): what
 //! a stream per chunk costs, without Pollen's own work.
+//!
+//! With `-- 1024 --floor DIR`, the floor (`floor.rs`): the bare stream
+//! plus the per-byte work no chunk-verifying store can skip — the sender
+//! reads each piece from a file on disk and checks it, the receiver checks
+//! it and writes it, synced — with none of Pollen's protocol. Files go to
+//! DIR.
+
+mod floor;
 
 use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
@@ -23,6 +33,14 @@ const PROTO: StreamProtocol = StreamProtocol::new("/pollen-bench/bare/1");
 #[derive(Clone, Default)]
 struct Bare {
     asked: u64,
+    floor: Option<Floor>,
+}
+
+/// The floor's two ends (one process holds both).
+#[derive(Clone)]
+struct Floor {
+    source: Arc<floor::Source>,
+    dir: PathBuf,
 }
 
 impl request_response::Codec for Bare {
@@ -44,6 +62,10 @@ impl request_response::Codec for Bare {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<u64> {
+        if let Some(f) = &self.floor {
+            let sink = floor::Sink::create(&f.dir, f.source.hashes())?;
+            return sink.receive(io, self.asked).await;
+        }
         let mut buf = vec![0u8; self.asked.clamp(1, 1 << 20) as usize];
         let mut total = 0u64;
         loop {
@@ -70,6 +92,10 @@ impl request_response::Codec for Bare {
         io: &mut T,
         n: u64,
     ) -> io::Result<()> {
+        if let Some(f) = &self.floor {
+            f.source.send(io, n).await?;
+            return io.close().await;
+        }
         let buf = vec![0xa5u8; n.min(1 << 20) as usize];
         let mut left = n;
         while left > 0 {
@@ -81,7 +107,7 @@ impl request_response::Codec for Bare {
     }
 }
 
-fn swarm() -> libp2p::Swarm<request_response::Behaviour<Bare>> {
+fn swarm(floor: Option<Floor>) -> libp2p::Swarm<request_response::Behaviour<Bare>> {
     let cfg = request_response::Config::default()
         .with_request_timeout(std::time::Duration::from_secs(600));
     libp2p::SwarmBuilder::with_new_identity()
@@ -94,7 +120,7 @@ fn swarm() -> libp2p::Swarm<request_response::Behaviour<Bare>> {
         .expect("tcp")
         .with_behaviour(|_| {
             request_response::Behaviour::with_codec(
-                Bare::default(),
+                Bare { asked: 0, floor },
                 [(PROTO, ProtocolSupport::Full)],
                 cfg,
             )
@@ -104,17 +130,21 @@ fn swarm() -> libp2p::Swarm<request_response::Behaviour<Bare>> {
 }
 
 fn main() {
-    let mib: u64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1024);
+    let args: Vec<String> = std::env::args().collect();
+    let mib: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1024);
+    let floor_dir = (args.get(2).map(String::as_str) == Some("--floor"))
+        .then(|| args.get(3).map(PathBuf::from).expect("--floor DIR"));
+    let floor = floor_dir.map(|dir| Floor {
+        source: Arc::new(floor::Source::create(&dir, mib << 20).expect("the floor's source file")),
+        dir,
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let mut server = swarm();
+        let mut server = swarm(floor.clone());
         server
             .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
             .expect("listen");
@@ -138,18 +168,15 @@ fn main() {
                 }
             }
         });
-        let mut client = swarm();
+        let mut client = swarm(floor.clone());
         client.dial(addr).expect("dial");
         // Optional: the same bytes as requests of `chunk` KiB, `depth` in flight.
-        let chunk: u64 = std::env::args()
-            .nth(2)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(0)
-            << 10;
-        let depth: u64 = std::env::args()
-            .nth(3)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(8);
+        let chunk: u64 = if floor.is_some() {
+            0
+        } else {
+            args.get(2).and_then(|a| a.parse().ok()).unwrap_or(0) << 10
+        };
+        let depth: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(8);
         let total = mib << 20;
         let (mut asked, mut got) = (0u64, 0u64);
         let mut start = None;
@@ -179,7 +206,10 @@ fn main() {
                         continue;
                     }
                     let secs = start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
-                    let how = if chunk == 0 {
+                    let how = if floor.is_some() {
+                        "floor (bare stream + disk read, BLAKE3 both ends, synced write)"
+                            .to_string()
+                    } else if chunk == 0 {
                         "bare stream".to_string()
                     } else {
                         format!(
