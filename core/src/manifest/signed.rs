@@ -37,6 +37,10 @@ pub struct Signature {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignedManifest {
     body: Vec<u8>,
+    /// The body's BLAKE3, hashed once when the body is made or decoded: the
+    /// id is asked for on every chunk that arrives or is served, and a large
+    /// release's body is hundreds of KiB.
+    id: ManifestId,
     manifest: Manifest,
     signatures: Vec<Signature>,
 }
@@ -121,6 +125,7 @@ impl SignedManifest {
         let body = manifest.encode();
         let signatures = sign_body(SIGNING_CONTEXT, &body, keys);
         Self {
+            id: ManifestId::of_body(&body),
             body,
             manifest,
             signatures,
@@ -141,6 +146,7 @@ impl SignedManifest {
         let (body, signatures) = open_envelope(bytes, MAX_MANIFEST_BYTES)?;
         let manifest = Manifest::decode(&body)?;
         Ok(Self {
+            id: ManifestId::of_body(&body),
             body,
             manifest,
             signatures,
@@ -162,7 +168,7 @@ impl SignedManifest {
     }
 
     pub fn id(&self) -> ManifestId {
-        ManifestId::of_body(&self.body)
+        self.id
     }
 
     pub fn signatures(&self) -> &[Signature] {

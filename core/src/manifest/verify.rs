@@ -225,6 +225,18 @@ mod tests {
     }
 
     #[test]
+    fn the_id_is_the_body_hash_however_the_envelope_was_made() {
+        let m = sample(5, 3);
+        let mut made = SignedManifest::sign(m.clone(), &[&key(1)]);
+        assert_eq!(made.id(), ManifestId::of_body(&m.encode()));
+        made.add_signature(&key(2));
+        let decoded = SignedManifest::decode(&made.encode()).expect("decodes");
+        assert_eq!(decoded.id(), made.id());
+        let other = SignedManifest::sign(sample(6, 3), &[&key(1)]);
+        assert_ne!(other.id(), made.id());
+    }
+
+    #[test]
     fn threat1_signatures() {
         let p = policy(&[1, 2, 3], 2);
         assert!(matches!(
