@@ -3,10 +3,13 @@
 //! hashed exactly once, here ([`VerifiedChunk::check`]), and what became of
 //! it comes back as a typed [`Outcome`].
 //!
-//! The chunks that queued while it wrote are stored together
-//! ([`Store::put_chunks`], at most [`BATCH`]): on a device's slot image that
-//! is one `fdatasync` for the batch instead of one per chunk, and a chunk
-//! still counts as stored only once it is on disk.
+//! Chunks are stored in batches ([`Store::put_chunks`], at most
+//! [`BATCH`]): on a device's slot image that is one `fdatasync` for the
+//! batch instead of one per chunk, and a chunk still counts as stored only
+//! once it is on disk. A batch is what arrives within [`GATHER`] of its
+//! first chunk (a group commit): chunks that arrive one at a time, each
+//! soon after the last, would otherwise be synced one at a time. The wait
+//! holds no request: the slot of a chunk frees when its bytes arrive.
 //!
 //! Backpressure, with nothing dropped: at most [`DEPTH`] chunks are out
 //! between the driver and this thread (queued, being written, or written
@@ -17,8 +20,9 @@
 //! write) and handles it, then submits: the event loop takes no more chunk
 //! responses than the store can keep up with.
 
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libp2p::PeerId;
@@ -80,9 +84,30 @@ pub struct Written {
     pub error: Option<String>,
 }
 
-/// Chunks written with one sync at most ([`Store::put_chunks`]): those
-/// that queued while the previous batch was written.
+/// Chunks written with one sync at most ([`Store::put_chunks`]).
 const BATCH: usize = 16;
+
+/// How long a batch gathers chunks after its first one arrived. At the
+/// transfer rates of a LAN (a chunk every millisecond or two) a batch fills
+/// up to [`BATCH`]; on a slow link the one chunk waits this long in vain:
+/// no request waits on it, and its peers learn of it 20 ms later.
+pub const GATHER: Duration = Duration::from_millis(20);
+
+/// Takes the next batch: the first job, then what arrives within `gather`
+/// of it, at most [`BATCH`]. `None` once every sender is gone.
+fn gather(rx: &Receiver<Job>, gather: Duration) -> Option<Vec<Job>> {
+    let first = rx.recv().ok()?;
+    let until = Instant::now() + gather;
+    let mut jobs = vec![first];
+    while jobs.len() < BATCH {
+        let left = until.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+    Some(jobs)
+}
 
 /// Checks each job's bytes, stores those that are the chunk in one batch,
 /// and gives one result per job, in order.
@@ -166,12 +191,13 @@ pub struct Writer {
 
 impl Writer {
     pub fn spawn<S: Store + ?Sized + 'static>(store: Arc<S>) -> std::io::Result<Self> {
-        Self::with_depth(store, DEPTH)
+        Self::with_depth(store, DEPTH, GATHER)
     }
 
     fn with_depth<S: Store + ?Sized + 'static>(
         store: Arc<S>,
         depth: usize,
+        window: Duration,
     ) -> std::io::Result<Self> {
         let (jobs, rx) = sync_channel::<Job>(depth);
         let (done_tx, done) = mpsc::channel(depth);
@@ -180,14 +206,7 @@ impl Writer {
             std::thread::Builder::new()
                 .name("pollen-writer".into())
                 .spawn(move || {
-                    while let Ok(first) = rx.recv() {
-                        let mut jobs = vec![first];
-                        while jobs.len() < BATCH {
-                            match rx.try_recv() {
-                                Ok(job) => jobs.push(job),
-                                Err(_) => break,
-                            }
-                        }
+                    while let Some(jobs) = gather(&rx, window) {
                         for written in process(store.as_ref(), jobs) {
                             // Never waits: no more than `depth` results are out.
                             if done_tx.blocking_send(written).is_err() {
@@ -278,7 +297,7 @@ mod tests {
         // every chunk submitted must come back exactly once.
         let store = Arc::new(Faulty::new(Fault::SlowPut(Duration::from_millis(3))));
         runtime().block_on(async move {
-            let mut w = Writer::with_depth(store.clone(), 2).expect("spawn");
+            let mut w = Writer::with_depth(store.clone(), 2, GATHER).expect("spawn");
             let mut got = Vec::new();
             for i in 0..40u32 {
                 if let Some(r) = w.wait_for_room() {
@@ -298,6 +317,27 @@ mod tests {
                 .iter()
                 .all(|r| matches!(r.outcome, Ok(Outcome::Stored(Put::New)))));
         });
+    }
+
+    #[test]
+    fn a_batch_takes_what_arrives_within_its_window_and_no_more_than_batch() {
+        let (tx, rx) = sync_channel::<Job>(BATCH + 2);
+        for i in 0..(BATCH + 2) as u32 {
+            tx.send(job(i, vec![i as u8; 10])).expect("room");
+        }
+        // Full at once: no wait for the window.
+        let first = gather(&rx, Duration::from_secs(600)).expect("jobs");
+        assert_eq!(first.len(), BATCH);
+        // Two left and the sender still there: the window closes on them.
+        let rest = gather(&rx, Duration::from_millis(30)).expect("jobs");
+        let indices: Vec<u32> = rest.iter().map(|j| j.index.get()).collect();
+        assert_eq!(indices, vec![BATCH as u32, BATCH as u32 + 1]);
+        // A job sent after the window closed starts the next batch.
+        tx.send(job(99, vec![1; 10])).expect("room");
+        drop(tx);
+        let last = gather(&rx, Duration::from_secs(600)).expect("jobs");
+        assert_eq!(last.len(), 1);
+        assert!(gather(&rx, Duration::from_secs(600)).is_none());
     }
 
     #[test]
