@@ -81,6 +81,34 @@ fn read_at(file: &File, path: &Path, offset: u64, len: u32) -> Result<Vec<u8>, S
     Ok(buf)
 }
 
+/// The BLAKE3 of everything `feed` hands its callback, in order, and how
+/// many bytes that was, hashed on a second thread so that reading the image
+/// and hashing it overlap (a staging pass reads the whole release). The
+/// callback says `false` once the hashing thread is gone; an error from
+/// `feed` ends the hashing unfinished.
+fn hashed_in_order(
+    feed: impl FnOnce(&mut dyn FnMut(Vec<u8>) -> bool) -> Result<(), StoreError>,
+) -> Result<([u8; 32], u64), StoreError> {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let hashing = scope.spawn(move || {
+            let mut hasher = blake3::Hasher::new();
+            let mut n = 0u64;
+            for bytes in rx {
+                hasher.update(&bytes);
+                n += bytes.len() as u64;
+            }
+            (*hasher.finalize().as_bytes(), n)
+        });
+        let fed = feed(&mut |bytes| tx.send(bytes).is_ok());
+        drop(tx);
+        let whole = hashing
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        fed.map(|()| whole)
+    })
+}
+
 fn write_error(path: &Path, source: std::io::Error) -> StoreError {
     if source.kind() == std::io::ErrorKind::StorageFull {
         StoreError::NoSpace {
@@ -483,38 +511,39 @@ impl ImageStore {
             (Some((afile, _, at)), false) => clone_shared(&file, afile, m, &held, at),
             _ => 0,
         };
-        let mut hasher = blake3::Hasher::new();
-        let mut hashed = 0u64;
         let mut copied = 0u64;
         let half = m.chunks.len() / 2;
-        for (i, (offset, c)) in m.placed_chunks().enumerate() {
-            if i == half {
-                failpoint("staging");
+        let (digest, hashed) = hashed_in_order(|hash| {
+            for (i, (offset, c)) in m.placed_chunks().enumerate() {
+                if i == half {
+                    failpoint("staging");
+                }
+                let here = read_at(&file, &path, offset, c.len)?;
+                let bytes = if already || held.contains(&c.id) || c.id.matches(&here) {
+                    here
+                } else {
+                    let Some((afile, apath, at)) = &active else {
+                        return Err(StoreError::MissingChunk(c.id));
+                    };
+                    let Some((len, offsets)) = at.get(&c.id) else {
+                        return Err(StoreError::MissingChunk(c.id));
+                    };
+                    let src = read_at(afile, apath, offsets[0], *len)?;
+                    let src = VerifiedChunk::check_id(c.id, src)
+                        .map_err(|reason| StoreError::CorruptChunk { id: c.id, reason })?;
+                    failpoint("local-copy");
+                    file.write_all_at(src.bytes(), offset)
+                        .map_err(|e| write_error(&path, e))?;
+                    copied += u64::from(c.len);
+                    src.bytes().to_vec()
+                };
+                if !hash(bytes) {
+                    break;
+                }
             }
-            let here = read_at(&file, &path, offset, c.len)?;
-            let bytes = if already || held.contains(&c.id) || c.id.matches(&here) {
-                here
-            } else {
-                let Some((afile, apath, at)) = &active else {
-                    return Err(StoreError::MissingChunk(c.id));
-                };
-                let Some((len, offsets)) = at.get(&c.id) else {
-                    return Err(StoreError::MissingChunk(c.id));
-                };
-                let src = read_at(afile, apath, offsets[0], *len)?;
-                let src = VerifiedChunk::check_id(c.id, src)
-                    .map_err(|reason| StoreError::CorruptChunk { id: c.id, reason })?;
-                failpoint("local-copy");
-                file.write_all_at(src.bytes(), offset)
-                    .map_err(|e| write_error(&path, e))?;
-                copied += u64::from(c.len);
-                src.bytes().to_vec()
-            };
-            hasher.update(&bytes);
-            hashed += u64::from(c.len);
-        }
+            Ok(())
+        })?;
         file.sync_data().map_err(|e| write_error(&path, e))?;
-        let digest = *hasher.finalize().as_bytes();
         if digest != m.artifact.blake3 || hashed != m.artifact.size {
             return Err(StoreError::ArtifactMismatch {
                 expected: hex::encode(m.artifact.blake3),

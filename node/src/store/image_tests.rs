@@ -323,3 +323,26 @@ fn clean_up_keeps_the_manifests_of_the_releases_in_the_slots() {
         "older ones dropped"
     );
 }
+
+#[test]
+fn the_whole_hash_on_its_own_thread_is_the_hash_of_what_was_fed_in_order() {
+    let pieces: Vec<Vec<u8>> = (0..40u8)
+        .map(|i| noise(1000 + 977 * i as usize, i.into()))
+        .collect();
+    let whole: Vec<u8> = pieces.concat();
+    let (digest, n) = hashed_in_order(|hash| {
+        for p in &pieces {
+            assert!(hash(p.clone()), "the hashing thread is there");
+        }
+        Ok(())
+    })
+    .expect("fed");
+    assert_eq!(digest, *blake3::hash(&whole).as_bytes());
+    assert_eq!(n, whole.len() as u64);
+    // An error while feeding is the result, whatever was hashed so far.
+    let failed = hashed_in_order(|hash| {
+        hash(pieces[0].clone());
+        Err(StoreError::NotWriting(7))
+    });
+    assert!(matches!(failed, Err(StoreError::NotWriting(7))));
+}
