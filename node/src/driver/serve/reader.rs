@@ -4,11 +4,16 @@
 //! and the codec writes the bytes when they come. Each read is checked
 //! against the chunk's id once ([`Store::read_chunk`]): a chunk corrupted at
 //! rest is reported and not served. A store error answers that one request
-//! `NotFound` and is logged; it never stops the node. The queue is bounded;
-//! when it is full the caller answers `Busy`.
+//! `NotFound` and is logged; it never stops the node. The queues are
+//! bounded; when they are full the caller answers `Busy`.
+//!
+//! Each thread has a queue of its own, and a read goes to the thread with
+//! the fewest reads unfinished: an idle thread is woken once per read, and
+//! no thread waits on a lock another holds while it waits for work.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -17,7 +22,8 @@ use pollen_core::manifest::ChunkRef;
 use crate::net::protocol::ChunkRead;
 use crate::store::Store;
 
-/// Reads queued at most (admission keeps far fewer responses under way).
+/// Reads queued at most, over all threads (admission keeps far fewer
+/// responses under way).
 pub const DEPTH: usize = 64;
 /// Reader threads: one read waiting on a slow disk does not hold the rest.
 const THREADS: usize = 2;
@@ -37,11 +43,19 @@ struct ReadJob {
     reply: oneshot::Sender<Option<Bytes>>,
 }
 
+/// One reader thread's queue, and how many reads it has not finished.
+#[derive(Debug)]
+struct Lane {
+    jobs: SyncSender<ReadJob>,
+    unfinished: Arc<AtomicUsize>,
+}
+
 /// Handle of the reader threads; they end when it is dropped.
 #[derive(Debug)]
 pub struct Reader {
-    jobs: SyncSender<ReadJob>,
-    /// After `jobs`: dropping the sender ends the threads, then they are joined.
+    lanes: Vec<Lane>,
+    /// After `lanes`: dropping the senders ends the threads, then they are
+    /// joined.
     _threads: crate::driver::joined::Joined,
 }
 
@@ -59,48 +73,64 @@ fn read_one<S: Store + ?Sized>(store: &S, chunk: &ChunkRef) -> Option<Bytes> {
     }
 }
 
-fn run<S: Store + ?Sized>(store: Arc<S>, jobs: Arc<Mutex<Receiver<ReadJob>>>) {
-    loop {
-        // A panic elsewhere cannot leave the receiver half-used.
-        let job = match jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-            Ok(job) => job,
-            Err(_) => return,
-        };
-        if job.reply.is_canceled() {
-            continue; // the stream is gone already
+fn run<S: Store + ?Sized>(store: Arc<S>, jobs: Receiver<ReadJob>, unfinished: Arc<AtomicUsize>) {
+    for job in jobs {
+        // A reply nobody waits for: the stream is gone already.
+        if !job.reply.is_canceled() {
+            let bytes = read_one(store.as_ref(), &job.chunk);
+            let _ = job.reply.send(bytes);
         }
-        let bytes = read_one(store.as_ref(), &job.chunk);
-        let _ = job.reply.send(bytes);
+        unfinished.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl Reader {
     pub fn spawn<S: Store + ?Sized + 'static>(store: Arc<S>) -> std::io::Result<Self> {
-        let (jobs, rx) = sync_channel(DEPTH);
-        let rx = Arc::new(Mutex::new(rx));
+        let mut lanes = Vec::with_capacity(THREADS);
         let mut threads = crate::driver::joined::Joined::default();
         for i in 0..THREADS {
-            let (store, rx) = (store.clone(), rx.clone());
+            let (jobs, rx) = sync_channel(DEPTH / THREADS);
+            let unfinished = Arc::new(AtomicUsize::new(0));
+            let (store, count) = (store.clone(), unfinished.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("pollen-reader-{i}"))
-                    .spawn(move || run(store, rx))?,
+                    .spawn(move || run(store, rx, count))?,
             );
+            lanes.push(Lane { jobs, unfinished });
         }
         Ok(Self {
-            jobs,
+            lanes,
             _threads: threads,
         })
     }
 
-    /// Queues a read of `chunk`; its bytes (or `None`) arrive on the result.
+    /// Queues a read of `chunk` with the thread that has the fewest reads
+    /// unfinished (another if its queue is full); its bytes (or `None`)
+    /// arrive on the result.
     pub fn read(&self, chunk: ChunkRef) -> Result<ChunkRead, ReadError> {
         let (reply, rx) = oneshot::channel();
-        match self.jobs.try_send(ReadJob { chunk, reply }) {
-            Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(ReadError::Full),
-            Err(TrySendError::Disconnected(_)) => Err(ReadError::Gone),
+        let mut lanes: Vec<&Lane> = self.lanes.iter().collect();
+        lanes.sort_by_key(|l| l.unfinished.load(Ordering::Relaxed));
+        let mut job = ReadJob { chunk, reply };
+        let mut gone = 0;
+        for lane in lanes {
+            lane.unfinished.fetch_add(1, Ordering::Relaxed);
+            match lane.jobs.try_send(job) {
+                Ok(()) => return Ok(rx),
+                Err(TrySendError::Full(back)) => job = back,
+                Err(TrySendError::Disconnected(back)) => {
+                    gone += 1;
+                    job = back;
+                }
+            }
+            lane.unfinished.fetch_sub(1, Ordering::Relaxed);
         }
+        Err(if gone == self.lanes.len() {
+            ReadError::Gone
+        } else {
+            ReadError::Full
+        })
     }
 }
 
@@ -134,6 +164,29 @@ mod tests {
         };
         let got = futures::executor::block_on(reader.read(absent).expect("queued"));
         assert_eq!(got.expect("sent"), None);
+    }
+
+    #[test]
+    fn a_read_goes_to_the_thread_with_the_fewest_unfinished() {
+        // Reads that take a second each: the counts below are taken long
+        // before any of them finishes.
+        let (store, chunk) = stored(Fault::SlowRead(std::time::Duration::from_secs(1)));
+        let reader = Reader::spawn(store).expect("spawn");
+        let unfinished = |r: &Reader| -> Vec<usize> {
+            r.lanes
+                .iter()
+                .map(|l| l.unfinished.load(Ordering::Relaxed))
+                .collect()
+        };
+        let first = reader.read(chunk).expect("queued");
+        let second = reader.read(chunk).expect("queued");
+        assert_eq!(unfinished(&reader), vec![1; THREADS]);
+        let third = reader.read(chunk).expect("queued");
+        assert_eq!(unfinished(&reader).iter().sum::<usize>(), 3);
+        for read in [first, second, third] {
+            let got = futures::executor::block_on(read).expect("answered");
+            assert_eq!(got.map(|b| b.len()), Some(10_000));
+        }
     }
 
     #[test]
