@@ -272,8 +272,6 @@ pub(crate) enum Fault {
     SlowPut(std::time::Duration),
     /// Every chunk put fails.
     FailPut,
-    /// Every chunk read takes this long.
-    SlowRead(std::time::Duration),
     /// Every chunk read fails.
     FailRead,
     /// Every chunk read returns other bytes than were stored.
@@ -321,10 +319,6 @@ impl Store for Faulty {
     }
     fn get_chunk(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
         match self.fault {
-            Fault::SlowRead(d) => {
-                std::thread::sleep(d);
-                self.inner.get_chunk(id)
-            }
             Fault::FailRead => Err(Self::io_error("reading a chunk")),
             Fault::CorruptRead => Ok(self.inner.get_chunk(id)?.map(|mut b| {
                 if let Some(x) = b.first_mut() {

@@ -167,26 +167,54 @@ mod tests {
     }
 
     #[test]
-    fn a_read_goes_to_the_thread_with_the_fewest_unfinished() {
-        // Reads that take a second each: the counts below are taken long
-        // before any of them finishes.
-        let (store, chunk) = stored(Fault::SlowRead(std::time::Duration::from_secs(1)));
-        let reader = Reader::spawn(store).expect("spawn");
+    fn a_read_goes_to_the_lane_with_the_fewest_unfinished_and_full_lanes_say_so() {
+        // Lanes without threads: the test holds their queues (one job each).
+        let mut queues = Vec::new();
+        let lanes = (0..THREADS)
+            .map(|_| {
+                let (jobs, rx) = sync_channel(1);
+                queues.push(rx);
+                Lane {
+                    jobs,
+                    unfinished: Arc::new(AtomicUsize::new(0)),
+                }
+            })
+            .collect();
+        let reader = Reader {
+            lanes,
+            _threads: crate::driver::joined::Joined::default(),
+        };
         let unfinished = |r: &Reader| -> Vec<usize> {
             r.lanes
                 .iter()
                 .map(|l| l.unfinished.load(Ordering::Relaxed))
                 .collect()
         };
-        let first = reader.read(chunk).expect("queued");
-        let second = reader.read(chunk).expect("queued");
-        assert_eq!(unfinished(&reader), vec![1; THREADS]);
-        let third = reader.read(chunk).expect("queued");
-        assert_eq!(unfinished(&reader).iter().sum::<usize>(), 3);
-        for read in [first, second, third] {
-            let got = futures::executor::block_on(read).expect("answered");
-            assert_eq!(got.map(|b| b.len()), Some(10_000));
+        let chunk = ChunkRef {
+            id: ChunkId([3; 32]),
+            len: 10,
+        };
+        let _first = reader.read(chunk).expect("queued");
+        assert_eq!(unfinished(&reader), vec![1, 0]);
+        let _second = reader.read(chunk).expect("queued");
+        assert_eq!(unfinished(&reader), vec![1, 1]);
+        for q in &queues {
+            assert!(q.try_recv().is_ok(), "one read in each lane");
         }
+        // Taken but unfinished: each lane has room again, and the count
+        // (not the queue) sends the next read to the lane that finished.
+        reader.lanes[1].unfinished.fetch_sub(1, Ordering::Relaxed);
+        let _third = reader.read(chunk).expect("queued");
+        assert_eq!(unfinished(&reader), vec![1, 1]);
+        assert!(queues[1].try_recv().is_ok());
+        assert!(queues[0].try_recv().is_err());
+        // Every queue full: `Full`, and the failed attempt counts nothing.
+        let _fourth = reader.read(chunk).expect("queued");
+        let _fifth = reader.read(chunk).expect("queued");
+        assert_eq!(reader.read(chunk).err(), Some(ReadError::Full));
+        assert_eq!(unfinished(&reader), vec![2, 2]);
+        drop(queues);
+        assert_eq!(reader.read(chunk).err(), Some(ReadError::Gone));
     }
 
     #[test]
