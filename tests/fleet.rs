@@ -11,6 +11,10 @@
 //! - Release day behind a slow publisher link: every device completes near
 //!   the lower bound, the seeder sends about one copy in all, and the
 //!   simulator's prediction of the same set-up is within ±25 %.
+//! - Sites larger than `SITE_FANOUT`, where a device that is not a gateway
+//!   tells its gains to the gateways and a sample of its site peers: every
+//!   device completes and each site still takes one copy across its uplink
+//!   (the time is reported, not asserted: see the test).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -195,6 +199,31 @@ fn one_shot_fetch_devices_leave_nothing_to_fetch_again() {
     assert!(inb <= 1.05 * f, "the uplink carried {:.3} x F", inb / f);
 }
 
+/// Serves `r` from the fleet's seeder to a `run` device in every device
+/// namespace, all started at once: when the last completed (s after the
+/// start) and each site's chunks fetched across its uplink (x F).
+fn release_day(fleet: &Fleet, r: &Release, per_site: usize) -> (f64, Vec<f64>) {
+    let (_seeder, addr) = r.serve_in(&fleet.seeder, &fleet.seeder_ip());
+    let start = Instant::now();
+    let mut nodes = devices(fleet, r, &addr, false);
+    let (secs, across) = wait_all(&mut nodes, r, start, Duration::from_secs(600));
+    (secs, chunks_across(&across, per_site, r.size))
+}
+
+/// The simulator's run of `simulator/examples/NAME`, the same set-up as a
+/// test's fleet.
+fn simulated(name: &str) -> pollen_sim::report::Summary {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../simulator/examples")
+            .join(name),
+    )
+    .expect("scenario");
+    let sc = pollen_sim::Scenario::from_toml(&text).expect("scenario parses");
+    let o = pollen_sim::simulate(&sc, std::path::Path::new("."), |_, _| {}).expect("simulates");
+    pollen_sim::report::summary(&sc, &o)
+}
+
 #[test]
 #[ignore = "needs root"]
 fn flash_crowd_behind_a_slow_seeder_completes_near_the_bound() {
@@ -206,22 +235,10 @@ fn flash_crowd_behind_a_slow_seeder_completes_near_the_bound() {
     fleet.limit_uplinks("20mbit");
     let r = Release::publish(16 << 20, 63);
     let _capture = capture(&fleet);
-    let (_seeder, addr) = r.serve_in(&fleet.seeder, &fleet.seeder_ip());
-    let start = Instant::now();
-    let mut nodes = devices(&fleet, &r, &addr, false);
-    let (secs, across) = wait_all(&mut nodes, &r, start, Duration::from_secs(600));
+    let (secs, chunks) = release_day(&fleet, &r, per_site);
     let f = r.size as f64;
-    let chunks = chunks_across(&across, per_site, r.size);
 
-    // The simulator on the same set-up, and the bound it reports.
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../simulator/examples/flash-5x3.toml"),
-    )
-    .expect("scenario");
-    let sc = pollen_sim::Scenario::from_toml(&text).expect("scenario parses");
-    let o = pollen_sim::simulate(&sc, std::path::Path::new("."), |_, _| {}).expect("simulates");
-    let sim = pollen_sim::report::summary(&sc, &o);
+    let sim = simulated("flash-5x3.toml");
     let bound = sim.bound_s;
     let sim_done = sim.completion_max_s.expect("the simulation completes");
 
@@ -253,4 +270,48 @@ fn flash_crowd_behind_a_slow_seeder_completes_near_the_bound() {
         (sim_done / secs - 1.0).abs() <= 0.25,
         "simulated {sim_done:.1} s vs measured {secs:.1} s"
     );
+}
+
+/// Two sites of 30 devices behind a slow seeder. Asserted: every device
+/// completes (within 600 s) and each site fetches one copy across its
+/// uplink. Reported, not asserted: the time against the bound and the
+/// simulator. Whether the sites share with each other hangs on the seeder
+/// declining a chunk now and then (its queue must pass a second's worth
+/// before it super-seeds; each site's own budget keeps it shorter), so
+/// runs differ: 49.1 s (the seeder sent 1.23 x F, as simulated) in one of
+/// four runs, 70.9-81.9 s (1.86-2.18 x F, each site its own copy) in the
+/// others. Tracked in the simulator's README, "Cross-check at large sites".
+#[test]
+#[ignore = "needs root"]
+fn large_sites_hear_a_sample_and_still_take_one_copy() {
+    let _lock = exclusive();
+    require();
+    let (sites, per_site) = (2, 30);
+    assert!(
+        per_site > pollen_core::node::SITE_FANOUT,
+        "the sample is on"
+    );
+    let fleet = Fleet::new(sites, per_site);
+    fleet.limit_seeder("4mbit");
+    fleet.limit_uplinks("10mbit");
+    let r = Release::publish(16 << 20, 64);
+    let (secs, chunks) = release_day(&fleet, &r, per_site);
+    let f = r.size as f64;
+    let sim = simulated("large-sites-2x30.toml");
+    let bound = sim.bound_s;
+    let sim_done = sim.completion_max_s.expect("the simulation completes");
+    let seeder = fleet.seeder_tx() as f64 / f;
+    println!("large sites: seeder 4 Mbit/s, {sites} sites x {per_site} devices, 10 Mbit/s uplinks, 16 MiB");
+    println!(
+        "  real: all done in {secs:.1} s = {:.2} x the bound {bound:.1} s; seeder sent {seeder:.2} x F (wire); chunks across the uplinks {chunks:.3?} x F",
+        secs / bound
+    );
+    println!(
+        "  simulated: {sim_done:.1} s ({:+.0} %), seeder {:.2} x F",
+        (sim_done / secs - 1.0) * 100.0,
+        sim.seeder_multiple
+    );
+    for (i, c) in chunks.iter().enumerate() {
+        assert!(*c <= 1.05, "site{i} fetched {c:.3} x F across its uplink");
+    }
 }

@@ -248,6 +248,12 @@ pub struct SchedSpec {
     /// other sites (`pollen_core::node::REMOTE_NOTICE_EVERY`, as the node).
     #[serde(default = "notify_remote_ms")]
     pub notify_remote_ms: f64,
+    /// `pollen`: at a site of more devices than this, a device that is
+    /// not a gateway tells its gains to the gateways, origins and about
+    /// this many other site peers (`pollen_core::node::SITE_FANOUT`, as
+    /// the node); 0: to every site peer.
+    #[serde(default = "site_fanout")]
+    pub site_fanout: usize,
     /// How a device sizes what it keeps in flight to one source: `rate`
     /// (from what it delivers; the node's policy) or `aimd` (loss-driven,
     /// for comparison).
@@ -276,6 +282,7 @@ impl Default for SchedSpec {
             upload_slots: upload_slots(),
             notify_ms: notify_ms(),
             notify_remote_ms: notify_remote_ms(),
+            site_fanout: site_fanout(),
             window: Window::Rate,
         }
     }
@@ -299,6 +306,10 @@ fn notify_ms() -> f64 {
 }
 fn notify_remote_ms() -> f64 {
     pollen_core::node::REMOTE_NOTICE_EVERY.as_secs_f64() * 1000.0
+}
+
+fn site_fanout() -> usize {
+    pollen_core::node::SITE_FANOUT
 }
 
 fn eight() -> usize {
@@ -631,6 +642,7 @@ site_uplink_requests = 12  # pollen: requests a site keeps in flight across its 
 upload_slots = 1           # responses a gateway sends at once to other sites
 notify_ms = 200.0          # gained chunks are announced on the node's 200 ms tick (0: at once)
 notify_remote_ms = 1000.0  # pollen: ... and to devices of other sites once a second
+site_fanout = 20           # pollen: at larger sites a non-gateway tells gateways, origins and ~20 sampled site peers (0: all)
 window = "rate"            # per-source window: rate (from what a source delivers; the node's) | aimd (loss-driven, for comparison)
 "#;
 

@@ -21,6 +21,56 @@ pub struct Fleet {
     pub seeder: String,
     /// Per site: router namespace and device namespaces.
     pub sites: Vec<(String, Vec<String>)>,
+    /// The host's neighbour-table limits before this fleet raised them.
+    neighbours: Option<NeighbourLimits>,
+}
+
+/// The kernel's ARP table is one for all network namespaces, and past
+/// `gc_thresh3` entries (1 024 by default) it refuses new ones: packets to
+/// a neighbour it cannot add, multicast included, are dropped. Real devices
+/// each have a table of their own; a fleet of namespaces on one host shares
+/// one, so a fleet that needs more raises the limits while it lives (every
+/// device learns every site peer, its router and some others).
+#[derive(Debug)]
+struct NeighbourLimits([String; 3]);
+
+const NEIGH: &str = "/proc/sys/net/ipv4/neigh/default";
+
+impl NeighbourLimits {
+    fn read() -> Self {
+        NeighbourLimits(["gc_thresh1", "gc_thresh2", "gc_thresh3"].map(|k| {
+            std::fs::read_to_string(format!("{NEIGH}/{k}"))
+                .expect("read the neighbour-table limits")
+                .trim()
+                .to_owned()
+        }))
+    }
+
+    fn write(&self) {
+        for (k, v) in ["gc_thresh1", "gc_thresh2", "gc_thresh3"]
+            .iter()
+            .zip(&self.0)
+        {
+            std::fs::write(format!("{NEIGH}/{k}"), v).expect("set the neighbour-table limits");
+        }
+    }
+
+    /// Raises the limits to hold `entries` (returns the old ones), or
+    /// leaves them if they already do.
+    fn make_room(entries: usize) -> Option<Self> {
+        let old = Self::read();
+        let max: usize = old.0[2].parse().expect("gc_thresh3 is a number");
+        if max >= entries {
+            return None;
+        }
+        let new = NeighbourLimits([
+            old.0[0].clone(),
+            entries.to_string(),
+            (entries * 2).to_string(),
+        ]);
+        new.write();
+        Some(old)
+    }
 }
 
 /// Which way across a link.
@@ -47,6 +97,7 @@ impl Fleet {
             sites: Vec::new(),
             prefix,
             base,
+            neighbours: NeighbourLimits::make_room(2 * sites * devices * (devices + 4) + 256),
         };
         fleet.cleanup();
         let (p, b, c, s) = (&fleet.prefix, base, &fleet.core, &fleet.seeder);
@@ -177,5 +228,8 @@ pub fn tcp_retransmits(ns: &str) -> u64 {
 impl Drop for Fleet {
     fn drop(&mut self) {
         self.cleanup();
+        if let Some(old) = &self.neighbours {
+            old.write();
+        }
     }
 }

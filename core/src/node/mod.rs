@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::manifest::ChunkRef;
+use crate::swarm::rendezvous::{member_key, weight};
 use crate::swarm::{
     Action, Bitfield, PeerInfo, PeerKey, Receipt, SiteId, Swarm, SwarmConfig, SwarmStats,
 };
@@ -37,6 +38,14 @@ pub const NOTICE_EVERY: Duration = Duration::from_millis(200);
 /// Gained-chunk notices to devices of other sites go out this often (each
 /// notice is a stream across two uplinks).
 pub const REMOTE_NOTICE_EVERY: Duration = Duration::from_secs(1);
+/// A device of a site larger than this tells its gained chunks to the
+/// site's gateways, its origins and about this many other site peers: a
+/// fixed random choice per pair, the same from both ends (gateways tell
+/// everyone). A site's notices then grow with its devices, not with their
+/// square, and every device still hears the gateways, which carry the
+/// uplink's chunks into the site and whose progress the uplink split
+/// watches.
+pub const SITE_FANOUT: usize = 20;
 
 /// After an origin last said it is the fleet's bottleneck, a node keeps
 /// seeking other sites this long ([`Node::seeks_other_sites`]).
@@ -54,6 +63,9 @@ pub struct NodeConfig {
     /// Batching of gained-chunk notices (zero: each chunk at once).
     pub notice_every: Duration,
     pub remote_notice_every: Duration,
+    /// Site peers a device that is not a gateway tells of its gains, about
+    /// (zero: all of them; see [`SITE_FANOUT`]).
+    pub site_fanout: usize,
 }
 
 impl NodeConfig {
@@ -64,6 +76,7 @@ impl NodeConfig {
             swarm: SwarmConfig::default(),
             notice_every: NOTICE_EVERY,
             remote_notice_every: REMOTE_NOTICE_EVERY,
+            site_fanout: SITE_FANOUT,
         }
     }
 }
@@ -103,6 +116,8 @@ struct Contact {
     configured: bool,
     /// In the current release's scheduler.
     source: bool,
+    /// The pair's draw for [`SITE_FANOUT`]: the same from both ends.
+    pair: u64,
 }
 
 /// One node: see the module documentation.
@@ -110,11 +125,15 @@ struct Contact {
 pub struct Node<P: PeerKey> {
     config: NodeConfig,
     me: P,
+    /// `me`'s rendezvous key.
+    me_key: u64,
     started: Duration,
     peers: BTreeMap<P, Contact>,
     swarm: Option<Swarm<P>>,
     role: Role,
     notices: Notices,
+    /// Greeted peers that hear the site lane (site peers and origins).
+    audience: usize,
     out: VecDeque<Output<P>>,
 }
 
@@ -128,10 +147,12 @@ impl<P: PeerKey> Node<P> {
             },
             config,
             me,
+            me_key: member_key(&me),
             started: now,
             peers: BTreeMap::new(),
             swarm: None,
             notices,
+            audience: 0,
             out: VecDeque::new(),
         }
     }
@@ -162,10 +183,17 @@ impl<P: PeerKey> Node<P> {
     /// A peer greeted this node (or told it a new role): `configured` if
     /// it is one of the node's static peers.
     pub fn handle_peer_up(&mut self, now: Duration, peer: P, info: PeerInfo, configured: bool) {
-        let contact = self.peers.entry(peer).or_insert(Contact {
+        let was_here = self.peers.get(&peer).map(|c| !self.elsewhere(&c.info));
+        let here = !self.elsewhere(&info);
+        if was_here != Some(here) {
+            self.audience = self.audience + usize::from(here) - usize::from(was_here == Some(true));
+        }
+        let me = self.me_key;
+        let contact = self.peers.entry(peer).or_insert_with(|| Contact {
             info,
             configured,
             source: false,
+            pair: weight(me, member_key(&peer)),
         });
         contact.info = info;
         contact.configured |= configured;
@@ -196,8 +224,11 @@ impl<P: PeerKey> Node<P> {
     }
 
     pub fn handle_peer_down(&mut self, now: Duration, peer: P) {
-        if self.peers.remove(&peer).is_none() {
+        let Some(gone) = self.peers.remove(&peer) else {
             return;
+        };
+        if !self.elsewhere(&gone.info) {
+            self.audience = self.audience.saturating_sub(1);
         }
         if let Some(s) = &mut self.swarm {
             s.handle_peer_down(now, peer);
@@ -397,6 +428,18 @@ impl<P: PeerKey> Node<P> {
                 .is_some_and(|t| now.saturating_sub(t) < CROSS_SITE_HOLD)
     }
 
+    /// Greeted devices of this node's site, and how many of them have an
+    /// uplink connection (what its gateway role is reckoned from).
+    pub fn site_view(&self) -> (usize, usize) {
+        let here = self
+            .peers
+            .values()
+            .filter(|c| !c.info.origin && !self.elsewhere(&c.info));
+        here.fold((0, 0), |(n, up), c| {
+            (n + 1, up + usize::from(c.info.uplink))
+        })
+    }
+
     /// Greeted peers that are devices of other sites.
     pub fn remote_count(&self) -> usize {
         self.peers
@@ -478,15 +521,32 @@ impl<P: PeerKey> Node<P> {
         }
     }
 
-    /// Sends a lane's gained chunks: site peers and origins, or devices of
-    /// other sites.
+    /// The site peers this node tells of its gains besides gateways and
+    /// origins: those whose pair draw is at most this ([`SITE_FANOUT`]).
+    fn fanout_cut(&self) -> u64 {
+        let fanout = self.config.site_fanout;
+        let sampled = matches!(self.config.preset, Preset::Device { .. })
+            && fanout > 0
+            && self.audience > fanout
+            && !self.role.gateway;
+        if !sampled {
+            return u64::MAX;
+        }
+        u64::MAX / self.audience as u64 * fanout as u64
+    }
+
+    /// Sends a lane's gained chunks: site peers and origins (all of them,
+    /// or at a large site the [`SITE_FANOUT`] sample), or devices of other
+    /// sites.
     fn flush(&mut self, lane: Lane) {
         let Some(indices) = self.notices.take(lane) else {
             return;
         };
+        let cut = self.fanout_cut();
         for (&peer, c) in &self.peers {
             let away = self.elsewhere(&c.info);
-            if away == (lane == Lane::Away) {
+            let told = away || c.info.origin || c.info.gateway || c.pair <= cut;
+            if away == (lane == Lane::Away) && told {
                 self.out.push_back(Output::Gained {
                     peer,
                     indices: indices.clone(),

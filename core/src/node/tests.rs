@@ -92,6 +92,64 @@ fn a_verified_chunk_is_acked_to_its_sender_and_noticed_by_lane() {
     assert_eq!(away, vec![3], "the other site's device on the 1 s tick");
 }
 
+/// The site peers that hear node `me`'s next site notice, at a site of
+/// `site` devices (10 and up; `me` one of them), the listed ones gateways.
+fn site_heard(me: u32, site: u32, gateways: &[u32]) -> Vec<u32> {
+    let mut n = Node::new(
+        NodeConfig::new(Preset::Device { cross_site: true }, Some(SITE)),
+        me,
+        Duration::ZERO,
+    );
+    n.take_release(Duration::ZERO, chunks(4), Bitfield::new(4));
+    // No origin: this node has no uplink, so it is no gateway.
+    n.handle_peer_up(Duration::ZERO, 3, info(2, false), false);
+    for p in (10..10 + site).filter(|&p| p != me) {
+        let mut i = info(1, false);
+        i.gateway = gateways.contains(&p);
+        n.handle_peer_up(Duration::ZERO, p, i, false);
+    }
+    let holder = if me == 10 { 11 } else { 10 };
+    n.handle_have_all(MS, holder, Bitfield::full(4));
+    let (from, index) = requests(&drain(&mut n))[0];
+    n.handle_chunk(30 * MS, from, index, Receipt::Verified);
+    drain(&mut n);
+    n.handle_timeout(200 * MS, |_, _| 0);
+    drain(&mut n)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Gained { peer, .. } if peer >= 10 => Some(peer),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_large_site_hears_a_device_through_its_gateways_and_a_sample() {
+    // A site of 10: everyone hears everyone.
+    assert_eq!(site_heard(10, 10, &[]), (11..20).collect::<Vec<_>>());
+    // A site of 100 (99 peers hear the site lane): the gateways and about
+    // SITE_FANOUT others.
+    let gateways = [20, 40, 60];
+    let heard = site_heard(10, 100, &gateways);
+    for g in gateways {
+        assert!(heard.contains(&g), "gateway {g} hears every device");
+    }
+    let sampled = heard.len() - gateways.len();
+    assert!(
+        (SITE_FANOUT / 2..=SITE_FANOUT * 2).contains(&sampled),
+        "{sampled} sampled peers"
+    );
+    // The draw is the pair's: a peer hears node 10 exactly when node 10
+    // hears it.
+    for p in 11..110 {
+        if gateways.contains(&p) {
+            continue;
+        }
+        let hears_10 = site_heard(p, 100, &gateways).contains(&10);
+        assert_eq!(hears_10, heard.contains(&p), "pair (10, {p})");
+    }
+}
+
 #[test]
 fn a_duplicate_is_acked_too() {
     let mut n = device();

@@ -23,7 +23,7 @@ mod declines;
 mod flow;
 mod pass;
 mod peers;
-mod rendezvous;
+pub(crate) mod rendezvous;
 mod split;
 mod timers;
 

@@ -756,7 +756,14 @@ impl<S: Store + 'static> Driver<S> {
     /// [`Output::Role`]): it serves other sites only as a gateway (or as a
     /// seeder, or without a site), and a new gateway looks for others.
     fn role_changed(&mut self, role: Role) {
-        tracing::info!(uplink = role.uplink, gateway = role.gateway, "role changed");
+        let (site_peers, site_uplinks) = self.node.site_view();
+        tracing::info!(
+            uplink = role.uplink,
+            gateway = role.gateway,
+            site_peers,
+            site_uplinks,
+            "role changed"
+        );
         self.role_again = Some(self.now() + ROLE_SETTLE);
         self.swarm
             .behaviour_mut()
@@ -1539,7 +1546,14 @@ impl<S: Store + 'static> Driver<S> {
                     self.emit(NodeEvent::Banned(peer.0));
                 }
                 Output::Complete => {
-                    tracing::info!(manifest = %id, "release complete");
+                    let (site_peers, site_uplinks) = self.node.site_view();
+                    tracing::info!(
+                        manifest = %id,
+                        gateway = self.node.role().gateway,
+                        site_peers,
+                        site_uplinks,
+                        "release complete"
+                    );
                     self.report.seconds_to_complete = Some(self.start.elapsed().as_secs_f64());
                     let report = Box::new(self.finish_report());
                     self.emit(NodeEvent::Complete {
