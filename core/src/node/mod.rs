@@ -134,6 +134,9 @@ pub struct Node<P: PeerKey> {
     notices: Notices,
     /// Greeted peers that hear the site lane (site peers and origins).
     audience: usize,
+    /// Who hears each lane's notices ([`Lane::Site`], [`Lane::Away`]), in
+    /// peer order; rebuilt after a peer or this node's role changes.
+    told: Option<[Vec<P>; 2]>,
     out: VecDeque<Output<P>>,
 }
 
@@ -153,6 +156,7 @@ impl<P: PeerKey> Node<P> {
             swarm: None,
             notices,
             audience: 0,
+            told: None,
             out: VecDeque::new(),
         }
     }
@@ -183,6 +187,7 @@ impl<P: PeerKey> Node<P> {
     /// A peer greeted this node (or told it a new role): `configured` if
     /// it is one of the node's static peers.
     pub fn handle_peer_up(&mut self, now: Duration, peer: P, info: PeerInfo, configured: bool) {
+        self.told = None;
         let was_here = self.peers.get(&peer).map(|c| !self.elsewhere(&c.info));
         let here = !self.elsewhere(&info);
         if was_here != Some(here) {
@@ -227,6 +232,7 @@ impl<P: PeerKey> Node<P> {
         let Some(gone) = self.peers.remove(&peer) else {
             return;
         };
+        self.told = None;
         if !self.elsewhere(&gone.info) {
             self.audience = self.audience.saturating_sub(1);
         }
@@ -485,6 +491,7 @@ impl<P: PeerKey> Node<P> {
             return;
         }
         self.role = role;
+        self.told = None;
         self.out.push_back(Output::RoleChanged(role));
         for &peer in self.peers.keys() {
             self.out.push_back(Output::Role { peer, role });
@@ -542,16 +549,31 @@ impl<P: PeerKey> Node<P> {
         let Some(indices) = self.notices.take(lane) else {
             return;
         };
-        let cut = self.fanout_cut();
-        for (&peer, c) in &self.peers {
-            let away = self.elsewhere(&c.info);
-            let told = away || c.info.origin || c.info.gateway || c.pair <= cut;
-            if away == (lane == Lane::Away) && told {
-                self.out.push_back(Output::Gained {
+        let told = match &self.told {
+            Some(told) => told,
+            None => self.told.insert(self.recipients()),
+        };
+        let out = &mut self.out;
+        out.extend(
+            told[usize::from(lane == Lane::Away)]
+                .iter()
+                .map(|&peer| Output::Gained {
                     peer,
                     indices: indices.clone(),
-                });
+                }),
+        );
+    }
+
+    /// Who hears each lane: see [`Node::flush`].
+    fn recipients(&self) -> [Vec<P>; 2] {
+        let cut = self.fanout_cut();
+        let mut told = [Vec::new(), Vec::new()];
+        for (&peer, c) in &self.peers {
+            let away = self.elsewhere(&c.info);
+            if away || c.info.origin || c.info.gateway || c.pair <= cut {
+                told[usize::from(away)].push(peer);
             }
         }
+        told
     }
 }
