@@ -307,13 +307,19 @@ pub struct SwarmStats {
 }
 
 /// How many connected peers have a chunk: in all (bystanders aside), on
-/// this node's site, and devices of other sites.
+/// this node's site, and devices of other sites. Sixteen bits each (one of
+/// these per chunk per node is a third of a simulated device's per-chunk
+/// memory): a scheduler takes at most [`MAX_PEERS`] peers.
 #[derive(Clone, Copy, Debug, Default)]
 struct Holders {
-    all: u32,
-    local: u32,
-    remote: u32,
+    all: u16,
+    local: u16,
+    remote: u16,
 }
+
+/// Peers one scheduler keeps at most; later ones are not taken up (far
+/// above any connection limit of the node).
+pub const MAX_PEERS: usize = u16::MAX as usize;
 
 /// A request in flight.
 #[derive(Clone, Copy, Debug)]
@@ -692,6 +698,7 @@ impl<P: PeerKey> Swarm<P> {
                 self.reclassify(&peer, class);
                 self.set_uplink(&peer, info.uplink);
             }
+            None if self.peers.len() >= MAX_PEERS => {}
             None => {
                 let state = PeerState::new(class, member_key(&peer), info.uplink);
                 let slot = self.peers.insert(peer, state, now);
@@ -1081,7 +1088,7 @@ impl<P: PeerKey> Swarm<P> {
             n
         });
         let candidates = 1 + uplinks;
-        let members = candidates.min(self.config.site_fetchers.max(1));
+        let members = candidates.min(self.config.site_fetchers.clamp(1, split::MAX_FETCHERS));
         self.config.site_uplink_requests.div_ceil(members).max(1)
     }
 

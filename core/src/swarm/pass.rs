@@ -255,7 +255,7 @@ impl<P: PeerKey> Swarm<P> {
         let st = self.peers.at(slot)?;
         let open = self.open.words();
         let key = |i: u32| (self.holders[i as usize].all, self.rank[i as usize], i);
-        let mut best: Option<(u32, u32, u32)> = None;
+        let mut best: Option<(u16, u32, u32)> = None;
         let declined = st.declined.words();
         for &(k, m) in mask {
             let skip = declined.map_or(0, |d| d[k]);

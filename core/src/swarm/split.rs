@@ -12,12 +12,16 @@ use crate::manifest::ChunkRef;
 /// The key members are ranked on to pick a site's fetchers.
 const FETCHER_KEY: u64 = 0x706f_6c6c_656e_6674; // "pollenft"
 
+/// A site has at most this many fetchers (a chunk's owner is a 16-bit
+/// place among them, [`u16::MAX`] for none).
+pub const MAX_FETCHERS: usize = u16::MAX as usize - 1;
+
 /// Keeps the `fetchers` members (with their rendezvous keys) that rank
-/// highest on [`FETCHER_KEY`]: every member computes the same set — the
-/// site's gateways — from the same membership. `members` ends sorted by
-/// member.
+/// highest on [`FETCHER_KEY`] (at least one, at most [`MAX_FETCHERS`]):
+/// every member computes the same set — the site's gateways — from the
+/// same membership. `members` ends sorted by member.
 pub fn keep_fetchers<P: Ord + Copy>(members: &mut Vec<(P, u64)>, fetchers: usize) {
-    let keep = fetchers.max(1);
+    let keep = fetchers.clamp(1, MAX_FETCHERS);
     if members.len() > keep {
         // A selection, not a sort (this runs whenever a site peer comes or
         // goes): the highest (weight, key) first, ties in the given order.
@@ -40,8 +44,8 @@ pub(crate) struct UplinkSplit<P> {
     members: Vec<(P, u64)>,
     /// This node's place in `members`.
     me: usize,
-    /// Per chunk: its member's place in `members`.
-    owner: Vec<u32>,
+    /// Per chunk: its member's place in `members` ([`u16::MAX`]: none).
+    owner: Vec<u16>,
     /// Per member: stalled (its chunks are anyone's).
     stalled: Vec<bool>,
     /// Chunks this node may fetch across the uplink.
@@ -72,7 +76,11 @@ impl<P: PeerKey> UplinkSplit<P> {
             .unwrap_or(usize::MAX);
         let owner = chunks
             .iter()
-            .map(|c| pick(chunk_key(&c.id), &members).map_or(u32::MAX, |k| k as u32))
+            .map(|c| {
+                pick(chunk_key(&c.id), &members)
+                    .and_then(|k| u16::try_from(k).ok())
+                    .unwrap_or(u16::MAX)
+            })
             .collect();
         let me_uplink = me_uplink && me < members.len();
         let mut split = Self {

@@ -197,6 +197,28 @@ fn pipelining_is_bounded_and_endgame_duplicates() {
 }
 
 #[test]
+fn a_scheduler_takes_up_to_max_peers() {
+    // Complete, so that each peer costs no pass (a pass walks every peer).
+    let mut s: Swarm<u32> = Swarm::new(
+        pollen(1)(0),
+        0,
+        chunk_refs(1),
+        Bitfield::full(1),
+        Duration::ZERO,
+    );
+    let last = MAX_PEERS as u32 + 1;
+    for p in 1..=last {
+        s.handle_peer_up(Duration::ZERO, p, PeerInfo::default());
+    }
+    assert_eq!(
+        s.peers.len(),
+        MAX_PEERS,
+        "the peer past the cap is not taken up"
+    );
+    assert!(s.peers.slot(&last).is_none() && s.peers.slot(&(last - 1)).is_some());
+}
+
+#[test]
 fn rarest_chunk_is_requested_first() {
     let cfg = SwarmConfig {
         per_peer_in_flight: 1,
