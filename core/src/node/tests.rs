@@ -151,6 +151,58 @@ fn a_large_site_hears_a_device_through_its_gateways_and_a_sample() {
 }
 
 #[test]
+fn who_hears_follows_roles_and_departures_between_flushes() {
+    let mut n = Node::new(
+        NodeConfig::new(Preset::Device { cross_site: true }, Some(SITE)),
+        10,
+        Duration::ZERO,
+    );
+    n.take_release(Duration::ZERO, chunks(4), Bitfield::new(4));
+    for p in 11..110 {
+        n.handle_peer_up(Duration::ZERO, p, info(1, false), false);
+    }
+    n.handle_have_all(MS, 11, Bitfield::full(4));
+    let mut asked = requests(&drain(&mut n));
+    // Gains one chunk, then the next site tick: who heard of it.
+    let mut round = |n: &mut Node<u32>, tick: u32| -> Vec<u32> {
+        let (from, index) = asked.remove(0);
+        n.handle_chunk(
+            (tick - 1) * 200 * MS + 30 * MS,
+            from,
+            index,
+            Receipt::Verified,
+        );
+        n.handle_timeout(tick * 200 * MS, |_, _| 0);
+        let out = drain(n);
+        asked.extend(requests(&out));
+        out.into_iter()
+            .filter_map(|o| match o {
+                Output::Gained { peer, .. } => Some(peer),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = round(&mut n, 1);
+    let quiet = (12..110)
+        .find(|p| !first.contains(p))
+        .expect("a sample, not all");
+    let heard = *first.iter().find(|&&p| p != 11).expect("someone hears");
+    let role = Role {
+        origin: false,
+        uplink: true,
+        gateway: true,
+    };
+    n.handle_peer_role(2 * MS, quiet, role);
+    let mut expected = first.clone();
+    expected.push(quiet);
+    expected.sort_unstable();
+    assert_eq!(round(&mut n, 2), expected, "{quiet} became a gateway");
+    n.handle_peer_down(202 * MS, heard);
+    expected.retain(|&p| p != heard);
+    assert_eq!(round(&mut n, 3), expected, "{heard} left");
+}
+
+#[test]
 fn a_duplicate_is_acked_too() {
     let mut n = device();
     n.handle_have_all(MS, 1, Bitfield::full(4));
