@@ -7,7 +7,9 @@
 //!
 //! - Sites stay sites: with a seeder that has room, each site's uplink
 //!   carries one copy in, on the wire.
-//! - One-shot `fetch` devices linger for their site: still one copy.
+//! - One-shot `fetch` devices at a site larger than `SITE_FANOUT` stay
+//!   until their site is done (not until `--linger` runs out), and the
+//!   site still takes one copy.
 //! - Release day behind a slow publisher link: every device completes near
 //!   the lower bound, the seeder sends about one copy in all, and the
 //!   simulator's prediction of the same set-up is within ±25 %.
@@ -65,7 +67,9 @@ fn devices(fleet: &Fleet, r: &Release, seeder: &str, fetch: bool) -> Vec<(Daemon
                 s(&out),
             ];
             if fetch {
-                args.push("--json");
+                // Long enough that only a complete site lets them leave
+                // within the test's limits.
+                args.extend(["--json", "--linger", "600s"]);
             }
             let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -166,18 +170,39 @@ fn a_seeder_with_room_sends_each_site_one_copy_on_the_wire() {
 fn one_shot_fetch_devices_leave_nothing_to_fetch_again() {
     let _lock = exclusive();
     require();
-    let fleet = Fleet::new(1, 5);
+    // Most of a site this large never tell a device of their gains: it
+    // must ask them whether they are done.
+    let per_site = pollen_core::node::SITE_FANOUT + 4;
+    let fleet = Fleet::new(1, per_site);
     fleet.limit_uplinks("20mbit");
     let r = Release::publish(16 << 20, 62);
     let (_seeder, addr) = r.serve_in(&fleet.seeder, &fleet.seeder_ip());
+    let start = Instant::now();
     let mut nodes = devices(&fleet, &r, &addr, true);
     let mut from_uplink = 0u64;
     for (k, (node, out)) in nodes.iter_mut().enumerate() {
+        // Its reason to leave (a log line), then its report.
+        let mut site_done = None;
         let report = node
             .wait_for(Duration::from_secs(300), |is_out, l| {
+                if l.contains("leaving after completing") {
+                    site_done = Some(l.contains("site_done=true"));
+                }
                 (is_out && l.contains("bytes_from_remote")).then(|| l.to_owned())
             })
             .unwrap_or_default();
+        assert!(!report.is_empty(), "fetch {k} did not report within 300 s");
+        if site_done.is_none() {
+            site_done = node.wait_for(Duration::from_secs(10), |is_out, l| {
+                (!is_out && l.contains("leaving after completing"))
+                    .then(|| l.contains("site_done=true"))
+            });
+        }
+        assert_eq!(
+            site_done,
+            Some(true),
+            "fetch {k} left before its site was done"
+        );
         if let Some(n) = report
             .split(':')
             .nth(1)
@@ -191,12 +216,20 @@ fn one_shot_fetch_devices_leave_nothing_to_fetch_again() {
     }
     let f = r.size as f64;
     let inb = fleet.uplink(0, Dir::In) as f64;
+    let outb = fleet.uplink(0, Dir::Out) as f64;
     println!(
-        "one site of 5 one-shot fetch devices, 16 MiB: uplink in {:.3} x F; chunks from across it {:.3} x F",
+        "one site of {per_site} one-shot fetch devices, 16 MiB: all left {:.1} s after the start, each once its site was done; uplink in {:.3} x F, out {:.3} x F; chunks from across it {:.3} x F",
+        start.elapsed().as_secs_f64(),
         inb / f,
+        outb / f,
         from_uplink as f64 / f
     );
     assert!(inb <= 1.05 * f, "the uplink carried {:.3} x F", inb / f);
+    assert!(
+        from_uplink as f64 <= 1.05 * f,
+        "chunks from across the uplink {:.3} x F",
+        from_uplink as f64 / f
+    );
 }
 
 /// Serves `r` from the fleet's seeder to a `run` device in every device

@@ -983,7 +983,10 @@ impl Sim {
                 // learns of the chunk from the next notice. A cancel is not
                 // modelled: a queued response is sent anyway (README,
                 // "The model, and what it leaves out").
+                // Simulated devices stay after completing (no `watch_site`),
+                // so none asks its site peers what they hold.
                 Output::Ack { .. }
+                | Output::AskHave { .. }
                 | Output::Cancel { .. }
                 | Output::Penalise { .. }
                 | Output::Ban { .. } => {}

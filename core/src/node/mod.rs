@@ -33,19 +33,28 @@ pub use preset::Preset;
 /// A response not complete by then has its stream reset (the node's
 /// libp2p request timeout; the simulator models the same).
 pub const STREAM_TIMEOUT: Duration = Duration::from_secs(300);
-/// Gained-chunk notices to site peers and origins go out this often.
+/// Gained-chunk notices to site peers go out this often. Origins hear
+/// none: they fetch nothing, and what they sent a node is acknowledged at
+/// once ([`Output::Ack`]); at a seeder across the uplink every device's
+/// notices would cost the uplink a few KiB/s per device.
 pub const NOTICE_EVERY: Duration = Duration::from_millis(200);
 /// Gained-chunk notices to devices of other sites go out this often (each
 /// notice is a stream across two uplinks).
 pub const REMOTE_NOTICE_EVERY: Duration = Duration::from_secs(1);
 /// A device of a site larger than this tells its gained chunks to the
-/// site's gateways, its origins and about this many other site peers: a
+/// site's gateways and about this many other site peers: a
 /// fixed random choice per pair, the same from both ends (gateways tell
 /// everyone). A site's notices then grow with its devices, not with their
 /// square, and every device still hears the gateways, which carry the
 /// uplink's chunks into the site and whose progress the uplink split
 /// watches.
 pub const SITE_FANOUT: usize = 20;
+
+/// A node that leaves once its site is done ([`NodeConfig::watch_site`])
+/// asks the site peers it does not know to be complete for their has-sets
+/// this often: at a site larger than [`SITE_FANOUT`] most of them never
+/// tell it of their gains.
+pub const SITE_ASK_EVERY: Duration = Duration::from_secs(2);
 
 /// After an origin last said it is the fleet's bottleneck, a node keeps
 /// seeking other sites this long ([`Node::seeks_other_sites`]).
@@ -66,6 +75,10 @@ pub struct NodeConfig {
     /// Site peers a device that is not a gateway tells of its gains, about
     /// (zero: all of them; see [`SITE_FANOUT`]).
     pub site_fanout: usize,
+    /// A one-shot `fetch`: once complete, the node follows whether its site
+    /// peers are ([`Swarm::site_complete`]), asking those it does not know
+    /// to be every [`SITE_ASK_EVERY`] ([`Output::AskHave`]).
+    pub watch_site: bool,
 }
 
 impl NodeConfig {
@@ -77,6 +90,7 @@ impl NodeConfig {
             notice_every: NOTICE_EVERY,
             remote_notice_every: REMOTE_NOTICE_EVERY,
             site_fanout: SITE_FANOUT,
+            watch_site: false,
         }
     }
 }
@@ -106,6 +120,9 @@ pub enum Output<P> {
     Ban { peer: P },
     /// Every chunk of the current release is held.
     Complete,
+    /// Ask `peer` for its whole has-set ([`NodeConfig::watch_site`]); the
+    /// answer goes to [`Node::handle_have_all`].
+    AskHave { peer: P },
 }
 
 /// A peer that greeted this node.
@@ -132,11 +149,16 @@ pub struct Node<P: PeerKey> {
     swarm: Option<Swarm<P>>,
     role: Role,
     notices: Notices,
-    /// Greeted peers that hear the site lane (site peers and origins).
+    /// Greeted site peers and origins: what the [`SITE_FANOUT`] sample is
+    /// drawn against. Origins still count, as when they heard notices, so
+    /// every site's sample (and the simulator's outputs) stayed as it was.
     audience: usize,
     /// Who hears each lane's notices ([`Lane::Site`], [`Lane::Away`]), in
     /// peer order; rebuilt after a peer or this node's role changes.
     told: Option<[Vec<P>; 2]>,
+    /// When the site peers not known to be complete are next asked
+    /// ([`NodeConfig::watch_site`]).
+    next_ask: Option<Duration>,
     out: VecDeque<Output<P>>,
 }
 
@@ -157,6 +179,7 @@ impl<P: PeerKey> Node<P> {
             notices,
             audience: 0,
             told: None,
+            next_ask: None,
             out: VecDeque::new(),
         }
     }
@@ -174,6 +197,7 @@ impl<P: PeerKey> Node<P> {
         config.site = self.config.site;
         self.swarm = Some(Swarm::new(config, self.me, chunks, have, now));
         self.notices.clear();
+        self.next_ask = None;
         let peers: Vec<P> = self.peers.keys().copied().collect();
         for p in peers {
             if let Some(c) = self.peers.get_mut(&p) {
@@ -348,6 +372,9 @@ impl<P: PeerKey> Node<P> {
                 self.flush(lane);
             }
         }
+        if self.next_ask.is_some_and(|t| t <= now) {
+            self.ask_site(now);
+        }
         self.pump(now);
     }
 
@@ -370,6 +397,7 @@ impl<P: PeerKey> Node<P> {
             sched,
             self.notices.due(Lane::Site),
             self.notices.due(Lane::Away),
+            self.next_ask,
         ]
         .into_iter()
         .flatten()
@@ -520,7 +548,12 @@ impl<P: PeerKey> Node<P> {
                 Action::Role { uplink, gateway } => self.set_role(uplink, gateway),
                 Action::Penalise { peer } => self.out.push_back(Output::Penalise { peer }),
                 Action::Ban { peer } => self.out.push_back(Output::Ban { peer }),
-                Action::Complete => self.out.push_back(Output::Complete),
+                Action::Complete => {
+                    self.out.push_back(Output::Complete);
+                    if self.config.watch_site {
+                        self.ask_site(now);
+                    }
+                }
                 Action::Cancel { peer, index } => {
                     self.out.push_back(Output::Cancel { peer, index })
                 }
@@ -528,8 +561,21 @@ impl<P: PeerKey> Node<P> {
         }
     }
 
-    /// The site peers this node tells of its gains besides gateways and
-    /// origins: those whose pair draw is at most this ([`SITE_FANOUT`]).
+    /// Asks the site peers not known to hold every chunk for their
+    /// has-sets, and when to ask again (never once the site is complete).
+    fn ask_site(&mut self, now: Duration) {
+        let Some(s) = &self.swarm else {
+            self.next_ask = None;
+            return;
+        };
+        let before = self.out.len();
+        self.out
+            .extend(s.site_peers_lacking().map(|peer| Output::AskHave { peer }));
+        self.next_ask = (self.out.len() > before).then(|| now + SITE_ASK_EVERY);
+    }
+
+    /// The site peers this node tells of its gains besides gateways:
+    /// those whose pair draw is at most this ([`SITE_FANOUT`]).
     fn fanout_cut(&self) -> u64 {
         let fanout = self.config.site_fanout;
         let sampled = matches!(self.config.preset, Preset::Device { .. })
@@ -542,9 +588,9 @@ impl<P: PeerKey> Node<P> {
         u64::MAX / self.audience as u64 * fanout as u64
     }
 
-    /// Sends a lane's gained chunks: site peers and origins (all of them,
-    /// or at a large site the [`SITE_FANOUT`] sample), or devices of other
-    /// sites.
+    /// Sends a lane's gained chunks: site peers (all of them, or at a
+    /// large site the gateways and the [`SITE_FANOUT`] sample), or devices
+    /// of other sites; never origins ([`NOTICE_EVERY`]).
     fn flush(&mut self, lane: Lane) {
         let Some(indices) = self.notices.take(lane) else {
             return;
@@ -569,8 +615,11 @@ impl<P: PeerKey> Node<P> {
         let cut = self.fanout_cut();
         let mut told = [Vec::new(), Vec::new()];
         for (&peer, c) in &self.peers {
+            if c.info.origin {
+                continue;
+            }
             let away = self.elsewhere(&c.info);
-            if away || c.info.origin || c.info.gateway || c.pair <= cut {
+            if away || c.info.gateway || c.pair <= cut {
                 told[usize::from(away)].push(peer);
             }
         }

@@ -1,7 +1,7 @@
 //! Batching of gained-chunk notices: chunks gained between two ticks of the
 //! node's notice clock (which starts with the node) go out in one notice,
-//! on two lanes with their own periods — site peers and origins, and
-//! devices of other sites.
+//! on two lanes with their own periods — site peers, and devices of other
+//! sites.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::time::Duration;
 /// Who a notice is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Lane {
-    /// Site peers and origins.
+    /// Site peers.
     Site,
     /// Devices of other sites.
     Away,

@@ -80,7 +80,11 @@ fn a_verified_chunk_is_acked_to_its_sender_and_noticed_by_lane() {
             _ => None,
         })
         .collect();
-    assert_eq!(told, vec![1, 2], "site peer and origin on the 200 ms tick");
+    assert_eq!(
+        told,
+        vec![1],
+        "the site peer on the 200 ms tick, not the origin"
+    );
     n.handle_timeout(1000 * MS, |_, _| 0);
     let away: Vec<u32> = drain(&mut n)
         .into_iter()
@@ -225,7 +229,7 @@ fn a_leaving_node_flushes_its_notices() {
         .iter()
         .filter(|o| matches!(o, Output::Gained { .. }))
         .count();
-    assert_eq!(told, 3, "site peer, origin and the other site's device");
+    assert_eq!(told, 2, "the site peer and the other site's device");
 }
 
 #[test]
@@ -377,4 +381,74 @@ fn an_abandoned_request_is_taken_back_from_its_peer() {
             .collect();
     }
     assert!(cancelled.contains(&(peer, index)), "{cancelled:?}");
+}
+
+/// Node 10 of a site of 100 (`watch_site` as given), complete at `done`
+/// with its chunks from peer 11; the outputs since.
+fn completed_at_large_site(watch_site: bool) -> (Node<u32>, Duration, Vec<Output<u32>>) {
+    let config = NodeConfig {
+        watch_site,
+        ..NodeConfig::new(Preset::Device { cross_site: true }, Some(SITE))
+    };
+    let mut n = Node::new(config, 10, Duration::ZERO);
+    n.take_release(Duration::ZERO, chunks(4), Bitfield::new(4));
+    for p in 11..110 {
+        n.handle_peer_up(Duration::ZERO, p, info(1, false), false);
+    }
+    n.handle_have_all(MS, 11, Bitfield::full(4));
+    let mut now = MS;
+    let mut out = drain(&mut n);
+    while !n.is_complete() {
+        let asked = requests(&out);
+        assert!(!asked.is_empty(), "asks peer 11 for the rest");
+        now += 10 * MS;
+        for (from, index) in asked {
+            n.handle_chunk(now, from, index, Receipt::Verified);
+        }
+        out = drain(&mut n);
+    }
+    (n, now, out)
+}
+
+fn asked_have(out: &[Output<u32>]) -> Vec<u32> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::AskHave { peer } => Some(*peer),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_one_shot_node_asks_its_site_until_every_peer_is_complete() {
+    let (mut n, done, out) = completed_at_large_site(true);
+    assert!(out.contains(&Output::Complete));
+    // Peer 11 said it holds everything; the other 98 are asked at once.
+    assert_eq!(asked_have(&out), (12..110).collect::<Vec<_>>());
+    assert!(!n.swarm().expect("a release").site_complete());
+    for p in 12..109 {
+        n.handle_have_all(done + MS, p, Bitfield::full(4));
+    }
+    drain(&mut n);
+    let again = done + SITE_ASK_EVERY;
+    assert!(n.poll_timeout().is_some_and(|t| t <= again));
+    n.handle_timeout(again, |_, _| 0);
+    assert_eq!(
+        asked_have(&drain(&mut n)),
+        vec![109],
+        "only the one not known"
+    );
+    n.handle_have_all(again + MS, 109, Bitfield::full(4));
+    assert!(n.swarm().expect("a release").site_complete());
+    n.handle_timeout(again + SITE_ASK_EVERY, |_, _| 0);
+    assert!(asked_have(&drain(&mut n)).is_empty(), "the site is done");
+}
+
+#[test]
+fn a_device_that_stays_asks_nobody() {
+    let (mut n, done, out) = completed_at_large_site(false);
+    assert!(out.contains(&Output::Complete));
+    assert!(asked_have(&out).is_empty());
+    n.handle_timeout(done + SITE_ASK_EVERY, |_, _| 0);
+    assert!(asked_have(&drain(&mut n)).is_empty());
 }

@@ -132,3 +132,28 @@ fn bytes_nobody_asked_for_change_nothing() {
     s.handle_arrived(2 * MS, p, a);
     assert_eq!(requests(&mut s), vec![(p, other)]);
 }
+
+#[test]
+fn a_chunk_from_a_site_peer_that_left_before_its_verdict_counts_as_from_the_site() {
+    let site = Some(SiteId(1));
+    let cfg = SwarmConfig {
+        site,
+        ..SwarmConfig::default()
+    };
+    let mut s = Swarm::new(cfg, 0, chunk_refs(2), Bitfield::new(2), Duration::ZERO);
+    let here = PeerInfo {
+        site,
+        ..PeerInfo::default()
+    };
+    s.handle_peer_up(Duration::ZERO, 1, here);
+    s.handle_have_all(Duration::ZERO, 1, Bitfield::full(2));
+    let (peer, index) = requests(&mut s)[0];
+    s.handle_arrived(MS, peer, index);
+    // A one-shot fetch leaves while the chunk is hashed and written.
+    s.handle_peer_down(2 * MS, peer);
+    s.handle_chunk(3 * MS, peer, index, Receipt::Verified);
+    assert!(s.have().get(index));
+    let len = u64::from(chunk_refs(2)[index as usize].len);
+    assert_eq!(s.stats().bytes_from_site, len);
+    assert_eq!(s.stats().bytes_from_remote, 0);
+}

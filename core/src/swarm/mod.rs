@@ -414,6 +414,10 @@ pub struct Swarm<P: PeerKey> {
     /// Chunks whose bytes arrived ([`Swarm::handle_arrived`]) and are being
     /// checked and stored: neither open nor asked for again meanwhile.
     checking: Bitfield,
+    /// The class of the peer each chunk being checked came from: its
+    /// sender may leave before the verdict (a one-shot `fetch`), and the
+    /// bytes still came from the site or across the uplink.
+    checking_from: Vec<(u32, Class)>,
     open_count: u32,
     /// Per chunk: requests in flight for it.
     requested: Vec<u16>,
@@ -511,6 +515,7 @@ impl<P: PeerKey> Swarm<P> {
             on_remote: Bitfield::new(n),
             open,
             checking,
+            checking_from: Vec::new(),
             open_count,
             requested: vec![0; n as usize],
             flying: Vec::new(),
@@ -587,6 +592,15 @@ impl<P: PeerKey> Swarm<P> {
             .slots()
             .iter()
             .all(|&s| self.peers.has_all(s))
+    }
+
+    /// The site peers not known to hold every chunk, in the order they came.
+    pub fn site_peers_lacking(&self) -> impl Iterator<Item = P> + '_ {
+        self.local_peers
+            .iter()
+            .zip(self.local_peers.slots())
+            .filter(|&(_, &s)| !self.peers.has_all(s))
+            .map(|(&p, _)| p)
     }
 
     /// Bytes requested from `peer` and not received yet.
@@ -804,15 +818,27 @@ impl<P: PeerKey> Swarm<P> {
         // chunk held already is not checked for; its verdict counts the
         // duplicate.)
         let fresh = !self.have.get(index) && self.checking.set(index);
-        if !self.finish_request(now, &peer, index, true) && fresh {
+        if self.finish_request(now, &peer, index, true) {
+            if let Some(st) = self.peers.get(&peer).filter(|_| fresh) {
+                self.checking_from.push((index, st.class));
+            }
+        } else if fresh {
             // Not asked of this peer (or no longer): nothing is checked here.
             self.checking.clear(index);
         }
         self.schedule(now);
     }
 
+    /// The class of the peer chunk `index` arrived from, if it is being
+    /// checked; forgotten here.
+    fn arrived_from(&mut self, index: u32) -> Option<Class> {
+        let pos = self.checking_from.iter().position(|&(i, _)| i == index)?;
+        Some(self.checking_from.swap_remove(pos).1)
+    }
+
     /// A chunk that arrived is not held after all: wanted again.
     fn uncheck(&mut self, index: u32) -> bool {
+        self.arrived_from(index);
         let was = self.checking.clear(index);
         if was {
             self.reopen(index);
@@ -837,6 +863,8 @@ impl<P: PeerKey> Swarm<P> {
         if index as usize >= self.chunks.len() {
             return;
         }
+        let sender = self.peers.get(&peer).map(|p| p.class);
+        let sender = self.arrived_from(index).or(sender);
         // Checked now, if it arrived before; a rejected one is wanted again.
         let arrived = if receipt == Receipt::Rejected {
             self.uncheck(index)
@@ -869,7 +897,7 @@ impl<P: PeerKey> Swarm<P> {
         }
         self.stats.chunks_verified += 1;
         let len = u64::from(self.chunks[index as usize].len);
-        match self.peers.get(&peer).map(|p| p.class) {
+        match sender {
             Some(Class::Local) => self.stats.bytes_from_site += len,
             Some(Class::Origin) => {
                 self.stats.bytes_from_remote += len;

@@ -408,6 +408,7 @@ impl<S: Store + 'static> Driver<S> {
                 uplink_rate: config.uplink_rate,
                 ..SwarmConfig::default()
             },
+            watch_site: config.mode == Mode::Fetch,
             ..LogicConfig::new(preset, site)
         };
         let node = Node::new(node_config, Peer(peer_id), Duration::ZERO);
@@ -1532,6 +1533,9 @@ impl<S: Store + 'static> Driver<S> {
                         indices: vec![index],
                     };
                     self.send(peer.0, ack, Pending::Notice);
+                }
+                Output::AskHave { peer } => {
+                    self.send(peer.0, Request::GetHave(id), Pending::Have(id));
                 }
                 Output::Role { peer, role } => self.tell_role(peer.0, role),
                 Output::RoleChanged(role) => self.role_changed(role),
