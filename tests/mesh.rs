@@ -181,6 +181,10 @@ fn fetch_over_quic() {
     );
     assert_eq!(report["complete"], true);
     assert_eq!(file_blake3(&out), r.blake3);
+    assert_eq!(
+        report["connections_opened"], 1,
+        "one connection to the seeder"
+    );
 }
 
 /// A seeder named by DNS (`/dns4/localhost/...`), as an integrator writes
@@ -197,4 +201,8 @@ fn fetch_from_a_seeder_named_by_dns() {
     let report = run_json("pollen-node", &args);
     assert_eq!(report["complete"], true);
     assert_eq!(file_blake3(&out), r.blake3);
+    assert_eq!(
+        report["connections_opened"], 1,
+        "one connection to the seeder"
+    );
 }

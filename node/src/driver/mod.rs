@@ -298,7 +298,11 @@ pub struct Driver<S> {
     /// current release, notices, roles.
     node: Node<Peer>,
     peers: HashMap<PeerId, PeerInfo>,
+    /// Dials of static addresses under way (one per address at a time).
     static_dials: HashMap<ConnectionId, Multiaddr>,
+    /// The peer each static address last reached (an address may name no
+    /// peer id, as `/dns4/updates.example.com/tcp/4000` does).
+    static_peers: HashMap<Multiaddr, PeerId>,
     /// Static addresses whose peer turned this node away, until when.
     turned_away: HashMap<Multiaddr, Instant>,
     uploads: uploads::Uploads,
@@ -428,6 +432,7 @@ impl<S: Store + 'static> Driver<S> {
             node,
             peers: HashMap::new(),
             static_dials: HashMap::new(),
+            static_peers: HashMap::new(),
             turned_away: HashMap::new(),
             uploads: uploads::Uploads::default(),
             chunk_progress: HashMap::new(),
@@ -849,17 +854,24 @@ impl<S: Store + 'static> Driver<S> {
         let now = Instant::now();
         self.turned_away.retain(|_, until| *until > now);
         for addr in self.config.peers.clone() {
-            let connected = match addr.iter().last() {
-                Some(Protocol::P2p(p)) => self.swarm.is_connected(&p),
-                _ => false,
+            let peer = match addr.iter().last() {
+                Some(Protocol::P2p(p)) => Some(p),
+                _ => self.static_peers.get(&addr).copied(),
             };
-            if connected || self.turned_away.contains_key(&addr) {
+            let connected = peer.is_some_and(|p| self.swarm.is_connected(&p));
+            // A dial still under way is not doubled (each would open a
+            // connection of its own, with its own handshakes and pings).
+            let dialing = self.static_dials.values().any(|a| *a == addr);
+            if connected || dialing || self.turned_away.contains_key(&addr) {
                 continue;
             }
             let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
-            self.static_dials.insert(opts.connection_id(), addr.clone());
-            if let Err(e) = self.swarm.dial(opts) {
-                tracing::debug!(%addr, error = %e, "dial failed");
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    self.static_dials.insert(id, addr);
+                }
+                Err(e) => tracing::debug!(%addr, error = %e, "dial failed"),
             }
         }
         if self.node.role().gateway {
@@ -1055,7 +1067,8 @@ impl<S: Store + 'static> Driver<S> {
                 info.connected_at.get_or_insert(now);
                 if let Some(addr) = self.static_dials.remove(&connection_id) {
                     info.is_static = true;
-                    info.listen.push(addr);
+                    info.listen.push(addr.clone());
+                    self.static_peers.insert(addr, peer_id);
                 }
                 // The dialer speaks first; a listener answers an admitted hello.
                 if endpoint.is_dialer() && !info.hello_sent {
