@@ -588,10 +588,7 @@ impl<P: PeerKey> Swarm<P> {
     /// Whether every site peer this node knows holds every chunk: the site
     /// no longer needs this node (a one-shot `fetch` may leave).
     pub fn site_complete(&self) -> bool {
-        self.local_peers
-            .slots()
-            .iter()
-            .all(|&s| self.peers.has_all(s))
+        self.site_peers_lacking().next().is_none()
     }
 
     /// The site peers not known to hold every chunk, in the order they came.
