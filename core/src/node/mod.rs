@@ -9,6 +9,7 @@
 //! simulator and core's in-memory harness all drive this one type, so none
 //! of them keeps its own copy of this layer or of its constants.
 
+mod contacts;
 #[cfg(test)]
 pub(crate) mod harness;
 mod notices;
@@ -16,7 +17,7 @@ mod preset;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use crate::swarm::{
 };
 use crate::wire::Role;
 
+use contacts::Contacts;
 use notices::{Lane, Notices};
 pub use preset::Preset;
 
@@ -145,7 +147,7 @@ pub struct Node<P: PeerKey> {
     /// `me`'s rendezvous key.
     me_key: u64,
     started: Duration,
-    peers: BTreeMap<P, Contact>,
+    peers: Contacts<P, Contact>,
     swarm: Option<Swarm<P>>,
     role: Role,
     notices: Notices,
@@ -174,7 +176,7 @@ impl<P: PeerKey> Node<P> {
             me,
             me_key: member_key(&me),
             started: now,
-            peers: BTreeMap::new(),
+            peers: Contacts::default(),
             swarm: None,
             notices,
             audience: 0,
@@ -218,7 +220,7 @@ impl<P: PeerKey> Node<P> {
             self.audience = self.audience + usize::from(here) - usize::from(was_here == Some(true));
         }
         let me = self.me_key;
-        let contact = self.peers.entry(peer).or_insert_with(|| Contact {
+        let contact = self.peers.get_or_insert_with(peer, || Contact {
             info,
             configured,
             source: false,
@@ -614,7 +616,7 @@ impl<P: PeerKey> Node<P> {
     fn recipients(&self) -> [Vec<P>; 2] {
         let cut = self.fanout_cut();
         let mut told = [Vec::new(), Vec::new()];
-        for (&peer, c) in &self.peers {
+        for (&peer, c) in self.peers.iter() {
             if c.info.origin {
                 continue;
             }

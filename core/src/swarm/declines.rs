@@ -19,6 +19,9 @@ struct Declined {
 }
 
 impl Declines {
+    /// Nothing declined.
+    pub const NONE: Self = Self(None);
+
     /// `index` (of `chunks`) is declined until `until` (replacing an
     /// earlier time for it).
     pub fn add(&mut self, index: u32, until: Duration, chunks: u32) {

@@ -69,6 +69,16 @@ pub(crate) struct Flow {
 }
 
 impl Flow {
+    /// A source nothing was asked of yet.
+    pub const NEW: Self = Self {
+        rate: None,
+        mark: None,
+        delivered: 0,
+        in_flight_bytes: 0,
+        strikes: 0,
+        cwnd: 0.0,
+    };
+
     /// Bytes/s it delivers, once measured.
     pub fn rate(&self) -> Option<f64> {
         self.rate

@@ -341,12 +341,22 @@ struct PeerState {
     key: u64,
     /// Requests in flight to it (they are in [`Swarm::flying`]).
     in_flight: u32,
+    /// A site member with a working uplink connection.
+    uplink: bool,
+    /// Made when it is first asked for something (`None`: [`NEVER_ASKED`]).
+    asked: Option<Box<Asked>>,
+}
+
+/// What a peer keeps once this node has asked it for chunks: its delivery
+/// rate, back-off and refusals. Boxed apart from [`PeerState`]: a device
+/// has every member of its site as a peer but asks few of them, and the
+/// scheduler's peer table is what a node's memory grows with.
+#[derive(Debug, Default)]
+struct Asked {
     flow: Flow,
     strikes: u32,
     /// Not asked for anything before this (it refused work or timed out).
     busy_until: Duration,
-    /// A site member with a working uplink connection.
-    uplink: bool,
     /// Chunks it declined to send, each until a time (it said others have them).
     declined: declines::Declines,
     /// Last time it said it is the bottleneck: it declined a chunk (an
@@ -354,19 +364,32 @@ struct PeerState {
     declined_at: Option<Duration>,
 }
 
+/// A peer's [`Asked`] before anything was asked of it.
+static NEVER_ASKED: Asked = Asked {
+    flow: Flow::NEW,
+    strikes: 0,
+    busy_until: Duration::ZERO,
+    declined: declines::Declines::NONE,
+    declined_at: None,
+};
+
 impl PeerState {
     fn new(class: Class, key: u64, uplink: bool) -> Self {
         Self {
             class,
             key,
             in_flight: 0,
-            flow: Flow::default(),
-            strikes: 0,
-            busy_until: Duration::ZERO,
             uplink,
-            declined: declines::Declines::default(),
-            declined_at: None,
+            asked: None,
         }
+    }
+
+    fn asked(&self) -> &Asked {
+        self.asked.as_deref().unwrap_or(&NEVER_ASKED)
+    }
+
+    fn asked_mut(&mut self) -> &mut Asked {
+        self.asked.get_or_insert_with(Box::default)
     }
 
     fn local(&self) -> bool {
@@ -379,9 +402,9 @@ impl PeerState {
 /// Costs: a `Have` is O(1), one probe of the peer index and a bit of the
 /// peer's has-bitfield (only the announced chunk can have become
 /// requestable); a full pass, after a chunk arrives or a slot frees, finds
-/// the peers holding anything it may ask for from the has-bitfields'
-/// columns and visits only those, with word-wide set operations over the
-/// release's chunks.
+/// the peers holding anything it may ask for from their has-bitfields
+/// (a peer that never told of a chunk has none to read) and visits only
+/// those, with word-wide set operations over the release's chunks.
 #[derive(Debug)]
 pub struct Swarm<P: PeerKey> {
     config: SwarmConfig,
@@ -602,7 +625,9 @@ impl<P: PeerKey> Swarm<P> {
 
     /// Bytes requested from `peer` and not received yet.
     pub fn in_flight_bytes(&self, peer: &P) -> u64 {
-        self.peers.get(peer).map_or(0, |st| st.flow.in_flight_bytes)
+        self.peers
+            .get(peer)
+            .map_or(0, |st| st.asked().flow.in_flight_bytes)
     }
 
     /// The bytes `peer`'s window allows now (`None`: its rate is not
@@ -611,13 +636,14 @@ impl<P: PeerKey> Swarm<P> {
         let max_chunk = self.chunks.iter().map(|c| u64::from(c.len)).max()?;
         self.peers
             .get(peer)?
+            .asked()
             .flow
             .window_bytes(&self.flow_config, max_chunk)
     }
 
     /// The delivery rate measured from `peer`, bytes/s.
     pub fn peer_rate(&self, peer: &P) -> Option<f64> {
-        self.peers.get(peer)?.flow.rate()
+        self.peers.get(peer)?.asked().flow.rate()
     }
 
     /// Whether this node has a source across the uplink (an origin, or with
@@ -770,7 +796,7 @@ impl<P: PeerKey> Swarm<P> {
             return;
         }
         let was_stalled = std::mem::take(&mut seen.stalled);
-        seen.last_progress = now;
+        seen.set_progress(now);
         let class = seen.class;
         if class == Class::Local {
             self.site_gain = self.site_gain.max(now);
@@ -979,8 +1005,9 @@ impl<P: PeerKey> Swarm<P> {
             self.pressed(now, &peer);
             let n_chunks = self.chunks.len() as u32;
             if let Some(st) = self.peers.get_mut(&peer) {
-                st.declined.expire(now);
-                st.declined.add(index, until, n_chunks);
+                let asked = st.asked_mut();
+                asked.declined.expire(now);
+                asked.declined.add(index, until, n_chunks);
                 self.wakeups.insert(until);
             }
         }
@@ -1006,7 +1033,8 @@ impl<P: PeerKey> Swarm<P> {
                 self.deadlines.pop_first();
                 continue;
             };
-            if st.flow.delivered() > self.flying[pos].1.seen {
+            let flow = &st.asked().flow;
+            if flow.delivered() > self.flying[pos].1.seen {
                 // Still delivering: the deadline moves with what is left.
                 let ahead: u64 = self.flying[..=pos]
                     .iter()
@@ -1014,8 +1042,8 @@ impl<P: PeerKey> Swarm<P> {
                     .map(|(_, r)| u64::from(r.len - r.received.min(r.len)))
                     .sum();
                 let r = &mut self.flying[pos].1;
-                r.deadline = st.flow.deadline(&self.flow_config, now, ahead);
-                r.seen = st.flow.delivered();
+                r.deadline = flow.deadline(&self.flow_config, now, ahead);
+                r.seen = flow.delivered();
                 let moved = (r.deadline, index, peer);
                 self.deadlines.pop_first();
                 self.deadlines.insert(moved);
@@ -1027,8 +1055,8 @@ impl<P: PeerKey> Swarm<P> {
             self.actions.push_back(Action::Cancel { peer, index });
         }
         self.wakeups.drop_before(&(now + Duration::from_nanos(1)));
-        for st in self.peers.values_mut() {
-            st.declined.expire(now);
+        for asked in self.peers.values_mut().filter_map(|st| st.asked.as_mut()) {
+            asked.declined.expire(now);
         }
         self.refresh_stalled(now);
         self.schedule(now);
@@ -1093,7 +1121,7 @@ impl<P: PeerKey> Swarm<P> {
         self.origin_peers.slots().iter().any(|&s| {
             self.peers
                 .at(s)
-                .and_then(|st| st.declined_at)
+                .and_then(|st| st.asked().declined_at)
                 .is_some_and(|t| now.saturating_sub(t) < ORIGIN_PRESSURE)
         })
     }
@@ -1166,7 +1194,7 @@ impl<P: PeerKey> Swarm<P> {
     /// `peer` announced something new.
     fn progressed(&mut self, now: Duration, peer: &P) {
         if let Some(st) = self.peers.seen_mut(peer) {
-            st.last_progress = now;
+            st.set_progress(now);
             st.stalled = false;
             if st.class == Class::Local {
                 self.site_gain = self.site_gain.max(now);
@@ -1239,7 +1267,9 @@ impl<P: PeerKey> Swarm<P> {
             }
         }
         if more > 0 {
-            st.flow.received(&self.flow_config, now, more, false);
+            st.asked_mut()
+                .flow
+                .received(&self.flow_config, now, more, false);
         }
     }
 
@@ -1256,9 +1286,11 @@ impl<P: PeerKey> Swarm<P> {
         st.in_flight -= 1;
         let rest = u64::from(r.len - r.received.min(r.len));
         if delivered {
-            st.flow.received(&self.flow_config, now, rest, true);
+            st.asked_mut()
+                .flow
+                .received(&self.flow_config, now, rest, true);
         } else {
-            st.flow.ended(rest);
+            st.asked_mut().flow.ended(rest);
         }
         if !st.local() {
             self.remote_in_flight -= 1;
@@ -1289,7 +1321,7 @@ impl<P: PeerKey> Swarm<P> {
     /// long): an origin is then asked after other sites for a while.
     fn pressed(&mut self, now: Duration, peer: &P) {
         if let Some(st) = self.peers.get_mut(peer) {
-            st.declined_at = Some(now);
+            st.asked_mut().declined_at = Some(now);
             if st.class == Class::Origin {
                 self.origin_pressed_at = Some(now);
                 // Its pressure ends then: a full pass may ask it first again.
@@ -1309,9 +1341,10 @@ impl<P: PeerKey> Swarm<P> {
         let Some(st) = self.peers.get_mut(peer) else {
             return;
         };
-        let wait = st.flow.refused(&self.flow_config, hint, timeout);
-        st.busy_until = now + wait.mul_f64(1.0 + 0.5 * jitter);
-        self.wakeups.insert(st.busy_until);
+        let asked = st.asked_mut();
+        let wait = asked.flow.refused(&self.flow_config, hint, timeout);
+        asked.busy_until = now + wait.mul_f64(1.0 + 0.5 * jitter);
+        self.wakeups.insert(asked.busy_until);
     }
 
     fn drop_peer(&mut self, peer: &P) {
@@ -1355,8 +1388,9 @@ impl<P: PeerKey> Swarm<P> {
         let Some(st) = self.peers.get_mut(&peer) else {
             return;
         };
-        st.strikes += 1;
-        if st.strikes >= self.config.ban_after {
+        let asked = st.asked_mut();
+        asked.strikes += 1;
+        if asked.strikes >= self.config.ban_after {
             self.drop_peer(&peer);
             self.banned.insert(peer);
             self.actions.push_back(Action::Ban { peer });

@@ -64,7 +64,7 @@ impl<P: PeerKey> Swarm<P> {
             let Some(st) = self.peers.seen_mut(p) else {
                 continue;
             };
-            let at = st.last_progress + grace;
+            let at = st.last_progress() + grace;
             st.stalled = now >= at && self.site_gain >= at;
             split.set_stalled(p, st.stalled);
             if !st.stalled {
@@ -127,7 +127,7 @@ impl<P: PeerKey> Swarm<P> {
         let Some(st) = self.peers.at(slot) else {
             return;
         };
-        if st.declined.contains(index) {
+        if st.asked().declined.contains(index) {
             return;
         }
         let len = u64::from(self.chunks[index as usize].len);
@@ -146,9 +146,10 @@ impl<P: PeerKey> Swarm<P> {
     /// off, under the per-peer cap, and within its window.
     fn may_ask(&self, now: Duration, slot: u32, len: u64) -> bool {
         self.peers.at(slot).is_some_and(|st| {
-            st.busy_until <= now
+            let asked = st.asked();
+            asked.busy_until <= now
                 && (st.in_flight as usize) < self.config.per_peer_in_flight
-                && st
+                && asked
                     .flow
                     .admits(&self.flow_config, st.in_flight as usize, len)
         })
@@ -169,12 +170,11 @@ impl<P: PeerKey> Swarm<P> {
         let Some(st) = self.peers.at_mut(slot) else {
             return false;
         };
-        st.flow.sent(now, u64::from(len));
-        let deadline = st
-            .flow
-            .deadline(&self.flow_config, now, st.flow.in_flight_bytes);
         st.in_flight += 1;
-        let seen = st.flow.delivered();
+        let flow = &mut st.asked_mut().flow;
+        flow.sent(now, u64::from(len));
+        let deadline = flow.deadline(&self.flow_config, now, flow.in_flight_bytes);
+        let seen = flow.delivered();
         self.flying.push((
             peer,
             Req {
@@ -256,7 +256,7 @@ impl<P: PeerKey> Swarm<P> {
         let open = self.open.words();
         let key = |i: u32| (self.holders[i as usize].all, self.rank[i as usize], i);
         let mut best: Option<(u16, u32, u32)> = None;
-        let declined = st.declined.words();
+        let declined = st.asked().declined.words();
         for &(k, m) in mask {
             let skip = declined.map_or(0, |d| d[k]);
             let has = self.peers.has_word(slot, k);
@@ -270,7 +270,7 @@ impl<P: PeerKey> Swarm<P> {
                     && usize::from(self.requested[i as usize]) < self.config.endgame_copies
                     && !self.checking.get(i)
                     && !self.requested_from(peer, i)
-                    && !st.declined.contains(i)
+                    && !st.asked().declined.contains(i)
                 {
                     best = Some(best.map_or(key(i), |b| b.min(key(i))));
                 }
@@ -324,7 +324,7 @@ impl<P: PeerKey> Swarm<P> {
         // no room frees up, so a peer that could take no chunk, or had
         // nothing to offer, is not looked at again; a peer holding nothing
         // in its class's mask is passed from the start (outside end-game),
-        // found from the has-bitfields' columns without visiting it.
+        // found from its has-bitfield's words in the mask alone.
         let mut passed = std::mem::take(&mut self.passed);
         for (c, (class, mask, endgame)) in classes.iter().enumerate() {
             let slots = self.class(*class).slots();
@@ -335,12 +335,9 @@ impl<P: PeerKey> Swarm<P> {
                 continue;
             }
             p.resize(slots.len(), true);
-            for &(k, m) in mask {
-                let column = self.peers.column(k);
-                for (at, &s) in slots.iter().enumerate() {
-                    if column[s as usize] & m != 0 {
-                        p[at] = false;
-                    }
+            for (at, &s) in slots.iter().enumerate() {
+                if self.peers.has_any(s, mask) {
+                    p[at] = false;
                 }
             }
         }

@@ -1,9 +1,10 @@
 //! The connected peers' state, in a slab: each peer gets a small slot number
 //! when it connects, mapped once from its key at the API boundary, so the
 //! scheduler's hot paths index vectors instead of searching a map. Owns the
-//! peers' has-bitfields too, stored by word (word `k` of every slot side by
-//! side), so a pass can tell which peers have anything it may ask for by
-//! reading a few contiguous columns instead of each peer's own bitfield.
+//! peers' has-bitfields too, one row each in a single vector. A peer gets
+//! a row only when it first tells of a chunk: at a large site a device
+//! hears from a sample of its site peers (DESIGN.md §5), and the rest would
+//! hold empty rows for the whole run.
 //! What a notice updates about its sender ([`Seen`]) sits beside the key
 //! in the index, so a notice reads one line of the index, not the state too.
 
@@ -73,10 +74,34 @@ impl<P: PeerKey> Roster<P> {
 pub(super) struct Seen {
     pub slot: u32,
     pub class: Class,
-    /// Last time it connected or announced a chunk new to it.
-    pub last_progress: std::time::Duration,
     /// Marked stalled in the uplink split.
     pub stalled: bool,
+    /// Last time it connected or announced a chunk new to it, in
+    /// nanoseconds (8 bytes where a `Duration` takes 16: an index entry
+    /// stays at 24).
+    progress_ns: u64,
+}
+
+impl Seen {
+    pub fn new(slot: u32, class: Class, now: std::time::Duration) -> Self {
+        let mut seen = Self {
+            slot,
+            class,
+            stalled: false,
+            progress_ns: 0,
+        };
+        seen.set_progress(now);
+        seen
+    }
+
+    /// Last time it connected or announced a chunk new to it.
+    pub fn last_progress(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.progress_ns)
+    }
+
+    pub fn set_progress(&mut self, now: std::time::Duration) {
+        self.progress_ns = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+    }
 }
 
 /// Every connected peer's state, by slot.
@@ -87,11 +112,18 @@ pub(super) struct Peers<P> {
     index: SlotIndex<P>,
     /// Bits per has-bitfield (the release's chunks).
     chunks: u32,
-    /// Slots per column of `has`.
-    cap: usize,
-    /// Word `k` of slot `s`'s has-bitfield at `k * cap + s`.
+    /// Each slot's row of `has` ([`NO_ROW`]: it told of no chunk yet).
+    row_of: Vec<u32>,
+    /// Rows given up by peers that left, zeroed.
+    free_rows: Vec<u32>,
+    /// Rows handed out so far (free ones included).
+    rows: usize,
+    /// Word `k` of row `r`'s has-bitfield at `r * words + k`.
     has: Vec<u64>,
 }
+
+/// The row of a slot that has none.
+const NO_ROW: u32 = u32::MAX;
 
 impl<P: PeerKey> Peers<P> {
     pub fn new(chunks: u32) -> Self {
@@ -100,7 +132,9 @@ impl<P: PeerKey> Peers<P> {
             free: Vec::new(),
             index: SlotIndex::default(),
             chunks,
-            cap: 0,
+            row_of: Vec::new(),
+            free_rows: Vec::new(),
+            rows: 0,
             has: Vec::new(),
         }
     }
@@ -161,15 +195,11 @@ impl<P: PeerKey> Peers<P> {
                 (self.states.len() - 1) as u32
             }
         };
-        if slot as usize >= self.cap {
-            self.grow((self.cap * 2).max(8));
+        if slot as usize >= self.row_of.len() {
+            self.row_of.resize(slot as usize + 1, NO_ROW);
         }
-        let seen = Seen {
-            slot,
-            class,
-            last_progress: now,
-            stalled: false,
-        };
+        self.row_of[slot as usize] = NO_ROW;
+        let seen = Seen::new(slot, class, now);
         self.index.insert(peer, seen);
         slot
     }
@@ -178,32 +208,54 @@ impl<P: PeerKey> Peers<P> {
     pub fn remove(&mut self, peer: &P) -> Option<(PeerState, Vec<u32>)> {
         let slot = self.index.remove(peer)?.slot;
         let ones = self.ones(slot);
-        for k in 0..self.words() {
-            self.has[k * self.cap + slot as usize] = 0;
+        if let Some(row) = self.row(slot) {
+            let words = self.words();
+            self.has[row * words..(row + 1) * words].fill(0);
+            self.free_rows.push(row as u32);
+            self.row_of[slot as usize] = NO_ROW;
         }
         self.free.push(slot);
         let state = self.states[slot as usize].take()?;
         Some((state, ones))
     }
 
-    fn grow(&mut self, cap: usize) {
-        let words = self.words();
-        let mut has = vec![0; words * cap];
-        for k in 0..words {
-            let old = &self.has[k * self.cap..(k + 1) * self.cap];
-            has[k * cap..k * cap + self.cap].copy_from_slice(old);
+    /// `slot`'s row of the has-bitfields, if it has one.
+    fn row(&self, slot: u32) -> Option<usize> {
+        self.row_of
+            .get(slot as usize)
+            .filter(|&&r| r != NO_ROW)
+            .map(|&r| r as usize)
+    }
+
+    /// `slot`'s row, given one (empty) if it has none.
+    fn row_or_new(&mut self, slot: u32) -> usize {
+        if let Some(row) = self.row(slot) {
+            return row;
         }
-        self.has = has;
-        self.cap = cap;
+        let row = match self.free_rows.pop() {
+            Some(r) => r as usize,
+            None => {
+                let (row, words) = (self.rows, self.words());
+                self.rows += 1;
+                if self.has.len() == self.has.capacity() {
+                    // Grown by a quarter, not doubled: a node keeps one
+                    // such table per release, sized by its peers.
+                    self.has.reserve_exact((self.has.len() / 4).max(8 * words));
+                }
+                self.has.resize(self.rows * words, 0);
+                row
+            }
+        };
+        self.row_of[slot as usize] = row as u32;
+        row
+    }
+
+    fn bit_at(&self, row: usize, i: u32) -> Option<(usize, u64)> {
+        (i < self.chunks).then(|| (row * self.words() + (i / 64) as usize, 1u64 << (i % 64)))
     }
 
     fn bit(&self, slot: u32, i: u32) -> Option<(usize, u64)> {
-        (i < self.chunks && (slot as usize) < self.cap).then(|| {
-            (
-                (i / 64) as usize * self.cap + slot as usize,
-                1u64 << (i % 64),
-            )
-        })
+        self.bit_at(self.row(slot)?, i)
     }
 
     /// Whether the peer in `slot` has chunk `i`.
@@ -215,7 +267,11 @@ impl<P: PeerKey> Peers<P> {
     /// Marks chunk `i` held by `slot`; true if it was not (out-of-range
     /// indices are ignored).
     pub fn set_has(&mut self, slot: u32, i: u32) -> bool {
-        let Some((at, bit)) = self.bit(slot, i) else {
+        if i >= self.chunks || slot as usize >= self.row_of.len() {
+            return false;
+        }
+        let row = self.row_or_new(slot);
+        let Some((at, bit)) = self.bit_at(row, i) else {
             return false;
         };
         let was = self.has[at] & bit != 0;
@@ -235,12 +291,16 @@ impl<P: PeerKey> Peers<P> {
 
     /// Word `k` of `slot`'s has-bitfield.
     pub fn has_word(&self, slot: u32, k: usize) -> u64 {
-        self.has[k * self.cap + slot as usize]
+        self.row(slot)
+            .map_or(0, |row| self.has[row * self.words() + k])
     }
 
-    /// Word `k` of every slot's has-bitfield, by slot.
-    pub fn column(&self, k: usize) -> &[u64] {
-        &self.has[k * self.cap..(k + 1) * self.cap]
+    /// Whether `slot` has a chunk of `mask` (word `k` and its bits).
+    pub fn has_any(&self, slot: u32, mask: &[(usize, u64)]) -> bool {
+        self.row(slot).is_some_and(|row| {
+            let words = &self.has[row * self.words()..(row + 1) * self.words()];
+            mask.iter().any(|&(k, m)| words[k] & m != 0)
+        })
     }
 
     /// The chunks `slot` has, in order.
@@ -262,8 +322,14 @@ impl<P: PeerKey> Peers<P> {
     /// chunks gained and those lost, each in order.
     pub fn replace_has(&mut self, slot: u32, has: &Bitfield) -> (Vec<u32>, Vec<u32>) {
         let (mut gained, mut lost) = (Vec::new(), Vec::new());
+        let row = match self.row(slot) {
+            Some(row) => row,
+            None if has.words().iter().all(|&w| w == 0) => return (gained, lost),
+            None if slot as usize >= self.row_of.len() => return (gained, lost),
+            None => self.row_or_new(slot),
+        };
         for (k, &new) in has.words().iter().enumerate().take(self.words()) {
-            let at = k * self.cap + slot as usize;
+            let at = row * self.words() + k;
             let was = self.has[at];
             gained.extend(bitfield::ones(k, new & !was));
             lost.extend(bitfield::ones(k, was & !new));
@@ -278,7 +344,8 @@ impl<P: PeerKey> Peers<P> {
 /// hashes.
 #[derive(Debug)]
 struct SlotIndex<P> {
-    /// A power of two long (or empty), at most half full.
+    /// A power of two long (or empty), at most three quarters full (a
+    /// probe mostly stays within the line it starts on).
     table: Vec<Option<(P, Seen)>>,
     len: usize,
     hasher: RandomState,
@@ -333,7 +400,7 @@ impl<P: PeerKey> SlotIndex<P> {
     }
 
     fn insert(&mut self, peer: P, seen: Seen) {
-        if (self.len + 1) * 2 > self.table.len() {
+        if (self.len + 1) * 4 > self.table.len() * 3 {
             let size = (self.table.len() * 2).max(16);
             let old = std::mem::replace(&mut self.table, vec![None; size]);
             for (p, s) in old.into_iter().flatten() {
@@ -391,7 +458,7 @@ mod tests {
     proptest! {
         #[test]
         fn slot_index_agrees_with_a_map(ops in proptest::collection::vec((any::<bool>(), 0u32..64), 0..400)) {
-            let seen = |slot| Seen { slot, class: Class::Local, last_progress: Duration::ZERO, stalled: false };
+            let seen = |slot| Seen::new(slot, Class::Local, Duration::ZERO);
             let mut index = SlotIndex::default();
             let mut model = std::collections::BTreeMap::new();
             for (n, (add, peer)) in ops.into_iter().enumerate() {
@@ -410,7 +477,7 @@ mod tests {
     }
 
     #[test]
-    fn has_columns_survive_growth_and_reuse() {
+    fn has_rows_survive_growth_and_reuse() {
         let mut peers: Peers<u32> = Peers::new(130);
         let state = || PeerState::new(Class::Local, 0, false);
         let slots: Vec<u32> = (0..20)
@@ -426,9 +493,22 @@ mod tests {
         assert_eq!(again, slots[3], "the slot is reused");
         assert!(!peers.has(again, 129), "and starts empty");
         assert!(peers.has(slots[19], 0) && peers.ones(slots[19]) == vec![0]);
+        assert_eq!(peers.rows, 2, "only peers that told of a chunk hold a row");
+        assert_eq!(peers.row(again), None, "a new peer starts without one");
+        assert!(peers.set_has(again, 7));
+        assert_eq!(peers.rows, 2, "and takes the row the leaver gave up");
+        assert_eq!(peers.ones(again), vec![7], "zeroed when it was given up");
+        // Every peer tells of a chunk: rows grow past their first eight.
+        for (n, &s) in slots.iter().enumerate().skip(4) {
+            peers.set_has(s, 100 + n as u32);
+        }
+        assert_eq!(peers.rows, 17);
+        assert_eq!(peers.ones(slots[19]), vec![0, 119]);
+        assert_eq!(peers.ones(again), vec![7]);
+        assert!(slots[4..].iter().all(|&s| !peers.has_all(s)));
         assert_eq!(peers.slot(&99), Some(again));
         assert_eq!(
-            peers.seen(&99).map(|s| s.last_progress),
+            peers.seen(&99).map(|s| s.last_progress()),
             Some(Duration::from_secs(1))
         );
         assert_eq!(peers.slot(&3), None);

@@ -505,3 +505,36 @@ proptest! {
         prop_assert!(deliveries >= chunks as usize, "{} deliveries", deliveries);
     }
 }
+
+#[test]
+fn only_peers_that_told_of_a_chunk_or_were_asked_take_room_for_it() {
+    let site = SiteId(1);
+    let cfg = SwarmConfig {
+        site: Some(site),
+        ..SwarmConfig::default()
+    };
+    let mut s: Swarm<u32> = Swarm::new(cfg, 0, chunk_refs(8), Bitfield::new(8), Duration::ZERO);
+    let member = PeerInfo {
+        site: Some(site),
+        ..PeerInfo::default()
+    };
+    for p in 1..=20 {
+        s.handle_peer_up(Duration::ZERO, p, member);
+    }
+    s.handle_have(Duration::ZERO, 7, 3);
+    let asked: Vec<u32> = std::iter::from_fn(|| s.poll_action())
+        .filter_map(|a| match a {
+            Action::Request { peer, .. } => Some(peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, vec![7], "the one holder is asked");
+    for p in 1..=20u32 {
+        let st = s.peers.get(&p).expect("connected");
+        assert_eq!(st.asked.is_some(), p == 7, "peer {p}: asked state");
+        let slot = s.peers.slot(&p).expect("connected");
+        assert_eq!(s.peers.has(slot, 3), p == 7);
+    }
+    assert_eq!(s.in_flight_bytes(&7), 1000);
+    assert_eq!(s.in_flight_bytes(&8), 0, "a peer never asked reads as idle");
+}
