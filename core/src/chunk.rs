@@ -12,8 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::ChunkRef;
 
+mod pieces;
 mod stream;
 
+pub use pieces::{
+    piece_count, piece_hashes, piece_range, CheckedPieces, PieceError, PieceHash, PIECE_LEN,
+};
 pub use stream::{Cut, Cuts};
 
 /// BLAKE3 hash of a chunk's bytes: the chunk's name everywhere in Pollen.
