@@ -51,7 +51,7 @@ pub(crate) struct FlowConfig {
 }
 
 /// One source's delivery state.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct Flow {
     /// Bytes per second it delivers to us (moving average of samples taken
     /// while requests to it were in flight).
@@ -66,6 +66,12 @@ pub(crate) struct Flow {
     strikes: u32,
     /// [`WindowMode::Aimd`]'s window in requests (0: not started).
     cwnd: f64,
+}
+
+impl Default for Flow {
+    fn default() -> Self {
+        Self::NEW
+    }
 }
 
 impl Flow {
