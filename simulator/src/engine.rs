@@ -9,6 +9,7 @@
 //! ([`crate::trace`]) and churn leaves ([`crate::churn`]) are events in the
 //! same heap.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,11 +25,14 @@ use pollen_core::wire::Role;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod pieces;
+
 use crate::churn::ChurnClock;
 use crate::net::{to_ns as ns, Job, LinkId, Net};
 use crate::queue::Queue;
 use crate::scenario::{Scenario, SiteSpec, Strategy};
 use crate::trace::SiteTraces;
+use pieces::{Partial, Pieced};
 
 /// When the next thing happens and whether it is a transfer finishing
 /// (`true`) or a queued event (`false`; events first on a tie); `None`:
@@ -84,6 +88,14 @@ enum Ev {
     /// A node's deadline ([`Machine::poll_timeout`]): scheduler deadlines
     /// and batched gained-chunk notices.
     Timer(u32),
+    /// Piece `piece` (not the last) of a response sent piece by piece
+    /// arrived (token: the sender's admission token for the response).
+    Piece {
+        to: u32,
+        index: u32,
+        epoch: u32,
+        token: u64,
+    },
     Crash(u32),
     /// The origin's first byte for a device's request: its response
     /// starts flowing (the request's time to first byte has passed).
@@ -372,6 +384,15 @@ pub struct Sim {
     churn: ChurnClock,
     /// Uplink capacity traces per site (empty: none).
     traces: Vec<SiteTraces>,
+    /// Bytes of a piece when chunks are passed on piece by piece (`None`:
+    /// a chunk is passed on once whole).
+    piece_len: Option<u64>,
+    /// Responses sent piece by piece, by the sender's admission token.
+    pieced: BTreeMap<u64, Pieced>,
+    /// The same, by (sender, requester, chunk).
+    pieced_of: HashMap<(u32, u32, u32), u64>,
+    /// Chunks being received piece by piece, by (node, chunk).
+    partial: BTreeMap<(u32, u32), Partial>,
 }
 
 impl Sim {
@@ -457,6 +478,10 @@ impl Sim {
             devices_end,
             churn: ChurnClock::new(&sc.churn, sc.seed),
             traces: Vec::new(),
+            piece_len: (sc.piece_kib > 0).then(|| u64::from(sc.piece_kib) * 1024),
+            pieced: BTreeMap::new(),
+            pieced_of: HashMap::new(),
+            partial: BTreeMap::new(),
             sc,
         };
         sim.wire_peers();
@@ -903,6 +928,7 @@ impl Sim {
         }
         self.net.drop_node(self.now(), id);
         self.release_dropped();
+        self.drop_partials(id);
         // Requests it held die with it; requests it made wait no more.
         let t = Duration::from_nanos(self.now_ns);
         let mut gone: Vec<(u64, u32)> = self
@@ -1009,7 +1035,7 @@ impl Sim {
     fn request(&mut self, id: u32, peer: u32, index: u32, len: u64, epoch: u32) {
         let now = self.now();
         let back = now + 2.0 * self.latency(peer, id);
-        if !self.nodes[peer as usize].up || !self.holds(peer, index) {
+        if !self.nodes[peer as usize].up || !self.holds_some(peer, index) {
             self.push(
                 back,
                 Ev::Fail {
@@ -1045,12 +1071,11 @@ impl Sim {
             bytes: len,
             epoch,
             deadline: reset,
+            piece: 0,
+            pieces: 1,
         };
         match verdict {
-            Verdict::Send => {
-                let path = self.path(peer, id);
-                self.net.enqueue(now, peer, id, || path, job);
-            }
+            Verdict::Send => self.send(peer, id, job),
             Verdict::Wait => {
                 self.held.insert(token, (peer, id, job));
             }
@@ -1118,9 +1143,10 @@ impl Sim {
             bytes: u64::from(self.chunks[index as usize].len),
             epoch,
             deadline: f64::INFINITY,
+            piece: 0,
+            pieces: 1,
         };
-        let path = self.path(origin, to);
-        self.net.enqueue(self.now(), origin, to, || path, job);
+        self.send(origin, to, job);
     }
 
     /// One of `to`'s requests at the origin ended: its next waiting one
@@ -1169,8 +1195,7 @@ impl Sim {
                     self.push(back, ev);
                 }
             } else if alive {
-                let path = self.path(from, to);
-                self.net.enqueue(now, from, to, || path, job);
+                self.send(from, to, job);
             } else if let Some(a) = &mut self.nodes[server as usize].admission {
                 a.finished(t, token, 0);
             }
@@ -1203,6 +1228,10 @@ impl Sim {
         let dropped = std::mem::take(&mut self.net.dropped);
         let now = self.now();
         for (from, to, job) in &dropped {
+            if job.pieces > 1 {
+                self.fail_pieced(job.token);
+                continue;
+            }
             self.finished(*from, *to, job, 0);
             let n = &self.nodes[*to as usize];
             if n.up && n.epoch == job.epoch {
@@ -1229,6 +1258,11 @@ impl Sim {
         let Some((from, to, job)) = self.net.complete(now) else {
             return;
         };
+        if job.pieces > 1 {
+            self.piece_sent(from, to, job);
+            self.release_dropped();
+            return;
+        }
         self.finished(from, to, &job, job.bytes);
         self.release_dropped();
         let (index, epoch) = (job.index, job.epoch);
@@ -1321,14 +1355,25 @@ impl Sim {
                     if let Some(m) = &mut n.machine {
                         // As the node's driver does: what has arrived of each
                         // request so far decides whether it is overdue.
-                        let net = &self.net;
+                        let (net, pieced, pieced_of) = (&self.net, &self.pieced, &self.pieced_of);
+                        let piece_len = self.piece_len.unwrap_or(0);
                         m.handle_timeout(Duration::from_nanos(at), |p, index| {
-                            net.progress(now, *p, id, index)
+                            let before = pieced_of
+                                .get(&(*p, id, index))
+                                .and_then(|t| pieced.get(t))
+                                .map_or(0, |r| u64::from(r.done) * piece_len);
+                            before + net.progress(now, *p, id, index)
                         });
                         self.dirty.push(id);
                     }
                 }
             }
+            Ev::Piece {
+                to,
+                index,
+                epoch,
+                token,
+            } => self.piece_arrived(to, index, epoch, token),
             Ev::Crash(id) => self.crash(id),
             Ev::Leave { id, epoch } => self.leave(id, epoch),
             Ev::Uplink { site, up, step } => self.uplink_step(site, up, step),
@@ -1358,6 +1403,7 @@ impl Sim {
         if !node.up || node.epoch != epoch || !self.nodes[from as usize].up {
             return;
         }
+        self.partial_done(to, index);
         let len = u64::from(self.chunks[index as usize].len);
         let cross = self.nodes[from as usize].site != self.nodes[to as usize].site;
         if let (true, Some(s)) = (cross, self.nodes[to as usize].site) {

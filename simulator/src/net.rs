@@ -44,6 +44,10 @@ pub struct Job {
     /// When the requester's stream is reset (libp2p's request timeout):
     /// a job still queued then is dropped, one still moving is not delivered.
     pub deadline: f64,
+    /// Which piece of the response this is, of how many (a response sent
+    /// whole is piece 0 of 1).
+    pub piece: u32,
+    pub pieces: u32,
 }
 
 #[derive(Debug)]
@@ -461,6 +465,8 @@ mod tests {
 
     fn job(bytes: u64) -> Job {
         Job {
+            piece: 0,
+            pieces: 1,
             token: 0,
             index: 0,
             bytes,

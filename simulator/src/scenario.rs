@@ -344,6 +344,12 @@ pub struct Scenario {
     pub release_mib: f64,
     #[serde(default = "chunk_kib")]
     pub chunk_kib: u32,
+    /// Pass a chunk on piece by piece, in pieces of this size (KiB, a power
+    /// of two): a device tells of a chunk once its first piece is in, and
+    /// sends each piece on as it lands. 0 (the default): a chunk is passed
+    /// on only once whole, as the node does today.
+    #[serde(default)]
+    pub piece_kib: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<FilesSpec>,
     /// The publisher's seeder (absent or `enabled = false`: none).
@@ -417,6 +423,10 @@ impl Scenario {
         }
         if self.chunk_kib == 0 || self.chunk_kib > 16 * 1024 {
             return bad("chunk_kib must be in 1..=16384");
+        }
+        if self.piece_kib != 0 && (!self.piece_kib.is_power_of_two() || self.piece_kib > 16 * 1024)
+        {
+            return bad("piece_kib must be 0 (off) or a power of two up to 16384");
         }
         if self.seeder().is_none() && self.origin().is_none() {
             return Err(ScenarioError::NoSource);
@@ -584,6 +594,7 @@ seed = 1                   # one seed for every random choice: same scenario + s
 strategy = "pollen"        # central (HTTP from the seeder) | swarm (P2P, no sites) | pollen | bittorrent
 release_mib = 500.0        # synthetic release of this size ...
 chunk_kib = 1024           # ... in chunks of this size
+piece_kib = 0              # > 0: a chunk is passed on in pieces of this size (a power of two) as they land; 0: only once whole (the node today)
 # [files]                  # or a real chunk list (FastCDC, as `pollen-seeder publish` cuts it):
 # new = "firmware-2.img"   # the release
 # old = "firmware-1.img"   # every device already holds this one's chunks (a delta update)

@@ -330,6 +330,15 @@ impl<P: PeerKey> Node<P> {
         self.pump(now);
     }
 
+    /// The first piece of a requested chunk arrived and was checked (see
+    /// [`Swarm::handle_partial`]).
+    pub fn handle_partial(&mut self, now: Duration, index: u32) {
+        if let Some(s) = &mut self.swarm {
+            s.handle_partial(index);
+        }
+        self.pump(now);
+    }
+
     /// The peer does not have the chunk after all.
     pub fn handle_request_failed(&mut self, now: Duration, peer: P, index: u32) {
         if let Some(s) = &mut self.swarm {

@@ -437,6 +437,9 @@ pub struct Swarm<P: PeerKey> {
     /// Chunks whose bytes arrived ([`Swarm::handle_arrived`]) and are being
     /// checked and stored: neither open nor asked for again meanwhile.
     checking: Bitfield,
+    /// Chunks told of to peers: held, or partly held and passed on piece
+    /// by piece ([`Swarm::handle_partial`]).
+    told: Bitfield,
     /// The class of the peer each chunk being checked came from: its
     /// sender may leave before the verdict (a one-shot `fetch`), and the
     /// bytes still came from the site or across the uplink.
@@ -538,6 +541,7 @@ impl<P: PeerKey> Swarm<P> {
             on_remote: Bitfield::new(n),
             open,
             checking,
+            told: Bitfield::new(n),
             checking_from: Vec::new(),
             open_count,
             requested: vec![0; n as usize],
@@ -865,8 +869,26 @@ impl<P: PeerKey> Swarm<P> {
         let was = self.checking.clear(index);
         if was {
             self.reopen(index);
+            self.untell_if_open(index);
         }
         was
+    }
+
+    /// The first piece of requested chunk `index` arrived and was checked:
+    /// peers are told of the chunk now, and may ask for it while the rest
+    /// comes (the node passes the pieces on as they land).
+    pub fn handle_partial(&mut self, index: u32) {
+        if (index as usize) < self.chunks.len() && !self.have.get(index) && self.told.set(index) {
+            self.actions.push_back(Action::Have { index });
+        }
+    }
+
+    /// Whether chunk `index` is coming already, so an end-game copy would
+    /// only compete with it: its bytes are in and being checked, or its
+    /// first piece is in ([`Swarm::handle_partial`]; and a peer that heard
+    /// of it from us might be passing our own pieces back).
+    fn arriving(&self, index: u32) -> bool {
+        self.checking.get(index) || (self.told.get(index) && !self.have.get(index))
     }
 
     /// `index` is open again if nothing asks for it, holds it or checks it.
@@ -944,7 +966,9 @@ impl<P: PeerKey> Swarm<P> {
                     .push_back(Action::Cancel { peer: other, index });
             }
         }
-        self.actions.push_back(Action::Have { index });
+        if self.told.set(index) {
+            self.actions.push_back(Action::Have { index });
+        }
         if self.lacking.is_empty() && !self.complete {
             self.complete = true;
             self.actions.push_back(Action::Complete);
@@ -1299,7 +1323,18 @@ impl<P: PeerKey> Swarm<P> {
         self.in_flight -= 1;
         self.requested[index as usize] -= 1;
         self.reopen(index);
+        if !delivered {
+            self.untell_if_open(index);
+        }
         true
+    }
+
+    /// A chunk told of from its first piece ([`Swarm::handle_partial`])
+    /// whose response broke off is wanted again: told of anew once held.
+    fn untell_if_open(&mut self, index: u32) {
+        if self.open.get(index) {
+            self.told.clear(index);
+        }
     }
 
     /// Where the request for `index` to `peer` is in [`Swarm::flying`].

@@ -120,7 +120,7 @@ impl<P: PeerKey> Swarm<P> {
         let requestable = self.open.get(index)
             || (self.endgame_for(class)
                 && usize::from(self.requested[index as usize]) < self.config.endgame_copies
-                && !self.checking.get(index));
+                && !self.arriving(index));
         if !requestable {
             return;
         }
@@ -268,7 +268,7 @@ impl<P: PeerKey> Swarm<P> {
             for &i in &self.lacking {
                 if self.peers.has(slot, i)
                     && usize::from(self.requested[i as usize]) < self.config.endgame_copies
-                    && !self.checking.get(i)
+                    && !self.arriving(i)
                     && !self.requested_from(peer, i)
                     && !st.asked().declined.contains(i)
                 {

@@ -538,3 +538,59 @@ fn only_peers_that_told_of_a_chunk_or_were_asked_take_room_for_it() {
     assert_eq!(s.in_flight_bytes(&7), 1000);
     assert_eq!(s.in_flight_bytes(&8), 0, "a peer never asked reads as idle");
 }
+
+/// The chunk indices the scheduler asks peers to be told of, in order.
+fn told_of(s: &mut Swarm<u32>) -> Vec<u32> {
+    std::iter::from_fn(|| s.poll_action())
+        .filter_map(|a| match a {
+            Action::Have { index } => Some(index),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_chunk_is_told_of_once_from_its_first_piece_and_again_if_it_was_lost() {
+    let cfg = SwarmConfig {
+        site: None,
+        endgame_chunks: 0,
+        ..SwarmConfig::default()
+    };
+    let t = Duration::ZERO;
+    let mut s: Swarm<u32> = Swarm::new(cfg, 0, chunk_refs(2), Bitfield::new(2), t);
+    s.handle_peer_up(t, 1, PeerInfo::default());
+    s.handle_have_all(t, 1, Bitfield::full(2));
+    let asked: Vec<u32> = std::iter::from_fn(|| s.poll_action())
+        .filter_map(|a| match a {
+            Action::Request { index, .. } => Some(index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked.len(), 2, "both chunks asked of peer 1: {asked:?}");
+
+    // Chunk 0: told of at its first piece, not again when whole.
+    s.handle_partial(0);
+    assert_eq!(told_of(&mut s), vec![0]);
+    s.handle_partial(0);
+    assert!(told_of(&mut s).is_empty(), "a second piece tells nothing");
+    s.handle_chunk(t, 1, 0, Receipt::Verified);
+    assert!(told_of(&mut s).is_empty(), "told of already");
+
+    // Chunk 1: told of at its first piece, then its response breaks off;
+    // once it comes whole from a retry it is told of again.
+    s.handle_partial(1);
+    assert_eq!(told_of(&mut s), vec![1]);
+    s.handle_request_busy(t, 1, 1, None);
+    let retry = Duration::from_secs(60);
+    s.handle_timeout(retry, |_, _| 0);
+    let again = std::iter::from_fn(|| s.poll_action())
+        .any(|a| matches!(a, Action::Request { index: 1, .. }));
+    assert!(again, "the lost chunk is asked for again");
+    s.handle_chunk(retry, 1, 1, Receipt::Verified);
+    assert_eq!(told_of(&mut s), vec![1], "held now: told of anew");
+
+    // Out-of-range and held chunks tell nothing.
+    s.handle_partial(7);
+    s.handle_partial(0);
+    assert!(told_of(&mut s).is_empty());
+}
