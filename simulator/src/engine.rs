@@ -88,8 +88,8 @@ enum Ev {
     /// A node's deadline ([`Machine::poll_timeout`]): scheduler deadlines
     /// and batched gained-chunk notices.
     Timer(u32),
-    /// Piece `piece` (not the last) of a response sent piece by piece
-    /// arrived (token: the sender's admission token for the response).
+    /// A piece (not the last) of a response sent piece by piece arrived
+    /// (token: the sender's admission token for the response).
     Piece {
         to: u32,
         index: u32,
@@ -1071,7 +1071,6 @@ impl Sim {
             bytes: len,
             epoch,
             deadline: reset,
-            piece: 0,
             pieces: 1,
         };
         match verdict {
@@ -1143,7 +1142,6 @@ impl Sim {
             bytes: u64::from(self.chunks[index as usize].len),
             epoch,
             deadline: f64::INFINITY,
-            piece: 0,
             pieces: 1,
         };
         self.send(origin, to, job);

@@ -44,9 +44,8 @@ pub struct Job {
     /// When the requester's stream is reset (libp2p's request timeout):
     /// a job still queued then is dropped, one still moving is not delivered.
     pub deadline: f64,
-    /// Which piece of the response this is, of how many (a response sent
-    /// whole is piece 0 of 1).
-    pub piece: u32,
+    /// How many pieces its response is sent in (1: sent whole; see
+    /// `engine::pieces`).
     pub pieces: u32,
 }
 
@@ -465,7 +464,6 @@ mod tests {
 
     fn job(bytes: u64) -> Job {
         Job {
-            piece: 0,
             pieces: 1,
             token: 0,
             index: 0,

@@ -567,7 +567,6 @@ impl<'a> Sim<'a> {
                 rl.sent[k] = true;
             }
             let job = Job {
-                piece: 0,
                 pieces: 1,
                 token: (u64::from(piece) << 16) | u64::from(block),
                 index: piece,

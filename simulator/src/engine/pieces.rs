@@ -117,7 +117,6 @@ impl Sim {
                 bytes: (len - start).min(piece_len),
                 epoch: r.epoch,
                 deadline: r.deadline,
-                piece: k,
                 pieces: r.pieces,
             });
             r.queued += 1;
