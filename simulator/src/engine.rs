@@ -822,6 +822,7 @@ impl Sim {
             },
             notice_every: Duration::from_secs_f64(self.sc.sched.notify_ms / 1000.0),
             remote_notice_every: Duration::from_secs_f64(self.sc.sched.notify_remote_ms / 1000.0),
+            news_below: self.sc.sched.notify_news_below,
             site_fanout: self.sc.sched.site_fanout,
             ..NodeConfig::new(preset, site)
         };

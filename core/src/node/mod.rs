@@ -43,6 +43,13 @@ pub const NOTICE_EVERY: Duration = Duration::from_millis(200);
 /// Gained-chunk notices to devices of other sites go out this often (each
 /// notice is a stream across two uplinks).
 pub const REMOTE_NOTICE_EVERY: Duration = Duration::from_secs(1);
+/// A chunk gained while this node knows fewer devices of other sites
+/// than this holding it is news to them: its notice to other sites goes
+/// out on the next [`NOTICE_EVERY`] tick rather than waiting for
+/// [`REMOTE_NOTICE_EVERY`]'s. Early in a chunk's spread each hop between
+/// sites waits less to be told of; once it is common, notices stay
+/// batched by the second (they cross two uplinks).
+pub const NEWS_BELOW: u16 = 2;
 /// A device of a site larger than this tells its gained chunks to the
 /// site's gateways and about this many other site peers: a
 /// fixed random choice per pair, the same from both ends (gateways tell
@@ -74,6 +81,8 @@ pub struct NodeConfig {
     /// Batching of gained-chunk notices (zero: each chunk at once).
     pub notice_every: Duration,
     pub remote_notice_every: Duration,
+    /// See [`NEWS_BELOW`] (0: never news).
+    pub news_below: u16,
     /// Site peers a device that is not a gateway tells of its gains, about
     /// (zero: all of them; see [`SITE_FANOUT`]).
     pub site_fanout: usize,
@@ -91,6 +100,7 @@ impl NodeConfig {
             swarm: SwarmConfig::default(),
             notice_every: NOTICE_EVERY,
             remote_notice_every: REMOTE_NOTICE_EVERY,
+            news_below: NEWS_BELOW,
             site_fanout: SITE_FANOUT,
             watch_site: false,
         }
@@ -551,7 +561,12 @@ impl<P: PeerKey> Node<P> {
                     // Without a site, no peer is elsewhere: one lane.
                     let lanes = if self.config.site.is_some() { 2 } else { 1 };
                     for lane in [Lane::Site, Lane::Away].into_iter().take(lanes) {
-                        if self.notices.push(now, lane, index) {
+                        let news = lane == Lane::Away
+                            && self
+                                .swarm
+                                .as_ref()
+                                .is_some_and(|s| s.remote_holders(index) < self.config.news_below);
+                        if self.notices.push(now, lane, index, news) {
                             self.flush(lane);
                         }
                     }
@@ -606,19 +621,35 @@ impl<P: PeerKey> Node<P> {
         let Some(indices) = self.notices.take(lane) else {
             return;
         };
-        let told = match &self.told {
-            Some(told) => told,
-            None => self.told.insert(self.recipients()),
+        if self.told.is_none() {
+            self.told = Some(self.recipients());
+        }
+        let Some(told) = &self.told else {
+            return;
         };
-        let out = &mut self.out;
-        out.extend(
-            told[usize::from(lane == Lane::Away)]
-                .iter()
-                .map(|&peer| Output::Gained {
-                    peer,
-                    indices: indices.clone(),
-                }),
-        );
+        // Other sites hear only of chunks they are not known to hold: such
+        // a notice would tell them nothing they can use (they fetch only
+        // what they lack), and it crosses two uplinks. Site peers hear of
+        // everything: their notices are also how the uplink split sees a
+        // member make progress.
+        let known = self.swarm.as_ref().filter(|_| lane == Lane::Away);
+        for &peer in &told[usize::from(lane == Lane::Away)] {
+            let indices = match known {
+                Some(s) if indices.iter().any(|&i| s.peer_has(&peer, i)) => {
+                    let lacking: Arc<[u32]> = indices
+                        .iter()
+                        .copied()
+                        .filter(|&i| !s.peer_has(&peer, i))
+                        .collect();
+                    if lacking.is_empty() {
+                        continue;
+                    }
+                    lacking
+                }
+                _ => indices.clone(),
+            };
+            self.out.push_back(Output::Gained { peer, indices });
+        }
     }
 
     /// Who hears each lane: see [`Node::flush`].

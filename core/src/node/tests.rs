@@ -82,18 +82,57 @@ fn a_verified_chunk_is_acked_to_its_sender_and_noticed_by_lane() {
         .collect();
     assert_eq!(
         told,
-        vec![1],
-        "the site peer on the 200 ms tick, not the origin"
+        vec![1, 3],
+        "the site peer on the 200 ms tick, and the other site's device too \
+         (no device there is known to hold the chunk: news), not the origin"
     );
     n.handle_timeout(1000 * MS, |_, _| 0);
-    let away: Vec<u32> = drain(&mut n)
-        .into_iter()
+    assert!(told_of(&drain(&mut n)).is_empty(), "told once");
+}
+
+fn told_of(out: &[Output<u32>]) -> Vec<u32> {
+    out.iter()
         .filter_map(|o| match o {
-            Output::Gained { peer, .. } => Some(peer),
+            Output::Gained { peer, .. } => Some(*peer),
             _ => None,
         })
-        .collect();
-    assert_eq!(away, vec![3], "the other site's device on the 1 s tick");
+        .collect()
+}
+
+#[test]
+fn a_chunk_other_sites_hold_goes_on_the_slower_tick_only_to_those_lacking_it() {
+    let mut n = device();
+    // Gateways 3 and 4 of site 2 hold every chunk (so no chunk is news to
+    // other sites); gateway 5 of site 3 holds none.
+    let role = Role {
+        origin: false,
+        uplink: true,
+        gateway: true,
+    };
+    n.handle_peer_role(Duration::ZERO, 3, role);
+    let gateway = |site| PeerInfo {
+        gateway: true,
+        ..info(site, false)
+    };
+    n.handle_peer_up(Duration::ZERO, 4, gateway(2), false);
+    n.handle_peer_up(Duration::ZERO, 5, gateway(3), false);
+    n.handle_have_all(MS, 3, Bitfield::full(4));
+    n.handle_have_all(MS, 4, Bitfield::full(4));
+    n.handle_have_all(MS, 1, Bitfield::full(4));
+    let asked = requests(&drain(&mut n));
+    let &(peer, index) = asked.first().expect("a request");
+    assert_eq!(peer, 1, "from the site");
+    n.handle_chunk(30 * MS, peer, index, Receipt::Verified);
+    drain(&mut n);
+    n.handle_timeout(200 * MS, |_, _| 0);
+    assert_eq!(told_of(&drain(&mut n)), vec![1], "the site on its tick");
+    assert_eq!(n.poll_timeout(), Some(1000 * MS));
+    n.handle_timeout(1000 * MS, |_, _| 0);
+    assert_eq!(
+        told_of(&drain(&mut n)),
+        vec![5],
+        "other sites on the 1 s tick, and only the one lacking the chunk"
+    );
 }
 
 /// The site peers that hear node `me`'s next site notice, at a site of

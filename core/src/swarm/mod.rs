@@ -607,6 +607,19 @@ impl<P: PeerKey> Swarm<P> {
         self.split.as_ref().and_then(|s| s.owner(index))
     }
 
+    /// Devices of other sites known to hold chunk `index` (0 for an index
+    /// past the release).
+    pub fn remote_holders(&self, index: u32) -> u16 {
+        self.holders.get(index as usize).map_or(0, |h| h.remote)
+    }
+
+    /// Whether `peer` is known to hold chunk `index` (it told of it).
+    pub fn peer_has(&self, peer: &P, index: u32) -> bool {
+        self.peers
+            .slot(peer)
+            .is_some_and(|slot| self.peers.has(slot, index))
+    }
+
     /// Requests in flight, over all peers.
     pub fn in_flight(&self) -> usize {
         self.in_flight
