@@ -248,7 +248,7 @@ pub struct SchedSpec {
     /// other sites (`pollen_core::node::REMOTE_NOTICE_EVERY`, as the node).
     #[serde(default = "notify_remote_ms")]
     pub notify_remote_ms: f64,
-    /// `pollen`: a chunk gained while fewer devices of other sites than
+    /// `pollen`: a chunk gained while fewer gateways of other sites than
     /// this are known to hold it is announced to them on the `notify_ms`
     /// tick instead (`pollen_core::node::NEWS_BELOW`, as the node); 0:
     /// never.
@@ -663,7 +663,7 @@ site_uplink_requests = 12  # pollen: requests a site keeps in flight across its 
 upload_slots = 1           # responses a gateway sends at once to other sites
 notify_ms = 200.0          # gained chunks are announced on the node's 200 ms tick (0: at once)
 notify_remote_ms = 1000.0  # pollen: ... and to devices of other sites once a second
-notify_news_below = 2      # pollen: ... or on the notify_ms tick for a chunk fewer devices of other sites are known to hold
+notify_news_below = 2      # pollen: ... or on the notify_ms tick for a chunk fewer gateways of other sites are known to hold
 site_fanout = 20           # pollen: at larger sites a non-gateway tells gateways, origins and ~20 sampled site peers (0: all)
 window = "rate"            # per-source window: rate (from what a source delivers; the node's) | aimd (loss-driven, for comparison)
 "#;

@@ -43,8 +43,9 @@ pub const NOTICE_EVERY: Duration = Duration::from_millis(200);
 /// Gained-chunk notices to devices of other sites go out this often (each
 /// notice is a stream across two uplinks).
 pub const REMOTE_NOTICE_EVERY: Duration = Duration::from_secs(1);
-/// A chunk gained while this node knows fewer devices of other sites
-/// than this holding it is news to them: its notice to other sites goes
+/// A chunk gained while this node knows fewer gateways of other sites
+/// than this holding it (the scheduler counts only gateways there) is
+/// news to them: its notice to other sites goes
 /// out on the next [`NOTICE_EVERY`] tick rather than waiting for
 /// [`REMOTE_NOTICE_EVERY`]'s. Early in a chunk's spread each hop between
 /// sites waits less to be told of; once it is common, notices stay

@@ -607,8 +607,9 @@ impl<P: PeerKey> Swarm<P> {
         self.split.as_ref().and_then(|s| s.owner(index))
     }
 
-    /// Devices of other sites known to hold chunk `index` (0 for an index
-    /// past the release).
+    /// Gateways of other sites known to hold chunk `index` (devices there
+    /// that are not gateways are bystanders and not counted; 0 for an
+    /// index past the release).
     pub fn remote_holders(&self, index: u32) -> u16 {
         self.holders.get(index as usize).map_or(0, |h| h.remote)
     }
