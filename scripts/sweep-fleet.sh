@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Release-day sweep (simulator): seeder upload 10 -> 1000 Mbit/s x 10, 100
-# and 1000 sites of 10 devices behind 10 Mbit/s uplinks, 100 MiB, with the
-# node's 256 KiB chunks, with 1 MiB chunks, and with 1 MiB chunks passed on
-# in 256 KiB and in 64 KiB pieces (`piece_kib`, a design study). Writes a
-# sweep.csv and a plot per grid into OUT (default
-# simulator/examples/fleet-sweep) as chunks-256k, chunks-1m,
-# chunks-1m-pieces-256k and chunks-1m-pieces-64k (.csv, .svg). About 35
-# minutes a grid on two shared cores (the 64 KiB one longer).
+# and 1000 sites of 10 devices behind 10 Mbit/s uplinks, 100 MiB, with
+# 256 KiB chunks whole and in the node's 64 KiB pieces (`piece_kib`), and
+# with 1 MiB chunks whole, in 256 KiB pieces and in the node's 64 KiB
+# pieces. Writes a sweep.csv and a plot per grid into OUT (default
+# simulator/examples/fleet-sweep) as chunks-256k, chunks-256k-pieces-64k,
+# chunks-1m, chunks-1m-pieces-256k and chunks-1m-pieces-64k (.csv, .svg).
+# About 35 minutes a grid on two shared cores (those in 64 KiB pieces
+# longer).
 #   scripts/sweep-fleet.sh [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$bin" example > "$work/ex.toml"
 # name chunk_kib piece_kib
-for grid in "chunks-256k 256 0" "chunks-1m 1024 0" \
+for grid in "chunks-256k 256 0" "chunks-256k-pieces-64k 256 64" "chunks-1m 1024 0" \
   "chunks-1m-pieces-256k 1024 256" "chunks-1m-pieces-64k 1024 64"; do
   read -r name chunk piece <<< "$grid"
   "$bin" sweep "$work/ex.toml" --jobs 2 --out "$work/$name" \

@@ -12,7 +12,9 @@
 //!   site still takes one copy.
 //! - Release day behind a slow publisher link: every device completes near
 //!   the lower bound, the seeder sends about one copy in all, and the
-//!   simulator's prediction of the same set-up is within ±25 %.
+//!   simulator's prediction of the same set-up is within ±25 %; and the
+//!   same in 1 MiB chunks, passed on in 64 KiB pieces as they land
+//!   (within 2 x the bound there, the simulator within ±25 %).
 //! - Sites larger than `SITE_FANOUT`, where a device that is not a gateway
 //!   tells its gains to the gateways and a sample of its site peers: every
 //!   device completes and each site still takes one copy across its uplink
@@ -79,30 +81,45 @@ fn devices(fleet: &Fleet, r: &Release, seeder: &str, fetch: bool) -> Vec<(Daemon
     all
 }
 
-/// Waits for every `run` device to complete; returns the last completion
-/// time after `start` and each device's verified bytes from across its
-/// uplink (its report). Checks every artifact.
+/// What a release day delivered, from the devices' reports.
+struct Delivered {
+    /// The last completion, seconds after the start.
+    secs: f64,
+    /// Each device's verified bytes from across its uplink.
+    across: Vec<u64>,
+    /// Chunks that arrived in pieces (`/pollen/4`), over all devices.
+    in_pieces: u64,
+}
+
+/// Waits for every `run` device to complete; returns what they delivered
+/// (their reports). Checks every artifact.
 fn wait_all(
     nodes: &mut [(Daemon, PathBuf)],
     r: &Release,
     start: Instant,
     limit: Duration,
-) -> (f64, Vec<u64>) {
+) -> Delivered {
     let mut last: f64 = 0.0;
     let mut across = Vec::new();
+    let mut in_pieces = 0;
     for (k, (node, out)) in nodes.iter_mut().enumerate() {
         let report = node
             .wait_complete(limit.saturating_sub(start.elapsed()))
             .unwrap_or_else(|| panic!("device {k} did not complete: {:?}", node.stderr));
         last = last.max(start.elapsed().as_secs_f64());
         across.push(report["bytes_from_remote"].as_u64().unwrap_or(0));
+        in_pieces += report["chunks_in_pieces"].as_u64().unwrap_or(0);
         let deadline = Instant::now() + Duration::from_secs(60);
         while !out.exists() && Instant::now() < deadline {
             node.wait_for(Duration::from_millis(100), |_, _| None::<()>);
         }
         assert_eq!(file_blake3(out), r.blake3, "device {k} artifact");
     }
-    (last, across)
+    Delivered {
+        secs: last,
+        across,
+        in_pieces,
+    }
 }
 
 /// Per site: verified chunk bytes its devices fetched across its uplink,
@@ -126,7 +143,7 @@ fn a_seeder_with_room_sends_each_site_one_copy_on_the_wire() {
     let (_seeder, addr) = r.serve_in(&fleet.seeder, &fleet.seeder_ip());
     let start = Instant::now();
     let mut nodes = devices(&fleet, &r, &addr, false);
-    let (secs, across) = wait_all(&mut nodes, &r, start, Duration::from_secs(300));
+    let Delivered { secs, across, .. } = wait_all(&mut nodes, &r, start, Duration::from_secs(300));
     let f = r.size as f64;
     let chunks = chunks_across(&across, 5, r.size);
     println!(
@@ -234,25 +251,35 @@ fn one_shot_fetch_devices_leave_nothing_to_fetch_again() {
 
 /// Serves `r` from the fleet's seeder to a `run` device in every device
 /// namespace, all started at once: when the last completed (s after the
-/// start) and each site's chunks fetched across its uplink (x F).
-fn release_day(fleet: &Fleet, r: &Release, per_site: usize) -> (f64, Vec<f64>) {
+/// start), each site's chunks fetched across its uplink (x F), and the
+/// chunks that arrived in pieces.
+fn release_day(fleet: &Fleet, r: &Release, per_site: usize) -> (f64, Vec<f64>, u64) {
     let (_seeder, addr) = r.serve_in(&fleet.seeder, &fleet.seeder_ip());
     let start = Instant::now();
     let mut nodes = devices(fleet, r, &addr, false);
-    let (secs, across) = wait_all(&mut nodes, r, start, Duration::from_secs(600));
-    (secs, chunks_across(&across, per_site, r.size))
+    let d = wait_all(&mut nodes, r, start, Duration::from_secs(600));
+    (
+        d.secs,
+        chunks_across(&d.across, per_site, r.size),
+        d.in_pieces,
+    )
 }
 
 /// The simulator's run of `simulator/examples/NAME`, the same set-up as a
 /// test's fleet.
 fn simulated(name: &str) -> pollen_sim::report::Summary {
+    simulated_with(name, |text| text)
+}
+
+/// The same, its text changed by `edit` first.
+fn simulated_with(name: &str, edit: impl FnOnce(String) -> String) -> pollen_sim::report::Summary {
     let text = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../simulator/examples")
             .join(name),
     )
     .expect("scenario");
-    let sc = pollen_sim::Scenario::from_toml(&text).expect("scenario parses");
+    let sc = pollen_sim::Scenario::from_toml(&edit(text)).expect("scenario parses");
     let o = pollen_sim::simulate(&sc, std::path::Path::new("."), |_, _| {}).expect("simulates");
     pollen_sim::report::summary(&sc, &o)
 }
@@ -260,18 +287,57 @@ fn simulated(name: &str) -> pollen_sim::report::Summary {
 #[test]
 #[ignore = "needs root"]
 fn flash_crowd_behind_a_slow_seeder_completes_near_the_bound() {
+    let r = Release::publish(16 << 20, 63);
+    flash_crowd(&r, "256 KiB", simulated("flash-5x3.toml"), (1.5, 1.5));
+}
+
+/// The same flash crowd with chunks of 1 MiB on average (256 KiB to
+/// 4 MiB), each passed on in 64 KiB pieces as it lands; simulated on the
+/// same chunk list (the release file, cut as `publish --chunk-kib 1024`).
+/// A cross-check of the model where pieces matter; the time is held to
+/// 2 x the bound and the seeder to 2 x F (what sharing sites may send
+/// the seeder), not 1.5: with 16 chunks for 5 sites the seeder's first
+/// round is the slow part: the model puts this set-up at 1.64 x the
+/// bound and 1.59 x F, two runs of the real node at 1.53 and 1.61 x and
+/// 1.46 and 1.55 x F (simulator/README.md, "Cross-check in 1 MiB
+/// chunks").
+#[test]
+#[ignore = "needs root"]
+fn flash_crowd_in_1_mib_chunks_passes_them_on_in_pieces() {
+    let r = Release::publish_with(16 << 20, 65, &["--chunk-kib", "1024"]);
+    let artifact = r.dir.join("image.bin");
+    let sim = simulated_with("flash-5x3.toml", |text| {
+        let files = format!("chunk_kib = 1024\nfiles = {{ new = {:?} }}\n", artifact);
+        let synthetic = "release_mib = 16.0\nchunk_kib = 256\n";
+        assert!(text.contains(synthetic), "flash-5x3.toml names its release");
+        text.replace(synthetic, &files)
+    });
+    let in_pieces = flash_crowd(&r, "1 MiB", sim, (2.0, 2.0));
+    assert!(in_pieces > 0, "no chunk arrived in pieces");
+}
+
+/// A seeder behind 2 Mbit/s, 5 sites of 3 devices behind 20 Mbit/s
+/// uplinks, everyone asking at once for `r`, against the simulator's
+/// `sim` of the same: all complete within `within.0` x the bound, the
+/// seeder sends at most `within.1` x F, each site's uplink carries about
+/// one copy, and the simulation is within 25 %. Returns the chunks that
+/// arrived in pieces.
+fn flash_crowd(
+    r: &Release,
+    chunks_name: &str,
+    sim: pollen_sim::report::Summary,
+    (within, seeder_within): (f64, f64),
+) -> u64 {
     let _lock = exclusive();
     require();
     let (sites, per_site) = (5, 3);
     let fleet = Fleet::new(sites, per_site);
     fleet.limit_seeder("2mbit");
     fleet.limit_uplinks("20mbit");
-    let r = Release::publish(16 << 20, 63);
     let _capture = capture(&fleet);
-    let (secs, chunks) = release_day(&fleet, &r, per_site);
+    let (secs, chunks, in_pieces) = release_day(&fleet, r, per_site);
     let f = r.size as f64;
 
-    let sim = simulated("flash-5x3.toml");
     let bound = sim.bound_s;
     let sim_done = sim.completion_max_s.expect("the simulation completes");
 
@@ -279,9 +345,9 @@ fn flash_crowd_behind_a_slow_seeder_completes_near_the_bound() {
     let ins: Vec<f64> = (0..sites)
         .map(|i| fleet.uplink(i, Dir::In) as f64 / f)
         .collect();
-    println!("flash crowd: seeder 2 Mbit/s, {sites} sites x {per_site} devices, 20 Mbit/s uplinks, 16 MiB");
+    println!("flash crowd: seeder 2 Mbit/s, {sites} sites x {per_site} devices, 20 Mbit/s uplinks, 16 MiB in {chunks_name} chunks");
     println!(
-        "  real: all done in {secs:.1} s = {:.2} x the bound {bound:.1} s",
+        "  real: all done in {secs:.1} s = {:.2} x the bound {bound:.1} s; {in_pieces} chunks arrived in pieces",
         secs / bound
     );
     println!("  real: seeder sent {seeder:.2} x F (wire); site uplinks in {ins:.3?} x F (wire), chunks across them {chunks:.3?} x F");
@@ -291,10 +357,10 @@ fn flash_crowd_behind_a_slow_seeder_completes_near_the_bound() {
         sim.seeder_multiple
     );
     assert!(
-        secs <= 1.5 * bound,
-        "{secs:.1} s is over 1.5 x the bound {bound:.1} s"
+        secs <= within * bound,
+        "{secs:.1} s is over {within} x the bound {bound:.1} s"
     );
-    assert!(seeder <= 1.5, "the seeder sent {seeder:.2} x F");
+    assert!(seeder <= seeder_within, "the seeder sent {seeder:.2} x F");
     for (i, (x, c)) in ins.iter().zip(&chunks).enumerate() {
         assert!(*c <= 1.05, "site{i} fetched {c:.3} x F across its uplink");
         assert!(*x <= 1.3, "site{i}'s uplink carried {x:.3} x F in");
@@ -303,6 +369,7 @@ fn flash_crowd_behind_a_slow_seeder_completes_near_the_bound() {
         (sim_done / secs - 1.0).abs() <= 0.25,
         "simulated {sim_done:.1} s vs measured {secs:.1} s"
     );
+    in_pieces
 }
 
 /// Two sites of 30 devices behind a slow seeder. Asserted: every device
@@ -328,7 +395,7 @@ fn large_sites_hear_a_sample_and_still_take_one_copy() {
     fleet.limit_seeder("4mbit");
     fleet.limit_uplinks("10mbit");
     let r = Release::publish(16 << 20, 64);
-    let (secs, chunks) = release_day(&fleet, &r, per_site);
+    let (secs, chunks, _) = release_day(&fleet, &r, per_site);
     let f = r.size as f64;
     let sim = simulated("large-sites-2x30.toml");
     let bound = sim.bound_s;

@@ -16,7 +16,8 @@ mod pieces;
 mod stream;
 
 pub use pieces::{
-    piece_count, piece_hashes, piece_range, CheckedPieces, PieceError, PieceHash, PIECE_LEN,
+    piece_count, piece_hashes, piece_range, Assembly, CheckedPieces, PieceError, PieceHash,
+    MAX_PIECES, PIECE_LEN,
 };
 pub use stream::{Cut, Cuts};
 
@@ -135,11 +136,23 @@ impl Default for ChunkParams {
 /// or by [`chunks`], which computed the id from the bytes. Whoever holds one
 /// need not hash again (a store takes only these). The bytes sit in a
 /// reference-counted buffer: cloning or handing them on copies nothing.
-#[derive(Clone, PartialEq, Eq)]
+/// A chunk of more than one piece that was checked (or arrived in pieces)
+/// also keeps its piece hashes, which the check computed on the way: it
+/// can be sent in pieces without hashing it again.
+#[derive(Clone)]
 pub struct VerifiedChunk {
     id: ChunkId,
     bytes: Bytes,
+    pieces: Option<std::sync::Arc<[PieceHash]>>,
 }
+
+impl PartialEq for VerifiedChunk {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.bytes == other.bytes
+    }
+}
+
+impl Eq for VerifiedChunk {}
 
 /// Why bytes are not the chunk they were meant to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -174,20 +187,35 @@ impl VerifiedChunk {
         Self::check_id(chunk.id, bytes)
     }
 
-    /// Checks `bytes` against `id` alone (BLAKE3, once).
+    /// Checks `bytes` against `id` alone (BLAKE3, once). A chunk of more
+    /// than one piece is hashed piece by piece and the pieces' hashes
+    /// merged (the same tree, the same cost), and keeps them.
     pub fn check_id(id: ChunkId, bytes: impl Into<Bytes>) -> Result<Self, Rejected> {
         let bytes = bytes.into();
-        let actual = blake3::hash(&bytes);
+        let (actual, pieces) = match u64::try_from(bytes.len()) {
+            Ok(len) if len > u64::from(PIECE_LEN) => {
+                let hashes = piece_hashes(&bytes);
+                (pieces::root(&hashes, len), Some(hashes.into()))
+            }
+            _ => (*blake3::hash(&bytes).as_bytes(), None),
+        };
         // blake3::Hash compares in constant time.
-        if actual == blake3::Hash::from_bytes(id.0) {
-            Ok(Self { id, bytes })
+        if blake3::Hash::from_bytes(actual) == blake3::Hash::from_bytes(id.0) {
+            Ok(Self { id, bytes, pieces })
         } else {
             Err(Rejected::WrongHash {
                 id,
-                actual: ChunkId(*actual.as_bytes()),
+                actual: ChunkId(actual),
                 got: bytes.len(),
             })
         }
+    }
+
+    /// Its piece hashes, if it has more than one piece and they were
+    /// computed when it was checked (not for a chunk whose id was computed
+    /// from its bytes, [`chunks`]).
+    pub fn piece_hashes(&self) -> Option<&[PieceHash]> {
+        self.pieces.as_deref()
     }
 
     pub fn id(&self) -> ChunkId {

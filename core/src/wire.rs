@@ -18,6 +18,13 @@ pub const PROTOCOL: &str = "/pollen/3";
 /// whatever order they are ready. A peer without it is asked on
 /// [`PROTOCOL`], a stream per request.
 pub const SESSION_PROTOCOL: &str = "/pollen/3/session";
+/// [`PROTOCOL`] where a chunk may be answered in pieces
+/// ([`Response::Pieces`]); every other message is the same. Offered first
+/// and accepted beside [`PROTOCOL`], so nodes of either version mesh: a
+/// peer that speaks only `/pollen/3` is answered whole chunks.
+pub const PIECES_PROTOCOL: &str = "/pollen/4";
+/// [`SESSION_PROTOCOL`] with chunks in pieces, as [`PIECES_PROTOCOL`].
+pub const PIECES_SESSION_PROTOCOL: &str = "/pollen/4/session";
 /// Bytes of a session frame's tag (big-endian `u32`, chosen by the opener).
 pub const TAG: usize = 4;
 /// Set in a tag the opener sends, with nothing after it: it takes back its
@@ -161,6 +168,16 @@ pub enum Response {
     },
     /// Signed rollout control bytes.
     Control(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A chunk led by its piece hashes (`core::chunk::pieces`), only on
+    /// [`PIECES_PROTOCOL`] / [`PIECES_SESSION_PROTOCOL`] and only for a
+    /// chunk of more than one piece: the requester checks the hashes
+    /// against the chunk's id, then each piece as it lands, and can pass
+    /// the chunk on before its last byte. Framed like [`Response::Chunk`]
+    /// without copies ([`pieces_header`]).
+    Pieces {
+        hashes: Vec<[u8; 32]>,
+        chunk: bytes::Bytes,
+    },
 }
 
 /// Errors of this module.
@@ -195,6 +212,8 @@ pub enum Limited {
     TrustBytes,
     /// Peer records, or addresses in one.
     PeerRecords,
+    /// Piece hashes before a chunk.
+    PieceHashes,
 }
 
 impl std::fmt::Display for Limited {
@@ -204,6 +223,7 @@ impl std::fmt::Display for Limited {
             Limited::StatusRecords => "status records (or bytes in one)",
             Limited::ControlBytes => "rollout control bytes",
             Limited::TrustBytes => "fleet policy or credential bytes",
+            Limited::PieceHashes => "piece hashes",
             Limited::PeerRecords => "peer records (or addresses in one)",
         })
     }
@@ -284,8 +304,34 @@ pub fn chunk_header(len: usize) -> Option<([u8; CHUNK_HEADER_MAX], usize)> {
     }
 }
 
+/// Postcard's tag of [`Response::Pieces`] (its variant index).
+pub const PIECES_TAG: u8 = 10;
+/// Most piece hashes before a chunk (a 16 MiB chunk's).
+pub const MAX_PIECES: usize = crate::chunk::MAX_PIECES;
+
+/// The bytes postcard puts before the payload of an encoded
+/// [`Response::Pieces`] with `hashes` and a chunk of `len` bytes: the tag,
+/// the count as a varint, the hashes, the length as a varint. `None` for
+/// more than [`MAX_PIECES`] hashes or a payload over `u32::MAX` bytes.
+pub fn pieces_header(hashes: &[[u8; 32]], len: usize) -> Option<Vec<u8>> {
+    if hashes.len() > MAX_PIECES {
+        return None;
+    }
+    let (count, n) = chunk_header(hashes.len())?;
+    let (length, m) = chunk_header(len)?;
+    let mut out = Vec::with_capacity(n + 32 * hashes.len() + m);
+    out.push(PIECES_TAG);
+    out.extend_from_slice(&count[1..n]);
+    for h in hashes {
+        out.extend_from_slice(h);
+    }
+    out.extend_from_slice(&length[1..m]);
+    Some(out)
+}
+
 /// Decodes the varint length of a chunk payload from the bytes after
-/// [`CHUNK_TAG`], fed one at a time: `Ok(Some(len))` when complete,
+/// [`CHUNK_TAG`] (or a count of piece hashes, or a length after them),
+/// fed one at a time: `Ok(Some(len))` when complete,
 /// `Ok(None)` when more bytes are needed. At most 5 bytes, canonical only.
 #[derive(Debug, Default)]
 pub struct ChunkLen {
@@ -376,6 +422,9 @@ impl Response {
                 Err(WireError::OverLimit(Limited::PeerRecords))
             }
             Response::Hello(h) => check_hello(h).map(|()| resp),
+            Response::Pieces { hashes, .. } if hashes.len() > MAX_PIECES => {
+                Err(WireError::OverLimit(Limited::PieceHashes))
+            }
             _ => Ok(resp),
         }
     }
@@ -482,6 +531,38 @@ mod tests {
         assert_eq!(
             postcard::to_stdvec(&Response::Chunk(Default::default())).expect("encode"),
             [CHUNK_TAG, 0]
+        );
+    }
+
+    #[test]
+    fn pieces_header_is_what_postcard_writes() {
+        for (count, len) in [
+            (2usize, 70_000usize),
+            (4, 1 << 20),
+            (130, 8_500_000),
+            (256, 16 << 20),
+        ] {
+            let hashes: Vec<[u8; 32]> = (0..count).map(|i| [i as u8; 32]).collect();
+            let message = Response::Pieces {
+                hashes: hashes.clone(),
+                chunk: vec![5; len].into(),
+            };
+            let encoded = postcard::to_stdvec(&message).expect("encode");
+            let header = pieces_header(&hashes, len).expect("fits");
+            assert_eq!(&encoded[..header.len()], &header[..], "{count} pieces");
+            assert_eq!(encoded.len(), header.len() + len);
+            assert_eq!(Response::decode(&encoded).expect("decodes"), message);
+        }
+        let too_many = vec![[0u8; 32]; MAX_PIECES + 1];
+        assert_eq!(pieces_header(&too_many, 1), None);
+        let message = Response::Pieces {
+            hashes: too_many,
+            chunk: vec![1].into(),
+        };
+        let encoded = postcard::to_stdvec(&message).expect("encode");
+        assert_eq!(
+            Response::decode(&encoded),
+            Err(WireError::OverLimit(Limited::PieceHashes))
         );
     }
 

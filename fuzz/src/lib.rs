@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use pollen_core::chunk::chunks;
+use pollen_core::chunk::{chunks, piece_hashes};
 use pollen_core::manifest::{
     Artifact, ChunkRef, Install, Rollout, RolloutStage, SecretKey, TrustPolicy, VerifyContext,
 };
@@ -409,7 +409,17 @@ pub fn responses() -> Vec<(&'static str, Response)> {
         ("busy", Response::Busy { retry_ms: 1_500 }),
         ("declined", Response::Declined { retry_ms: 4_000 }),
         ("control", Response::Control(controls()[0].clone())),
+        ("pieces", pieces()),
     ]
+}
+
+/// A chunk of 70 KiB in its two pieces, as `/pollen/4` sends it.
+fn pieces() -> Response {
+    let chunk = pseudo_random(70 * 1024, 26);
+    Response::Pieces {
+        hashes: piece_hashes(&chunk),
+        chunk: chunk.into(),
+    }
 }
 
 /// Trust files as a device's operator writes them (the node's `trust_file`

@@ -356,9 +356,10 @@ pub struct Scenario {
     pub chunk_kib: u32,
     /// Pass a chunk on piece by piece, in pieces of this size (KiB, a power
     /// of two): a device tells of a chunk once its first piece is in, and
-    /// sends each piece on as it lands. 0 (the default): a chunk is passed
-    /// on only once whole, as the node does today.
-    #[serde(default)]
+    /// sends each piece on as it lands. The default is the node's
+    /// (`pollen_core::chunk::PIECE_LEN`, 64 KiB, on `/pollen/4`); 0: a chunk
+    /// is passed on only once whole, as nodes before `/pollen/4` did.
+    #[serde(default = "piece_kib")]
     pub piece_kib: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<FilesSpec>,
@@ -392,6 +393,9 @@ pub struct Scenario {
 
 fn chunk_kib() -> u32 {
     256
+}
+fn piece_kib() -> u32 {
+    pollen_core::chunk::PIECE_LEN / 1024
 }
 fn limit() -> f64 {
     86_400.0
@@ -604,7 +608,7 @@ seed = 1                   # one seed for every random choice: same scenario + s
 strategy = "pollen"        # central (HTTP from the seeder) | swarm (P2P, no sites) | pollen | bittorrent
 release_mib = 500.0        # synthetic release of this size ...
 chunk_kib = 1024           # ... in chunks of this size
-piece_kib = 0              # > 0: a chunk is passed on in pieces of this size (a power of two) as they land; 0: only once whole (the node today)
+piece_kib = 64             # a chunk is passed on in pieces of this size (a power of two) as they land, as the node does; 0: only once whole
 # [files]                  # or a real chunk list (FastCDC, as `pollen-seeder publish` cuts it):
 # new = "firmware-2.img"   # the release
 # old = "firmware-1.img"   # every device already holds this one's chunks (a delta update)

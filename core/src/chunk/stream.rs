@@ -57,6 +57,7 @@ impl Cut {
             chunk: VerifiedChunk {
                 id: ChunkId::of(&self.bytes),
                 bytes: self.bytes,
+                pieces: None,
             },
         }
     }

@@ -40,6 +40,8 @@ use tokio::sync::mpsc;
 
 use crate::api::{ApiCommand, Shared};
 use crate::net::exchange::KnownPeer;
+use crate::net::partial::Partials;
+use crate::net::piecewise::Landing;
 use crate::net::pollen::{self, Channel, InboundId, Pending};
 use crate::net::protocol::{Counter, Reply};
 use crate::net::{
@@ -187,6 +189,12 @@ pub struct Report {
     pub bytes_from: BTreeMap<String, u64>,
     pub bytes_served: u64,
     pub chunks_served: u64,
+    /// Of those, chunks served while they were still arriving here (in
+    /// pieces, each passed on as it landed).
+    pub chunks_passed_on: u64,
+    /// Chunks that arrived in pieces (told of, and servable, from their
+    /// first piece).
+    pub chunks_in_pieces: u64,
     pub banned: Vec<String>,
     /// Manifests from peers that failed verification (rollback, expiry, hardware, signatures…).
     pub manifests_refused: u64,
@@ -308,6 +316,10 @@ pub struct Driver<S> {
     uploads: uploads::Uploads,
     /// Chunk requests in flight: their received-byte counters.
     chunk_progress: HashMap<(PeerId, u32), Counter>,
+    /// Chunks arriving in pieces, served from while they arrive
+    /// (`net::partial`), and the reports of their first pieces.
+    partials: Partials,
+    first_pieces: futures::channel::mpsc::Receiver<(ManifestId, u32)>,
     /// `fetch`: when to stop lingering for the site.
     linger_until: Option<Instant>,
     start: Instant,
@@ -399,6 +411,7 @@ impl<S: Store + 'static> Driver<S> {
             .serve_with(config.admission.clone(), site);
         let peer_id = *swarm.local_peer_id();
         let writer = writer::Writer::spawn(store.clone())?;
+        let (partials, first_pieces) = Partials::new();
         let preset = match config.mode {
             Mode::Seed => Preset::Seeder,
             _ if config.no_lan => Preset::Central,
@@ -436,6 +449,8 @@ impl<S: Store + 'static> Driver<S> {
             turned_away: HashMap::new(),
             uploads: uploads::Uploads::default(),
             chunk_progress: HashMap::new(),
+            partials,
+            first_pieces,
             linger_until: None,
             start: Instant::now(),
             heard_hello: false,
@@ -653,6 +668,7 @@ impl<S: Store + 'static> Driver<S> {
         self.release = Some(release);
         self.control_asked = Some(Instant::now());
         self.chunk_progress.clear();
+        self.partials.clear();
         // Old requests are for the old release; their answers will be ignored.
         let peers: Vec<PeerId> = self
             .peers
@@ -935,6 +951,9 @@ impl<S: Store + 'static> Driver<S> {
                 _ = tick.tick() => self.on_tick(),
                 _ = redial.tick() => self.dial_static(),
                 Some(written) = self.writer.done.recv() => self.on_written(written)?,
+                Some((manifest, index)) = self.first_pieces.next() => {
+                    self.on_first_piece(manifest, index);
+                }
                 Some(p) = recv_progress(&mut self.lifecycle) => {
                     if let Some(l) = &mut self.lifecycle { l.on_progress(p); }
                     self.publish_status(false);
@@ -1406,6 +1425,8 @@ impl<S: Store + 'static> Driver<S> {
             index,
             chunk: r.chunks[index.as_usize()],
             data,
+            // Arrived in pieces: checked as they landed.
+            verified: self.partials.whole(&r.chunks[index.as_usize()]),
         };
         // The request is over: its slot (and the sender's) frees while
         // the writer hashes and stores the bytes.
@@ -1422,12 +1443,30 @@ impl<S: Store + 'static> Driver<S> {
         Ok(())
     }
 
+    /// The first piece of chunk `index` landed (checked): peers may be told
+    /// of it and ask for it while the rest comes.
+    fn on_first_piece(&mut self, manifest: ManifestId, index: u32) {
+        if self.release.as_ref().is_some_and(|r| r.id() == manifest) {
+            tracing::debug!(index, "first piece in");
+            self.report.chunks_in_pieces += 1;
+            self.node.handle_partial(self.now(), index);
+        }
+    }
+
     /// A chunk came back from the writer: checked, and stored if it was good.
     fn on_written(&mut self, w: writer::Written) -> Result<(), DriverError> {
         let now = self.now();
         let outcome = w.outcome.map_err(DriverError::Write)?;
         if self.release.as_ref().is_none_or(|r| r.id() != w.manifest) {
             return Ok(());
+        }
+        if let Some(chunk) = self
+            .release
+            .as_ref()
+            .and_then(|r| r.chunks.get(w.index.as_usize()))
+        {
+            // Stored (or thrown out): no longer served from its pieces.
+            self.partials.remove(&chunk.id);
         }
         if self.origin_written(w.peer, w.index, w.len, &outcome) {
             return Ok(());
@@ -1509,6 +1548,14 @@ impl<S: Store + 'static> Driver<S> {
                     let progress = Counter::default();
                     self.chunk_progress
                         .insert((peer.0, index), progress.clone());
+                    let landing = self.release.as_ref().and_then(|r| {
+                        Some(Landing {
+                            partials: self.partials.clone(),
+                            manifest: id,
+                            index,
+                            chunk: *r.chunks.get(index as usize)?,
+                        })
+                    });
                     self.send(
                         peer.0,
                         Request::GetChunk {
@@ -1519,6 +1566,7 @@ impl<S: Store + 'static> Driver<S> {
                             manifest: id,
                             index,
                             progress,
+                            landing,
                         },
                     );
                 }

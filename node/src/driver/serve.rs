@@ -9,12 +9,13 @@ pub(super) mod reader;
 
 use libp2p::PeerId;
 use pollen_core::admission::keep_connection;
-use pollen_core::manifest::ManifestId;
+use pollen_core::manifest::{ChunkRef, ManifestId};
 use pollen_core::wire::{PeerRecord, Request, Response, MAX_ADDRS, MAX_PEER_RECORDS};
 
 use super::{Driver, DriverError, Mode};
 use crate::net::exchange::KnownPeer;
 use crate::net::pollen::{Admitted, Channel, InboundId};
+use crate::net::protocol::{ChunkRead, ChunkSource};
 use crate::store::StoreError;
 
 /// A stored item to serve, or `NotFound` if it cannot be read (logged).
@@ -173,10 +174,11 @@ impl<S: crate::store::Store + 'static> Driver<S> {
         manifest: ManifestId,
         index: u32,
     ) {
+        // Held, or arriving in pieces (served as they land).
         let chunk = match &self.release {
-            Some(r) if r.id() == manifest && self.node.have().is_some_and(|h| h.get(index)) => {
-                r.chunks.get(index as usize).copied()
-            }
+            Some(r) if r.id() == manifest => r.chunks.get(index as usize).copied().filter(|c| {
+                self.node.have().is_some_and(|h| h.get(index)) || self.partials.get(c).is_some()
+            }),
             _ => None,
         };
         let Some(chunk) = chunk else {
@@ -221,23 +223,39 @@ impl<S: crate::store::Store + 'static> Driver<S> {
             pollen.not_sent(now, admitted, Response::NotFound);
             return;
         };
-        let read = self
-            .uploads
-            .reader(&self.store)
-            .and_then(|r| r.read(chunk).map_err(super::uploads::ReaderError::from));
-        let read = match read {
-            Ok(read) => read,
-            Err(e) => {
-                tracing::warn!(chunk = %chunk.id, error = %e, "cannot read a chunk to serve now");
-                let pollen = &mut self.swarm.behaviour_mut().pollen;
-                pollen.not_sent(now, admitted, Response::Busy { retry_ms: 1000 });
-                return;
+        let held = self.node.have().is_some_and(|h| h.get(admitted.index));
+        let source = match self.partials.get(&chunk).filter(|_| !held) {
+            // Still arriving: its pieces go out as they land.
+            Some(partial) => {
+                self.report.chunks_passed_on += 1;
+                ChunkSource::Partial(partial)
             }
+            None => match self.read_to_serve(chunk) {
+                Some(read) => ChunkSource::Read(read),
+                None => {
+                    let pollen = &mut self.swarm.behaviour_mut().pollen;
+                    pollen.not_sent(now, admitted, Response::Busy { retry_ms: 1000 });
+                    return;
+                }
+            },
         };
         // Counted when queued: a read that fails is logged by the reader.
         self.report.bytes_served += u64::from(chunk.len);
         self.report.chunks_served += 1;
         let pollen = &mut self.swarm.behaviour_mut().pollen;
-        pollen.send_chunk(admitted, chunk.len, read);
+        pollen.send_chunk(admitted, chunk.len, source);
+    }
+
+    /// Queues a read of `chunk` to serve (`None`: the readers cannot take
+    /// it now, logged).
+    fn read_to_serve(&mut self, chunk: ChunkRef) -> Option<ChunkRead> {
+        let read = self
+            .uploads
+            .reader(&self.store)
+            .and_then(|r| r.read(chunk).map_err(super::uploads::ReaderError::from));
+        read.map_err(|e| {
+            tracing::warn!(chunk = %chunk.id, error = %e, "cannot read a chunk to serve now");
+        })
+        .ok()
     }
 }

@@ -14,7 +14,7 @@ use pollen_core::manifest::TrustPolicy;
 use pollen_core::wire::{Request, Response, MAX_REQUEST, SESSION_PREAMBLE};
 use tokio::sync::oneshot;
 
-use super::tests::{config, seeded_store, start_seeder_with};
+use super::tests::{config, seeded_store, seeded_store_chunked, start_seeder_with};
 use super::*;
 use crate::net::behaviour::build_swarm;
 use crate::net::session::SESSION;
@@ -40,9 +40,20 @@ async fn seeder(store: Arc<RocksStore>, sessions: bool) -> (Multiaddr, oneshot::
 
 /// A device with or without sessions fetches from `addr`; its report.
 async fn fetch(addr: Multiaddr, trust: TrustPolicy, sessions: bool, data: &[u8]) -> Report {
+    fetch_with(addr, trust, limits(sessions), data).await.0
+}
+
+/// A device with `limits` fetches from `addr`; its report and the
+/// release's manifest.
+async fn fetch_with(
+    addr: Multiaddr,
+    trust: TrustPolicy,
+    limits: Limits,
+    data: &[u8],
+) -> (Report, pollen_core::manifest::SignedManifest) {
     let store = Arc::new(MemStore::default());
     let mut cfg = config(Mode::Fetch, Some(trust), vec![addr]);
-    cfg.limits = limits(sessions);
+    cfg.limits = limits;
     let device = Driver::new(store.clone(), cfg, None).expect("device");
     let report = tokio::time::timeout(DEADLINE, device.run(std::future::pending()))
         .await
@@ -56,7 +67,7 @@ async fn fetch(addr: Multiaddr, trust: TrustPolicy, sessions: bool, data: &[u8])
     let mut out = Vec::new();
     crate::store::reassemble_to(store.as_ref(), m.manifest(), &mut out).expect("reassemble");
     assert_eq!(out, data, "the device holds the release byte for byte");
-    report
+    (report, m)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,6 +96,64 @@ async fn a_fetch_goes_on_sessions_and_nodes_without_them_still_deliver() {
     let (addr, stop) = seeder(store, false).await;
     let old_seeder = fetch(addr, trust, true, &data).await;
     assert_eq!(old_seeder.requests_on_sessions, 0, "{old_seeder:?}");
+    let _ = stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_go_in_pieces_between_nodes_that_take_them_and_whole_to_older_ones() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Chunks of 64 KiB to 1 MiB: most are more than one piece.
+    let data = artifact(1_500_000);
+    let params = pollen_core::chunk::ChunkParams::DEFAULT;
+    let (store, key) = seeded_store_chunked(&tmp.path().join("seeder"), &data, params);
+    let trust = TrustPolicy::single(key.public());
+    let limits = |sessions, pieces| Limits {
+        sessions,
+        pieces,
+        ..Limits::default()
+    };
+    let seeder = |store, limits| {
+        let mut cfg = config(Mode::Seed, None, vec![]);
+        cfg.limits = limits;
+        start_seeder_with(store, cfg)
+    };
+    let fetch = |addr: Multiaddr, limits: Limits| {
+        let (trust, data) = (trust.clone(), data.clone());
+        async move {
+            let (report, m) = fetch_with(addr, trust, limits, &data).await;
+            let mut ids: Vec<_> = m
+                .manifest()
+                .chunks
+                .iter()
+                .filter(|c| c.len > pollen_core::chunk::PIECE_LEN)
+                .map(|c| c.id)
+                .collect();
+            ids.sort();
+            ids.dedup();
+            (report, ids.len() as u64)
+        }
+    };
+    let (addr, stop) = seeder(store, limits(true, true)).await;
+    for sessions in [true, false] {
+        // Both take pieces: every chunk of more than one piece comes so.
+        let (both, large) = fetch(addr.clone(), limits(sessions, true)).await;
+        assert!(large > 0);
+        assert_eq!(
+            both.chunks_in_pieces, large,
+            "sessions {sessions}: {both:?}"
+        );
+        // A device from before pieces is sent whole chunks.
+        let (old, _) = fetch(addr.clone(), limits(sessions, false)).await;
+        assert_eq!(old.chunks_in_pieces, 0, "{old:?}");
+    }
+    let _ = stop.send(());
+    // A seeder from before pieces: the device takes whole chunks from it.
+    let old_tmp = tempfile::tempdir().expect("tempdir");
+    let (store, _) = seeded_store_chunked(old_tmp.path(), &data, params);
+    let (addr, stop) = seeder(store, limits(true, false)).await;
+    let (new, _) = fetch(addr, limits(true, true)).await;
+    assert_eq!(new.chunks_in_pieces, 0, "{new:?}");
+    assert!(new.requests_on_sessions > 0, "{new:?}");
     let _ = stop.send(());
 }
 
@@ -327,6 +396,7 @@ async fn a_request_taken_back_reaches_the_server_and_is_never_reported_failed() 
         manifest,
         index,
         progress: Default::default(),
+        landing: None,
     };
 
     let (cancelled, failures) = tokio::time::timeout(DEADLINE, async {

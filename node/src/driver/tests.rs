@@ -61,8 +61,30 @@ pub(super) fn seeded_store_with(
     key: SecretKey,
     edit: impl FnOnce(&mut pollen_core::manifest::Manifest),
 ) -> (Arc<RocksStore>, SecretKey) {
+    seed(dir, manifest_for(data), key, edit)
+}
+
+/// A seeder's store holding `data` cut with `params` (the node's defaults
+/// make chunks of more than one piece).
+pub(super) fn seeded_store_chunked(
+    dir: &std::path::Path,
+    data: &[u8],
+    params: pollen_core::chunk::ChunkParams,
+) -> (Arc<RocksStore>, SecretKey) {
+    let cut = crate::store::tests::manifest_chunked(data, params);
+    seed(dir, cut, SecretKey::from_bytes(&[9; 32]), |_| {})
+}
+
+fn seed(
+    dir: &std::path::Path,
+    (mut m, chunks): (
+        pollen_core::manifest::Manifest,
+        Vec<pollen_core::chunk::Chunk>,
+    ),
+    key: SecretKey,
+    edit: impl FnOnce(&mut pollen_core::manifest::Manifest),
+) -> (Arc<RocksStore>, SecretKey) {
     let store = Arc::new(RocksStore::open(dir).expect("open"));
-    let (mut m, chunks) = manifest_for(data);
     edit(&mut m);
     for c in &chunks {
         store

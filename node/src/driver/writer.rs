@@ -1,7 +1,8 @@
 //! Verifies and stores received chunks on a thread of its own, so the event
 //! loop keeps the network moving while the store writes. Each chunk is
-//! hashed exactly once, here ([`VerifiedChunk::check`]), and what became of
-//! it comes back as a typed [`Outcome`].
+//! hashed exactly once: here ([`VerifiedChunk::check`]), or piece by piece
+//! as it arrived (`net::partial`, which hands over the checked chunk), and
+//! what became of it comes back as a typed [`Outcome`].
 //!
 //! Chunks are stored in batches ([`Store::put_chunks`], at most
 //! [`BATCH`]): on a device's slot image that is one `fdatasync` for the
@@ -46,6 +47,9 @@ pub struct Job {
     pub index: ChunkIndex,
     pub chunk: ChunkRef,
     pub data: Bytes,
+    /// The chunk already checked (it arrived in pieces, each checked): not
+    /// hashed again. Its bytes are the chunk's, whatever `data` holds.
+    pub verified: Option<VerifiedChunk>,
 }
 
 /// What the writer made of a chunk it could check.
@@ -125,8 +129,13 @@ fn process<S: Store + ?Sized>(store: &S, jobs: Vec<Job>) -> Vec<Written> {
                 outcome: Err(WriteError::MissingResult),
                 error: None,
             };
-            match VerifiedChunk::check(&job.chunk, job.data) {
+            let checked = match job.verified.filter(|v| v.id() == job.chunk.id) {
+                Some(v) => Ok(v),
+                None => VerifiedChunk::check(&job.chunk, job.data),
+            };
+            match checked {
                 Ok(chunk) => {
+                    written.len = chunk.bytes().len();
                     verified.push(chunk);
                     (written, true)
                 }
@@ -281,6 +290,7 @@ mod tests {
             index: ChunkIndex::new(i, 1000).expect("in range"),
             chunk,
             data: data.into(),
+            verified: None,
         }
     }
 
@@ -366,6 +376,36 @@ mod tests {
             assert!(matches!(
                 by_index[&2],
                 Outcome::Rejected(Rejected::WrongLength { .. })
+            ));
+            assert_eq!(store.chunk_count(), 1);
+        });
+    }
+
+    #[test]
+    fn a_chunk_checked_in_pieces_is_stored_as_checked_and_no_other() {
+        let store = Arc::new(Faulty::new(Fault::None));
+        runtime().block_on(async move {
+            let mut w = Writer::spawn(store.clone()).expect("spawn");
+            let bytes = vec![4u8; 5000];
+            let checked = VerifiedChunk::check_id(pollen_core::chunk::ChunkId::of(&bytes), bytes)
+                .expect("its own id");
+            // The bytes that came with it do not matter: the checked chunk is stored.
+            let mut good = job(0, checked.bytes().to_vec());
+            good.data = Bytes::new();
+            good.verified = Some(checked.clone());
+            // A checked chunk of another id is not taken for this one.
+            let mut other = job(1, vec![6; 5000]);
+            other.data = Bytes::from(vec![9; 5000]);
+            other.verified = Some(checked);
+            w.submit(good).expect("writer alive");
+            w.submit(other).expect("writer alive");
+            let first = w.done.recv().await.expect("result");
+            let second = w.done.recv().await.expect("result");
+            assert_eq!(first.outcome.expect("stored"), Outcome::Stored(Put::New));
+            assert_eq!(first.len, 5000);
+            assert!(matches!(
+                second.outcome.expect("checked"),
+                Outcome::Rejected(Rejected::WrongHash { .. })
             ));
             assert_eq!(store.chunk_count(), 1);
         });

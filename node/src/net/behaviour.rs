@@ -13,7 +13,7 @@ use libp2p::{
 
 use super::ip_limit;
 use super::pollen::Pollen;
-use super::protocol::{Codec, STREAM_PROTOCOL};
+use super::protocol::{Codec, PIECES_STREAM_PROTOCOL, STREAM_PROTOCOL};
 use super::session::Sessions;
 use super::NetError;
 
@@ -40,6 +40,11 @@ pub struct Limits {
     /// a stream each, and peers' sessions are refused, as a node from
     /// before sessions; for tests of the two together).
     pub sessions: bool,
+    /// Chunks of more than one piece go in pieces to peers that take them,
+    /// and chunks still arriving are passed on (`/pollen/4`; `false`: only
+    /// `/pollen/3`, as a node from before pieces; for tests of the two
+    /// together).
+    pub pieces: bool,
 }
 
 impl Default for Limits {
@@ -53,6 +58,7 @@ impl Default for Limits {
             max_streams: 32,
             request_timeout: pollen_core::node::STREAM_TIMEOUT,
             sessions: true,
+            pieces: true,
         }
     }
 }
@@ -173,7 +179,19 @@ fn behaviour(
     };
     let stream = libp2p_stream::Behaviour::new();
     let control = limits.sessions.then(|| stream.new_control());
-    let sessions = Sessions::new(control, limits.request_timeout, limits.max_streams);
+    let sessions = Sessions::new(
+        control,
+        limits.request_timeout,
+        limits.max_streams,
+        limits.pieces,
+    );
+    let pieces = limits.pieces.then_some((
+        PIECES_STREAM_PROTOCOL,
+        request_response::ProtocolSupport::Full,
+    ));
+    let protocols = pieces
+        .into_iter()
+        .chain([(STREAM_PROTOCOL, request_response::ProtocolSupport::Full)]);
     let rr_config = request_response::Config::default()
         .with_request_timeout(limits.request_timeout)
         .with_max_concurrent_streams(limits.max_streams);
@@ -198,11 +216,7 @@ fn behaviour(
         mdns: Toggle::from(mdns),
         stream,
         pollen: Pollen::new(
-            request_response::Behaviour::with_codec(
-                Codec::default(),
-                [(STREAM_PROTOCOL, request_response::ProtocolSupport::Full)],
-                rr_config,
-            ),
+            request_response::Behaviour::with_codec(Codec::default(), protocols, rr_config),
             sessions,
         ),
     })

@@ -16,6 +16,8 @@ pub mod behaviour;
 pub mod exchange;
 pub mod identity;
 pub mod ip_limit;
+pub mod partial;
+pub mod piecewise;
 pub mod pollen;
 pub mod protocol;
 pub mod serving;

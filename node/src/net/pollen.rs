@@ -33,7 +33,8 @@ use pollen_core::manifest::ManifestId;
 use pollen_core::swarm::SiteId;
 use pollen_core::wire::{Request, Response};
 
-use super::protocol::{ChunkRead, Codec, Counter, Outbound, Reply};
+use super::piecewise::Landing;
+use super::protocol::{ChunkSource, Codec, Counter, Expect, Outbound, Reply};
 use super::serving::{Offered, Serving};
 use super::session::{SessionReply, SessionRequestId, Sessions};
 
@@ -61,16 +62,31 @@ pub enum Pending {
     Hello,
     Manifest,
     Have(ManifestId),
-    /// A chunk, with the counter of its response's bytes received so far.
+    /// A chunk, with the counter of its response's bytes received so far
+    /// and where its pieces land if it comes in pieces.
     Chunk {
         manifest: ManifestId,
         index: u32,
         progress: Counter,
+        landing: Option<Landing>,
     },
     Peers,
     /// A notice whose answer carries nothing.
     Notice,
     Control(ManifestId),
+}
+
+/// What reading the answer to a request for `pending` needs.
+fn expect(pending: &Pending) -> Expect {
+    match pending {
+        Pending::Chunk {
+            progress, landing, ..
+        } => Expect {
+            progress: Some(progress.clone()),
+            landing: landing.clone(),
+        },
+        _ => Expect::default(),
+    }
 }
 
 /// What the protocol tells the driver.
@@ -180,8 +196,9 @@ impl Pollen {
     }
 
     /// Sends an admitted chunk of `len` bytes: the codec writes it when
-    /// `read` has it; its slot is freed when the requester announces it.
-    pub fn send_chunk(&mut self, admitted: Admitted, len: u32, read: ChunkRead) {
+    /// `source` has it (read from the store, or arriving in pieces); its
+    /// slot is freed when the requester announces it.
+    pub fn send_chunk(&mut self, admitted: Admitted, len: u32, source: ChunkSource) {
         let written = Counter::default();
         self.serving.sending(
             admitted.id,
@@ -190,7 +207,11 @@ impl Pollen {
             len,
             written.clone(),
         );
-        self.respond(admitted.channel, Reply::chunk_when_read(read, written));
+        let reply = match source {
+            ChunkSource::Read(read) => Reply::chunk_when_read(read, written),
+            ChunkSource::Partial(p) => Reply::chunk_from_partial(p, written),
+        };
+        self.respond(admitted.channel, reply);
     }
 
     /// Answers an admitted request without its chunk; its slot is free.
@@ -254,11 +275,8 @@ impl Pollen {
         request: Request,
         pending: Pending,
     ) -> bool {
-        let progress = match &pending {
-            Pending::Chunk { progress, .. } => Some(progress.clone()),
-            _ => None,
-        };
-        let Some((request, pending)) = self.sessions.send(now, *peer, request, pending, progress)
+        let expect = expect(&pending);
+        let Some((request, pending)) = self.sessions.send(now, *peer, request, pending, expect)
         else {
             return true;
         };
@@ -267,13 +285,8 @@ impl Pollen {
     }
 
     fn send_on_stream(&mut self, peer: &PeerId, request: Request, pending: Pending) {
-        let progress = match &pending {
-            Pending::Chunk { progress, .. } => Some(progress.clone()),
-            _ => None,
-        };
-        let id = self
-            .inner
-            .send_request(peer, Outbound { request, progress });
+        let expect = expect(&pending);
+        let id = self.inner.send_request(peer, Outbound { request, expect });
         self.pending.insert(id, pending);
     }
 

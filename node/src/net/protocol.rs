@@ -15,58 +15,87 @@
 //! running the previous codec read and write the same frames. A chunk being
 //! read from the store ([`Reply::chunk_when_read`]) is awaited here, in the
 //! connection's task, not on the node's event loop.
+//!
+//! On [`PIECES_STREAM_PROTOCOL`] a chunk of more than one piece is written
+//! as [`Response::Pieces`], led by its piece hashes, and a chunk this node
+//! is still receiving can be answered from its pieces as they land
+//! ([`super::piecewise`]); on `/pollen/3` the same chunk goes whole.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::partial::Partial;
+use super::piecewise::{self, in_pieces, Landing};
+
 use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
+use pollen_core::chunk::VerifiedChunk;
 use pollen_core::wire::{
     chunk_header, frame_header, frame_len, ChunkLen, Request, Response, CHUNK_TAG, FRAME_HEADER,
-    MAX_REQUEST, MAX_RESPONSE, PROTOCOL,
+    MAX_REQUEST, MAX_RESPONSE, PIECES_PROTOCOL, PIECES_TAG, PROTOCOL,
 };
 
 /// The protocol as libp2p names it.
 pub const STREAM_PROTOCOL: StreamProtocol = StreamProtocol::new(PROTOCOL);
+/// The protocol with chunks in pieces, offered first.
+pub const PIECES_STREAM_PROTOCOL: StreamProtocol = StreamProtocol::new(PIECES_PROTOCOL);
 
 /// Bytes read or written between two counter updates.
-const PIECE: usize = 16 * 1024;
+pub(super) const PIECE: usize = 16 * 1024;
 
 /// Bytes moved so far, shared between the codec and the driver.
 pub type Counter = Arc<AtomicU64>;
 
-/// A request, and (going out) the counter of its response's bytes received.
+/// What reading a response needs besides its bytes: the counter of the
+/// bytes received, and for a chunk where its pieces land.
+#[derive(Clone, Debug, Default)]
+pub struct Expect {
+    pub progress: Option<Counter>,
+    pub landing: Option<Landing>,
+}
+
+/// A request, and (going out) what reading its response needs.
 #[derive(Clone, Debug)]
 pub struct Outbound {
     pub request: Request,
-    pub progress: Option<Counter>,
+    pub expect: Expect,
 }
 
 impl From<Request> for Outbound {
     fn from(request: Request) -> Self {
         Self {
             request,
-            progress: None,
+            expect: Expect::default(),
         }
     }
 }
 
-/// The bytes of a chunk being read from the store for a response, or
-/// `None` if they could not be read (the reader logged why).
-pub type ChunkRead = oneshot::Receiver<Option<Bytes>>;
+/// A chunk being read (and checked) from the store for a response, or
+/// `None` if it could not be read (the reader logged why).
+pub type ChunkRead = oneshot::Receiver<Option<VerifiedChunk>>;
+
+/// Where the bytes of a chunk response come from when they are not in
+/// the [`Reply`] already.
+#[derive(Debug)]
+pub enum ChunkSource {
+    /// Being read from the store.
+    Read(ChunkRead),
+    /// Still arriving from a peer, in pieces.
+    Partial(Arc<Partial>),
+}
 
 /// A response, and (going out) the counter of its bytes written.
 #[derive(Debug)]
 pub struct Reply {
-    /// What is written; for [`Reply::chunk_when_read`], what is written if
-    /// the chunk cannot be read.
+    /// What is written; for a chunk from a [`ChunkSource`], what is
+    /// written if the chunk cannot be had.
     pub response: Response,
     pub progress: Option<Counter>,
-    /// A chunk still being read: written as [`Response::Chunk`] once here.
-    pub chunk: Option<ChunkRead>,
+    /// A chunk still being read or still arriving.
+    pub chunk: Option<ChunkSource>,
 }
 
 impl Reply {
@@ -78,7 +107,18 @@ impl Reply {
         Self {
             response: Response::NotFound,
             progress: Some(progress),
-            chunk: Some(read),
+            chunk: Some(ChunkSource::Read(read)),
+        }
+    }
+
+    /// A chunk response from the pieces of `partial` as they land. If its
+    /// sender breaks off before any is written the peer is answered
+    /// `NotFound`, as for a failed read; after, the stream fails.
+    pub fn chunk_from_partial(partial: Arc<Partial>, progress: Counter) -> Self {
+        Self {
+            response: Response::NotFound,
+            progress: Some(progress),
+            chunk: Some(ChunkSource::Partial(partial)),
         }
     }
 }
@@ -97,10 +137,10 @@ impl From<Response> for Reply {
 /// clone that wrote a request keeps its counter for reading the response.
 #[derive(Clone, Debug, Default)]
 pub struct Codec {
-    progress: Option<Counter>,
+    expect: Expect,
 }
 
-fn count(progress: Option<&Counter>, n: usize) {
+pub(super) fn count(progress: Option<&Counter>, n: usize) {
     if let Some(p) = progress {
         p.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -113,7 +153,7 @@ async fn read_len<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Re
 }
 
 /// Fills `buf` from `io`, a piece at a time, counting.
-async fn read_into<T: AsyncRead + Unpin + Send>(
+pub(super) async fn read_into<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     buf: &mut [u8],
     progress: Option<&Counter>,
@@ -136,12 +176,15 @@ pub(super) async fn read_frame<T: AsyncRead + Unpin + Send>(
     Ok(buf)
 }
 
-/// Reads a response frame. A chunk's payload goes straight into the buffer
-/// that becomes [`Response::Chunk`]; anything else is decoded by postcard.
+/// Reads a response frame, counting its bytes. A chunk's payload goes
+/// straight into the buffer that becomes [`Response::Chunk`] (one in
+/// pieces, checked piece by piece as it lands where `expect` says);
+/// anything else is decoded by postcard.
 pub(super) async fn read_response_frame<T: AsyncRead + Unpin + Send>(
     io: &mut T,
-    progress: Option<&Counter>,
+    expect: &Expect,
 ) -> io::Result<Response> {
+    let progress = expect.progress.as_ref();
     let len = read_len(io, MAX_RESPONSE).await?;
     if len == 0 {
         return Err(invalid("empty response frame"));
@@ -149,6 +192,9 @@ pub(super) async fn read_response_frame<T: AsyncRead + Unpin + Send>(
     let mut tag = [0u8; 1];
     io.read_exact(&mut tag).await?;
     count(progress, 1);
+    if tag[0] == PIECES_TAG {
+        return piecewise::read_pieces(io, len, progress, expect.landing.as_ref()).await;
+    }
     if tag[0] != CHUNK_TAG {
         let mut buf = vec![0u8; len];
         buf[0] = tag[0];
@@ -223,14 +269,19 @@ pub(super) async fn write_frame<T: AsyncWrite + Unpin + Send>(
     Ok(())
 }
 
-/// Writes `response`; a chunk as header + payload from its own buffer.
+/// Writes `response`; a chunk as header + payload from its own buffer, in
+/// pieces if the peer takes them (`pieces`) and it has more than one.
 async fn write_response_frame<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
     prefix: &[u8],
     response: &Response,
+    pieces: bool,
     progress: Option<&Counter>,
 ) -> io::Result<()> {
     match response {
+        Response::Chunk(bytes) if pieces && in_pieces(bytes.len()) => {
+            piecewise::write_whole(io, prefix, bytes, None, progress).await
+        }
         Response::Chunk(bytes) => {
             let (header, n) =
                 chunk_header(bytes.len()).ok_or_else(|| invalid("chunk too large"))?;
@@ -243,26 +294,40 @@ async fn write_response_frame<T: AsyncWrite + Unpin + Send>(
     }
 }
 
-/// Writes `reply` behind `prefix`, waiting for its chunk if it is still
-/// being read. If that read failed the peer is answered with the reply's
-/// fallback, uncounted, and this returns `NotFound`: nothing counts as sent.
+/// Writes `reply` behind `prefix` (a chunk in pieces if the peer takes
+/// them: `pieces`), waiting for its chunk if it is still being read or
+/// still arriving. If that read failed the peer is answered with the
+/// reply's fallback, uncounted, and this returns `NotFound`: nothing counts
+/// as sent (see [`piecewise::write_partial`] for a chunk still arriving).
 pub(super) async fn write_reply<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
     prefix: &[u8],
     reply: Reply,
+    pieces: bool,
 ) -> io::Result<()> {
-    let Some(read) = reply.chunk else {
-        return write_response_frame(io, prefix, &reply.response, reply.progress.as_ref()).await;
+    let progress = reply.progress.as_ref();
+    let read = match reply.chunk {
+        None => return write_response_frame(io, prefix, &reply.response, pieces, progress).await,
+        Some(ChunkSource::Partial(p)) => {
+            return piecewise::write_partial(io, prefix, &p, pieces, &reply.response, progress)
+                .await
+        }
+        Some(ChunkSource::Read(read)) => read,
     };
     match read.await {
-        Ok(Some(bytes)) => {
-            let response = Response::Chunk(bytes);
-            write_response_frame(io, prefix, &response, reply.progress.as_ref()).await
+        // Checked when read: its piece hashes come with it.
+        Ok(Some(chunk)) if pieces && in_pieces(chunk.len()) => {
+            let hashes = chunk.piece_hashes();
+            piecewise::write_whole(io, prefix, chunk.bytes(), hashes, progress).await
+        }
+        Ok(Some(chunk)) => {
+            let response = Response::Chunk(chunk.into_bytes());
+            write_response_frame(io, prefix, &response, false, progress).await
         }
         // The read failed (or its reader is gone): the peer hears the
         // fallback answer, uncounted, and the caller that nothing was sent.
         Ok(None) | Err(oneshot::Canceled) => {
-            write_response_frame(io, prefix, &reply.response, None).await?;
+            write_response_frame(io, prefix, &reply.response, false, None).await?;
             Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 "the chunk could not be read from the store",
@@ -292,9 +357,7 @@ impl libp2p::request_response::Codec for Codec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        Ok(read_response_frame(io, self.progress.as_ref())
-            .await?
-            .into())
+        Ok(read_response_frame(io, &self.expect).await?.into())
     }
 
     async fn write_request<T>(
@@ -306,14 +369,14 @@ impl libp2p::request_response::Codec for Codec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        self.progress = req.progress;
+        self.expect = req.expect;
         write_frame(io, &[], &[&req.request.encode().map_err(invalid)?], None).await?;
         io.close().await
     }
 
     async fn write_response<T>(
         &mut self,
-        _: &StreamProtocol,
+        protocol: &StreamProtocol,
         io: &mut T,
         res: Reply,
     ) -> io::Result<()>
@@ -322,7 +385,7 @@ impl libp2p::request_response::Codec for Codec {
     {
         // A failed read is reported as the stream's failure (an inbound
         // failure, not a response sent).
-        write_reply(io, &[], res).await?;
+        write_reply(io, &[], res, *protocol == PIECES_STREAM_PROTOCOL).await?;
         io.close().await
     }
 }
@@ -359,7 +422,10 @@ mod tests {
                     manifest: ManifestId([1; 32]),
                     index: 3,
                 },
-                progress: Some(got.clone()),
+                expect: Expect {
+                    progress: Some(got.clone()),
+                    landing: None,
+                },
             };
             client
                 .write_request(&STREAM_PROTOCOL, &mut sink, ask)
@@ -422,7 +488,10 @@ mod tests {
     fn a_chunk_read_later_is_written_when_it_comes() {
         let (tx, rx) = oneshot::channel();
         let sent = Counter::default();
-        tx.send(Some(Bytes::from(vec![5; 70_000]))).expect("send");
+        let bytes = vec![5; 70_000];
+        let chunk = VerifiedChunk::check_id(pollen_core::chunk::ChunkId::of(&bytes), bytes)
+            .expect("its own id");
+        tx.send(Some(chunk)).expect("send");
         let (ok, frame) = write(Reply::chunk_when_read(rx, sent.clone()));
         ok.expect("written");
         assert_eq!(sent.load(Ordering::Relaxed) as usize, frame.len() - 4);
@@ -446,7 +515,7 @@ mod tests {
             "nothing counts as uploaded"
         );
 
-        let (tx, rx) = oneshot::channel::<Option<Bytes>>();
+        let (tx, rx) = oneshot::channel::<Option<VerifiedChunk>>();
         drop(tx);
         let (r, frame) = write(Reply::chunk_when_read(rx, Counter::default()));
         assert!(r.is_err());

@@ -37,16 +37,20 @@ use libp2p::request_response::OutboundFailure;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::{Control, IncomingStreams, OpenStreamError};
 use pollen_core::wire::{
-    Request, Response, CANCEL_BIT, MAX_REQUEST, SESSION_PREAMBLE, SESSION_PROTOCOL, TAG,
+    Request, Response, CANCEL_BIT, MAX_REQUEST, PIECES_SESSION_PROTOCOL, SESSION_PREAMBLE,
+    SESSION_PROTOCOL, TAG,
 };
 
 use super::pollen::{Event, Pending};
 use super::protocol::{
-    invalid, read_frame, read_response_frame, write_frame, write_reply, Counter, Reply,
+    invalid, read_frame, read_response_frame, write_frame, write_reply, Expect, Reply,
 };
 
 /// The session protocol as libp2p names it.
 pub const SESSION: StreamProtocol = StreamProtocol::new(SESSION_PROTOCOL);
+/// The session protocol with chunks in pieces: opened first, and accepted
+/// beside [`SESSION`].
+pub const PIECES_SESSION: StreamProtocol = StreamProtocol::new(PIECES_SESSION_PROTOCOL);
 /// Requests waiting to be written on one session, at most.
 pub const QUEUE: usize = 64;
 /// Sessions one peer may have open to us at once (one per connection).
@@ -93,7 +97,7 @@ enum Outgoing {
     Request {
         tag: u32,
         request: Request,
-        progress: Option<Counter>,
+        expect: Box<Expect>,
     },
     /// Takes back the request with this tag ([`CANCEL_BIT`]).
     Cancel(u32),
@@ -186,7 +190,10 @@ struct In {
 /// Every session of a node. See the module documentation.
 pub struct Sessions {
     control: Option<Control>,
-    incoming: Option<IncomingStreams>,
+    /// Whether our sessions are opened with chunks in pieces first.
+    pieces: bool,
+    /// Sessions peers open to us, and whether chunks go in pieces on them.
+    incoming: Vec<(IncomingStreams, bool)>,
     /// Longest an answered request may take (the request timeout).
     timeout: Duration,
     /// Requests an accepted session reads ahead of its answers.
@@ -216,12 +223,23 @@ impl std::fmt::Debug for Sessions {
 impl Sessions {
     /// Sessions over `control` (`None`: this node neither opens nor accepts
     /// any, as a node from before them).
-    pub fn new(control: Option<Control>, timeout: Duration, max_open: usize) -> Self {
+    /// Without `pieces`, only [`SESSION`], as a node from before pieces.
+    pub fn new(control: Option<Control>, timeout: Duration, max_open: usize, pieces: bool) -> Self {
         let mut control = control;
-        let incoming = control.as_mut().and_then(|c| c.accept(SESSION).ok());
+        let incoming = control
+            .as_mut()
+            .map(|c| {
+                [(PIECES_SESSION, true), (SESSION, false)]
+                    .into_iter()
+                    .filter(|(_, p)| pieces || !p)
+                    .filter_map(|(p, pieces)| Some((c.accept(p).ok()?, pieces)))
+                    .collect()
+            })
+            .unwrap_or_default();
         let (notes_tx, notes) = mpsc::channel(NOTES);
         Self {
             control,
+            pieces,
             incoming,
             timeout,
             max_open: max_open.max(1),
@@ -255,7 +273,7 @@ impl Sessions {
         peer: PeerId,
         request: Request,
         pending: Pending,
-        progress: Option<Counter>,
+        expect: Expect,
     ) -> Option<(Request, Pending)> {
         if self.control.is_none() {
             return Some((request, pending));
@@ -270,7 +288,7 @@ impl Sessions {
                 let out = Outgoing::Request {
                     tag,
                     request: request.clone(),
-                    progress,
+                    expect: Box::new(expect),
                 };
                 match tx.try_send(out) {
                     Ok(()) => {
@@ -301,7 +319,8 @@ impl Sessions {
                 let session = self.new_session();
                 self.out.insert(peer, Out::Opening(session));
                 if let Some(control) = self.control.clone() {
-                    tokio::spawn(open(control, peer, session, self.notes_tx.clone()));
+                    let notes = self.notes_tx.clone();
+                    tokio::spawn(open(control, peer, session, notes, self.pieces));
                 }
                 Some((request, pending))
             }
@@ -372,11 +391,15 @@ impl Sessions {
             if let Some(e) = self.ready.pop_front() {
                 return Poll::Ready(e);
             }
-            if let Some(incoming) = &mut self.incoming {
-                if let Poll::Ready(Some((peer, stream))) = incoming.poll_next_unpin(cx) {
-                    self.accept(peer, stream);
-                    continue;
+            let accepted = self.incoming.iter_mut().find_map(|(incoming, pieces)| {
+                match incoming.poll_next_unpin(cx) {
+                    Poll::Ready(Some((peer, stream))) => Some((peer, stream, *pieces)),
+                    _ => None,
                 }
+            });
+            if let Some((peer, stream, pieces)) = accepted {
+                self.accept(peer, stream, pieces);
+                continue;
             }
             match self.notes.poll_next_unpin(cx) {
                 Poll::Ready(Some(note)) => self.on_note(note),
@@ -386,7 +409,7 @@ impl Sessions {
         }
     }
 
-    fn accept(&mut self, peer: PeerId, stream: Stream) {
+    fn accept(&mut self, peer: PeerId, stream: Stream, pieces: bool) {
         let open = self.inbound.values().filter(|s| s.peer == peer).count();
         if open >= MAX_INBOUND {
             tracing::debug!(%peer, "refused a session: too many open");
@@ -400,7 +423,14 @@ impl Sessions {
                 open: HashSet::new(),
             },
         );
-        let task = serve(peer, session, stream, self.notes_tx.clone(), self.max_open);
+        let task = serve(
+            peer,
+            session,
+            stream,
+            self.notes_tx.clone(),
+            self.max_open,
+            pieces,
+        );
         tokio::spawn(task);
     }
 
@@ -553,12 +583,22 @@ impl Sessions {
 
 /// Opens our session to `peer` and runs it: writes the requests it is
 /// given, reads the answers.
-async fn open(mut control: Control, peer: PeerId, session: u64, mut notes: mpsc::Sender<Note>) {
-    let stream = match control.open_stream(peer, SESSION).await {
-        Ok(s) => greet(s).await,
-        Err(OpenStreamError::UnsupportedProtocol(_)) => Err(io::ErrorKind::Unsupported.into()),
-        Err(OpenStreamError::Io(e)) => Err(e),
-        Err(e) => Err(io::Error::other(e.to_string())),
+async fn open(
+    mut control: Control,
+    peer: PeerId,
+    session: u64,
+    mut notes: mpsc::Sender<Note>,
+    pieces: bool,
+) {
+    let first = if pieces { PIECES_SESSION } else { SESSION };
+    let stream = match open_greeted(&mut control, peer, first).await {
+        // Perhaps a peer from before pieces (the stream is negotiated
+        // lazily, so that shows only as no echo): the session without them.
+        Err(e) if pieces => {
+            tracing::debug!(%peer, error = %e, "no session with pieces; trying without");
+            open_greeted(&mut control, peer, SESSION).await
+        }
+        other => other,
     };
     let stream = match stream {
         Ok(s) => s,
@@ -585,6 +625,20 @@ async fn open(mut control: Control, peer: PeerId, session: u64, mut notes: mpsc:
             culprit,
         })
         .await;
+}
+
+/// Opens a session stream of `protocol` to `peer` and greets it.
+async fn open_greeted(
+    control: &mut Control,
+    peer: PeerId,
+    protocol: StreamProtocol,
+) -> io::Result<Stream> {
+    match control.open_stream(peer, protocol).await {
+        Ok(s) => greet(s).await,
+        Err(OpenStreamError::UnsupportedProtocol(_)) => Err(io::ErrorKind::Unsupported.into()),
+        Err(OpenStreamError::Io(e)) => Err(e),
+        Err(e) => Err(io::Error::other(e.to_string())),
+    }
 }
 
 /// Sends the preamble and waits for its echo.
@@ -620,18 +674,18 @@ async fn run_out(
     mut notes: mpsc::Sender<Note>,
 ) -> (io::Error, Option<u32>) {
     let (mut r, mut w) = stream.split();
-    let counters: Arc<Mutex<HashMap<u32, Counter>>> = Arc::default();
-    let writer_counters = counters.clone();
+    let expected: Arc<Mutex<HashMap<u32, Expect>>> = Arc::default();
+    let writer_expected = expected.clone();
     let writing = async move {
         while let Some(o) = rx.next().await {
             match o {
                 Outgoing::Request {
                     tag,
                     request,
-                    progress,
+                    expect,
                 } => {
-                    if let Some(c) = progress {
-                        lock(&writer_counters).insert(tag, c);
+                    if expect.progress.is_some() || expect.landing.is_some() {
+                        lock(&writer_expected).insert(tag, *expect);
                     }
                     let body = request.encode().map_err(invalid)?;
                     write_frame(&mut w, &tag.to_be_bytes(), &[&body], None).await?;
@@ -647,8 +701,8 @@ async fn run_out(
     let reading = async move {
         loop {
             let tag = read_tag(&mut r).await.map_err(|e| (e, None))?;
-            let counter = lock(&counters).remove(&tag);
-            let response = read_response_frame(&mut r, counter.as_ref())
+            let expect = lock(&expected).remove(&tag).unwrap_or_default();
+            let response = read_response_frame(&mut r, &expect)
                 .await
                 .map_err(|e| (e, Some(tag)))?;
             let answer = Note::Answer {
@@ -674,13 +728,15 @@ async fn run_out(
 }
 
 /// Runs a peer's session to us: reads its requests (at most `max_open`
-/// ahead of their answers) and writes the answers as the node gives them.
+/// ahead of their answers) and writes the answers as the node gives them
+/// (chunks in pieces if the session takes them: `pieces`).
 async fn serve(
     peer: PeerId,
     session: u64,
     stream: Stream,
     mut notes: mpsc::Sender<Note>,
     max_open: usize,
+    pieces: bool,
 ) {
     let mut stream = stream;
     if let Err(e) = answer(&mut stream).await {
@@ -740,7 +796,7 @@ async fn serve(
     let writing = async move {
         while let Some((tag, reply)) = replies.next().await {
             let complete = match reply {
-                Some(reply) => match write_reply(&mut w, &tag.to_be_bytes(), reply).await {
+                Some(reply) => match write_reply(&mut w, &tag.to_be_bytes(), reply, pieces).await {
                     Ok(()) => true,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => false,
                     Err(e) => return Err(e),

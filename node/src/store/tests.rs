@@ -42,6 +42,14 @@ pub(crate) fn verified(m: Manifest) -> VerifiedManifest {
 
 pub(crate) fn manifest_for(data: &[u8]) -> (Manifest, Vec<pollen_core::chunk::Chunk>) {
     let params = ChunkParams::new(16 * 1024, 32 * 1024, 64 * 1024).expect("params");
+    manifest_chunked(data, params)
+}
+
+/// The same, cut with `params`.
+pub(crate) fn manifest_chunked(
+    data: &[u8],
+    params: ChunkParams,
+) -> (Manifest, Vec<pollen_core::chunk::Chunk>) {
     let cs: Vec<_> = chunks(data, params)
         .collect::<Result<_, _>>()
         .expect("chunks");

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::channel::oneshot;
+use pollen_core::chunk::VerifiedChunk;
 use pollen_core::manifest::ChunkRef;
 
 use crate::net::protocol::ChunkRead;
@@ -40,7 +40,7 @@ pub enum ReadError {
 
 struct ReadJob {
     chunk: ChunkRef,
-    reply: oneshot::Sender<Option<Bytes>>,
+    reply: oneshot::Sender<Option<VerifiedChunk>>,
 }
 
 /// One reader thread's queue, and how many reads it has not finished.
@@ -59,9 +59,9 @@ pub struct Reader {
     _threads: crate::driver::joined::Joined,
 }
 
-fn read_one<S: Store + ?Sized>(store: &S, chunk: &ChunkRef) -> Option<Bytes> {
+fn read_one<S: Store + ?Sized>(store: &S, chunk: &ChunkRef) -> Option<VerifiedChunk> {
     match store.read_chunk(chunk) {
-        Ok(Some(c)) => Some(c.into_bytes()),
+        Ok(Some(c)) => Some(c),
         Ok(None) => {
             tracing::warn!(chunk = %chunk.id, "chunk to serve is not in the store; answering NotFound");
             None
