@@ -88,14 +88,16 @@ enum Ev {
     /// A node's deadline ([`Machine::poll_timeout`]): scheduler deadlines
     /// and batched gained-chunk notices.
     Timer(u32),
-    /// A piece (not the last) of a response sent piece by piece arrived
-    /// (token: the sender's admission token for the response).
+    /// Pieces (`count`, not the last) of a response sent piece by piece
+    /// arrived (token: the sender's admission token for the response).
     Piece {
         to: u32,
         index: u32,
         epoch: u32,
         token: u64,
+        count: u32,
     },
+
     Crash(u32),
     /// The origin's first byte for a device's request: its response
     /// starts flowing (the request's time to first byte has passed).
@@ -1073,6 +1075,7 @@ impl Sim {
             epoch,
             deadline: reset,
             pieces: 1,
+            run: 1,
         };
         match verdict {
             Verdict::Send => self.send(peer, id, job),
@@ -1144,6 +1147,7 @@ impl Sim {
             epoch,
             deadline: f64::INFINITY,
             pieces: 1,
+            run: 1,
         };
         self.send(origin, to, job);
     }
@@ -1254,6 +1258,9 @@ impl Sim {
     /// unless its stream was reset first.
     fn transfer_done(&mut self) {
         let now = self.now();
+        if self.reset_run() {
+            return;
+        }
         let Some((from, to, job)) = self.net.complete(now) else {
             return;
         };
@@ -1372,7 +1379,8 @@ impl Sim {
                 index,
                 epoch,
                 token,
-            } => self.piece_arrived(to, index, epoch, token),
+                count,
+            } => self.piece_arrived(to, index, epoch, token, count),
             Ev::Crash(id) => self.crash(id),
             Ev::Leave { id, epoch } => self.leave(id, epoch),
             Ev::Uplink { site, up, step } => self.uplink_step(site, up, step),

@@ -47,6 +47,10 @@ pub struct Job {
     /// How many pieces its response is sent in (1: sent whole; see
     /// `engine::pieces`).
     pub pieces: u32,
+    /// How many of those pieces this job carries, one after the other (a
+    /// *run*: 1 for a whole chunk or a single piece). Nothing watches the
+    /// pieces of a run land one by one until [`Net::split`] is asked to.
+    pub run: u32,
 }
 
 #[derive(Debug)]
@@ -59,6 +63,19 @@ struct Conn {
     last: f64,
     remaining: f64,
     active: bool,
+}
+
+impl Conn {
+    /// When the connection next needs the engine: its head job's last
+    /// byte leaving, or, for a run still moving then, its stream's reset
+    /// ([`Net::reset_run`]).
+    fn due(&self, now: f64) -> u64 {
+        let finish = now + self.remaining / self.rate;
+        match self.queue.front() {
+            Some(j) if j.run > 1 && j.deadline < finish => to_ns(j.deadline.max(now)),
+            _ => to_ns(finish),
+        }
+    }
 }
 
 /// The links a connection crosses (at most four: sender's upload, sender
@@ -198,7 +215,7 @@ impl Net {
         if let Some(next) = c.queue.front() {
             c.remaining = next.bytes as f64;
             c.last = now;
-            let at = to_ns(now + c.remaining / c.rate);
+            let at = c.due(now);
             self.timers.set(id, at);
             return Some((from, to, job));
         }
@@ -221,6 +238,81 @@ impl Net {
             }
             _ => 0,
         }
+    }
+
+    /// Splits the runs of response `token` from `from` to `to` into single
+    /// pieces of `piece_len` bytes, as if they had been queued piece by
+    /// piece all along: the moving one at the piece now leaving, which
+    /// keeps its place and its finish time. Returns when each piece of the
+    /// moving run that has already left did (earlier than the last rate
+    /// change: that change's time, which is the latest it can have been).
+    pub fn split(&mut self, now: f64, from: u32, to: u32, token: u64, piece_len: u64) -> Vec<f64> {
+        let mut left_at = Vec::new();
+        let Some(&id) = self.by_pair.get(&(from, to)) else {
+            return left_at;
+        };
+        let c = &mut self.conns[id as usize];
+        if !c.active || piece_len == 0 || !c.queue.iter().any(|j| j.token == token && j.run > 1) {
+            return left_at;
+        }
+        let mut head_moves = false;
+        let mut queue = VecDeque::with_capacity(c.queue.len());
+        for (i, job) in std::mem::take(&mut c.queue).into_iter().enumerate() {
+            if job.token != token || job.run <= 1 {
+                queue.push_back(job);
+                continue;
+            }
+            let piece = |k: u32| Job {
+                bytes: piece_len.min(job.bytes - u64::from(k) * piece_len),
+                run: 1,
+                ..job
+            };
+            let mut first = 0;
+            if i == 0 {
+                // The connection's head: moving since `c.last` at `c.rate`.
+                let moved_last = job.bytes as f64 - c.remaining;
+                let moved = job.bytes as f64 - (c.remaining - c.rate * (now - c.last)).max(0.0);
+                while first + 1 < job.run {
+                    let edge = (u64::from(first + 1) * piece_len) as f64;
+                    if edge > moved {
+                        break;
+                    }
+                    let at = if edge >= moved_last && c.rate > 0.0 {
+                        c.last + (edge - moved_last) / c.rate
+                    } else {
+                        c.last
+                    };
+                    left_at.push(at.min(now));
+                    first += 1;
+                }
+                let head = piece(first);
+                let end = (u64::from(first) * piece_len + head.bytes) as f64;
+                c.remaining = (end - moved).max(0.0);
+                c.last = now;
+                head_moves = true;
+            }
+            queue.extend((first..job.run).map(piece));
+        }
+        c.queue = queue;
+        if head_moves {
+            let at = c.due(now);
+            self.timers.set(id, at);
+        }
+        left_at
+    }
+
+    /// The stream of a run at the head of the connection due now
+    /// ([`Net::next_finish`]) was reset while the run still moves: the run
+    /// is split ([`Net::split`], piece length `piece_len`) so that it stops
+    /// at the piece now leaving, as pieces sent one by one would. Returns
+    /// the connection's ends, the response's token and when the pieces of
+    /// the run that already left did; `None` if what is due is a job's end.
+    pub fn reset_run(&mut self, now: f64, piece_len: u64) -> Option<(u32, u32, u64, Vec<f64>)> {
+        let (_, id) = self.timers.peek()?;
+        let c = &self.conns[id as usize];
+        let head = c.queue.front().filter(|j| j.run > 1 && j.deadline <= now)?;
+        let (from, to, token) = (c.from, c.to, head.token);
+        Some((from, to, token, self.split(now, from, to, token, piece_len)))
     }
 
     fn deactivate(&mut self, id: ConnId) -> Path {
@@ -373,7 +465,8 @@ impl Net {
             }
             self.updates += 1;
             c.rate = rate;
-            self.timers.set(id, to_ns(now + c.remaining / rate));
+            let at = c.due(now);
+            self.timers.set(id, at);
         }
         self.scratch = s;
     }
@@ -465,6 +558,7 @@ mod tests {
     fn job(bytes: u64) -> Job {
         Job {
             pieces: 1,
+            run: 1,
             token: 0,
             index: 0,
             bytes,
@@ -506,5 +600,100 @@ mod tests {
         assert_eq!(net.drop_node(2.0, 2), 1);
         assert_eq!(net.dropped.len(), 1);
         assert_eq!(net.next_finish(), None);
+    }
+
+    #[test]
+    fn a_run_split_mid_way_lands_its_pieces_as_if_sent_one_by_one() {
+        let mut net = Net::default();
+        let l = net.add_link(100.0);
+        let other = net.add_link(1000.0);
+        // Four pieces of 100 bytes (the last 50) as one run, another
+        // response's job queued behind it.
+        let run = Job {
+            token: 7,
+            pieces: 5,
+            run: 4,
+            ..job(350)
+        };
+        net.enqueue(0.0, 1, 2, || vec![l], run);
+        net.enqueue(0.0, 1, 2, || vec![l], job(10));
+        // Another connection halves the rate at 0.5 s: 50 bytes moved, then
+        // 50 B/s.
+        net.enqueue(0.5, 3, 4, || vec![l, other], job(1_000));
+        assert_eq!(net.next_finish(), Some(to_ns(0.5 + 300.0 / 50.0)));
+        // Nothing to split for another token, or between other peers.
+        assert!(net.split(2.0, 1, 2, 8, 100).is_empty());
+        assert!(net.split(2.0, 2, 1, 7, 100).is_empty());
+        // At 3.0 s: 50 + 2.5 * 50 = 175 bytes moved; the first piece left
+        // at 1.5 s (after the rate change), the second is leaving.
+        let left = net.split(3.0, 1, 2, 7, 100);
+        assert_eq!(left, vec![1.5]);
+        assert_eq!(net.next_finish(), Some(to_ns(3.5)));
+        let (_, _, j) = net.complete(3.5).expect("second piece");
+        assert_eq!((j.token, j.bytes, j.run), (7, 100, 1));
+        assert_eq!(net.next_finish(), Some(to_ns(5.5)));
+        let (_, _, j) = net.complete(5.5).expect("third piece");
+        assert_eq!((j.bytes, j.run), (100, 1));
+        let (_, _, j) = net.complete(6.5).expect("the short last piece");
+        assert_eq!((j.bytes, j.run), (50, 1));
+        // The run's end time is unchanged; the job behind it still follows.
+        assert_eq!(net.next_finish(), Some(to_ns(6.5 + 10.0 / 50.0)));
+        let (_, _, j) = net.complete(6.7).expect("the job behind");
+        assert_eq!((j.token, j.bytes), (0, 10));
+        // A split finds no run any more.
+        assert!(net.split(7.0, 1, 2, 7, 100).is_empty());
+    }
+
+    #[test]
+    fn a_run_whose_stream_is_reset_mid_way_stops_at_the_piece_leaving() {
+        let mut net = Net::default();
+        let l = net.add_link(100.0);
+        let run = Job {
+            token: 7,
+            pieces: 4,
+            run: 4,
+            deadline: 2.5,
+            ..job(400)
+        };
+        net.enqueue(0.0, 1, 2, || vec![l], run);
+        // Due at the reset, not at the run's end (4.0 s).
+        assert_eq!(net.next_finish(), Some(to_ns(2.5)));
+        assert_eq!(net.reset_run(2.4, 100), None, "not yet");
+        let (from, to, token, left) = net.reset_run(2.5, 100).expect("reset");
+        assert_eq!((from, to, token), (1, 2, 7));
+        assert_eq!(left, vec![1.0, 2.0]);
+        // The third piece ends at 3.0 s; nothing is due before.
+        assert_eq!(net.next_finish(), Some(to_ns(3.0)));
+        assert_eq!(net.reset_run(3.0, 100), None);
+        let (_, _, j) = net.complete(3.0).expect("third piece");
+        assert_eq!((j.bytes, j.run), (100, 1));
+        // The last piece was queued past its reset: dropped, never moved.
+        assert_eq!(net.dropped.len(), 1);
+        assert_eq!(net.next_finish(), None);
+    }
+
+    #[test]
+    fn a_queued_run_splits_into_pieces_in_its_place() {
+        let mut net = Net::default();
+        let l = net.add_link(100.0);
+        net.enqueue(0.0, 1, 2, || vec![l], job(100));
+        let run = Job {
+            token: 7,
+            pieces: 3,
+            run: 3,
+            ..job(250)
+        };
+        net.enqueue(0.0, 1, 2, || vec![l], run);
+        assert!(
+            net.split(0.5, 1, 2, 7, 100).is_empty(),
+            "nothing of it left yet"
+        );
+        assert_eq!(net.next_finish(), Some(to_ns(1.0)));
+        let sizes: Vec<u64> = std::iter::from_fn(|| {
+            let at = net.next_finish()? as f64 / 1e9;
+            net.complete(at).map(|(_, _, j)| j.bytes)
+        })
+        .collect();
+        assert_eq!(sizes, vec![100, 100, 100, 50]);
     }
 }

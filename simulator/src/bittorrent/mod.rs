@@ -568,6 +568,7 @@ impl<'a> Sim<'a> {
             }
             let job = Job {
                 pieces: 1,
+                run: 1,
                 token: (u64::from(piece) << 16) | u64::from(block),
                 index: piece,
                 bytes: self.block_len(piece, block),

@@ -4,6 +4,15 @@
 //! first pieces on. A device tells of a chunk once its first piece is in
 //! ([`pollen_core::node::Node::handle_partial`]); a response that breaks
 //! off breaks off what was being passed on of it too.
+//!
+//! Pieces nobody watches move as one *run* (a single job of the network
+//! model): the first piece alone (it makes the chunk one the receiver can
+//! pass on), then the rest together. Once the receiver passes the chunk on
+//! (a response waits for its pieces) or the stream is reset mid-run, the
+//! run is split where it stands ([`crate::net::Net::split`]) and its pieces
+//! land one by one from there, at the same times as if they had been sent
+//! so all along: a piece's events are paid for only where they change
+//! something.
 
 use std::time::Duration;
 
@@ -77,6 +86,11 @@ impl Sim {
         let have = if self.holds(from, job.index) {
             u32::MAX
         } else {
+            // `from` passes on what it is still receiving: the response it
+            // comes by lands piece by piece from now on.
+            if let Some(up) = self.partial.get(&(from, job.index)).map(|p| p.token) {
+                self.split_runs(up);
+            }
             match self.partial.get_mut(&(from, job.index)) {
                 Some(p) => {
                     p.waiters.push(job.token);
@@ -94,9 +108,10 @@ impl Sim {
     }
 
     /// Hands the network the pieces of response `token` up to `have` that
-    /// it has not had yet.
+    /// it has not had yet: one by one where the receiver passes the chunk
+    /// on, else the first alone and the others as a run.
     fn feed(&mut self, token: u64, have: u32) {
-        let Some(r) = self.pieced.get_mut(&token) else {
+        let Some(r) = self.pieced.get(&token) else {
             return;
         };
         let (Some(piece_len), Some(len)) = (
@@ -106,25 +121,94 @@ impl Sim {
             return;
         };
         let upto = have.min(r.pieces);
-        let (from, to) = (r.from, r.to);
+        let (from, to, index, epoch, deadline, pieces) =
+            (r.from, r.to, r.index, r.epoch, r.deadline, r.pieces);
+        let watched = self
+            .partial
+            .get(&(to, index))
+            .is_some_and(|p| p.token == token && !p.waiters.is_empty());
         let mut jobs = Vec::new();
-        while r.queued < upto {
-            let k = r.queued;
+        let mut k = r.queued;
+        while k < upto {
+            let run = if k == 0 || watched { 1 } else { upto - k };
             let start = u64::from(k) * piece_len;
+            let end = (u64::from(k + run) * piece_len).min(len);
             jobs.push(Job {
                 token,
-                index: r.index,
-                bytes: (len - start).min(piece_len),
-                epoch: r.epoch,
-                deadline: r.deadline,
-                pieces: r.pieces,
+                index,
+                bytes: end - start,
+                epoch,
+                deadline,
+                pieces,
+                run,
             });
-            r.queued += 1;
+            k += run;
+        }
+        if let Some(r) = self.pieced.get_mut(&token) {
+            r.queued = r.queued.max(upto);
         }
         let now = self.now();
         for job in jobs {
             let path = self.path(from, to);
             self.net.enqueue(now, from, to, || path, job);
+        }
+    }
+
+    /// Response `token`'s pieces are watched one by one from now on: its
+    /// runs are split where they stand. The pieces of them that have left
+    /// count as sent, and arrive one latency after they left (at once if
+    /// that is past: nothing watched them arrive).
+    pub(super) fn split_runs(&mut self, token: u64) {
+        let (Some(r), Some(piece_len)) = (self.pieced.get(&token), self.piece_len) else {
+            return;
+        };
+        let (from, to) = (r.from, r.to);
+        let left = self.net.split(self.now(), from, to, token, piece_len);
+        self.pieces_left(token, left);
+    }
+
+    /// The stream of a run due now was reset mid-way: it stops at the
+    /// piece now leaving (which fails its response as it ends).
+    pub(super) fn reset_run(&mut self) -> bool {
+        let piece_len = self.piece_len.unwrap_or(0);
+        match self.net.reset_run(self.now(), piece_len) {
+            Some((_, _, token, left)) => {
+                self.pieces_left(token, left);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Pieces of response `token` that left its sender at the times
+    /// `left`, within a run now split: they count as sent, and arrive one
+    /// latency after they left.
+    fn pieces_left(&mut self, token: u64, left: Vec<f64>) {
+        let Some(r) = self.pieced.get_mut(&token) else {
+            return;
+        };
+        if left.is_empty() {
+            return;
+        }
+        r.done += left.len() as u32;
+        let (from, to, index, epoch) = (r.from, r.to, r.index, r.epoch);
+        let now = self.now();
+        let latency = self.latency(from, to);
+        for t in left {
+            let at = t + latency;
+            match self.partial.get_mut(&(to, index)) {
+                Some(p) if at <= now && p.token == token => p.pieces += 1,
+                _ => self.push(
+                    at,
+                    Ev::Piece {
+                        to,
+                        index,
+                        epoch,
+                        token,
+                        count: 1,
+                    },
+                ),
+            }
         }
     }
 
@@ -141,7 +225,7 @@ impl Sim {
             self.fail_pieced(job.token);
             return;
         }
-        r.done += 1;
+        r.done += job.run;
         if r.done < r.pieces {
             self.push(
                 at,
@@ -150,6 +234,7 @@ impl Sim {
                     index: job.index,
                     epoch: job.epoch,
                     token: job.token,
+                    count: job.run,
                 },
             );
             return;
@@ -169,10 +254,17 @@ impl Sim {
         );
     }
 
-    /// A piece (not the last) of the response `token` reached `to`: the
-    /// first makes the chunk one `to` can pass on; each is passed on to the
-    /// responses waiting for it.
-    pub(super) fn piece_arrived(&mut self, to: u32, index: u32, epoch: u32, token: u64) {
+    /// Pieces (`count`, not the last) of the response `token` reached
+    /// `to`: the first makes the chunk one `to` can pass on; each is passed
+    /// on to the responses waiting for it.
+    pub(super) fn piece_arrived(
+        &mut self,
+        to: u32,
+        index: u32,
+        epoch: u32,
+        token: u64,
+        count: u32,
+    ) {
         let n = &self.nodes[to as usize];
         if !n.up || n.epoch != epoch || !self.pieced.contains_key(&token) || self.holds(to, index) {
             return;
@@ -185,9 +277,10 @@ impl Sim {
         if p.token != token {
             return;
         }
-        p.pieces += 1;
+        let first = p.pieces == 0;
+        p.pieces += count;
         let (have, waiters) = (p.pieces, p.waiters.clone());
-        if have == 1 {
+        if first {
             if let Some(m) = &mut self.nodes[to as usize].machine {
                 m.handle_partial(Duration::from_nanos(self.now_ns), index);
                 self.dirty.push(to);
@@ -201,6 +294,8 @@ impl Sim {
     /// Response `token` broke off: its sender's slot frees, its requester
     /// hears so, and what the requester passed on of it breaks off too.
     pub(super) fn fail_pieced(&mut self, token: u64) {
+        // What of a moving run has left counts as sent.
+        self.split_runs(token);
         let Some(r) = self.pieced.remove(&token) else {
             return;
         };
