@@ -288,22 +288,24 @@ fn simulated_with(name: &str, edit: impl FnOnce(String) -> String) -> pollen_sim
 #[ignore = "needs root"]
 fn flash_crowd_behind_a_slow_seeder_completes_near_the_bound() {
     let r = Release::publish(16 << 20, 63);
-    flash_crowd(&r, "256 KiB", simulated("flash-5x3.toml"), (1.5, 1.5));
+    flash_crowd(&r, "256 KiB", simulated("flash-5x3.toml"), Some((1.5, 1.5)));
 }
 
-/// The same flash crowd with chunks of 1 MiB on average (256 KiB to
-/// 4 MiB), each passed on in 64 KiB pieces as it lands; simulated on the
-/// same chunk list (the release file, cut as `publish --chunk-kib 1024`).
-/// A cross-check of the model where pieces matter; the time is held to
-/// 2 x the bound and the seeder to 2 x F (what sharing sites may send
-/// the seeder), not 1.5: with 16 chunks for 5 sites the seeder's first
-/// round is the slow part: the model puts this set-up at 1.64 x the
-/// bound and 1.59 x F, two runs of the real node at 1.53 and 1.61 x and
-/// 1.46 and 1.55 x F (simulator/README.md, "Cross-check in 1 MiB
-/// chunks").
+/// Benchmark (not a check; `scripts/bench-pieces.sh` runs it): the same
+/// flash crowd with chunks of 1 MiB on average (256 KiB to 4 MiB), each
+/// passed on in 64 KiB pieces as it lands; simulated on the same chunk
+/// list (the release file, cut as `publish --chunk-kib 1024`). A
+/// cross-check of the model where pieces matter, whose time spreads too
+/// widely between runs for a pass/fail limit: with 16 chunks for 5 sites
+/// the seeder's first round is the slow part (the model puts it at 1.64 x
+/// the bound; eight runs of the real node took 1.33-1.93 x, BENCHMARKS.md,
+/// "A 1 MiB flash crowd in namespaces"). Asserted: every device completes
+/// with the release, chunks arrive in pieces, and each site takes one
+/// copy across its uplink; the time, the seeder's bytes and the model's
+/// error are printed.
 #[test]
-#[ignore = "needs root"]
-fn flash_crowd_in_1_mib_chunks_passes_them_on_in_pieces() {
+#[ignore = "bench: scripts/bench-pieces.sh"]
+fn bench_flash_crowd_in_1_mib_chunks() {
     let r = Release::publish_with(16 << 20, 65, &["--chunk-kib", "1024"]);
     let artifact = r.dir.join("image.bin");
     let sim = simulated_with("flash-5x3.toml", |text| {
@@ -312,21 +314,21 @@ fn flash_crowd_in_1_mib_chunks_passes_them_on_in_pieces() {
         assert!(text.contains(synthetic), "flash-5x3.toml names its release");
         text.replace(synthetic, &files)
     });
-    let in_pieces = flash_crowd(&r, "1 MiB", sim, (2.0, 2.0));
+    let in_pieces = flash_crowd(&r, "1 MiB", sim, None);
     assert!(in_pieces > 0, "no chunk arrived in pieces");
 }
 
 /// A seeder behind 2 Mbit/s, 5 sites of 3 devices behind 20 Mbit/s
 /// uplinks, everyone asking at once for `r`, against the simulator's
-/// `sim` of the same: all complete within `within.0` x the bound, the
-/// seeder sends at most `within.1` x F, each site's uplink carries about
-/// one copy, and the simulation is within 25 %. Returns the chunks that
-/// arrived in pieces.
+/// `sim` of the same: each site's uplink carries about one copy and, with
+/// `limits` (a check, not a benchmark), all complete within `limits.0` x
+/// the bound, the seeder sends at most `limits.1` x F, and the simulation
+/// is within 25 %. Returns the chunks that arrived in pieces.
 fn flash_crowd(
     r: &Release,
     chunks_name: &str,
     sim: pollen_sim::report::Summary,
-    (within, seeder_within): (f64, f64),
+    limits: Option<(f64, f64)>,
 ) -> u64 {
     let _lock = exclusive();
     require();
@@ -356,19 +358,21 @@ fn flash_crowd(
         (sim_done / secs - 1.0) * 100.0,
         sim.seeder_multiple
     );
-    assert!(
-        secs <= within * bound,
-        "{secs:.1} s is over {within} x the bound {bound:.1} s"
-    );
-    assert!(seeder <= seeder_within, "the seeder sent {seeder:.2} x F");
     for (i, (x, c)) in ins.iter().zip(&chunks).enumerate() {
         assert!(*c <= 1.05, "site{i} fetched {c:.3} x F across its uplink");
         assert!(*x <= 1.3, "site{i}'s uplink carried {x:.3} x F in");
     }
-    assert!(
-        (sim_done / secs - 1.0).abs() <= 0.25,
-        "simulated {sim_done:.1} s vs measured {secs:.1} s"
-    );
+    if let Some((within, seeder_within)) = limits {
+        assert!(
+            secs <= within * bound,
+            "{secs:.1} s is over {within} x the bound {bound:.1} s"
+        );
+        assert!(seeder <= seeder_within, "the seeder sent {seeder:.2} x F");
+        assert!(
+            (sim_done / secs - 1.0).abs() <= 0.25,
+            "simulated {sim_done:.1} s vs measured {secs:.1} s"
+        );
+    }
     in_pieces
 }
 

@@ -304,6 +304,9 @@ pub struct SwarmStats {
     pub bytes_from_remote: u64,
     /// Of those, bytes from origins.
     pub bytes_from_origin: u64,
+    /// Requests across the uplink taken back (no piece of the chunk in
+    /// yet) because a site peer had it.
+    pub taken_back: u64,
 }
 
 /// How many connected peers have a chunk: in all (bystanders aside), on
@@ -835,6 +838,9 @@ impl<P: PeerKey> Swarm<P> {
         );
         for &index in &fresh {
             self.count_holder(index, class);
+            if class == Class::Local {
+                self.take_back_across(now, index);
+            }
             // Everything requestable before was requested (or a cap stopped
             // it): only this chunk, from this peer, can be new — and, for a
             // chunk now on site or elsewhere, nothing from an origin.
@@ -842,6 +848,32 @@ impl<P: PeerKey> Swarm<P> {
         }
         fresh.clear();
         self.fresh = fresh;
+    }
+
+    /// A site peer has chunk `index` (or its first piece): this node's
+    /// requests for it across the uplink that have brought no piece yet
+    /// are taken back, and it comes over the LAN instead. Two members can
+    /// both fetch a chunk across (one took the other, waiting on a slow
+    /// seeder, for stalled); the first to get a piece keeps it.
+    fn take_back_across(&mut self, now: Duration, index: u32) {
+        if self.remote_in_flight == 0
+            || self.requested[index as usize] == 0
+            || self.arriving(index)
+            || !self.uplink_rules()
+        {
+            return;
+        }
+        let across: Vec<P> = self
+            .flying
+            .iter()
+            .filter(|(p, r)| r.index == index && self.peers.get(p).is_some_and(|st| !st.local()))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in across {
+            self.finish_request(now, &p, index, false);
+            self.stats.taken_back += 1;
+            self.actions.push_back(Action::Cancel { peer: p, index });
+        }
     }
 
     /// A requested chunk's bytes are all in, not yet checked: the request

@@ -594,3 +594,66 @@ fn a_chunk_is_told_of_once_from_its_first_piece_and_again_if_it_was_lost() {
     s.handle_partial(0);
     assert!(told_of(&mut s).is_empty());
 }
+
+/// Two members of one site both fetching a chunk across the uplink (one
+/// took the other for stalled): the first to tell the site of it keeps
+/// it; the other's request, with no piece in yet, is taken back and the
+/// chunk comes over the LAN.
+#[test]
+fn a_request_across_the_uplink_is_taken_back_when_a_site_peer_has_the_chunk() {
+    let (n, site) = (16, SiteId(1));
+    let cfg = SwarmConfig {
+        site: Some(site),
+        policy: SwarmPolicy::Sites { cross_site: true },
+        ..SwarmConfig::default()
+    };
+    let mut s = Swarm::new(cfg, 0u32, chunk_refs(n), Bitfield::new(n), Duration::ZERO);
+    let seeder = PeerInfo {
+        origin: true,
+        ..PeerInfo::default()
+    };
+    s.handle_peer_up(Duration::ZERO, 1, seeder);
+    s.handle_have_all(Duration::ZERO, 1, Bitfield::full(n));
+    let member = PeerInfo {
+        site: Some(site),
+        uplink: true,
+        ..PeerInfo::default()
+    };
+    s.handle_peer_up(Duration::ZERO, 2, member);
+    let t = Duration::from_secs(5);
+    s.handle_timeout(t, |_, _| 0);
+    let across: Vec<u32> = std::iter::from_fn(|| s.poll_action())
+        .filter_map(|a| match a {
+            Action::Request { peer: 1, index, .. } => Some(index),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        across.len() >= 2,
+        "this member fetches its share: {across:?}"
+    );
+    let (x, y) = (across[0], across[1]);
+    // The site peer tells of x: taken back from the seeder, asked of it.
+    s.handle_have_many(t, 2, &[x]);
+    let after: Vec<Action<u32>> = std::iter::from_fn(|| s.poll_action()).collect();
+    assert!(
+        after.contains(&Action::Cancel { peer: 1, index: x }),
+        "{after:?}"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|a| matches!(a, Action::Request { peer: 2, index, .. } if *index == x)),
+        "{after:?}"
+    );
+    assert_eq!(s.stats().taken_back, 1);
+    // y's first piece is in from across: a site peer's notice leaves it be.
+    s.handle_partial(y);
+    s.handle_have_many(t, 2, &[y]);
+    let after: Vec<Action<u32>> = std::iter::from_fn(|| s.poll_action()).collect();
+    assert!(
+        !after.iter().any(|a| matches!(a, Action::Cancel { .. })),
+        "{after:?}"
+    );
+    assert_eq!(s.stats().taken_back, 1);
+}
