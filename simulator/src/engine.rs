@@ -97,7 +97,6 @@ enum Ev {
         token: u64,
         count: u32,
     },
-
     Crash(u32),
     /// The origin's first byte for a device's request: its response
     /// starts flowing (the request's time to first byte has passed).
