@@ -377,14 +377,15 @@ fn flash_crowd(
 }
 
 /// Two sites of 30 devices behind a slow seeder. Asserted: every device
-/// completes (within 600 s) and each site fetches one copy across its
-/// uplink. Reported, not asserted: the time against the bound and the
-/// simulator. Whether the sites share with each other hangs on the seeder
-/// declining a chunk now and then (its queue must pass a second's worth
-/// before it super-seeds; each site's own budget keeps it shorter), so
-/// runs differ: 49.1 s (the seeder sent 1.23 x F, as simulated) in one of
-/// four runs, 70.9-81.9 s (1.86-2.18 x F, each site its own copy) in the
-/// others. Tracked in the simulator's README, "Cross-check at large sites".
+/// completes (within 600 s), each site fetches one copy across its
+/// uplink, the sites share (the seeder sends at most 1.5 x F: each site
+/// its own copy would be 2 x F) and all are done within 1.8 x the bound.
+/// Before the seeder counted a site asking past its budget as a backlog
+/// (`core::admission`), whether the sites shared hung on the timing of its
+/// queue: one run in four at 49.1 s, the others 70.9-81.9 s at
+/// 1.86-2.18 x F; with it, six runs 43.6-47.9 s, 1.08-1.17 x F
+/// (simulator/README.md, "Cross-check at large sites"). The model's time
+/// is printed, not asserted (it is 16-24 % faster than these runs).
 #[test]
 #[ignore = "needs root"]
 fn large_sites_hear_a_sample_and_still_take_one_copy() {
@@ -418,4 +419,12 @@ fn large_sites_hear_a_sample_and_still_take_one_copy() {
     for (i, c) in chunks.iter().enumerate() {
         assert!(*c <= 1.05, "site{i} fetched {c:.3} x F across its uplink");
     }
+    assert!(
+        seeder <= 1.5,
+        "the seeder sent {seeder:.2} x F: the sites did not share"
+    );
+    assert!(
+        secs <= 1.8 * bound,
+        "{secs:.1} s is over 1.8 x the bound {bound:.1} s"
+    );
 }

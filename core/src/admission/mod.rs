@@ -210,6 +210,9 @@ pub struct Admission<T, P> {
     sites: BTreeMap<SiteId, Lane>,
     /// With [`AdmissionConfig::spread`]: the current release's sends.
     spread: Option<Spread>,
+    /// When a site last asked for more than its budget (see
+    /// [`Admission::spread_declines`]).
+    site_over_at: Option<Duration>,
     /// Whether it serves other sites at all (a device: while it is one of
     /// its site's gateways).
     serves_away: bool,
@@ -232,6 +235,7 @@ impl<T: Ord + Copy, P: Ord + Copy> Admission<T, P> {
             to_site: BTreeMap::new(),
             sites: BTreeMap::new(),
             spread: None,
+            site_over_at: None,
             serves_away: true,
             stats: AdmissionStats::default(),
         }
@@ -349,6 +353,7 @@ impl<T: Ord + Copy, P: Ord + Copy> Admission<T, P> {
                     // as one of its responses is through (a short hint, not
                     // a sign that this server is the bottleneck).
                     let one = lane.and_then(|l| Lane::time_for(l.capacity(now), len));
+                    self.site_over_at = Some(now);
                     self.stats.refused += 1;
                     return Verdict::Busy {
                         retry_after: one.unwrap_or(MIN_HINT).clamp(MIN_HINT, SITE_HINT),
@@ -421,14 +426,26 @@ impl<T: Ord + Copy, P: Ord + Copy> Admission<T, P> {
     }
 
     /// With super-seeding, while this server is the bottleneck (a backlog
-    /// — every slot its rate allows taken, or requests waiting — and a
+    /// — every slot its rate allows taken, requests waiting, or a site
+    /// asking past its budget within the last [`SITE_HINT`] — and a
     /// second of work queued at a rate measured over several responses):
     /// whether to decline `index`, with the hint. A server with room
     /// serves anyone.
+    ///
+    /// The site budgets are why a site asking past its own counts: when
+    /// this server's link is what limits every site, each site's measured
+    /// rate is a share of it and the budgets together hold about
+    /// [`SITE_IN_FLIGHT`] of its rate under way, half of the slots'
+    /// [`IN_FLIGHT`]; with a few sites the slots then never fill, and
+    /// without this the sites would each fetch their own copy.
     fn spread_declines(&self, now: Duration, index: u32, len: u64) -> Option<Duration> {
         let s = self.spread.as_ref()?;
         let lane = &self.away;
-        let backlog = lane.active >= self.slots(Which::Away, now) || !self.waiting_away.is_empty();
+        let over = self
+            .site_over_at
+            .is_some_and(|t| now.saturating_sub(t) <= SITE_HINT);
+        let backlog =
+            lane.active >= self.slots(Which::Away, now) || !self.waiting_away.is_empty() || over;
         let measured = lane.finished() >= MEASURED;
         let drain = lane.drain_time(now, len);
         let full = backlog && measured && drain.is_some_and(|d| d > SPREAD_DRAIN);

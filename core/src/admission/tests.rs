@@ -117,18 +117,18 @@ fn per_peer_cap_holds() {
     assert_eq!(a.offer(MS(0), 10, 2, None, 9, 10), Verdict::Send);
 }
 
-#[test]
-fn a_spreading_server_declines_what_it_sent_until_the_round_is_done() {
+/// A super-seeding server of `slots` slots serving a release of 5 chunks,
+/// its rate measured (1 MiB/s) over eight responses of chunk 4 to site 9,
+/// sent again and again while it was not the bottleneck; 8 s in.
+fn measured_spreading_server(slots: usize) -> A {
     let cfg = AdmissionConfig {
         spread: true,
-        max_active: 1,
-        min_active: 1,
+        max_active: slots,
+        min_active: slots,
         ..cfg()
     };
     let mut a = server(cfg);
     a.new_release(5);
-    // 1 MiB/s measured over eight responses of chunk 4, sent again and
-    // again while the server is not the bottleneck.
     for t in 0..8u32 {
         let at = MS(1000 * u64::from(t));
         assert_eq!(
@@ -137,6 +137,12 @@ fn a_spreading_server_declines_what_it_sent_until_the_round_is_done() {
         );
         a.finished(at + MS(1000), 100 + t, MIB);
     }
+    a
+}
+
+#[test]
+fn a_spreading_server_declines_what_it_sent_until_the_round_is_done() {
+    let mut a = measured_spreading_server(1);
     // A backlog and three seconds of work queued: it is the bottleneck. A
     // chunk that went out already is declined, one that did not waits.
     assert_eq!(
@@ -160,6 +166,36 @@ fn a_spreading_server_declines_what_it_sent_until_the_round_is_done() {
         Verdict::Send
     );
     assert_eq!(a.stats().declined_spread, 1);
+}
+
+#[test]
+fn a_server_whose_sites_ask_past_their_budgets_spreads_with_slots_to_spare() {
+    // Four slots: with two sites held to their budgets (each a second of
+    // its share), the slots never fill, yet the sites want more than the
+    // server sends: it is the bottleneck and super-seeds.
+    let mut a = measured_spreading_server(4);
+    let (x, y) = (Some(SiteId(1)), Some(SiteId(2)));
+    assert_eq!(a.offer(MS(8000), 1, 2, x, 1, MIB), Verdict::Send);
+    assert_eq!(a.offer(MS(8000), 2, 2, x, 2, MIB), Verdict::Send);
+    // Before any site is over its budget, a chunk sent already is served.
+    assert_eq!(a.offer(MS(8000), 3, 3, y, 4, MIB), Verdict::Send);
+    assert!(matches!(
+        a.offer(MS(8100), 4, 2, x, 3, MIB),
+        Verdict::Busy { .. }
+    ));
+    // Two of four slots free and nothing waiting, but site x asked past
+    // its budget: chunk 1, out once already, is declined for site y.
+    assert!(matches!(
+        a.offer(MS(8200), 5, 3, y, 1, MIB),
+        Verdict::Declined { .. }
+    ));
+    assert_eq!(a.stats().declined_spread, 1);
+    // A second after the last ask past a budget, with no backlog, the
+    // server has room again and serves anyone.
+    for t in 1..=3 {
+        a.finished(MS(9000), t, MIB);
+    }
+    assert_eq!(a.offer(MS(9200), 6, 3, y, 1, MIB), Verdict::Send);
 }
 
 #[test]
