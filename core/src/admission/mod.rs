@@ -351,7 +351,9 @@ impl<T: Ord + Copy, P: Ord + Copy> Admission<T, P> {
                 if under_way >= self.site_budget(site, now) {
                     // Its own downlink is what limits it: come back as soon
                     // as one of its responses is through (a short hint, not
-                    // a sign that this server is the bottleneck).
+                    // a sign to the requester that this server is the
+                    // bottleneck; this server counts it as a backlog for
+                    // super-seeding, see `spread_declines`).
                     let one = lane.and_then(|l| Lane::time_for(l.capacity(now), len));
                     self.site_over_at = Some(now);
                     self.stats.refused += 1;
@@ -429,15 +431,18 @@ impl<T: Ord + Copy, P: Ord + Copy> Admission<T, P> {
     /// — every slot its rate allows taken, requests waiting, or a site
     /// asking past its budget within the last [`SITE_HINT`] — and a
     /// second of work queued at a rate measured over several responses):
-    /// whether to decline `index`, with the hint. A server with room
-    /// serves anyone.
+    /// whether to decline `index`, with the hint. A server with room that
+    /// no site asks past its budget serves anyone.
     ///
     /// The site budgets are why a site asking past its own counts: when
     /// this server's link is what limits every site, each site's measured
     /// rate is a share of it and the budgets together hold about
     /// [`SITE_IN_FLIGHT`] of its rate under way, half of the slots'
     /// [`IN_FLIGHT`]; with a few sites the slots then never fill, and
-    /// without this the sites would each fetch their own copy.
+    /// without this the sites would each fetch their own copy. From here
+    /// that looks the same as sites held back by their own downlinks, so
+    /// those count too: a chunk declined to one of them comes from another
+    /// site, a hop later, through the downlink that limited it anyway.
     fn spread_declines(&self, now: Duration, index: u32, len: u64) -> Option<Duration> {
         let s = self.spread.as_ref()?;
         let lane = &self.away;
