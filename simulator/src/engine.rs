@@ -401,7 +401,7 @@ impl Sim {
     pub fn new(sc: Scenario, chunks: Vec<ChunkRef>, held_from_old: Bitfield) -> Self {
         let release_bytes = chunks.iter().map(|c| u64::from(c.len)).sum();
         let mut rng = ChaCha8Rng::seed_from_u64(sc.seed);
-        let mut net = Net::default();
+        let mut net = Net::with_wire_overhead(sc.wire_overhead);
         let seeder_up = net.add_link(sc.seeder().map_or(1.0, |s| s.upload_mbit) * MBIT);
         let unlimited = net.add_link(f64::MAX / 4.0);
         let seeder_admission =

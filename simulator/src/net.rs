@@ -117,6 +117,8 @@ pub struct Net {
     /// Jobs dropped unsent because their stream was reset while they
     /// waited `(sender, requester, job)`; the engine drains it.
     pub dropped: Vec<(u32, u32, Job)>,
+    /// Framing as a share of the payload (`Scenario::wire_overhead`).
+    overhead: f64,
 }
 
 /// Seconds to the engine's integer nanoseconds.
@@ -125,10 +127,24 @@ pub fn to_ns(secs: f64) -> u64 {
 }
 
 impl Net {
-    /// Adds a link of `bytes_per_s`.
+    /// A network whose links spend `overhead` (a share of the payload) on
+    /// framing: a link's payload capacity is its rate / (1 + `overhead`).
+    pub fn with_wire_overhead(overhead: f64) -> Self {
+        Net {
+            overhead,
+            ..Net::default()
+        }
+    }
+
+    /// Chunk bytes a second over a link of `bytes_per_s` on the wire.
+    fn payload(&self, bytes_per_s: f64) -> f64 {
+        bytes_per_s / (1.0 + self.overhead)
+    }
+
+    /// Adds a link of `bytes_per_s` on the wire.
     pub fn add_link(&mut self, bytes_per_s: f64) -> LinkId {
         self.links.push(Link {
-            cap: bytes_per_s,
+            cap: self.payload(bytes_per_s),
             active: Vec::new(),
             share_seen: 0.0,
         });
@@ -139,7 +155,7 @@ impl Net {
     /// step): the rates of the connections on it are recomputed, and what
     /// they moved so far at the old rates is kept.
     pub fn set_capacity(&mut self, now: f64, link: LinkId, bytes_per_s: f64) {
-        self.links[link as usize].cap = bytes_per_s;
+        self.links[link as usize].cap = self.payload(bytes_per_s);
         self.recompute(now, &[link], &[]);
     }
 
@@ -585,6 +601,18 @@ mod tests {
         assert_eq!(net.next_finish(), Some(to_ns(2.0)));
         assert_eq!(net.complete(2.0).map(|d| (d.0, d.1)), Some((3, 4)));
         assert_eq!(net.next_finish(), None);
+    }
+
+    #[test]
+    fn framing_takes_its_share_of_a_links_rate() {
+        // 25 % framing: a 10 B/s link moves 8 payload bytes a second, also
+        // after a trace step to 20 B/s.
+        let mut net = Net::with_wire_overhead(0.25);
+        let l = net.add_link(10.0);
+        net.enqueue(0.0, 1, 2, || vec![l], job(16));
+        assert_eq!(net.next_finish(), Some(to_ns(2.0)));
+        net.set_capacity(1.0, l, 20.0);
+        assert_eq!(net.next_finish(), Some(to_ns(1.5)));
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub struct Bounds {
 /// upload plus the origin's. With the origin the only source, nothing
 /// flows before its time to first byte `L`: both bounds are `L +` the above.
 pub fn bounds(sc: &Scenario, release_bytes: u64) -> Bounds {
-    let f = release_bytes as f64;
+    // What the release takes on the wire: the rates below are wire rates.
+    let f = release_bytes as f64 * (1.0 + sc.wire_overhead);
     let us = sc.seeder().map_or(0.0, |s| s.upload_mbit * MBIT)
         + sc.origin().map_or(0.0, |o| o.upload_mbit * MBIT);
     let first_byte = match (sc.seeder(), sc.origin()) {

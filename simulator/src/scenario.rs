@@ -376,6 +376,14 @@ pub struct Scenario {
     pub churn: ChurnSpec,
     #[serde(default)]
     pub heterogeneity: HeterogeneitySpec,
+    /// Framing on the wire, as a share of the payload: every link's rate
+    /// (`*_mbit`, what `tc tbf` or a line delivers in frames) carries
+    /// `1 / (1 + wire_overhead)` of it in chunk bytes. 0 (the default): the
+    /// rates are payload rates. `0.046` is bulk TCP in Ethernet frames of
+    /// 1 514 bytes carrying 1 448 (IPv4, TCP timestamps), the namespace
+    /// fleet's links; the bound is charged the same.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wire_overhead: f64,
     #[serde(default, rename = "stage")]
     pub stages: Vec<StageSpec>,
     #[serde(default)]
@@ -396,6 +404,9 @@ fn chunk_kib() -> u32 {
 }
 fn piece_kib() -> u32 {
     pollen_core::chunk::PIECE_LEN / 1024
+}
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 fn limit() -> f64 {
     86_400.0
@@ -493,6 +504,9 @@ impl Scenario {
             if !positive(r) {
                 return bad("every rate must be a positive number of Mbit/s");
             }
+        }
+        if !(0.0..1.0).contains(&self.wire_overhead) {
+            return bad("wire_overhead must be in [0, 1): framing as a share of the payload");
         }
         if self.sites.iter().any(|s| s.devices == 0 || s.count == 0) {
             return bad("every site group needs devices >= 1 and count >= 1");
@@ -614,6 +628,7 @@ piece_kib = 64             # a chunk is passed on in pieces of this size (a powe
 # old = "firmware-1.img"   # every device already holds this one's chunks (a delta update)
 time_limit_s = 86400.0     # give up after this much simulated time
 sample_s = 5.0             # timeline.csv sample interval
+# wire_overhead = 0.046    # framing per payload byte (TCP/IP in Ethernet frames, as tc tbf counts); 0: rates are payload rates
 
 [seeder]
 upload_mbit = 100.0
@@ -691,5 +706,25 @@ mod tests {
         assert_eq!(s.release_mib, 64.0);
         assert!(Scenario::from_toml_with(EXAMPLE, &[("nope.x".into(), "1".into())]).is_err());
         assert!(Scenario::from_toml("strategy = \"pollen\"").is_err());
+    }
+
+    #[test]
+    fn framing_is_a_share_below_one_and_left_out_when_zero() {
+        let with =
+            |o: &str| Scenario::from_toml_with(EXAMPLE, &[("wire_overhead".into(), o.into())]);
+        assert_eq!(with("0.046").expect("a share").wire_overhead, 0.046);
+        for bad in ["-0.1", "1", "1.5", "nan"] {
+            let err = with(bad).expect_err(bad).to_string();
+            assert!(err.contains("wire_overhead"), "{bad}: {err}");
+        }
+        // 0, the default, is not written into a resolved scenario, so
+        // scenarios without framing resolve as they did before it.
+        let plain = Scenario::from_toml(EXAMPLE).expect("example");
+        assert_eq!(plain.wire_overhead, 0.0);
+        let resolved = toml::to_string(&plain).expect("serialises");
+        assert!(!resolved.contains("wire_overhead"));
+        assert!(toml::to_string(&with("0.05").expect("a share"))
+            .expect("serialises")
+            .contains("wire_overhead = 0.05"));
     }
 }

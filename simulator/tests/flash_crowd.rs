@@ -2,7 +2,7 @@
 //! devices behind 10 Mbit/s uplinks all ask for a 100 MiB release in 1 MiB
 //! chunks at once, with the publisher's seeder at 20, 100 and 200 Mbit/s.
 
-use pollen_sim::report::{bounds, summary};
+use pollen_sim::report::{bound_for, bounds, summary};
 use pollen_sim::scenario::EXAMPLE;
 use pollen_sim::{simulate, Scenario, Summary};
 
@@ -85,6 +85,31 @@ fn central_http_completes_at_n_f_over_the_seeder_rate() {
     assert!((t / expected - 1.0).abs() <= 0.05, "{t} vs {expected}");
     // Not below the lower bound either: the model never oversubscribes.
     assert!(t >= expected * 0.999, "{t} beats N·F/u_s = {expected}");
+}
+
+#[test]
+fn framing_slows_the_seeder_and_the_bound_alike() {
+    // 4.6 % of framing (`wire_overhead`): the seeder's 20 Mbit/s carries
+    // 20 / 1.046 Mbit/s of chunks, and the bound is charged the same.
+    let o = 0.046;
+    let (sc, s) = run(&[
+        ("strategy", "central"),
+        ("seeder.upload_mbit", "20"),
+        ("wire_overhead", "0.046"),
+    ]);
+    let expected = 500.0 * 100.0 * 1024.0 * 1024.0 * 8.0 * (1.0 + o) / 20e6;
+    let t = s.completion_max_s.expect("every device done");
+    println!(
+        "central, 20 Mbit/s with 4.6 % framing: last {t:.1} s, N·F·(1 + o)/u_s = {expected:.1} s"
+    );
+    assert!((t / expected - 1.0).abs() <= 0.05, "{t} vs {expected}");
+    assert!(t >= s.bound_s, "{t} beats the bound {}", s.bound_s);
+    let plain = Scenario {
+        wire_overhead: 0.0,
+        ..sc
+    };
+    let ratio = s.bound_s / bound_for(&plain, s.release_bytes);
+    assert!((ratio - (1.0 + o)).abs() < 1e-6, "the bound grew {ratio} x");
 }
 
 #[test]

@@ -175,7 +175,7 @@ impl<'a> Sim<'a> {
         let last_len = total_bytes - u64::from(pieces - 1) * piece_bytes;
         let last_blocks = last_len.div_ceil(block_bytes) as u16;
         let mut rng = ChaCha8Rng::seed_from_u64(sc.seed);
-        let mut net = Net::default();
+        let mut net = Net::with_wire_overhead(sc.wire_overhead);
         let seeder = sc.seeder();
         let seeder_up = net.add_link(seeder.map_or(1.0, |s| s.upload_mbit) * MBIT);
         let unlimited = net.add_link(f64::MAX / 4.0);
