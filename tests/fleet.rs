@@ -89,6 +89,8 @@ struct Delivered {
     across: Vec<u64>,
     /// Chunks that arrived in pieces (`/pollen/4`), over all devices.
     in_pieces: u64,
+    /// Verified bytes received from each peer id, over all devices.
+    from: std::collections::BTreeMap<String, u64>,
 }
 
 /// Waits for every `run` device to complete; returns what they delivered
@@ -102,6 +104,7 @@ fn wait_all(
     let mut last: f64 = 0.0;
     let mut across = Vec::new();
     let mut in_pieces = 0;
+    let mut from = std::collections::BTreeMap::new();
     for (k, (node, out)) in nodes.iter_mut().enumerate() {
         let report = node
             .wait_complete(limit.saturating_sub(start.elapsed()))
@@ -109,6 +112,9 @@ fn wait_all(
         last = last.max(start.elapsed().as_secs_f64());
         across.push(report["bytes_from_remote"].as_u64().unwrap_or(0));
         in_pieces += report["chunks_in_pieces"].as_u64().unwrap_or(0);
+        for (peer, bytes) in report["bytes_from"].as_object().into_iter().flatten() {
+            *from.entry(peer.clone()).or_insert(0) += bytes.as_u64().unwrap_or(0);
+        }
         let deadline = Instant::now() + Duration::from_secs(60);
         while !out.exists() && Instant::now() < deadline {
             node.wait_for(Duration::from_millis(100), |_, _| None::<()>);
@@ -119,6 +125,7 @@ fn wait_all(
         secs: last,
         across,
         in_pieces,
+        from,
     }
 }
 
@@ -249,20 +256,33 @@ fn one_shot_fetch_devices_leave_nothing_to_fetch_again() {
     );
 }
 
+/// What a release day measured from the devices' reports.
+struct Day {
+    /// The last completion, seconds after the start.
+    secs: f64,
+    /// Each site's verified chunk bytes fetched across its uplink (x F).
+    chunks: Vec<f64>,
+    /// Chunks that arrived in pieces, over all devices.
+    in_pieces: u64,
+    /// Verified chunk bytes the devices received from the seeder (x F):
+    /// what it sent that was used, beside its link's counter.
+    from_seeder: f64,
+}
+
 /// Serves `r` from the fleet's seeder to a `run` device in every device
-/// namespace, all started at once: when the last completed (s after the
-/// start), each site's chunks fetched across its uplink (x F), and the
-/// chunks that arrived in pieces.
-fn release_day(fleet: &Fleet, r: &Release, per_site: usize) -> (f64, Vec<f64>, u64) {
+/// namespace, all started at once, until every device completed.
+fn release_day(fleet: &Fleet, r: &Release, per_site: usize) -> Day {
     let (_seeder, addr) = r.serve_in(&fleet.seeder, &fleet.seeder_ip());
+    let seeder_id = addr.rsplit("/p2p/").next().unwrap_or_default().to_owned();
     let start = Instant::now();
     let mut nodes = devices(fleet, r, &addr, false);
     let d = wait_all(&mut nodes, r, start, Duration::from_secs(600));
-    (
-        d.secs,
-        chunks_across(&d.across, per_site, r.size),
-        d.in_pieces,
-    )
+    Day {
+        secs: d.secs,
+        chunks: chunks_across(&d.across, per_site, r.size),
+        in_pieces: d.in_pieces,
+        from_seeder: d.from.get(&seeder_id).copied().unwrap_or(0) as f64 / r.size as f64,
+    }
 }
 
 /// The simulator's run of `simulator/examples/NAME`, the same set-up as a
@@ -337,7 +357,12 @@ fn flash_crowd(
     fleet.limit_seeder("2mbit");
     fleet.limit_uplinks("20mbit");
     let _capture = capture(&fleet);
-    let (secs, chunks, in_pieces) = release_day(&fleet, r, per_site);
+    let Day {
+        secs,
+        chunks,
+        in_pieces,
+        from_seeder,
+    } = release_day(&fleet, r, per_site);
     let f = r.size as f64;
 
     let bound = sim.bound_s;
@@ -352,7 +377,7 @@ fn flash_crowd(
         "  real: all done in {secs:.1} s = {:.2} x the bound {bound:.1} s; {in_pieces} chunks arrived in pieces",
         secs / bound
     );
-    println!("  real: seeder sent {seeder:.2} x F (wire); site uplinks in {ins:.3?} x F (wire), chunks across them {chunks:.3?} x F");
+    println!("  real: seeder sent {seeder:.2} x F (wire), {from_seeder:.3} x F of chunks the devices verified; site uplinks in {ins:.3?} x F (wire), chunks across them {chunks:.3?} x F");
     println!(
         "  simulated: {sim_done:.1} s ({:+.0} %), seeder {:.2} x F",
         (sim_done / secs - 1.0) * 100.0,
@@ -400,7 +425,12 @@ fn large_sites_hear_a_sample_and_still_take_one_copy() {
     fleet.limit_seeder("4mbit");
     fleet.limit_uplinks("10mbit");
     let r = Release::publish(16 << 20, 64);
-    let (secs, chunks, _) = release_day(&fleet, &r, per_site);
+    let Day {
+        secs,
+        chunks,
+        from_seeder,
+        ..
+    } = release_day(&fleet, &r, per_site);
     let f = r.size as f64;
     let sim = simulated("large-sites-2x30.toml");
     let bound = sim.bound_s;
@@ -408,7 +438,7 @@ fn large_sites_hear_a_sample_and_still_take_one_copy() {
     let seeder = fleet.seeder_tx() as f64 / f;
     println!("large sites: seeder 4 Mbit/s, {sites} sites x {per_site} devices, 10 Mbit/s uplinks, 16 MiB");
     println!(
-        "  real: all done in {secs:.1} s = {:.2} x the bound {bound:.1} s; seeder sent {seeder:.2} x F (wire); chunks across the uplinks {chunks:.3?} x F",
+        "  real: all done in {secs:.1} s = {:.2} x the bound {bound:.1} s; seeder sent {seeder:.2} x F (wire), {from_seeder:.3} x F of chunks the devices verified; chunks across the uplinks {chunks:.3?} x F",
         secs / bound
     );
     println!(
