@@ -270,18 +270,26 @@ struct Day {
 }
 
 /// Serves `r` from the fleet's seeder to a `run` device in every device
-/// namespace, all started at once, until every device completed.
+/// namespace, all started at once, until every device completed. Every
+/// chunk first leaves the seeder (the devices start empty), so the
+/// devices' reports must credit it with at least one copy.
 fn release_day(fleet: &Fleet, r: &Release, per_site: usize) -> Day {
     let (_seeder, addr) = r.serve_in(&fleet.seeder, &fleet.seeder_ip());
     let seeder_id = addr.rsplit("/p2p/").next().unwrap_or_default().to_owned();
     let start = Instant::now();
     let mut nodes = devices(fleet, r, &addr, false);
     let d = wait_all(&mut nodes, r, start, Duration::from_secs(600));
+    let from_seeder = d.from.get(&seeder_id).copied().unwrap_or(0);
+    assert!(
+        from_seeder >= r.size,
+        "the devices credit the seeder {seeder_id} with {from_seeder} bytes, less than the release's {}",
+        r.size
+    );
     Day {
         secs: d.secs,
         chunks: chunks_across(&d.across, per_site, r.size),
         in_pieces: d.in_pieces,
-        from_seeder: d.from.get(&seeder_id).copied().unwrap_or(0) as f64 / r.size as f64,
+        from_seeder: from_seeder as f64 / r.size as f64,
     }
 }
 
