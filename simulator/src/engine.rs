@@ -155,6 +155,9 @@ pub struct Node {
     pub bytes_in_lan: u64,
     pub bytes_in_uplink: u64,
     pub bytes_out: u64,
+    /// Bytes that left it, used or not: also responses that ended past
+    /// their deadline and the pieces of responses cut off.
+    pub bytes_sent: u64,
     pub crashes: u32,
     /// The scheduler's counters, summed over the node's incarnations.
     pub sched: SwarmStats,
@@ -184,6 +187,7 @@ impl Node {
             bytes_in_lan: 0,
             bytes_in_uplink: 0,
             bytes_out: 0,
+            bytes_sent: 0,
             crashes: 0,
             sched: SwarmStats::default(),
             have_at_crash: None,
@@ -929,6 +933,9 @@ impl Sim {
             self.seeder_site_conns[site] -= 1;
         }
         self.net.drop_node(self.now(), id);
+        for (from, bytes) in std::mem::take(&mut self.net.cut) {
+            self.nodes[from as usize].bytes_sent += bytes;
+        }
         self.release_dropped();
         self.drop_partials(id);
         // Requests it held die with it; requests it made wait no more.
@@ -1263,6 +1270,7 @@ impl Sim {
         let Some((from, to, job)) = self.net.complete(now) else {
             return;
         };
+        self.nodes[from as usize].bytes_sent += job.bytes;
         if job.pieces > 1 {
             self.piece_sent(from, to, job);
             self.release_dropped();

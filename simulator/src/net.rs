@@ -117,6 +117,9 @@ pub struct Net {
     /// Jobs dropped unsent because their stream was reset while they
     /// waited `(sender, requester, job)`; the engine drains it.
     pub dropped: Vec<(u32, u32, Job)>,
+    /// Bytes that left a sender in responses cut off mid-way by an end
+    /// going down `(sender, bytes)`; the engine drains it.
+    pub cut: Vec<(u32, u64)>,
     /// Framing as a share of the payload (`Scenario::wire_overhead`).
     overhead: f64,
 }
@@ -359,6 +362,13 @@ impl Net {
                 continue;
             }
             let (from, to) = (c.from, c.to);
+            if let Some(head) = c.queue.front() {
+                let left = (c.remaining - c.rate * (now - c.last)).max(0.0);
+                let moved = (head.bytes as f64 - left).max(0.0) as u64;
+                if moved > 0 {
+                    self.cut.push((from, moved));
+                }
+            }
             self.dropped.extend(c.queue.iter().map(|j| (from, to, *j)));
             touched.extend_from_slice(self.deactivate(id).links());
         }
@@ -627,6 +637,8 @@ mod tests {
         assert_eq!(net.next_finish(), Some(to_ns(3.0)));
         assert_eq!(net.drop_node(2.0, 2), 1);
         assert_eq!(net.dropped.len(), 1);
+        // The second job had moved for a second at 10 B/s when its end left.
+        assert_eq!(net.cut, vec![(1, 10)]);
         assert_eq!(net.next_finish(), None);
     }
 

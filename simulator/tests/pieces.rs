@@ -1,7 +1,7 @@
 //! Passing chunks on piece by piece (`piece_kib`): what it buys on a chain
 //! of hops, that it costs no extra copies across uplinks, that a device
-//! leaving while it passes pieces on does not strand anyone, and that it
-//! stays deterministic.
+//! leaving while it passes pieces on does not strand anyone (and what it
+//! cut off counts as sent, not delivered), and that it stays deterministic.
 
 use std::path::Path;
 
@@ -105,6 +105,31 @@ fn devices_leaving_while_passing_pieces_on_strand_no_one() {
         s.device_leaves
     );
     assert!(s.device_leaves > 0, "the churn must have hit");
+}
+
+/// A node's bytes sent count what left it, used or not: with devices
+/// leaving mid-response, more left than arrived as chunks, and no node
+/// delivered more than it sent.
+#[test]
+fn bytes_cut_off_count_as_sent_not_delivered() {
+    let sc = fleet(128, 1200.0);
+    let o = simulate(&sc, Path::new("."), |_, _| {}).expect("run");
+    for n in &o.nodes {
+        assert!(
+            n.bytes_sent >= n.bytes_out,
+            "{}: sent {} < delivered {}",
+            n.name,
+            n.bytes_sent,
+            n.bytes_out
+        );
+    }
+    let sent: u64 = o.nodes.iter().map(|n| n.bytes_sent).sum();
+    let delivered: u64 = o.nodes.iter().map(|n| n.bytes_out).sum();
+    println!("sent {sent}, delivered {delivered}");
+    assert!(
+        sent > delivered,
+        "churn cut nothing off: {sent} sent, {delivered} delivered"
+    );
 }
 
 #[test]

@@ -192,6 +192,8 @@ impl Sim {
         }
         r.done += left.len() as u32;
         let (from, to, index, epoch) = (r.from, r.to, r.index, r.epoch);
+        let piece_len = self.piece_len.unwrap_or(0);
+        self.nodes[from as usize].bytes_sent += left.len() as u64 * piece_len;
         let now = self.now();
         let latency = self.latency(from, to);
         for t in left {
