@@ -21,7 +21,6 @@ mod bitfield;
 mod budget;
 mod declines;
 mod flow;
-mod order;
 mod pass;
 mod peers;
 pub(crate) mod rendezvous;
@@ -421,9 +420,12 @@ pub struct Swarm<P: PeerKey> {
     /// skipped without picking a chunk for it).
     min_len: u64,
     have: Bitfield,
-    /// The chunks still lacking, first in a seeded random order, and each
-    /// one's place (the rarest-first tie-break).
-    lacking: order::ChunkOrder,
+    /// The chunks still lacking, first in a seeded random order; a chunk
+    /// gained is swapped out for the last one, so the order keeps moving
+    /// (the rarest-first tie-break).
+    lacking: Vec<u32>,
+    /// Per lacking chunk: its place in `lacking`.
+    rank: Vec<u32>,
     /// Per chunk: connected peers that have it, in all and by class, side
     /// by side (a notice updates them together). Exact for the chunks this
     /// node lacks, the only ones they steer; `handle_have` stops counting a
@@ -514,9 +516,11 @@ impl<P: PeerKey> Swarm<P> {
             let j = (rng.next_u64() % (i as u64 + 1)) as usize;
             lacking.swap(i, j);
         }
+        let mut rank = vec![0; n as usize];
         let mut open = Bitfield::new(n);
         let checking = Bitfield::new(n);
-        for &i in &lacking {
+        for (pos, &i) in lacking.iter().enumerate() {
+            rank[i as usize] = pos as u32;
             open.set(i);
         }
         let open_count = lacking.len() as u32;
@@ -548,7 +552,8 @@ impl<P: PeerKey> Swarm<P> {
             min_len: chunks.iter().map(|c| u64::from(c.len)).min().unwrap_or(0),
             chunks,
             have,
-            lacking: order::ChunkOrder::new(&lacking, n),
+            lacking,
+            rank,
             deadlines: Timers::default(),
             in_flight: 0,
             remote_in_flight: 0,
@@ -973,7 +978,11 @@ impl<P: PeerKey> Swarm<P> {
         }
         self.have.set(index);
         self.site_gain = self.site_gain.max(now);
-        self.lacking.remove(index);
+        let pos = self.rank[index as usize] as usize;
+        self.lacking.swap_remove(pos);
+        if let Some(&moved) = self.lacking.get(pos) {
+            self.rank[moved as usize] = pos as u32;
+        }
         if self.open.clear(index) {
             self.open_count -= 1;
         }

@@ -254,7 +254,7 @@ impl<P: PeerKey> Swarm<P> {
     fn pick(&self, peer: &P, slot: u32, mask: &Mask, endgame: bool) -> Option<u32> {
         let st = self.peers.at(slot)?;
         let open = self.open.words();
-        let key = |i: u32| (self.holders[i as usize].all, self.lacking.place(i), i);
+        let key = |i: u32| (self.holders[i as usize].all, self.rank[i as usize], i);
         let mut best: Option<(u16, u32, u32)> = None;
         let declined = st.asked().declined.words();
         for &(k, m) in mask {
@@ -265,7 +265,7 @@ impl<P: PeerKey> Swarm<P> {
             }
         }
         if endgame {
-            for i in self.lacking.iter() {
+            for &i in &self.lacking {
                 if self.peers.has(slot, i)
                     && usize::from(self.requested[i as usize]) < self.config.endgame_copies
                     && !self.arriving(i)
