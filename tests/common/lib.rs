@@ -43,6 +43,27 @@ fn bin_dir() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--quiet", "--workspace", "--bins"]);
+        // Not the variables cargo set for this test crate: build scripts
+        // (ring's) rerun when one of them changes, so a build that sees
+        // them would rebuild half the tree here, and the next `cargo test`
+        // all of it again.
+        for (name, _) in std::env::vars_os() {
+            let crate_var = name.to_str().is_some_and(|n| {
+                n.starts_with("CARGO_PKG_")
+                    || n.starts_with("CARGO_MANIFEST_")
+                    || matches!(
+                        n,
+                        "CARGO_CRATE_NAME"
+                            | "CARGO_BIN_NAME"
+                            | "CARGO_PRIMARY_PACKAGE"
+                            | "CARGO_TARGET_TMPDIR"
+                            | "OUT_DIR"
+                    )
+            });
+            if crate_var {
+                cmd.env_remove(name);
+            }
+        }
         if profile != "debug" {
             cmd.args([
                 "--profile",

@@ -25,7 +25,7 @@ fn swarm(n: u32, peers: u32) -> Swarm<u32> {
     s
 }
 
-fn requests(s: &mut Swarm<u32>) -> Vec<(u32, u32)> {
+pub(super) fn requests(s: &mut Swarm<u32>) -> Vec<(u32, u32)> {
     std::iter::from_fn(|| s.poll_action())
         .filter_map(|a| match a {
             Action::Request { peer, index, .. } => Some((peer, index)),

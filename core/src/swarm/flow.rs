@@ -178,6 +178,14 @@ impl Flow {
         }
     }
 
+    /// A chunk it was no longer asked for arrived after all: the timeout
+    /// that gave up on it was spurious (the source was slow, not gone), so
+    /// its refusals in a row start over, as TCP undoes the back-off of a
+    /// timeout it finds spurious (RFC 4015, the Eifel response).
+    pub fn spurious(&mut self) {
+        self.strikes = 0;
+    }
+
     /// It refused work or let a request time out: how long to leave it
     /// alone (before jitter). The rate estimate halves on a timeout.
     pub fn refused(&mut self, cfg: &FlowConfig, hint: Option<Duration>, timeout: bool) -> Duration {

@@ -969,6 +969,9 @@ impl<P: PeerKey> Swarm<P> {
             self.schedule(now);
             return;
         }
+        if !was_requested {
+            self.spurious_timeout(now, &peer);
+        }
         if !was_requested || self.have.get(index) {
             self.stats.duplicates += 1;
             if self.have.get(index) {
@@ -1428,6 +1431,19 @@ impl<P: PeerKey> Swarm<P> {
         self.wakeups.insert(asked.busy_until);
     }
 
+    /// A chunk arrived from `peer` after its request there had ended (timed
+    /// out, or taken back once another copy came): the peer is slow, not
+    /// gone, and is asked again from now on. Without this a site peer that
+    /// held requests while it served other sites stayed out of reach long
+    /// after it had sent them, while its site waited for its chunks.
+    fn spurious_timeout(&mut self, now: Duration, peer: &P) {
+        let Some(asked) = self.peers.get_mut(peer).and_then(|st| st.asked.as_mut()) else {
+            return;
+        };
+        asked.flow.spurious();
+        asked.busy_until = asked.busy_until.min(now);
+    }
+
     fn drop_peer(&mut self, peer: &P) {
         let Some(st) = self.peers.get(peer) else {
             return;
@@ -1483,5 +1499,7 @@ impl<P: PeerKey> Swarm<P> {
 
 #[cfg(test)]
 mod arrival_tests;
+#[cfg(test)]
+mod backoff_tests;
 #[cfg(test)]
 mod tests;

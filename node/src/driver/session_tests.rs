@@ -178,18 +178,7 @@ async fn garbage_on_a_session_closes_it_and_the_node_serves_on() {
 
     let mut attacker = peer(true);
     let mut control = attacker.behaviour().stream.new_control();
-    attacker.dial(addr.clone()).expect("dial");
-    let target = tokio::time::timeout(DEADLINE, async {
-        loop {
-            if let SwarmEvent::ConnectionEstablished { peer_id, .. } =
-                attacker.select_next_some().await
-            {
-                return peer_id;
-            }
-        }
-    })
-    .await
-    .expect("connected");
+    let target = connect(&mut attacker, addr.clone()).await;
     let driving = tokio::spawn(async move {
         loop {
             attacker.select_next_some().await;
@@ -222,6 +211,22 @@ async fn garbage_on_a_session_closes_it_and_the_node_serves_on() {
     let report = fetch(addr, TrustPolicy::single(key.public()), true, &data).await;
     assert!(report.requests_on_sessions > 0, "{report:?}");
     let _ = stop.send(());
+}
+
+/// Dials `addr` from `swarm`, driving it until connected; the peer's id.
+async fn connect(swarm: &mut libp2p::Swarm<crate::net::Behaviour>, addr: Multiaddr) -> PeerId {
+    swarm.dial(addr).expect("dial");
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let SwarmEvent::ConnectionEstablished { peer_id, .. } =
+                swarm.select_next_some().await
+            {
+                return peer_id;
+            }
+        }
+    })
+    .await
+    .expect("connected")
 }
 
 /// Starts `server` listening on the memory transport; its address.
@@ -462,4 +467,87 @@ async fn a_request_taken_back_reaches_the_server_and_is_never_reported_failed() 
     .expect("the request is taken back in time");
     assert!(cancelled.is_some());
     assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// One request frame on a session: its tag, then the framed request.
+fn tagged(tag: u32, request: &Request) -> Vec<u8> {
+    let body = request.encode().expect("encode");
+    [
+        &tag.to_be_bytes()[..],
+        &(body.len() as u32).to_be_bytes(),
+        &body,
+    ]
+    .concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_are_heard_while_every_request_waits_for_its_answer() {
+    // A node with sessions that answers nothing: each request it reads
+    // keeps its read-ahead place, as a chunk answer does while the chunk
+    // still arrives from a sender that stalled.
+    let mut server = peer(true);
+    let addr = listen(&mut server).await;
+    let (heard_tx, mut heard) = futures::channel::mpsc::unbounded();
+    let serving = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            if let SwarmEvent::Behaviour(BehaviourEvent::Pollen(pollen::Event::Request {
+                request,
+                channel,
+                ..
+            })) = server.select_next_some().await
+            {
+                let _ = heard_tx.unbounded_send(request);
+                held.push(channel);
+            }
+        }
+    });
+
+    let mut client = peer(true);
+    let mut control = client.behaviour().stream.new_control();
+    let target = connect(&mut client, addr).await;
+    let driving = tokio::spawn(async move {
+        loop {
+            client.select_next_some().await;
+        }
+    });
+
+    let mut stream = control.open_stream(target, SESSION).await.expect("open");
+    stream.write_all(&SESSION_PREAMBLE).await.expect("preamble");
+    let mut echo = [0u8; SESSION_PREAMBLE.len()];
+    stream.read_exact(&mut echo).await.expect("echo");
+    // Every place for requests taken, then two notices.
+    let places = Limits::default().max_streams as u32;
+    let mut bytes = Vec::new();
+    for tag in 0..places {
+        bytes.extend(tagged(tag, &Request::GetPeers));
+    }
+    let manifest = pollen_core::manifest::ManifestId([7; 32]);
+    for (tag, index) in [(places, 3), (places + 1, 4)] {
+        let notice = Request::Gained {
+            manifest,
+            indices: vec![index],
+        };
+        bytes.extend(tagged(tag, &notice));
+    }
+    stream.write_all(&bytes).await.expect("write");
+    stream.flush().await.expect("flush");
+
+    let mut asked = 0;
+    let mut gained = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        while gained.len() < 2 {
+            match heard.next().await.expect("the node runs") {
+                Request::GetPeers => asked += 1,
+                Request::Gained { indices, .. } => gained.extend(indices),
+                other => panic!("not asked: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the notices are heard while no request is answered");
+    assert_eq!(asked, places, "every request read first");
+    assert_eq!(gained, [3, 4]);
+    driving.abort();
+    serving.abort();
 }

@@ -15,7 +15,8 @@
 //!
 //! Bounded: at most [`QUEUE`] requests wait to be written on a session
 //! (more go the old way), an accepted session reads at most `max_open`
-//! requests ahead of its answers (then the peer's writes wait), a peer
+//! requests ahead of its answers (then the peer's writes wait) and,
+//! apart from them, at most [`NOTICES_AHEAD`] notices, a peer
 //! has at most [`MAX_INBOUND`] sessions open to us, and a request that
 //! gets no answer fails after the request timeout, as on its own stream.
 //!
@@ -57,6 +58,9 @@ pub const QUEUE: usize = 64;
 pub const MAX_INBOUND: usize = 2;
 /// Notes from all session tasks waiting for the behaviour, at most.
 const NOTES: usize = 256;
+/// Notices ([`Request::Gained`]) an accepted session reads ahead of their
+/// answers, at most, beside its `max_open` other requests.
+pub const NOTICES_AHEAD: usize = 256;
 
 /// One request on one session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -70,24 +74,30 @@ pub struct SessionRequestId {
 /// it tells the session the request was not answered (its place frees).
 #[derive(Debug)]
 pub struct SessionReply {
-    tx: mpsc::Sender<(u32, Option<Reply>)>,
+    tx: mpsc::Sender<Answer>,
     tag: u32,
+    /// The request was a notice: its read-ahead place is a notice's.
+    notice: bool,
     sent: bool,
 }
+
+/// What a session's writer gets for each request read: its tag, whether
+/// it was a notice, and the reply (`None`: none, the request dropped).
+type Answer = (u32, bool, Option<Reply>);
 
 impl SessionReply {
     /// Answers; a session closed meanwhile drops it (and reports its end).
     pub fn send(mut self, reply: Reply) {
         self.sent = true;
         // Each clone of the sender has a slot of its own: never full.
-        let _ = self.tx.try_send((self.tag, Some(reply)));
+        let _ = self.tx.try_send((self.tag, self.notice, Some(reply)));
     }
 }
 
 impl Drop for SessionReply {
     fn drop(&mut self) {
         if !self.sent {
-            let _ = self.tx.try_send((self.tag, None));
+            let _ = self.tx.try_send((self.tag, self.notice, None));
         }
     }
 }
@@ -728,7 +738,7 @@ async fn run_out(
 }
 
 /// Runs a peer's session to us: reads its requests (at most `max_open`
-/// ahead of their answers) and writes the answers as the node gives them
+/// ahead of their answers, and notices apart) and writes the answers as the node gives them
 /// (chunks in pieces if the session takes them: `pieces`).
 async fn serve(
     peer: PeerId,
@@ -746,17 +756,20 @@ async fn serve(
     }
     let (mut r, mut w) = stream.split();
     // Each read request holds a reply sender; answered or dropped, it
-    // comes back here. The permits bound the requests read ahead.
-    let (reply_tx, mut replies) = mpsc::channel::<(u32, Option<Reply>)>(0);
+    // comes back here. The permits bound the requests read ahead: notices
+    // have their own, so an answer the writer waits on (a chunk still
+    // arriving from a sender that stalled) never stops the peer's notices
+    // of what it gained from being heard. (Before, the acknowledgements
+    // and notices behind such an answer took the last places; the site
+    // then heard nothing from the peer for a minute, took it for stalled
+    // and fetched its chunks across the uplink again.)
+    let (reply_tx, mut replies) = mpsc::channel::<Answer>(0);
     let permits = Arc::new(tokio::sync::Semaphore::new(max_open));
-    let reader_permits = permits.clone();
+    let notice_permits = Arc::new(tokio::sync::Semaphore::new(NOTICES_AHEAD));
+    let reader_permits = (permits.clone(), notice_permits.clone());
     let mut reader_notes = notes.clone();
     let reading = async move {
         loop {
-            let Ok(permit) = reader_permits.acquire().await else {
-                return Ok(());
-            };
-            permit.forget();
             let tag = match read_tag(&mut r).await {
                 Ok(t) => t,
                 // The peer closed its side: it asks nothing more.
@@ -764,8 +777,7 @@ async fn serve(
                 Err(e) => return Err(e),
             };
             if tag & CANCEL_BIT != 0 {
-                // Not a request: its read-ahead place is not taken.
-                reader_permits.add_permits(1);
+                // Not a request: it takes no read-ahead place.
                 let tag = tag & !CANCEL_BIT;
                 let cancelled = Note::Cancelled { peer, session, tag };
                 if reader_notes.send(cancelled).await.is_err() {
@@ -775,9 +787,20 @@ async fn serve(
             }
             let frame = read_frame(&mut r, MAX_REQUEST, None).await?;
             let request = Request::decode(&frame).map_err(invalid)?;
+            let notice = matches!(request, Request::Gained { .. });
+            let places = if notice {
+                &reader_permits.1
+            } else {
+                &reader_permits.0
+            };
+            let Ok(permit) = places.acquire().await else {
+                return Ok(());
+            };
+            permit.forget();
             let reply = SessionReply {
                 tx: reply_tx.clone(),
                 tag,
+                notice,
                 sent: false,
             };
             let asked = Note::Asked {
@@ -794,7 +817,7 @@ async fn serve(
     };
     let mut writer_notes = notes.clone();
     let writing = async move {
-        while let Some((tag, reply)) = replies.next().await {
+        while let Some((tag, notice, reply)) = replies.next().await {
             let complete = match reply {
                 Some(reply) => match write_reply(&mut w, &tag.to_be_bytes(), reply, pieces).await {
                     Ok(()) => true,
@@ -804,7 +827,11 @@ async fn serve(
                 None => false,
             };
             w.flush().await?;
-            permits.add_permits(1);
+            if notice {
+                notice_permits.add_permits(1);
+            } else {
+                permits.add_permits(1);
+            }
             let answered = Note::Answered {
                 peer,
                 session,
