@@ -738,8 +738,9 @@ async fn run_out(
 }
 
 /// Runs a peer's session to us: reads its requests (at most `max_open`
-/// ahead of their answers, and notices apart) and writes the answers as the node gives them
-/// (chunks in pieces if the session takes them: `pieces`).
+/// ahead of their answers, and notices apart) and writes the answers as
+/// the node gives them (chunks in pieces if the session takes them:
+/// `pieces`).
 async fn serve(
     peer: PeerId,
     session: u64,
@@ -760,9 +761,9 @@ async fn serve(
     // have their own, so an answer the writer waits on (a chunk still
     // arriving from a sender that stalled) never stops the peer's notices
     // of what it gained from being heard. (Before, the acknowledgements
-    // and notices behind such an answer took the last places; the site
-    // then heard nothing from the peer for a minute, took it for stalled
-    // and fetched its chunks across the uplink again.)
+    // and notices behind such an answer took the last places; its site
+    // then heard nothing from the peer, took it for stalled after 20 s and
+    // fetched its chunks across the uplink again.)
     let (reply_tx, mut replies) = mpsc::channel::<Answer>(0);
     let permits = Arc::new(tokio::sync::Semaphore::new(max_open));
     let notice_permits = Arc::new(tokio::sync::Semaphore::new(NOTICES_AHEAD));
