@@ -8,11 +8,14 @@
 //! predict the time until every device is done, and the payload across
 //! the uplinks and from the seeder (counted from aria2c's info logs, block
 //! by block, as the model counts it; the veth counters' wire bytes are
-//! printed beside them), within ±25 %.
+//! printed beside them), within ±25 % of the median of three rounds (each
+//! a fresh fleet, tracker and seed: aria2c's runs spread more than the
+//! model's error).
 //!
 //! Multicast (local peer discovery) and every other packet stay inside the
 //! namespaces the test creates; nothing runs on the host's interfaces.
-//! `BT_CROSSCHECK_LOGS=DIR` keeps aria2c's logs. About 35 s.
+//! `BT_CROSSCHECK_LOGS=DIR` keeps aria2c's logs (a directory per round).
+//! About 2 minutes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -170,6 +173,9 @@ fn blocks_received(log: &Path) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Rounds of the real swarm the model is compared with.
+const ROUNDS: usize = 3;
+
 fn within(sim: f64, real: f64) -> f64 {
     sim / real - 1.0
 }
@@ -191,9 +197,98 @@ fn aria2_and_the_bittorrent_model_agree_within_25_percent() {
     let sc = pollen_sim::Scenario::from_toml(&text).expect("scenario parses");
     assert_eq!(sc.strategy, pollen_sim::Strategy::Bittorrent);
     let group = &sc.sites[0];
+    let sites = group.count as usize;
+    let size = (sc.release_mib * 1024.0 * 1024.0) as usize;
+    let data = random_bytes(size, 71);
+    // aria2c's runs spread (27.6-41.4 s for the same set-up, see
+    // simulator/README.md): the model meets the median of three rounds.
+    let rounds: Vec<Real> = (0..ROUNDS).map(|k| aria2_round(&sc, &data, k)).collect();
+    let median = |f: fn(&Real) -> f64| {
+        let mut v: Vec<f64> = rounds.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let secs = median(|r| r.secs);
+    let real_in = median(|r| r.real_in);
+    let real_seeder = median(|r| r.real_seeder);
+
+    let o = pollen_sim::simulate(&sc, Path::new("."), |_, _| {}).expect("simulates");
+    let sim = pollen_sim::report::summary(&sc, &o);
+    let sim_done = sim.completion_max_s.expect("the simulation completes");
+    let mut sim_line = Vec::new();
+    for chunk in o.samples.chunks(sites) {
+        let into: u64 = chunk.iter().map(|x| x.uplink_in_bytes).sum();
+        let f = size as f64;
+        sim_line.push(format!(
+            "{:.0}s {:.2}/{:.2}",
+            chunk[0].time,
+            chunk[0].seeder_out_bytes as f64 / f,
+            into as f64 / f
+        ));
+    }
+    println!("  simulated timeline: {}", sim_line.join(" "));
+    println!(
+        "aria2 vs model: seeder {} Mbit/s, {sites} sites x {} devices, {} Mbit/s uplinks, {} MiB in {} KiB pieces",
+        sc.seeder().expect("a seeder").upload_mbit,
+        group.devices,
+        group.uplink_down_mbit,
+        sc.release_mib,
+        sc.bittorrent.piece_kib
+    );
+    println!(
+        "  real, median of {ROUNDS} rounds: all done in {secs:.1} s; seeder sent {real_seeder:.2} x F payload; site uplinks in {real_in:.3} x F payload (mean over the sites)"
+    );
+    println!(
+        "  simulated: all done in {sim_done:.1} s ({:+.0} %), median {:.1} s; seeder {:.2} x F ({:+.0} %); uplinks in {:.3?} x F, mean {:.3} ({:+.0} %)",
+        within(sim_done, secs) * 100.0,
+        sim.completion_p50_s.unwrap_or(0.0),
+        sim.seeder_multiple,
+        within(sim.seeder_multiple, real_seeder) * 100.0,
+        sim.uplink_multiple_per_site,
+        sim.uplink_multiple_mean,
+        within(sim.uplink_multiple_mean, real_in) * 100.0
+    );
+    assert!(
+        within(sim_done, secs).abs() <= 0.25,
+        "completion: simulated {sim_done:.1} s vs measured {secs:.1} s (median of {ROUNDS})"
+    );
+    assert!(
+        within(sim.uplink_multiple_mean, real_in).abs() <= 0.25,
+        "uplink bytes in: simulated {:.3} x F vs measured {real_in:.3} x F (median of {ROUNDS})",
+        sim.uplink_multiple_mean
+    );
+    assert!(
+        within(sim.seeder_multiple, real_seeder).abs() <= 0.25,
+        "seeder bytes: simulated {:.2} x F vs measured {real_seeder:.2} x F (median of {ROUNDS})",
+        sim.seeder_multiple
+    );
+}
+
+/// What one swarm of aria2c devices did, measured (multiples of the file's
+/// size, "x F").
+struct Real {
+    /// Until the last device was done; the first and the median device.
+    secs: f64,
+    first: f64,
+    median: f64,
+    /// Payload across each site's uplink, and its mean over the sites.
+    pay_ins: Vec<f64>,
+    real_in: f64,
+    /// Payload the seeder sent.
+    real_seeder: f64,
+    /// Wire bytes into each site, their mean, and out of the seeder.
+    ins: Vec<f64>,
+    wire_in: f64,
+    wire_seeder: f64,
+}
+
+/// One round: a fresh fleet of namespaces, tracker and seed, and every
+/// device fetching `data` from nothing.
+fn aria2_round(sc: &pollen_sim::Scenario, data: &[u8], round: usize) -> Real {
+    let group = &sc.sites[0];
     let (sites, per_site) = (group.count as usize, group.devices as usize);
     let seeder_mbit = sc.seeder().expect("a seeder").upload_mbit;
-    let size = (sc.release_mib * 1024.0 * 1024.0) as usize;
+    let size = data.len();
     let piece = sc.bittorrent.piece_kib as usize * 1024;
 
     let fleet = Fleet::new(sites, per_site);
@@ -201,15 +296,14 @@ fn aria2_and_the_bittorrent_model_agree_within_25_percent() {
     fleet.limit_uplinks(&format!("{}mbit", group.uplink_down_mbit));
 
     let tmp = tempfile::tempdir().expect("tempdir");
-    let data = random_bytes(size, 71);
     let seeder_ip = fleet.seeder_ip();
     let tracker_url = format!("http://{seeder_ip}:6969/announce");
-    let (meta, hash) = torrent("release.img", &data, piece, &tracker_url);
+    let (meta, hash) = torrent("release.img", data, piece, &tracker_url);
     let torrent_path = tmp.path().join("release.torrent");
     std::fs::write(&torrent_path, &meta).expect("write torrent");
     let seed_dir = tmp.path().join("seed");
     std::fs::create_dir_all(&seed_dir).expect("seed dir");
-    std::fs::write(seed_dir.join("release.img"), &data).expect("seed file");
+    std::fs::write(seed_dir.join("release.img"), data).expect("seed file");
     // Writes when aria2c finished the download (before it seeds on).
     let hook = tmp.path().join("done.sh");
     std::fs::write(&hook, "#!/bin/sh\ndate +%s.%N > \"$3.done\"\n").expect("hook");
@@ -252,7 +346,8 @@ fn aria2_and_the_bittorrent_model_agree_within_25_percent() {
     // which block, its choke rounds) give the payload; they stay in the
     // temporary directory, or in `BT_CROSSCHECK_LOGS=DIR` when set.
     let logs = std::env::var_os("BT_CROSSCHECK_LOGS")
-        .map_or_else(|| tmp.path().join("logs"), PathBuf::from);
+        .map_or_else(|| tmp.path().join("logs"), PathBuf::from)
+        .join(format!("round{round}"));
     std::fs::create_dir_all(&logs).expect("log dir");
     let log_path = |name: &str| logs.join(format!("{name}.log"));
     let log_args = |name: &str| -> Vec<String> {
@@ -407,60 +502,31 @@ fn aria2_and_the_bittorrent_model_agree_within_25_percent() {
         "  real timeline (seeder / into all sites, x F): {}",
         line.join(" ")
     );
-    let o = pollen_sim::simulate(&sc, Path::new("."), |_, _| {}).expect("simulates");
-    let sim = pollen_sim::report::summary(&sc, &o);
-    let sim_done = sim.completion_max_s.expect("the simulation completes");
-    let wire_in = ins.iter().sum::<f64>() / ins.len() as f64;
-    let wire_seeder = seeder_bytes / size as f64;
-    let real_in = pay_ins.iter().sum::<f64>() / pay_ins.len() as f64;
-    let real_seeder = pay_seeder as f64 / size as f64;
     let mut times: Vec<f64> = done.iter().flatten().map(|t| t - start).collect();
     times.sort_by(f64::total_cmp);
-    let mut sim_line = Vec::new();
-    for chunk in o.samples.chunks(sites) {
-        let into: u64 = chunk.iter().map(|x| x.uplink_in_bytes).sum();
-        let f = size as f64;
-        sim_line.push(format!(
-            "{:.0}s {:.2}/{:.2}",
-            chunk[0].time,
-            chunk[0].seeder_out_bytes as f64 / f,
-            into as f64 / f
-        ));
-    }
-    println!("  simulated timeline: {}", sim_line.join(" "));
+    let ins_mean = ins.iter().sum::<f64>() / ins.len() as f64;
+    let real = Real {
+        secs,
+        first: times[0],
+        median: times[times.len() / 2],
+        real_in: pay_ins.iter().sum::<f64>() / pay_ins.len() as f64,
+        real_seeder: pay_seeder as f64 / size as f64,
+        wire_in: ins_mean,
+        wire_seeder: seeder_bytes / size as f64,
+        pay_ins,
+        ins,
+    };
     println!(
-        "aria2 vs model: seeder {seeder_mbit} Mbit/s, {sites} sites x {per_site} devices, {} Mbit/s uplinks, {} MiB in {} KiB pieces",
-        group.uplink_down_mbit,
-        sc.release_mib,
-        piece / 1024
+        "  real, round {round}: all done in {:.1} s (first {:.1} s, median {:.1} s); seeder sent {:.2} x F payload ({:.2} wire); site uplinks in {:.3?} x F payload, mean {:.3} ({:.3?} wire, mean {:.3})",
+        real.secs,
+        real.first,
+        real.median,
+        real.real_seeder,
+        real.wire_seeder,
+        real.pay_ins,
+        real.real_in,
+        real.ins,
+        real.wire_in
     );
-    println!(
-        "  real: all done in {secs:.1} s (first {:.1} s, median {:.1} s); seeder sent {real_seeder:.2} x F payload ({wire_seeder:.2} wire); site uplinks in {pay_ins:.3?} x F payload, mean {real_in:.3} ({ins:.3?} wire, mean {wire_in:.3})",
-        times[0],
-        times[times.len() / 2]
-    );
-    println!(
-        "  simulated: all done in {sim_done:.1} s ({:+.0} %), median {:.1} s; seeder {:.2} x F ({:+.0} %); uplinks in {:.3?} x F, mean {:.3} ({:+.0} %)",
-        within(sim_done, secs) * 100.0,
-        sim.completion_p50_s.unwrap_or(0.0),
-        sim.seeder_multiple,
-        within(sim.seeder_multiple, real_seeder) * 100.0,
-        sim.uplink_multiple_per_site,
-        sim.uplink_multiple_mean,
-        within(sim.uplink_multiple_mean, real_in) * 100.0
-    );
-    assert!(
-        within(sim_done, secs).abs() <= 0.25,
-        "completion: simulated {sim_done:.1} s vs measured {secs:.1} s"
-    );
-    assert!(
-        within(sim.uplink_multiple_mean, real_in).abs() <= 0.25,
-        "uplink bytes in: simulated {:.3} x F vs measured {real_in:.3} x F",
-        sim.uplink_multiple_mean
-    );
-    assert!(
-        within(sim.seeder_multiple, real_seeder).abs() <= 0.25,
-        "seeder bytes: simulated {:.2} x F vs measured {real_seeder:.2} x F",
-        sim.seeder_multiple
-    );
+    real
 }

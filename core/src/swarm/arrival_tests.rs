@@ -25,6 +25,23 @@ fn swarm(n: u32, peers: u32) -> Swarm<u32> {
     s
 }
 
+/// A device of site 1 lacking all `n` chunks, site rules on.
+fn on_site_1(n: u32) -> Swarm<u32> {
+    let cfg = SwarmConfig {
+        site: Some(SiteId(1)),
+        ..SwarmConfig::default()
+    };
+    Swarm::new(cfg, 0, chunk_refs(n), Bitfield::new(n), Duration::ZERO)
+}
+
+/// A peer of `site`, neither origin nor gateway.
+fn of_site(site: u64) -> PeerInfo {
+    PeerInfo {
+        site: Some(SiteId(site)),
+        ..PeerInfo::default()
+    }
+}
+
 pub(super) fn requests(s: &mut Swarm<u32>) -> Vec<(u32, u32)> {
     std::iter::from_fn(|| s.poll_action())
         .filter_map(|a| match a {
@@ -135,17 +152,8 @@ fn bytes_nobody_asked_for_change_nothing() {
 
 #[test]
 fn a_chunk_from_a_site_peer_that_left_before_its_verdict_counts_as_from_the_site() {
-    let site = Some(SiteId(1));
-    let cfg = SwarmConfig {
-        site,
-        ..SwarmConfig::default()
-    };
-    let mut s = Swarm::new(cfg, 0, chunk_refs(2), Bitfield::new(2), Duration::ZERO);
-    let here = PeerInfo {
-        site,
-        ..PeerInfo::default()
-    };
-    s.handle_peer_up(Duration::ZERO, 1, here);
+    let mut s = on_site_1(2);
+    s.handle_peer_up(Duration::ZERO, 1, of_site(1));
     s.handle_have_all(Duration::ZERO, 1, Bitfield::full(2));
     let (peer, index) = requests(&mut s)[0];
     s.handle_arrived(MS, peer, index);
@@ -156,4 +164,33 @@ fn a_chunk_from_a_site_peer_that_left_before_its_verdict_counts_as_from_the_site
     let len = u64::from(chunk_refs(2)[index as usize].len);
     assert_eq!(s.stats().bytes_from_site, len);
     assert_eq!(s.stats().bytes_from_remote, 0);
+}
+
+#[test]
+fn a_copy_from_across_checked_first_is_credited_across() {
+    // The request across the uplink was taken back and the chunk asked of
+    // a site peer, but the bytes from across came anyway: both copies are
+    // in, and the one from across is checked first.
+    let mut s = on_site_1(1);
+    let (local, across) = (1, 2);
+    s.handle_peer_up(Duration::ZERO, local, of_site(1));
+    s.handle_peer_up(Duration::ZERO, across, of_site(2));
+    s.handle_have_all(Duration::ZERO, local, Bitfield::full(1));
+    assert_eq!(requests(&mut s), vec![(local, 0)]);
+    s.handle_arrived(MS, across, 0);
+    s.handle_arrived(2 * MS, local, 0);
+    s.handle_chunk(3 * MS, across, 0, Receipt::Verified);
+    let len = u64::from(chunk_refs(1)[0].len);
+    assert_eq!(
+        s.stats().bytes_from_remote,
+        len,
+        "the bytes stored came across"
+    );
+    assert_eq!(s.stats().bytes_from_site, 0);
+    // The site peer's copy is a duplicate, credited to no one.
+    s.handle_chunk(4 * MS, local, 0, Receipt::Verified);
+    assert_eq!(s.stats().duplicates, 1);
+    assert_eq!(s.stats().bytes_from_remote, len);
+    assert_eq!(s.stats().bytes_from_site, 0);
+    assert!(s.checking_from.is_empty(), "nothing left of either arrival");
 }

@@ -443,10 +443,10 @@ pub struct Swarm<P: PeerKey> {
     /// Chunks told of to peers: held, or partly held and passed on piece
     /// by piece ([`Swarm::handle_partial`]).
     told: Bitfield,
-    /// The class of the peer each chunk being checked came from: its
+    /// The peer each chunk being checked came from, and its class: its
     /// sender may leave before the verdict (a one-shot `fetch`), and the
     /// bytes still came from the site or across the uplink.
-    checking_from: Vec<(u32, Class)>,
+    checking_from: Vec<(u32, P, Class)>,
     open_count: u32,
     /// Per chunk: requests in flight for it.
     requested: Vec<u16>,
@@ -830,6 +830,7 @@ impl<P: PeerKey> Swarm<P> {
         // Counts cover only chunks this node lacks (the only ones they
         // steer), so a chunk held already needs no more than the progress.
         let mut fresh = std::mem::take(&mut self.fresh);
+        let taken_back = self.stats.taken_back;
         fresh.extend(
             indices
                 .iter()
@@ -848,6 +849,11 @@ impl<P: PeerKey> Swarm<P> {
         }
         fresh.clear();
         self.fresh = fresh;
+        // A request taken back freed a place in a window across the
+        // uplink: anything may go there now.
+        if self.stats.taken_back != taken_back {
+            self.schedule(now);
+        }
     }
 
     /// A site peer has chunk `index` (or its first piece): this node's
@@ -893,7 +899,7 @@ impl<P: PeerKey> Swarm<P> {
         let fresh = !self.have.get(index) && self.checking.set(index);
         if self.finish_request(now, &peer, index, true) {
             if let Some(st) = self.peers.get(&peer).filter(|_| fresh) {
-                self.checking_from.push((index, st.class));
+                self.checking_from.push((index, peer, st.class));
             }
         } else if fresh {
             // Not asked of this peer (or no longer): nothing is checked here.
@@ -902,16 +908,21 @@ impl<P: PeerKey> Swarm<P> {
         self.schedule(now);
     }
 
-    /// The class of the peer chunk `index` arrived from, if it is being
-    /// checked; forgotten here.
-    fn arrived_from(&mut self, index: u32) -> Option<Class> {
-        let pos = self.checking_from.iter().position(|&(i, _)| i == index)?;
-        Some(self.checking_from.swap_remove(pos).1)
+    /// The class of `peer`, if chunk `index` arrived from it and is being
+    /// checked; forgotten here. Another copy's verdict can come first (its
+    /// request was taken back, its bytes came anyway): that copy is
+    /// credited to its own sender.
+    fn arrived_from(&mut self, index: u32, peer: &P) -> Option<Class> {
+        let pos = self
+            .checking_from
+            .iter()
+            .position(|(i, p, _)| *i == index && p == peer)?;
+        Some(self.checking_from.swap_remove(pos).2)
     }
 
     /// A chunk that arrived is not held after all: wanted again.
     fn uncheck(&mut self, index: u32) -> bool {
-        self.arrived_from(index);
+        self.checking_from.retain(|&(i, _, _)| i != index);
         let was = self.checking.clear(index);
         if was {
             self.reopen(index);
@@ -955,7 +966,7 @@ impl<P: PeerKey> Swarm<P> {
             return;
         }
         let sender = self.peers.get(&peer).map(|p| p.class);
-        let sender = self.arrived_from(index).or(sender);
+        let sender = self.arrived_from(index, &peer).or(sender);
         // Checked now, if it arrived before; a rejected one is wanted again.
         let arrived = if receipt == Receipt::Rejected {
             self.uncheck(index)
@@ -980,6 +991,8 @@ impl<P: PeerKey> Swarm<P> {
             }
         }
         self.have.set(index);
+        // Other copies still being checked are duplicates now.
+        self.checking_from.retain(|&(i, _, _)| i != index);
         self.site_gain = self.site_gain.max(now);
         let pos = self.rank[index as usize] as usize;
         self.lacking.swap_remove(pos);
