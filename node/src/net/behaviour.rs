@@ -27,8 +27,9 @@ pub struct Limits {
     pub max_outgoing: u32,
     pub max_per_peer: u32,
     pub max_pending_incoming: u32,
-    /// Inbound connections per IP address that have not completed the
-    /// hello exchange (still in their handshake, or greeted but silent).
+    /// Inbound connections per IPv4 address or IPv6 /64 that have not
+    /// completed the hello exchange (still in their handshake, or greeted
+    /// but silent).
     pub max_unadmitted_per_ip: u32,
     /// Concurrent inbound streams per connection (request-response).
     pub max_streams: usize,

@@ -4,12 +4,15 @@
 //! from its first packet until its peer is [`admitted`](Behaviour::admit)
 //! (the driver calls that when the peer's hello was accepted), counts
 //! against that address, and an address with `max_unadmitted_per_ip` such
-//! connections gets no more. Connections without an IP address (the memory
-//! transport) and outbound connections are not counted.
+//! connections gets no more. An IPv6 address counts as its /64: a host is
+//! commonly given a whole /64 and can pick a fresh address in it for every
+//! connection. Connections without an IP address (the memory transport)
+//! and outbound connections are not counted.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::IpAddr;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
 use std::task::{Context, Poll};
 
 use libp2p::core::transport::PortUse;
@@ -22,11 +25,36 @@ use libp2p::swarm::{
 };
 use libp2p::{Multiaddr, PeerId};
 
+/// Where unadmitted connections are counted from: an IPv4 address, or
+/// the /64 network of an IPv6 one (IPv4-mapped IPv6 as IPv4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Source(IpAddr);
+
+impl Source {
+    pub fn of(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => Self(IpAddr::V6(Ipv6Addr::from(
+                u128::from(v6) & !u128::from(u64::MAX),
+            ))),
+            v4 => Self(v4),
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            IpAddr::V4(ip) => write!(f, "{ip}"),
+            IpAddr::V6(net) => write!(f, "{net}/64"),
+        }
+    }
+}
+
 /// Why an inbound connection was denied.
 #[derive(Debug, thiserror::Error)]
-#[error("{ip} already has {limit} connections that have not completed the exchange")]
+#[error("{from} already has {limit} connections that have not completed the exchange")]
 pub struct Exceeded {
-    pub ip: IpAddr,
+    pub from: Source,
     pub limit: u32,
 }
 
@@ -42,20 +70,20 @@ struct Peer {
 pub struct Behaviour {
     max_unadmitted_per_ip: u32,
     /// Inbound connections still in their transport handshake.
-    pending: HashMap<ConnectionId, IpAddr>,
+    pending: HashMap<ConnectionId, Source>,
     /// Established inbound connections with an IP address.
-    inbound: HashMap<ConnectionId, (PeerId, IpAddr)>,
+    inbound: HashMap<ConnectionId, (PeerId, Source)>,
     peers: HashMap<PeerId, Peer>,
-    /// Per address: its pending connections plus its established inbound
+    /// Per source: its pending connections plus its established inbound
     /// connections of peers not admitted. No zero entries.
-    unadmitted: HashMap<IpAddr, u32>,
+    unadmitted: HashMap<Source, u32>,
 }
 
-/// The IP address a multiaddr starts with (IPv4-mapped IPv6 as IPv4).
-fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
+/// Where a connection from the IP address a multiaddr starts with counts.
+fn ip_of(addr: &Multiaddr) -> Option<Source> {
     match addr.iter().next()? {
-        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(IpAddr::V6(ip).to_canonical()),
+        Protocol::Ip4(ip) => Some(Source::of(IpAddr::V4(ip))),
+        Protocol::Ip6(ip) => Some(Source::of(IpAddr::V6(ip))),
         _ => None,
     }
 }
@@ -82,7 +110,7 @@ impl Behaviour {
             return;
         }
         p.admitted = true;
-        let ips: Vec<IpAddr> = self
+        let ips: Vec<Source> = self
             .inbound
             .values()
             .filter(|(q, _)| *q == peer)
@@ -93,33 +121,37 @@ impl Behaviour {
         }
     }
 
-    /// Connections of `ip` that count against its limit.
+    /// Connections that count against `ip`'s limit (its /64's for IPv6).
     pub fn unadmitted(&self, ip: IpAddr) -> u32 {
-        self.unadmitted.get(&ip).copied().unwrap_or(0)
+        self.count(Source::of(ip))
+    }
+
+    fn count(&self, from: Source) -> u32 {
+        self.unadmitted.get(&from).copied().unwrap_or(0)
     }
 
     fn admitted(&self, peer: &PeerId) -> bool {
         self.peers.get(peer).is_some_and(|p| p.admitted)
     }
 
-    /// Whether `ip` may have one more unadmitted connection.
-    fn check(&self, ip: IpAddr) -> Result<(), ConnectionDenied> {
-        let count = self.unadmitted(ip);
+    /// Whether `from` may have one more unadmitted connection.
+    fn check(&self, from: Source) -> Result<(), ConnectionDenied> {
+        let count = self.count(from);
         if count < self.max_unadmitted_per_ip {
             return Ok(());
         }
-        tracing::debug!(%ip, count, "inbound connection denied: too many unadmitted from this address");
+        tracing::debug!(%from, count, "inbound connection denied: too many unadmitted from this address");
         Err(ConnectionDenied::new(Exceeded {
-            ip,
+            from,
             limit: self.max_unadmitted_per_ip,
         }))
     }
 
-    fn hold(&mut self, ip: IpAddr) {
+    fn hold(&mut self, ip: Source) {
         *self.unadmitted.entry(ip).or_default() += 1;
     }
 
-    fn release(&mut self, ip: IpAddr) {
+    fn release(&mut self, ip: Source) {
         if let Some(n) = self.unadmitted.get_mut(&ip) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -393,7 +425,10 @@ mod tests {
     }
 
     fn denied_for(e: ConnectionDenied) -> IpAddr {
-        e.downcast::<Exceeded>().expect("denied by the ip limit").ip
+        e.downcast::<Exceeded>()
+            .expect("denied by the ip limit")
+            .from
+            .0
     }
 
     #[test]
@@ -513,5 +548,28 @@ mod tests {
         assert_eq!(denied_for(e), ip("192.0.2.7"));
         h.inbound("/ip6/2001:db8::7/udp/4000/quic-v1")
             .expect("an IPv6 address of its own");
+    }
+
+    #[test]
+    fn fresh_ipv6_addresses_of_one_slash_64_share_its_limit() {
+        let mut h = Harness::new(3);
+        for k in 1..=3 {
+            h.inbound(&format!("/ip6/2001:db8:0:7::{k:x}/tcp/50000"))
+                .expect("within the /64's limit");
+        }
+        let e = h
+            .inbound("/ip6/2001:db8:0:7:ffff:1:2:3/tcp/50000")
+            .expect_err("another address of the same /64");
+        let denied = e.downcast::<Exceeded>().expect("denied by the ip limit");
+        assert_eq!(denied.from.0, ip("2001:db8:0:7::"));
+        assert_eq!(
+            denied.to_string(),
+            "2001:db8:0:7::/64 already has 3 connections that have not completed the exchange"
+        );
+        assert_eq!(h.b.unadmitted(ip("2001:db8:0:7::abcd")), 3);
+        h.inbound("/ip6/2001:db8:0:8::1/tcp/50000")
+            .expect("the next /64 has a limit of its own");
+        h.inbound("/ip4/192.0.2.7/tcp/50000")
+            .expect("IPv4 addresses count one by one");
     }
 }
