@@ -830,7 +830,7 @@ impl<P: PeerKey> Swarm<P> {
         // Counts cover only chunks this node lacks (the only ones they
         // steer), so a chunk held already needs no more than the progress.
         let mut fresh = std::mem::take(&mut self.fresh);
-        let taken_back = self.stats.taken_back;
+        let mut taken_back = false;
         fresh.extend(
             indices
                 .iter()
@@ -840,7 +840,7 @@ impl<P: PeerKey> Swarm<P> {
         for &index in &fresh {
             self.count_holder(index, class);
             if class == Class::Local {
-                self.take_back_across(now, index);
+                taken_back |= self.take_back_across(now, index);
             }
             // Everything requestable before was requested (or a cap stopped
             // it): only this chunk, from this peer, can be new — and, for a
@@ -851,7 +851,7 @@ impl<P: PeerKey> Swarm<P> {
         self.fresh = fresh;
         // A request taken back freed a place in a window across the
         // uplink: anything may go there now.
-        if self.stats.taken_back != taken_back {
+        if taken_back {
             self.schedule(now);
         }
     }
@@ -860,14 +860,15 @@ impl<P: PeerKey> Swarm<P> {
     /// requests for it across the uplink that have brought no piece yet
     /// are taken back, and it comes over the LAN instead. Two members can
     /// both fetch a chunk across (one took the other, waiting on a slow
-    /// seeder, for stalled); the first to get a piece keeps it.
-    fn take_back_across(&mut self, now: Duration, index: u32) {
+    /// seeder, for stalled); the first to get a piece keeps it. True if
+    /// any request was taken back.
+    fn take_back_across(&mut self, now: Duration, index: u32) -> bool {
         if self.remote_in_flight == 0
             || self.requested[index as usize] == 0
             || self.arriving(index)
             || !self.uplink_rules()
         {
-            return;
+            return false;
         }
         let across: Vec<P> = self
             .flying
@@ -875,11 +876,12 @@ impl<P: PeerKey> Swarm<P> {
             .filter(|(p, r)| r.index == index && self.peers.get(p).is_some_and(|st| !st.local()))
             .map(|(p, _)| *p)
             .collect();
-        for p in across {
+        for &p in &across {
             self.finish_request(now, &p, index, false);
             self.stats.taken_back += 1;
             self.actions.push_back(Action::Cancel { peer: p, index });
         }
+        !across.is_empty()
     }
 
     /// A requested chunk's bytes are all in, not yet checked: the request

@@ -80,7 +80,7 @@ pub struct Behaviour {
 }
 
 /// Where a connection from the IP address a multiaddr starts with counts.
-fn ip_of(addr: &Multiaddr) -> Option<Source> {
+fn source_of(addr: &Multiaddr) -> Option<Source> {
     match addr.iter().next()? {
         Protocol::Ip4(ip) => Some(Source::of(IpAddr::V4(ip))),
         Protocol::Ip6(ip) => Some(Source::of(IpAddr::V6(ip))),
@@ -167,7 +167,7 @@ impl Behaviour {
         let ConnectedPoint::Listener { send_back_addr, .. } = e.endpoint else {
             return;
         };
-        let Some(ip) = ip_of(send_back_addr) else {
+        let Some(ip) = source_of(send_back_addr) else {
             return;
         };
         self.inbound.insert(e.connection_id, (e.peer_id, ip));
@@ -208,7 +208,7 @@ impl NetworkBehaviour for Behaviour {
         _local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        let Some(ip) = ip_of(remote) else {
+        let Some(ip) = source_of(remote) else {
             return Ok(());
         };
         self.check(ip)?;
@@ -230,7 +230,7 @@ impl NetworkBehaviour for Behaviour {
         if let Some(ip) = self.pending.remove(&id) {
             self.release(ip);
         }
-        if let Some(ip) = ip_of(remote).filter(|_| !self.admitted(&peer)) {
+        if let Some(ip) = source_of(remote).filter(|_| !self.admitted(&peer)) {
             self.check(ip)?;
         }
         Ok(dummy::ConnectionHandler)
